@@ -1,0 +1,1 @@
+"""TileScribe plugin package: `core` (no QGIS), `cli`, and the QGIS side."""

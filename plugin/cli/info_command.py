@@ -1,0 +1,50 @@
+"""`tilescribe info`: what an index holds (rasters, runs, tiles by status, variants, vectors)."""
+
+from __future__ import annotations
+
+import json
+
+from ..core.store import Store
+from .common import add_db_argument
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("info", help="show what an index file holds")
+    add_db_argument(parser)
+    parser.add_argument("--format", choices=("text", "json"), default="text")
+    parser.set_defaults(func=run)
+
+
+def index_summary(store: Store) -> dict:
+    runs = []
+    for run in store.runs():
+        run = dict(run)
+        run["tiles"] = store.tile_counts(run["id"])
+        run["variants_stored"] = store.variant_count(run["id"])
+        run["vectors"] = store.vector_count(run["id"])
+        runs.append(run)
+    rasters = [{k: r[k] for k in ("id", "path", "width", "height", "band_count", "dtype", "crs_label")}
+               for r in store.rasters()]
+    return {"index": str(store.path), "rasters": rasters, "runs": runs}
+
+
+def run(args) -> int:
+    with Store(args.db, readonly=True) as store:
+        summary = index_summary(store)
+    if args.format == "json":
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(f"index {summary['index']}")
+    for raster in summary["rasters"]:
+        print(f"raster {raster['id']}: {raster['path']} ({raster['width']}x{raster['height']}, "
+              f"{raster['band_count']} bands {raster['dtype']}, {raster['crs_label']})")
+    for run in summary["runs"]:
+        tiles = ", ".join(f"{n} {status}" for status, n in run["tiles"].items())
+        captioner = run["captioner"].get("model") or run["captioner"].get("backend", "?")
+        print(f"run {run['id']}: raster {run['raster_id']}, captioner {captioner}, "
+              f"prompt {run['prompt_version']}, embedder {run['embedder']} ({run['dim']}-d), "
+              f"tiles {run['tile_size']} px overlap {run['overlap']}: {tiles}; "
+              f"{run['variants_stored']} variants, {run['vectors']} vectors")
+    if not summary["runs"]:
+        print("no runs yet")
+    return 0

@@ -1,0 +1,44 @@
+"""`tilescribe search`: rank the tiles of an index for a text query."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..core.errors import QueryError
+from ..core.export import hits_to_geojson, hits_to_json, hits_to_text
+from ..core.search import SearchRequest, check_query, search
+from ..core.store import Store
+from .common import add_db_argument, add_embedder_argument, load_embedder, say
+
+FORMATTERS = {"text": hits_to_text, "json": hits_to_json, "geojson": hits_to_geojson}
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("search", help="search an index with a text query")
+    parser.add_argument("query", help='what to find, e.g. "a freeway interchange"')
+    add_db_argument(parser)
+    add_embedder_argument(parser)
+    parser.add_argument("-k", type=int, default=10, help="number of tiles to return (default 10)")
+    parser.add_argument("--format", choices=sorted(FORMATTERS), default="text")
+    parser.add_argument("--run", type=int, default=None, help="run to search (default: the latest)")
+    parser.add_argument("--extent", type=float, nargs=4, metavar=("MINX", "MINY", "MAXX", "MAXY"),
+                        help="only tiles meeting this box (in the raster's CRS)")
+    parser.add_argument("--output", "-o", default=None, help="write to this file instead of stdout")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    check_query(args.query, args.k)  # before loading a model, so bad input fails fast
+    if args.extent and (args.extent[0] > args.extent[2] or args.extent[1] > args.extent[3]):
+        raise QueryError("--extent must be MINX MINY MAXX MAXY with MINX <= MAXX and MINY <= MAXY.")
+    with Store(args.db) as store:
+        embedder = load_embedder(args.embedder)
+        hits = search(store, embedder, SearchRequest(args.query, args.k, args.run,
+                                                     tuple(args.extent) if args.extent else None))
+    text = FORMATTERS[args.format](hits)
+    if args.output:
+        Path(args.output).write_text(text + "\n", encoding="utf-8")
+        say(f"wrote {len(hits)} results to {args.output}")
+    else:
+        print(text)
+    return 0

@@ -1,0 +1,37 @@
+"""Errors a user can act on: each message names the file or setting and what to do."""
+
+
+class TileScribeError(Exception):
+    """Base of every error shown to the user; str(err) is the whole message."""
+
+
+class RasterError(TileScribeError):
+    """A raster cannot be read or tiled."""
+
+
+class IndexFileError(TileScribeError):
+    """An index file cannot be opened, is not an index, or is of another version."""
+
+
+class ModelError(TileScribeError):
+    """A model file, folder or server cannot be used."""
+
+
+class CaptionError(TileScribeError):
+    """A model answer could not be turned into valid caption variants."""
+
+
+class CaptionImportError(TileScribeError):
+    """A caption file cannot be imported."""
+
+
+class QueryError(TileScribeError):
+    """A search query or its options are not valid."""
+
+
+class IndexingError(TileScribeError):
+    """Indexing stopped; what was committed before stays in the index."""
+
+
+class Cancelled(TileScribeError):
+    """The user cancelled; work committed so far is kept."""

@@ -1,0 +1,178 @@
+"""Query -> ranked tiles: KNN over caption-variant vectors, score of a tile = its best variant."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .captions import CaptionVariant
+from .embedding import Embedder
+from .errors import QueryError
+from .store import Store, vec_table
+from .tiling import Window
+
+MAX_QUERY_CHARS = 2000  # embedders truncate long input anyway; refuse pasted documents
+MAX_K = 1000
+KNN_LIMIT = 4096  # sqlite-vec's largest k
+
+Extent = tuple[float, float, float, float]  # minx, miny, maxx, maxy in the raster's CRS
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    rank: int
+    tile_id: str  # stable key of the tile's window
+    score: float  # cosine similarity of the best-matching variant
+    window: Window
+    bbox: Extent
+    crs: str
+    caption: str  # the best-matching variant's text
+    run_id: int
+    tile_db_id: int
+    raster_path: str = ""
+
+    def to_json(self) -> dict:
+        return {
+            "rank": self.rank,
+            "tile_id": self.tile_id,
+            "score": round(self.score, 6),
+            "window": self.window.as_list(),
+            "bbox": list(self.bbox),
+            "crs": self.crs,
+            "caption": self.caption,
+            "run_id": self.run_id,
+            "raster": self.raster_path,
+        }
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    query: str
+    k: int = 10
+    run_id: Optional[int] = None
+    extent: Optional[Extent] = None
+    exclude_tiles: Sequence[int] = field(default=())
+
+
+def check_query(query: str, k: int) -> str:
+    """The query as it will be embedded, or a QueryError saying what to change."""
+    if not isinstance(k, int) or k <= 0:
+        raise QueryError(f"k must be a whole number of results of at least 1 (got {k!r}).")
+    if k > MAX_K:
+        raise QueryError(f"k = {k} is too many results: ask for at most {MAX_K}.")
+    cleaned = "".join(ch if ch.isprintable() else " " for ch in (query or ""))
+    cleaned = " ".join(cleaned.split())
+    if not cleaned:
+        raise QueryError("The query is empty: describe what you look for, e.g. \"a bridge over a river\".")
+    if len(cleaned) > MAX_QUERY_CHARS:
+        raise QueryError(
+            f"The query is {len(cleaned)} characters long; keep it under {MAX_QUERY_CHARS} "
+            "(a sentence or two describing a place)."
+        )
+    return cleaned
+
+
+def resolve_run(store: Store, run_id: Optional[int]) -> int:
+    if run_id is not None:
+        store.run_info(run_id)  # raises a clear error for an unknown run
+        return run_id
+    latest = store.latest_searchable_run()
+    if latest is None:
+        raise QueryError(
+            f"Index {store.path} has no captioned tiles yet: index a raster or import captions first."
+        )
+    return latest
+
+
+def search(store: Store, embedder: Embedder, request: SearchRequest) -> list[SearchHit]:
+    """Rank the tiles of one run for a text query."""
+    query = check_query(request.query, request.k)
+    run_id = resolve_run(store, request.run_id)
+    _check_embedder(store, run_id, embedder)
+    vector = embedder.embed([query])[0]
+    return search_vector(store, vector, request, run_id)
+
+
+def search_vector(store: Store, vector: np.ndarray, request: SearchRequest, run_id: int) -> list[SearchHit]:
+    """Rank tiles for a query vector (also used by "find similar")."""
+    best = _best_variant_per_tile(store, run_id, np.asarray(vector, dtype=np.float32), request)
+    return _hits(store, run_id, best)
+
+
+def _check_embedder(store: Store, run_id: int, embedder: Embedder) -> None:
+    run = store.run_info(run_id)
+    if run["dim"] != embedder.dim or run["embedder"] != embedder.name:
+        raise QueryError(
+            f"Run {run_id} of {store.path} was embedded with {run['embedder']} ({run['dim']}-d); "
+            f"the query embedder is {embedder.name} ({embedder.dim}-d). Search with --embedder "
+            f"pointing at {run['embedder']}."
+        )
+
+
+def _best_variant_per_tile(store: Store, run_id: int, vector: np.ndarray, request: SearchRequest):
+    """[(tile_db_id, caption_id, similarity)] best first, one entry per tile, at most k."""
+    table = vec_table(store.run_info(run_id)["embedder_id"])
+    where, params = _filters(run_id, request.extent)
+    excluded = set(request.exclude_tiles)
+    k_variants = min(KNN_LIMIT, max(64, request.k * 8))
+    while True:
+        rows = store.conn.execute(
+            f"select tile_id, caption_id, distance from {table} where embedding match ? and k = ?"
+            f" and {where} order by distance",
+            (vector.tobytes(), k_variants, *params),
+        ).fetchall()
+        best = _first_per_tile(rows, excluded, request.k)
+        if len(best) >= request.k or len(rows) < k_variants:
+            return best
+        if k_variants == KNN_LIMIT:
+            return _scan_best_per_tile(store, table, where, params, vector, excluded, request.k)
+        k_variants = min(KNN_LIMIT, k_variants * 4)
+
+
+def _filters(run_id: int, extent: Optional[Extent]) -> tuple[str, tuple]:
+    where, params = "run_id = ?", (run_id,)
+    if extent is not None:
+        minx, miny, maxx, maxy = extent
+        where += " and maxx >= ? and minx <= ? and maxy >= ? and miny <= ?"
+        params += (minx, maxx, miny, maxy)
+    return where, params
+
+
+def _first_per_tile(rows, excluded: set, k: int) -> list[tuple[int, int, float]]:
+    seen, best = set(excluded), []
+    for tile_id, caption_id, distance in rows:
+        if tile_id not in seen:
+            seen.add(tile_id)
+            best.append((tile_id, caption_id, 1.0 - distance))
+            if len(best) == k:
+                break
+    return best
+
+
+def _scan_best_per_tile(store, table, where, params, vector, excluded, k):
+    # More than 4096 variants before k distinct tiles: rare; scan exactly instead.
+    rows = store.conn.execute(
+        f"select tile_id, caption_id, vec_distance_cosine(embedding, ?) as d from {table}"
+        f" where {where} order by d",
+        (vector.tobytes(), *params),
+    ).fetchall()
+    return _first_per_tile(rows, excluded, k)
+
+
+def _hits(store: Store, run_id: int, best) -> list[SearchHit]:
+    run = store.run_info(run_id)
+    raster = store.raster_info(run["raster_id"])
+    hits = []
+    for rank, (tile_db_id, caption_id, score) in enumerate(best, start=1):
+        tile = store.tile(tile_db_id)
+        row = store.conn.execute(
+            "select one_sentence, feature, caption from captions where id = ?", (caption_id,)
+        ).fetchone()
+        hits.append(SearchHit(
+            rank=rank, tile_id=tile.window.key, score=float(score), window=tile.window,
+            bbox=tile.bbox, crs=raster["crs_label"], caption=CaptionVariant(*row).display_text(),
+            run_id=run_id, tile_db_id=tile_db_id, raster_path=raster["path"],
+        ))
+    return hits

@@ -1,0 +1,395 @@
+"""The index file: one SQLite database with sqlite-vec vectors and FTS5 words, owned by Store."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from .captions import CaptionVariant
+from .errors import IndexFileError
+from .migrations import MIGRATIONS, SCHEMA_VERSION
+from .tiling import RasterInfo, Tile, Window
+
+# "TSCR": marks a file as a TileScribe index, so another program's SQLite file is refused.
+APPLICATION_ID = 0x54534352
+SQLITE_HEADER = b"SQLite format 3\x00"
+INDEX_SUFFIX = ".tilescribe.sqlite"
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def load_vec(conn: sqlite3.Connection, path: Path) -> None:
+    """Load sqlite-vec, and only it: extension loading is switched off again at once."""
+    try:
+        import sqlite_vec
+
+        conn.enable_load_extension(True)
+        try:
+            sqlite_vec.load(conn)
+        finally:
+            conn.enable_load_extension(False)
+    except (ImportError, AttributeError, sqlite3.OperationalError) as exc:
+        raise IndexFileError(
+            f"Cannot load sqlite-vec to open {path} ({exc}). Run TileScribe from the "
+            "environment `make setup` creates (.venv), whose Python can load SQLite extensions."
+        ) from exc
+
+
+@dataclass(frozen=True)
+class StoredTile:
+    id: int
+    run_id: int
+    window: Window
+    bbox: tuple[float, float, float, float]
+    status: str
+    reason: str
+
+
+class Store:
+    """Opens, migrates and writes one index file. Not shared between threads."""
+
+    def __init__(self, path: str | os.PathLike, *, create: bool = False, readonly: bool = False):
+        self.path = Path(path)
+        self._check_file(create)
+        uri = f"file:{self.path}?mode={'ro' if readonly else 'rwc'}"
+        try:
+            self.conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            self.conn.execute("pragma busy_timeout = 5000")
+        except sqlite3.Error as exc:
+            raise IndexFileError(f"Cannot open index {self.path}: {exc}.") from exc
+        self.readonly = readonly
+        self._depth = 0
+        try:
+            load_vec(self.conn, self.path)
+            self._check_schema()
+            if not readonly:
+                self.conn.execute("pragma journal_mode = wal")
+                self.conn.execute("pragma synchronous = normal")
+                self._migrate()
+        except sqlite3.DatabaseError as exc:
+            self.conn.close()
+            raise IndexFileError(self._db_error_message(exc)) from exc
+        except Exception:
+            self.conn.close()
+            raise
+
+    def _check_file(self, create: bool) -> None:
+        if self.path.is_dir():
+            raise IndexFileError(f"{self.path} is a folder; give an index file (*{INDEX_SUFFIX}).")
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            if not create:
+                raise IndexFileError(
+                    f"Index file not found: {self.path}. Create it with `tilescribe index` "
+                    "or `tilescribe import-captions`."
+                )
+            if not self.path.parent.is_dir():
+                raise IndexFileError(f"Folder for the index file does not exist: {self.path.parent}.")
+            return
+        with open(self.path, "rb") as handle:
+            if handle.read(16) != SQLITE_HEADER:
+                raise IndexFileError(
+                    f"{self.path} is not a TileScribe index (not an SQLite file). "
+                    "Pick a *.tilescribe.sqlite file, or a new file name to create one."
+                )
+
+    def _db_error_message(self, exc: sqlite3.DatabaseError) -> str:
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            return f"Index {self.path} is locked by another program: close it there and try again."
+        if "readonly" in text or "read-only" in text:
+            return f"Index {self.path} is read-only: make it writable or copy it to a folder you can write."
+        return f"Index {self.path} cannot be used ({text}); it may be damaged. Re-create it or restore a copy."
+
+    def _check_schema(self) -> None:
+        app_id = self.conn.execute("pragma application_id").fetchone()[0]
+        version = self.conn.execute("pragma user_version").fetchone()[0]
+        has_tables = self.conn.execute("select count(*) from sqlite_schema").fetchone()[0] > 0
+        if app_id != APPLICATION_ID and (has_tables or app_id):
+            raise IndexFileError(
+                f"{self.path} is an SQLite file of another program, not a TileScribe index. "
+                "Pick a *.tilescribe.sqlite file, or a new file name to create one."
+            )
+        if version > SCHEMA_VERSION:
+            raise IndexFileError(
+                f"Index {self.path} was written by a newer TileScribe (schema {version}, this "
+                f"version reads up to {SCHEMA_VERSION}). Update TileScribe to open it."
+            )
+        if self.readonly and version < SCHEMA_VERSION:
+            raise IndexFileError(f"Index {self.path} is of an older schema; open it writable once to upgrade it.")
+
+    def _migrate(self) -> None:
+        version = self.conn.execute("pragma user_version").fetchone()[0]
+        for number in range(version, SCHEMA_VERSION):
+            with self.atomic():
+                MIGRATIONS[number](self.conn)
+                self.conn.execute(f"pragma application_id = {APPLICATION_ID}")
+                self.conn.execute(f"pragma user_version = {number + 1}")
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[sqlite3.Connection]:
+        """A transaction; nested calls become savepoints. All or nothing on error."""
+        outermost = self._depth == 0
+        self.conn.execute("begin immediate" if outermost else f"savepoint sp{self._depth}")
+        self._depth += 1
+        try:
+            yield self.conn
+        except BaseException:
+            self._depth -= 1
+            if outermost:
+                self.conn.execute("rollback")
+            else:
+                self.conn.execute(f"rollback to sp{self._depth}")
+                self.conn.execute(f"release sp{self._depth}")
+            raise
+        self._depth -= 1
+        self.conn.execute("commit" if outermost else f"release sp{self._depth}")
+
+    # -- rasters, embedders, runs -------------------------------------------------------
+
+    def upsert_raster(self, info: RasterInfo) -> int:
+        row = self.conn.execute(
+            "select id from rasters where path = ? and fingerprint = ?", (info.path, info.fingerprint)
+        ).fetchone()
+        if row:
+            return row[0]
+        with self.atomic():
+            cur = self.conn.execute(
+                "insert into rasters (path, fingerprint, width, height, band_count, dtype, crs_wkt,"
+                " crs_label, transform, added_at) values (?,?,?,?,?,?,?,?,?,?)",
+                (info.path, info.fingerprint, info.width, info.height, info.band_count, info.dtype,
+                 info.crs_wkt, info.crs_label, json.dumps(info.transform), now()),
+            )
+        return cur.lastrowid
+
+    def embedder_id(self, name: str, dim: int) -> int:
+        """Id of an embedder, creating its vector table the first time it is seen."""
+        row = self.conn.execute("select id from embedders where name = ? and dim = ?", (name, dim)).fetchone()
+        if row:
+            return row[0]
+        with self.atomic():
+            embedder_id = self.conn.execute(
+                "insert into embedders (name, dim) values (?, ?)", (name, dim)
+            ).lastrowid
+            self.conn.execute(
+                f"create virtual table {vec_table(embedder_id)} using vec0("
+                f"caption_id integer primary key, embedding float[{int(dim)}] distance_metric=cosine,"
+                " run_id integer, minx float, miny float, maxx float, maxy float, +tile_id integer)"
+            )
+        return embedder_id
+
+    def create_run(self, raster_id: int, embedder_id: int, captioner: dict, prompt_version: str,
+                   tile_size: int, overlap: int, variants: int) -> int:
+        with self.atomic():
+            return self.conn.execute(
+                "insert into runs (raster_id, embedder_id, captioner, prompt_version, tile_size,"
+                " overlap, variants, started_at) values (?,?,?,?,?,?,?,?)",
+                (raster_id, embedder_id, json.dumps(captioner, sort_keys=True), prompt_version,
+                 tile_size, overlap, variants, now()),
+            ).lastrowid
+
+    def find_run(self, raster_id: int, embedder_id: int, captioner: dict, prompt_version: str,
+                 tile_size: int, overlap: int, variants: int) -> int | None:
+        """The run these exact settings started before (to resume it), if any."""
+        row = self.conn.execute(
+            "select id from runs where raster_id = ? and embedder_id = ? and captioner = ? and"
+            " prompt_version = ? and tile_size = ? and overlap = ? and variants = ?"
+            " order by id desc limit 1",
+            (raster_id, embedder_id, json.dumps(captioner, sort_keys=True), prompt_version,
+             tile_size, overlap, variants),
+        ).fetchone()
+        return row[0] if row else None
+
+    def finish_run(self, run_id: int) -> None:
+        with self.atomic():
+            self.conn.execute("update runs set finished_at = ? where id = ?", (now(), run_id))
+
+    def run_info(self, run_id: int) -> dict:
+        row = self.conn.execute(
+            "select r.id, r.raster_id, r.embedder_id, e.name, e.dim, r.captioner, r.prompt_version,"
+            " r.tile_size, r.overlap, r.variants, r.started_at, r.finished_at"
+            " from runs r join embedders e on e.id = r.embedder_id where r.id = ?", (run_id,)
+        ).fetchone()
+        if row is None:
+            raise IndexFileError(f"Index {self.path} has no run {run_id}: see `tilescribe info`.")
+        keys = ("id", "raster_id", "embedder_id", "embedder", "dim", "captioner", "prompt_version",
+                "tile_size", "overlap", "variants", "started_at", "finished_at")
+        info = dict(zip(keys, row))
+        info["captioner"] = json.loads(info["captioner"])
+        return info
+
+    def raster_info(self, raster_id: int) -> dict:
+        row = self.conn.execute(
+            "select id, path, fingerprint, width, height, band_count, dtype, crs_wkt, crs_label,"
+            " transform from rasters where id = ?", (raster_id,)
+        ).fetchone()
+        keys = ("id", "path", "fingerprint", "width", "height", "band_count", "dtype", "crs_wkt",
+                "crs_label", "transform")
+        info = dict(zip(keys, row))
+        info["transform"] = json.loads(info["transform"])
+        return info
+
+    # -- tiles and captions ---------------------------------------------------------------
+
+    def add_tiles(self, run_id: int, tiles: Sequence[Tile]) -> None:
+        """Record tiles of a run (pending, or skipped with the reason); known tiles stay as they are."""
+        with self.atomic():
+            self.conn.executemany(
+                "insert or ignore into tiles (run_id, tile_key, col_off, row_off, width, height,"
+                " minx, miny, maxx, maxy, status, reason, updated_at) values (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (run_id, t.key, *t.window.as_list(), *t.bbox,
+                     "skipped" if t.skip_reason else "pending", t.skip_reason, now())
+                    for t in tiles
+                ],
+            )
+
+    def tile_id(self, run_id: int, key: str) -> int | None:
+        row = self.conn.execute(
+            "select id from tiles where run_id = ? and tile_key = ?", (run_id, key)
+        ).fetchone()
+        return row[0] if row else None
+
+    def tiles(self, run_id: int, status: str | None = None) -> list[StoredTile]:
+        sql = ("select id, run_id, col_off, row_off, width, height, minx, miny, maxx, maxy, status,"
+               " reason from tiles where run_id = ?")
+        params: tuple = (run_id,)
+        if status:
+            sql += " and status = ?"
+            params += (status,)
+        return [_stored_tile(row) for row in self.conn.execute(sql + " order by id", params)]
+
+    def tile(self, tile_id: int) -> StoredTile | None:
+        row = self.conn.execute(
+            "select id, run_id, col_off, row_off, width, height, minx, miny, maxx, maxy, status,"
+            " reason from tiles where id = ?", (tile_id,)
+        ).fetchone()
+        return _stored_tile(row) if row else None
+
+    def save_captions(self, tile_id: int, variants: Sequence[CaptionVariant], vectors: np.ndarray,
+                      raw: str = "") -> None:
+        """Store a tile's variants and their vectors and mark it done: all in one transaction."""
+        if len(variants) != len(vectors) or not variants:
+            raise ValueError("one vector per caption variant is required")
+        tile = self.conn.execute(
+            "select t.run_id, r.embedder_id, t.minx, t.miny, t.maxx, t.maxy from tiles t"
+            " join runs r on r.id = t.run_id where t.id = ?", (tile_id,)
+        ).fetchone()
+        run_id, embedder_id, *bbox = tile
+        table = vec_table(embedder_id)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        with self.atomic():
+            self._delete_captions(tile_id, table)
+            for number, (variant, vector) in enumerate(zip(variants, vectors)):
+                caption_id = self.conn.execute(
+                    "insert into captions (tile_id, variant, one_sentence, feature, caption)"
+                    " values (?,?,?,?,?)",
+                    (tile_id, number, variant.one_sentence, variant.feature, variant.caption),
+                ).lastrowid
+                self.conn.execute(
+                    f"insert into {table} (caption_id, embedding, run_id, minx, miny, maxx, maxy,"
+                    " tile_id) values (?,?,?,?,?,?,?,?)",
+                    (caption_id, vector.tobytes(), run_id, *bbox, tile_id),
+                )
+                self.conn.execute(
+                    "insert into caption_fts (rowid, text) values (?, ?)",
+                    (caption_id, variant.embedding_text()),
+                )
+            self.conn.execute(
+                "update tiles set status = 'done', reason = '', raw = ?, updated_at = ? where id = ?",
+                (raw, now(), tile_id),
+            )
+
+    def _delete_captions(self, tile_id: int, table: str) -> None:
+        ids = [r[0] for r in self.conn.execute("select id from captions where tile_id = ?", (tile_id,))]
+        for caption_id in ids:
+            self.conn.execute(f"delete from {table} where caption_id = ?", (caption_id,))
+            self.conn.execute("delete from caption_fts where rowid = ?", (caption_id,))
+        self.conn.execute("delete from captions where tile_id = ?", (tile_id,))
+
+    def mark_tile(self, tile_id: int, status: str, reason: str = "", raw: str = "") -> None:
+        with self.atomic():
+            self.conn.execute(
+                "update tiles set status = ?, reason = ?, raw = ?, updated_at = ? where id = ?",
+                (status, reason, raw, now(), tile_id),
+            )
+
+    def captions_of(self, tile_id: int) -> list[CaptionVariant]:
+        rows = self.conn.execute(
+            "select one_sentence, feature, caption from captions where tile_id = ? order by variant",
+            (tile_id,),
+        )
+        return [CaptionVariant(*row) for row in rows]
+
+    def vectors_of(self, tile_id: int) -> np.ndarray:
+        """The stored vectors of a tile's variants (for "find similar")."""
+        run_id, embedder_id, dim = self.conn.execute(
+            "select t.run_id, r.embedder_id, e.dim from tiles t join runs r on r.id = t.run_id"
+            " join embedders e on e.id = r.embedder_id where t.id = ?", (tile_id,)
+        ).fetchone()
+        rows = self.conn.execute(
+            f"select v.embedding from {vec_table(embedder_id)} v join captions c on c.id = v.caption_id"
+            " where c.tile_id = ? order by c.variant", (tile_id,)
+        ).fetchall()
+        return np.array([np.frombuffer(r[0], dtype=np.float32) for r in rows]).reshape(-1, dim)
+
+    # -- overview ---------------------------------------------------------------------------
+
+    def runs(self) -> list[dict]:
+        return [self.run_info(r[0]) for r in self.conn.execute("select id from runs order by id")]
+
+    def rasters(self) -> list[dict]:
+        return [self.raster_info(r[0]) for r in self.conn.execute("select id from rasters order by id")]
+
+    def tile_counts(self, run_id: int) -> dict[str, int]:
+        rows = self.conn.execute(
+            "select status, count(*) from tiles where run_id = ? group by status", (run_id,)
+        )
+        counts = {"pending": 0, "done": 0, "skipped": 0, "failed": 0}
+        counts.update(dict(rows.fetchall()))
+        return counts
+
+    def variant_count(self, run_id: int) -> int:
+        return self.conn.execute(
+            "select count(*) from captions c join tiles t on t.id = c.tile_id where t.run_id = ?",
+            (run_id,),
+        ).fetchone()[0]
+
+    def vector_count(self, run_id: int) -> int:
+        embedder_id = self.run_info(run_id)["embedder_id"]
+        return self.conn.execute(
+            f"select count(*) from {vec_table(embedder_id)} where run_id = ?", (run_id,)
+        ).fetchone()[0]
+
+    def latest_searchable_run(self) -> int | None:
+        row = self.conn.execute(
+            "select run_id from tiles where status = 'done' order by run_id desc limit 1"
+        ).fetchone()
+        return row[0] if row else None
+
+
+def vec_table(embedder_id: int) -> str:
+    return f"caption_vec_{int(embedder_id)}"
+
+
+def _stored_tile(row) -> StoredTile:
+    return StoredTile(row[0], row[1], Window(*row[2:6]), tuple(row[6:10]), row[10], row[11])

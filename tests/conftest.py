@@ -1,0 +1,45 @@
+"""Shared fixtures: paths to ../shared, small real GeoTIFFs, the real embedding model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before anything imports Qt
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+
+from rasters import write_raster  # noqa: E402  (tests/ is on sys.path)
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+SHARED_DATA = SHARED / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"needs the shared data folder {SHARED_DATA} (absent in a user's fresh clone)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    """The real default embedder (all-MiniLM-L6-v2), loaded once per test session."""
+    from tilescribe.plugin.core.embedding import SentenceTransformerEmbedder
+
+    return SentenceTransformerEmbedder()
+
+
+@pytest.fixture
+def hashing_embedder():
+    from tilescribe.plugin.core.embedding import HashingEmbedder
+
+    return HashingEmbedder()
+
+
+@pytest.fixture
+def rgb_raster(tmp_path) -> Path:
+    """A 300x200 RGB GeoTIFF in UTM 18N with varied content."""
+    return write_raster(tmp_path / "rgb.tif", width=300, height=200, crs="EPSG:32618")

@@ -1,0 +1,25 @@
+"""Builds small real indexes for tests: a real raster, real store, given captions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tilescribe.plugin.core.captions import CaptionVariant
+from tilescribe.plugin.core.store import Store
+from tilescribe.plugin.core.tiling import TileGrid, iter_tiles, open_raster, read_info
+
+
+def build_index(db: Path, raster: Path, embedder, captions_by_tile: list[list[str]], tile_size: int = 64):
+    """Index `raster`, giving the n-th content tile the n-th list of plain captions."""
+    store = Store(db, create=True)
+    with open_raster(raster) as ds:
+        info = read_info(ds)
+        tiles = list(iter_tiles(ds, info, TileGrid(info.width, info.height, tile_size)))
+    raster_id = store.upsert_raster(info)
+    embedder_id = store.embedder_id(embedder.name, embedder.dim)
+    run_id = store.create_run(raster_id, embedder_id, {"backend": "test"}, "test", tile_size, 0, 0)
+    store.add_tiles(run_id, tiles)
+    for tile, texts in zip(store.tiles(run_id), captions_by_tile):
+        variants = [CaptionVariant.plain(t) for t in texts]
+        store.save_captions(tile.id, variants, embedder.embed([v.embedding_text() for v in variants]))
+    return store, run_id

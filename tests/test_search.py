@@ -1,0 +1,99 @@
+"""Search: score of a tile = its best variant, k, extent filter, query checks, run selection."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from helpers import build_index
+from tilescribe.plugin.core.captions import CaptionVariant
+from tilescribe.plugin.core.embedding import HashingEmbedder
+from tilescribe.plugin.core.errors import QueryError
+from tilescribe.plugin.core.search import SearchRequest, search
+
+CAPTIONS = [
+    ["a red barn beside fields", "green crop fields", "farmland with a barn"],
+    ["a harbour with boats", "boats moored at a pier"],
+    ["dense forest", "a river through forest", "tall trees"],
+    ["a parking lot with cars", "cars parked in rows"],
+    ["an airport runway", "airplanes near a terminal"],
+    ["a beach and sea", "waves on a sandy beach"],
+]
+
+
+@pytest.fixture
+def index(tmp_path, rgb_raster, hashing_embedder):
+    store, run_id = build_index(tmp_path / "s.tilescribe.sqlite", rgb_raster, hashing_embedder,
+                                CAPTIONS, tile_size=100)
+    yield store, run_id
+    store.close()
+
+
+def test_best_variant_decides_the_tile_rank(index, hashing_embedder):
+    store, _ = index
+    hits = search(store, hashing_embedder, SearchRequest("a river through forest", k=3))
+    assert hits[0].tile_id == store.tiles(hits[0].run_id)[2].window.key
+    assert hits[0].caption == "a river through forest"
+    assert hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert [h.rank for h in hits] == [1, 2, 3]
+    assert len({h.tile_id for h in hits}) == 3
+    assert hits[0].score >= hits[1].score >= hits[2].score
+
+
+def test_hits_carry_geo_facts_of_their_tile(index, hashing_embedder):
+    store, run_id = index
+    hit = search(store, hashing_embedder, SearchRequest("boats moored at a pier", k=1))[0]
+    tile = store.tiles(run_id)[1]
+    assert (hit.window, hit.bbox, hit.crs) == (tile.window, tile.bbox, "EPSG:32618")
+
+
+def test_k_larger_than_the_index_returns_every_captioned_tile(index, hashing_embedder):
+    store, _ = index
+    assert len(search(store, hashing_embedder, SearchRequest("anything", k=50))) == len(CAPTIONS)
+
+
+def test_extent_filter_keeps_only_tiles_meeting_the_box(index, hashing_embedder):
+    store, run_id = index
+    far_right = store.tiles(run_id)[2].bbox  # third tile of the first row
+    box = (far_right[0] + 1, far_right[1] + 1, far_right[2], far_right[3])
+    hits = search(store, hashing_embedder, SearchRequest("a beach", k=10, extent=box))
+    assert {h.tile_id for h in hits} <= {store.tiles(run_id)[i].window.key for i in (2, 5)}
+    assert hits
+
+
+@pytest.mark.parametrize("query, k, message", [
+    ("", 10, "empty"), ("   \n\t ", 10, "empty"), ("\x00\x01", 10, "empty"),
+    ("farm", 0, "at least 1"), ("farm", -3, "at least 1"), ("x" * 5000, 10, "characters long"),
+])
+def test_bad_queries_are_refused_with_what_to_change(index, hashing_embedder, query, k, message):
+    store, _ = index
+    with pytest.raises(QueryError, match=message):
+        search(store, hashing_embedder, SearchRequest(query, k=k))
+
+
+def test_searching_with_another_embedder_is_refused(index):
+    store, _ = index
+    with pytest.raises(QueryError, match="embedded with hashing-test"):
+        search(store, HashingEmbedder(dim=32, name="other"), SearchRequest("farm"))
+
+
+def test_empty_index_says_to_index_first(tmp_path, hashing_embedder):
+    from tilescribe.plugin.core.store import Store
+
+    with Store(tmp_path / "e.tilescribe.sqlite", create=True) as store:
+        with pytest.raises(QueryError, match="no captioned tiles"):
+            search(store, hashing_embedder, SearchRequest("farm"))
+
+
+def test_tile_with_thousands_of_matching_variants_does_not_hide_other_tiles(tmp_path, rgb_raster):
+    # More variants than sqlite-vec's largest k on one tile: search must still find k tiles.
+    embedder = HashingEmbedder(dim=16)
+    store, run_id = build_index(tmp_path / "m.tilescribe.sqlite", rgb_raster, embedder,
+                                [["harbour"], ["harbour boats"], ["forest"]], tile_size=100)
+    crowded = store.tiles(run_id)[0]
+    variants = [CaptionVariant.plain(f"harbour {i}") for i in range(4200)]
+    store.save_captions(crowded.id, variants, np.repeat(embedder.embed(["harbour"]), 4200, axis=0))
+    hits = search(store, embedder, SearchRequest("harbour", k=3))
+    assert [h.tile_db_id for h in hits][:2] == [crowded.id, store.tiles(run_id)[1].id]
+    assert len(hits) == 3
+    store.close()
