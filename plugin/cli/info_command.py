@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from ..core.store import Store
+from ..core.summary import index_summary
 from .common import add_db_argument
 
 
@@ -15,17 +16,14 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def index_summary(store: Store) -> dict:
-    runs = []
-    for run in store.runs():
-        run = dict(run)
-        run["tiles"] = store.tile_counts(run["id"])
-        run["variants_stored"] = store.variant_count(run["id"])
-        run["vectors"] = store.vector_count(run["id"])
-        runs.append(run)
-    rasters = [{k: r[k] for k in ("id", "path", "width", "height", "band_count", "dtype", "crs_label")}
-               for r in store.rasters()]
-    return {"index": str(store.path), "rasters": rasters, "runs": runs}
+def describe_captioner(record: dict) -> str:
+    """A short name of what made a run's captions: the model file, server model, or source."""
+    model = record.get("model")
+    name = model.get("name") if isinstance(model, dict) else model
+    backend = record.get("backend", "?")
+    if backend == "import":
+        return f"imported from {record.get('file', '?')}"
+    return f"{name} ({backend})" if name else backend
 
 
 def run(args) -> int:
@@ -40,7 +38,7 @@ def run(args) -> int:
               f"{raster['band_count']} bands {raster['dtype']}, {raster['crs_label']})")
     for run in summary["runs"]:
         tiles = ", ".join(f"{n} {status}" for status, n in run["tiles"].items())
-        captioner = run["captioner"].get("model") or run["captioner"].get("backend", "?")
+        captioner = describe_captioner(run["captioner"])
         print(f"run {run['id']}: raster {run['raster_id']}, captioner {captioner}, "
               f"prompt {run['prompt_version']}, embedder {run['embedder']} ({run['dim']}-d), "
               f"tiles {run['tile_size']} px overlap {run['overlap']}: {tiles}; "

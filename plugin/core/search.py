@@ -176,3 +176,28 @@ def _hits(store: Store, run_id: int, best) -> list[SearchHit]:
             run_id=run_id, tile_db_id=tile_db_id, raster_path=raster["path"],
         ))
     return hits
+
+
+def similar_tiles(store: Store, tile_db_id: int, k: int = 10) -> list[SearchHit]:
+    """Tiles whose captions read like this tile's: each of its variants is a query, best score wins."""
+    tile = store.tile(tile_db_id)
+    if tile is None or tile.status != "done":
+        raise QueryError(f"Tile {tile_db_id} of {store.path} has no captions to compare with.")
+    request = SearchRequest("similar", k=k, exclude_tiles=(tile_db_id,))
+    best: dict[int, SearchHit] = {}
+    for vector in store.vectors_of(tile_db_id):
+        for hit in search_vector(store, vector, request, tile.run_id):
+            if hit.tile_db_id not in best or hit.score > best[hit.tile_db_id].score:
+                best[hit.tile_db_id] = hit
+    ranked = sorted(best.values(), key=lambda h: -h.score)[:k]
+    return [SearchHit(**{**h.__dict__, "rank": rank}) for rank, h in enumerate(ranked, start=1)]
+
+
+def tile_at(store: Store, run_id: int, x: float, y: float) -> Optional[int]:
+    """Id of the run's captioned tile containing point (x, y) in the raster's CRS, if any."""
+    row = store.conn.execute(
+        "select id from tiles where run_id = ? and status = 'done' and minx <= ? and maxx >= ?"
+        " and miny <= ? and maxy >= ? order by (maxx - minx) * (maxy - miny), id limit 1",
+        (run_id, x, x, y, y),
+    ).fetchone()
+    return row[0] if row else None

@@ -1,0 +1,101 @@
+"""`tilescribe index`: tile a raster, caption each tile with a VLM, embed and store; resumable."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+
+from ..core.captioning.factory import CaptionerSettings, make_captioner
+from ..core.indexer import IndexSettings, index_raster
+from ..core.rendering import RenderSettings
+from ..core.store import INDEX_SUFFIX, Store
+from .common import add_embedder_argument, load_embedder, non_negative_int, positive_int, say
+from .progress import ProgressBar, format_duration
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "index", help="caption and index the tiles of a raster",
+        description="Runs again resume where the index stands; Ctrl-C stops after the tile "
+                    "in progress, keeping everything captioned so far.")
+    parser.add_argument("raster", help="GeoTIFF, VRT or any raster GDAL reads")
+    parser.add_argument("--db", default=None, help=f"index file (default: beside the raster, *{INDEX_SUFFIX})")
+    add_captioner_arguments(parser)
+    parser.add_argument("--tile-size", type=positive_int, default=512, help="tile size in px (default 512)")
+    parser.add_argument("--overlap", type=non_negative_int, default=0, help="overlap in px (default 0)")
+    parser.add_argument("--variants", type=positive_int, default=5, help="caption variants per tile (default 5)")
+    parser.add_argument("--bands", type=positive_int, nargs="+", default=None,
+                        help="bands shown as R G B, or one band as grey (default: colour interpretation, else 1 2 3)")
+    add_embedder_argument(parser)
+    parser.set_defaults(func=run)
+
+
+def add_captioner_arguments(parser) -> None:
+    group = parser.add_argument_group("captioning model (a local GGUF pair, or a server)")
+    group.add_argument("--model", help="GGUF vision-language model (text part)")
+    group.add_argument("--mmproj", help="GGUF vision projector belonging to --model")
+    group.add_argument("--family", default="auto", help="chat template family (default: auto)")
+    group.add_argument("--threads", type=positive_int, default=None, help="CPU threads for llama.cpp")
+    group.add_argument("--n-ctx", type=positive_int, default=4096, help="context size (default 4096)")
+    group.add_argument("--gpu-layers", type=non_negative_int, default=0, help="layers offloaded to a GPU")
+    group.add_argument("--server", help="OpenAI-compatible server URL instead of a local model")
+    group.add_argument("--server-model", help="model name to ask the server for")
+    group.add_argument("--api-key-env", help="environment variable holding the server's API key")
+    group.add_argument("--parallel", type=positive_int, default=4, help="server requests in flight (default 4)")
+    group.add_argument("--test-model", action="store_true",
+                       help="tiny random-weight model: tests the pipeline, captions are meaningless")
+
+
+def captioner_settings(args) -> CaptionerSettings:
+    if not (args.model or args.mmproj or args.server or args.test_model):
+        return CaptionerSettings.from_environment()
+    return CaptionerSettings(
+        model=args.model, mmproj=args.mmproj, family=args.family, server_url=args.server,
+        server_model=args.server_model, api_key_env=args.api_key_env, parallel_requests=args.parallel,
+        n_threads=args.threads, n_ctx=args.n_ctx, n_gpu_layers=args.gpu_layers, test_model=args.test_model,
+    )
+
+
+def default_db(raster: str) -> Path:
+    path = Path(raster)
+    return path.with_name(path.stem + INDEX_SUFFIX)
+
+
+def run(args) -> int:
+    settings = captioner_settings(args)
+    if settings.is_placeholder:
+        say("note: no VLM given (--model/--mmproj, --server, or TILESCRIBE_MODEL/TILESCRIBE_MMPROJ): "
+            "using the tiny test model, whose captions are meaningless placeholders.")
+    db = Path(args.db) if args.db else default_db(args.raster)
+    index_settings = IndexSettings(args.tile_size, args.overlap, args.variants,
+                                   RenderSettings(bands=tuple(args.bands) if args.bands else None))
+    embedder = load_embedder(args.embedder)
+    captioner = make_captioner(settings)
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: _first_interrupt(stop, previous))
+    bar = ProgressBar()
+    try:
+        with Store(db, create=True) as store:
+            report = index_raster(store, captioner, embedder, args.raster, index_settings,
+                                  progress=bar, cancel=stop.is_set)
+    finally:
+        bar.close()
+        signal.signal(signal.SIGINT, previous)
+        captioner.close()
+    p = report.progress
+    say(f"{'stopped' if report.cancelled else 'finished'}: {db} run {report.run_id}: {p.done} of "
+        f"{p.total} tiles captioned ({p.captioned_now} now), {p.skipped} skipped, {p.failed} failed, "
+        f"in {format_duration(p.elapsed_s)}")
+    for key, reason in report.failures[:5]:
+        say(f"  tile {key} failed: {reason}")
+    if report.cancelled:
+        say("run the same command again to continue.")
+        return 130
+    return 1 if p.failed else 0
+
+
+def _first_interrupt(stop: threading.Event, previous) -> None:
+    say("\nstopping after the tile in progress (Ctrl-C again to abort now; committed tiles are kept)")
+    stop.set()
+    signal.signal(signal.SIGINT, signal.default_int_handler)

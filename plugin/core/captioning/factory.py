@@ -1,0 +1,91 @@
+"""Captioner settings as plain data (CLI, worker, plugin) and the one place backends are built."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Optional
+
+from ..errors import ModelError
+
+TEST_MODEL_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tilescribe" / "test-models"
+
+
+@dataclass(frozen=True)
+class CaptionerSettings:
+    """Which model writes the captions: a local GGUF pair, a server, or the tiny test model."""
+
+    model: Optional[str] = None          # GGUF text model
+    mmproj: Optional[str] = None         # GGUF vision projector
+    family: str = "auto"                 # chat template family (see llama_backend.CHAT_HANDLERS)
+    server_url: Optional[str] = None     # OpenAI-compatible endpoint instead of a local model
+    server_model: Optional[str] = None
+    api_key_env: Optional[str] = None    # name of the environment variable holding the key
+    parallel_requests: int = 4           # server requests in flight
+    n_threads: Optional[int] = None
+    n_ctx: int = 4096
+    n_gpu_layers: int = 0
+    seed: int = 0
+    temperature: float = 0.3
+    test_model: bool = False             # tiny random-weight pair: meaningless captions
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "CaptionerSettings":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ModelError(f"Unknown captioner settings: {', '.join(sorted(unknown))}.")
+        return cls(**data)
+
+    @classmethod
+    def from_environment(cls) -> "CaptionerSettings":
+        """TILESCRIBE_MODEL + TILESCRIBE_MMPROJ, or TILESCRIBE_SERVER_URL (+ _SERVER_MODEL);
+        the tiny test model when none is set."""
+        env = os.environ
+        if env.get("TILESCRIBE_SERVER_URL"):
+            return cls(server_url=env["TILESCRIBE_SERVER_URL"],
+                       server_model=env.get("TILESCRIBE_SERVER_MODEL", "default"),
+                       api_key_env=env.get("TILESCRIBE_API_KEY_ENV"))
+        if env.get("TILESCRIBE_MODEL") or env.get("TILESCRIBE_MMPROJ"):
+            return cls(model=env.get("TILESCRIBE_MODEL"), mmproj=env.get("TILESCRIBE_MMPROJ"),
+                       family=env.get("TILESCRIBE_FAMILY", "auto"))
+        return cls(test_model=True)
+
+    @property
+    def is_placeholder(self) -> bool:
+        return self.test_model
+
+
+def make_captioner(settings: CaptionerSettings):
+    """Build (and load) the captioner the settings describe."""
+    if settings.server_url:
+        if not settings.server_model:
+            raise ModelError(f"Give the model name to ask {settings.server_url} for (--server-model).")
+        from .http_backend import OpenAICompatibleCaptioner
+
+        return OpenAICompatibleCaptioner(
+            settings.server_url, settings.server_model, api_key_env=settings.api_key_env,
+            parallel_requests=settings.parallel_requests, temperature=settings.temperature,
+            seed=settings.seed,
+        )
+    model, mmproj = settings.model, settings.mmproj
+    if settings.test_model:
+        from .tiny_gguf import write_tiny_pair
+
+        model, mmproj = write_tiny_pair(TEST_MODEL_DIR)
+    if not model or not mmproj:
+        raise ModelError(
+            "No captioning model set: give --model M.gguf and --mmproj P.gguf (a GGUF "
+            "vision-language model and its projector), or --server URL --server-model NAME, "
+            "or --test-model for the tiny placeholder model."
+        )
+    from .llama_backend import LlamaCppCaptioner
+
+    return LlamaCppCaptioner(
+        model, mmproj, family=settings.family, n_threads=settings.n_threads, n_ctx=settings.n_ctx,
+        n_gpu_layers=settings.n_gpu_layers, seed=settings.seed, temperature=settings.temperature,
+    )

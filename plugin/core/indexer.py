@@ -1,0 +1,241 @@
+"""Index a raster: tiles -> rendered PNG -> caption variants -> embeddings -> store, resumable."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Optional
+
+from .captioning.base import CaptionResult
+from .embedding import Embedder
+from .errors import CaptionError, IndexingError, TileScribeError
+from .locking import IndexerLock
+from .rendering import RenderSettings, choose_bands, render_tile_png
+from .store import Store, StoredTile
+from .tiling import Tile, TileGrid, content_skip_reason, open_raster, read_info, read_window
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    tile_size: int = 512
+    overlap: int = 0
+    variants: int = 5
+    render: RenderSettings = RenderSettings()
+    retry_failed: bool = True  # a resumed run tries failed tiles again
+
+
+@dataclass
+class Timings:
+    """Seconds spent per stage, summed over tiles: what the benchmark reports."""
+
+    read: float = 0.0
+    render: float = 0.0
+    model: float = 0.0
+    embed: float = 0.0
+    store: float = 0.0
+    completion_tokens: int = 0
+
+    def outside_model(self) -> float:
+        return self.read + self.render + self.embed + self.store
+
+
+@dataclass
+class IndexProgress:
+    run_id: int
+    total: int
+    done: int
+    skipped: int
+    failed: int
+    captioned_now: int
+    elapsed_s: float
+    last_tile: str = ""
+
+    @property
+    def finished(self) -> int:
+        return self.done + self.skipped + self.failed
+
+    @property
+    def tiles_per_s(self) -> float:
+        return self.captioned_now / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def eta_s(self) -> Optional[float]:
+        rate = self.tiles_per_s
+        return (self.total - self.finished) / rate if rate > 0 else None
+
+
+@dataclass
+class IndexReport:
+    run_id: int
+    progress: IndexProgress
+    cancelled: bool
+    timings: Timings = field(default_factory=Timings)
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (tile key, reason)
+
+
+ProgressCallback = Callable[[IndexProgress], None]
+CancelCheck = Callable[[], bool]
+
+
+def index_raster(store: Store, captioner, embedder: Embedder, raster_path: str,
+                 settings: IndexSettings = IndexSettings(), *,
+                 progress: Optional[ProgressCallback] = None,
+                 cancel: Optional[CancelCheck] = None) -> IndexReport:
+    """Caption every pending tile of the raster's run; safe to kill and run again."""
+    with IndexerLock(store.path), open_raster(raster_path) as dataset:
+        info = read_info(dataset)
+        grid = TileGrid(info.width, info.height, settings.tile_size, settings.overlap)
+        run_id = _run_for(store, captioner, embedder, info, grid, settings.variants)
+        if not store.tiles(run_id):
+            # Register the whole grid first (cheap: no pixels read), so the run knows its total.
+            store.add_tiles(run_id, [Tile(w, info.bbox(w)) for w in grid.windows()])
+        bands = list(choose_bands(dataset.colorinterp, dataset.count, settings.render.bands))
+        job = _IndexJob(store, captioner, embedder, run_id, settings, progress, cancel or (lambda: False))
+        return job.run(dataset, bands)
+
+
+def _run_for(store: Store, captioner, embedder: Embedder, info, grid: TileGrid, variants: int) -> int:
+    from .captioning.prompt import PROMPT_VERSION
+
+    raster_id = store.upsert_raster(info)
+    embedder_id = store.embedder_id(embedder.name, embedder.dim)
+    args = (raster_id, embedder_id, captioner.describe(), PROMPT_VERSION, grid.tile_size,
+            grid.overlap, variants)
+    return store.find_run(*args) or store.create_run(*args)
+
+
+class _IndexJob:
+    """One pass over the pending tiles of a run."""
+
+    def __init__(self, store, captioner, embedder, run_id, settings, progress, cancel):
+        self.store, self.captioner, self.embedder = store, captioner, embedder
+        self.run_id, self.settings = run_id, settings
+        self.on_progress, self.cancel = progress, cancel
+        self.timings = Timings()
+        self.failures: list[tuple[str, str]] = []
+        self.started = time.perf_counter()
+        self.captioned_now = 0
+        self.cancelled = False
+        self.counts = store.tile_counts(run_id)  # kept in step in memory: no query per tile
+
+    def _moved(self, tile: StoredTile, status: str) -> None:
+        self.counts[tile.status] -= 1
+        self.counts[status] += 1
+        self._report(tile)
+
+    def run(self, dataset, bands) -> IndexReport:
+        todo = self.store.tiles(self.run_id, "pending")
+        if self.settings.retry_failed:
+            todo += self.store.tiles(self.run_id, "failed")
+        batch: list[tuple[StoredTile, CaptionResult]] = []
+        parallel = max(1, int(getattr(self.captioner, "parallel_requests", 1)))
+        try:
+            for tile, outcome in _caption_stream(self.captioner, self._jobs(dataset, bands, todo),
+                                                 self.settings.variants, parallel):
+                if isinstance(outcome, CaptionError):
+                    self._fail(tile, str(outcome))
+                    continue
+                batch.append((tile, outcome))
+                if len(batch) >= parallel:
+                    self._flush(batch)
+        finally:
+            self._flush(batch)  # what was captioned is kept, whatever stopped us
+        if not self.cancelled and not self.counts["pending"]:
+            self.store.finish_run(self.run_id)
+        return IndexReport(self.run_id, self._progress(""), self.cancelled, self.timings, self.failures)
+
+    def _jobs(self, dataset, bands, todo) -> Iterator[tuple[StoredTile, bytes]]:
+        """Rendered tiles to caption; empty tiles are marked skipped and never sent to the model."""
+        for tile in todo:
+            if self.cancel():
+                self.cancelled = True
+                return
+            t0 = time.perf_counter()
+            data = read_window(dataset, tile.window, bands)
+            t1 = time.perf_counter()
+            self.timings.read += t1 - t0
+            reason = content_skip_reason(data)
+            if reason:
+                self.store.mark_tile(tile.id, "skipped", reason)
+                self._moved(tile, "skipped")
+                continue
+            png = render_tile_png(data, self.settings.render)
+            self.timings.render += time.perf_counter() - t1
+            yield tile, png
+
+    def _flush(self, batch: list) -> None:
+        if not batch:
+            return
+        t0 = time.perf_counter()
+        texts = [v.embedding_text() for _, result in batch for v in result.variants]
+        vectors = self.embedder.embed(texts)
+        t1 = time.perf_counter()
+        offset = 0
+        with self.store.atomic():  # these tiles' captions and vectors, all or nothing
+            for tile, result in batch:
+                count = len(result.variants)
+                self.store.save_captions(tile.id, result.variants, vectors[offset:offset + count], result.raw)
+                offset += count
+        self.timings.embed += t1 - t0
+        self.timings.store += time.perf_counter() - t1
+        for tile, result in batch:
+            self.timings.model += result.seconds
+            self.timings.completion_tokens += result.completion_tokens
+            self.captioned_now += 1
+            self._moved(tile, "done")
+        batch.clear()
+
+    def _fail(self, tile: StoredTile, reason: str) -> None:
+        self.store.mark_tile(tile.id, "failed", reason)
+        self.failures.append((tile.window.key, reason))
+        self._moved(tile, "failed")
+
+    def _progress(self, last_tile: str) -> IndexProgress:
+        counts = self.counts
+        return IndexProgress(self.run_id, sum(counts.values()), counts["done"], counts["skipped"],
+                             counts["failed"], self.captioned_now, time.perf_counter() - self.started,
+                             last_tile)
+
+    def _report(self, tile: StoredTile) -> None:
+        if self.on_progress:
+            self.on_progress(self._progress(tile.window.key))
+
+
+def _caption_stream(captioner, jobs, n_variants: int, parallel: int):
+    """(tile, CaptionResult | CaptionError) in completion order, `parallel` model calls in flight.
+
+    Errors other than CaptionError (a bad model file, a server that is gone) stop indexing.
+    """
+    if parallel == 1:
+        for tile, png in jobs:
+            yield tile, _caption_one(captioner, png, n_variants)
+        return
+    with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="caption") as pool:
+        in_flight: dict[Future, StoredTile] = {}
+        jobs = iter(jobs)
+        exhausted = False
+        while in_flight or not exhausted:
+            while not exhausted and len(in_flight) < parallel:
+                try:
+                    tile, png = next(jobs)
+                except StopIteration:
+                    exhausted = True
+                    break
+                in_flight[pool.submit(_caption_one, captioner, png, n_variants)] = tile
+            if not in_flight:
+                break
+            finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            for future in finished:
+                yield in_flight.pop(future), future.result()
+
+
+def _caption_one(captioner, png: bytes, n_variants: int):
+    try:
+        return captioner.caption(png, n_variants)
+    except CaptionError as exc:
+        return exc
+    except TileScribeError:
+        raise
+    except Exception as exc:  # a backend bug must not lose the committed work: report and stop
+        raise IndexingError(f"The captioner failed unexpectedly: {exc!r}. Indexed tiles are kept.") from exc

@@ -1,0 +1,230 @@
+"""JSON-lines worker process: the QGIS side reaches the models only through it.
+
+Requests come one per line on stdin: {"id": 1, "cmd": "search", ...}. Replies go to
+stdout: {"id": 1, "ok": true, "result": ...} or {"id": 1, "ok": false, "error":
+{"type": ..., "message": ...}}; an index job also sends {"id": 1, "event":
+"progress", "data": {...}} lines. Indexing runs in a thread, so searches, captions
+and `cancel` are answered while it runs. When stdin closes (the client went away)
+a running job is cancelled, commits what it has, and the worker exits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import traceback
+from typing import Callable, Optional
+
+PROTOCOL_VERSION = 1
+
+
+class Worker:
+    def __init__(self, out):
+        self._out = out
+        self._write_lock = threading.Lock()
+        self._embedders: dict = {}
+        self._jobs: dict[object, threading.Event] = {}
+        self._threads: list[threading.Thread] = []
+        self.handlers: dict[str, Callable[[dict], object]] = {
+            "hello": self.hello, "info": self.info, "search": self.search, "similar": self.similar,
+            "tile_at": self.tile_at, "captions": self.captions, "cancel": self.cancel,
+        }
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def send(self, message: dict) -> None:
+        line = json.dumps(message, ensure_ascii=False)
+        with self._write_lock:
+            try:
+                self._out.write(line + "\n")
+                self._out.flush()
+            except (BrokenPipeError, ValueError, OSError):
+                pass  # the client is gone; jobs notice stdin closing
+
+    def serve(self, lines) -> None:
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                request = json.loads(line)
+                if not isinstance(request, dict):
+                    raise ValueError("a request is a JSON object")
+            except ValueError as exc:
+                self.send({"id": None, "ok": False, "error": {"type": "ProtocolError", "message": str(exc)}})
+                continue
+            if request.get("cmd") == "shutdown":
+                self.send({"id": request.get("id"), "ok": True, "result": None})
+                break
+            self.dispatch(request)
+        self.stop_jobs()
+
+    def dispatch(self, request: dict) -> None:
+        rid, cmd = request.get("id"), request.get("cmd")
+        if cmd == "index":
+            self._start_index(rid, request)
+            return
+        handler = self.handlers.get(cmd)
+        if handler is None:
+            self.send({"id": rid, "ok": False, "error": {"type": "ProtocolError", "message": f"unknown command {cmd!r}"}})
+            return
+        self._reply(rid, lambda: handler(request))
+
+    def _reply(self, rid, call) -> None:
+        from .errors import TileScribeError
+
+        try:
+            self.send({"id": rid, "ok": True, "result": call()})
+        except TileScribeError as exc:
+            self.send({"id": rid, "ok": False, "error": {"type": type(exc).__name__, "message": str(exc)}})
+        except Exception as exc:  # report, keep serving: one bad request must not kill the worker
+            traceback.print_exc(file=sys.stderr)
+            self.send({"id": rid, "ok": False, "error": {"type": "InternalError", "message": repr(exc)}})
+
+    def stop_jobs(self) -> None:
+        for event in self._jobs.values():
+            event.set()
+        for thread in self._threads:
+            thread.join()
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def hello(self, request: dict) -> dict:
+        import importlib.util
+
+        modules = ("llama_cpp", "sentence_transformers", "sqlite_vec", "rasterio", "numpy", "PIL")
+        return {
+            "protocol": PROTOCOL_VERSION,
+            "python": sys.executable,
+            "pid": os.getpid(),
+            "modules": {name: importlib.util.find_spec(name) is not None for name in modules},
+        }
+
+    def embedder(self, folder: Optional[str]):
+        """Embedders stay loaded between requests: a query then costs milliseconds."""
+        if folder not in self._embedders:
+            from .embedding import SentenceTransformerEmbedder
+
+            self._embedders[folder] = SentenceTransformerEmbedder(folder)
+        return self._embedders[folder]
+
+    def info(self, request: dict) -> dict:
+        from .store import Store
+        from .summary import index_summary
+
+        with Store(request["db"], readonly=True) as store:
+            return index_summary(store)
+
+    def search(self, request: dict) -> list:
+        from .search import SearchRequest, check_query, search
+        from .store import Store
+
+        check_query(request.get("query", ""), request.get("k", 10))
+        extent = tuple(request["extent"]) if request.get("extent") else None
+        with Store(request["db"], readonly=True) as store:
+            hits = search(store, self.embedder(request.get("embedder")),
+                          SearchRequest(request["query"], request.get("k", 10), request.get("run_id"), extent))
+            return [dict(hit.to_json(), tile_db_id=hit.tile_db_id) for hit in hits]
+
+    def similar(self, request: dict) -> list:
+        from .search import similar_tiles
+        from .store import Store
+
+        with Store(request["db"], readonly=True) as store:
+            hits = similar_tiles(store, int(request["tile_db_id"]), request.get("k", 10))
+            return [dict(hit.to_json(), tile_db_id=hit.tile_db_id) for hit in hits]
+
+    def tile_at(self, request: dict) -> Optional[dict]:
+        from .search import resolve_run, tile_at
+        from .store import Store
+
+        with Store(request["db"], readonly=True) as store:
+            run_id = resolve_run(store, request.get("run_id"))
+            tile_db_id = tile_at(store, run_id, float(request["x"]), float(request["y"]))
+            return None if tile_db_id is None else _tile_record(store, tile_db_id)
+
+    def captions(self, request: dict) -> Optional[dict]:
+        from .store import Store
+
+        with Store(request["db"], readonly=True) as store:
+            return _tile_record(store, int(request["tile_db_id"]))
+
+    def cancel(self, request: dict) -> bool:
+        event = self._jobs.get(request.get("target"))
+        if event is not None:
+            event.set()
+        return event is not None
+
+    def _start_index(self, rid, request: dict) -> None:
+        stop = threading.Event()
+        self._jobs[rid] = stop
+        thread = threading.Thread(target=self._run_index, args=(rid, request, stop), name=f"index-{rid}")
+        self._threads.append(thread)
+        thread.start()
+
+    def _run_index(self, rid, request: dict, stop: threading.Event) -> None:
+        try:
+            self._reply(rid, lambda: self._index(rid, request, stop))
+        finally:
+            self._jobs.pop(rid, None)
+
+    def _index(self, rid, request: dict, stop: threading.Event) -> dict:
+        from .captioning.factory import CaptionerSettings, make_captioner
+        from .indexer import IndexSettings, index_raster
+        from .rendering import RenderSettings
+        from .store import Store
+
+        settings = CaptionerSettings.from_dict(request.get("captioner") or {"test_model": True})
+        bands = tuple(request["bands"]) if request.get("bands") else None
+        index_settings = IndexSettings(int(request.get("tile_size", 512)), int(request.get("overlap", 0)),
+                                       int(request.get("variants", 5)), RenderSettings(bands=bands))
+        embedder = self.embedder(request.get("embedder"))
+        self.send({"id": rid, "event": "status", "data": {"message": "loading the captioning model"}})
+        captioner = make_captioner(settings)
+        try:
+            with Store(request["db"], create=True) as store:
+                report = index_raster(store, captioner, embedder, request["raster"], index_settings,
+                                      progress=lambda p: self._progress(rid, p), cancel=stop.is_set)
+        finally:
+            captioner.close()
+        return {"run_id": report.run_id, "cancelled": report.cancelled, "placeholder": settings.is_placeholder,
+                **_progress_data(report.progress), "failures": report.failures[:20]}
+
+    def _progress(self, rid, progress) -> None:
+        self.send({"id": rid, "event": "progress", "data": _progress_data(progress)})
+
+
+def _progress_data(p) -> dict:
+    return {"run_id": p.run_id, "total": p.total, "done": p.done, "skipped": p.skipped,
+            "failed": p.failed, "finished": p.finished, "captioned_now": p.captioned_now,
+            "tiles_per_s": p.tiles_per_s, "eta_s": p.eta_s, "last_tile": p.last_tile}
+
+
+def _tile_record(store, tile_db_id: int) -> Optional[dict]:
+    tile = store.tile(tile_db_id)
+    if tile is None:
+        return None
+    return {"tile_db_id": tile.id, "tile_id": tile.window.key, "run_id": tile.run_id,
+            "window": tile.window.as_list(), "bbox": list(tile.bbox), "status": tile.status,
+            "reason": tile.reason, "captions": [v.to_dict() for v in store.captions_of(tile.id)]}
+
+
+def protocol_stream():
+    """stdout for protocol lines only: native libraries that print go to stderr instead."""
+    protocol_fd = os.dup(sys.stdout.fileno())
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    sys.stdout = sys.stderr
+    return os.fdopen(protocol_fd, "w", encoding="utf-8", buffering=1)
+
+
+def main() -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    worker = Worker(protocol_stream())
+    worker.send({"id": None, "event": "ready", "data": {"protocol": PROTOCOL_VERSION, "pid": os.getpid()}})
+    worker.serve(sys.stdin)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
