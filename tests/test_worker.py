@@ -1,0 +1,93 @@
+"""The worker process over real pipes: replies by id, errors as messages, survives bad requests."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tilescribe.plugin.core.captions import CaptionVariant
+from tilescribe.plugin.core.store import Store
+from tilescribe.plugin.core.tiling import Tile, TileGrid, open_raster, read_info
+
+
+class WorkerProcess:
+    def __init__(self):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tilescribe.plugin.core.worker"], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+        assert json.loads(self.proc.stdout.readline())["event"] == "ready"
+
+    def ask(self, request: dict) -> dict:
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        while True:
+            message = json.loads(self.proc.stdout.readline())
+            if message.get("id") == request.get("id") and "event" not in message:
+                return message
+
+    def close(self):
+        self.proc.stdin.close()
+        return self.proc.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def worker():
+    process = WorkerProcess()
+    yield process
+    process.proc.kill()
+    process.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory, minilm):
+    from rasters import write_raster
+
+    tmp = tmp_path_factory.mktemp("worker")
+    raster = write_raster(tmp / "r.tif", width=200, height=100)
+    path = tmp / "r.tilescribe.sqlite"
+    with Store(path, create=True) as store, open_raster(raster) as ds:
+        info = read_info(ds)
+        run_id = store.create_run(store.upsert_raster(info), store.embedder_id(minilm.name, minilm.dim),
+                                  {"backend": "test"}, "test", 100, 0, 2)
+        store.add_tiles(run_id, [Tile(w, info.bbox(w)) for w in TileGrid(200, 100, 100).windows()])
+        for tile, texts in zip(store.tiles(run_id), [["a harbour", "boats"], ["a forest", "trees"]]):
+            variants = [CaptionVariant.plain(t) for t in texts]
+            store.save_captions(tile.id, variants, minilm.embed(texts))
+    return str(path)
+
+
+def test_hello_reports_the_environment(worker):
+    reply = worker.ask({"id": 1, "cmd": "hello"})
+    assert reply["ok"] and reply["result"]["modules"]["sqlite_vec"] and reply["result"]["protocol"] == 1
+
+
+def test_search_similar_tile_at_and_captions(worker, db):
+    hits = worker.ask({"id": 2, "cmd": "search", "db": db, "query": "ships in a port", "k": 2})["result"]
+    assert [h["tile_id"] for h in hits] == ["0_0_100x100", "100_0_100x100"]
+    similar = worker.ask({"id": 3, "cmd": "similar", "db": db, "tile_db_id": hits[0]["tile_db_id"]})["result"]
+    assert [h["tile_id"] for h in similar] == ["100_0_100x100"]
+    x = hits[1]["bbox"][0] + 1
+    tile = worker.ask({"id": 4, "cmd": "tile_at", "db": db, "x": x, "y": hits[1]["bbox"][1] + 1})["result"]
+    assert tile["tile_id"] == "100_0_100x100" and tile["captions"][0]["caption"] == "a forest"
+    assert worker.ask({"id": 5, "cmd": "tile_at", "db": db, "x": -1e9, "y": 0})["result"] is None
+
+
+@pytest.mark.parametrize("request_, error_type, message", [
+    ({"cmd": "search", "db": "/nonexistent/x.tilescribe.sqlite", "query": "a"}, "IndexFileError", "not found"),
+    ({"cmd": "search", "db": "{db}", "query": ""}, "QueryError", "empty"),
+    ({"cmd": "frobnicate"}, "ProtocolError", "unknown command"),
+    ({"cmd": "captions"}, "InternalError", "KeyError"),
+])
+def test_bad_requests_get_an_error_reply_and_the_worker_lives_on(worker, db, request_, error_type, message):
+    request = {k: (v.format(db=db) if isinstance(v, str) else v) for k, v in request_.items()}
+    reply = worker.ask({"id": 9, **request})
+    assert not reply["ok"] and reply["error"]["type"] == error_type and message in reply["error"]["message"]
+    assert worker.ask({"id": 10, "cmd": "hello"})["ok"]
+
+
+def test_worker_exits_cleanly_when_the_client_disappears():
+    process = WorkerProcess()
+    assert process.close() == 0
