@@ -116,3 +116,21 @@ def test_band_setting_that_does_not_fit_is_named(store, raster, hashing_embedder
     with pytest.raises(RasterError, match=r"Band setting \[5\]"):
         index_raster(store, FakeCaptioner(), hashing_embedder, str(raster),
                      IndexSettings(tile_size=100, render=RenderSettings(bands=(5,))))
+
+
+def test_resuming_with_other_speed_settings_continues_the_same_run(store, raster, hashing_embedder):
+    class Tuned(FakeCaptioner):
+        def __init__(self, threads, **kw):
+            super().__init__(**kw)
+            self.threads = threads
+
+        def describe(self):
+            return {**super().describe(), "settings": {"n_threads": self.threads, "temperature": 0.3}}
+
+    calls = []
+    first = index_raster(store, Tuned(1, on_call=calls.append), hashing_embedder, str(raster), SETTINGS,
+                         cancel=lambda: len(calls) >= 2)
+    faster = Tuned(8)
+    second = index_raster(store, faster, hashing_embedder, str(raster), SETTINGS)
+    assert second.run_id == first.run_id and faster.calls == 3
+    assert store.run_info(first.run_id)["captioner"]["settings"]["n_threads"] == 1  # as first recorded

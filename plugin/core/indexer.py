@@ -95,14 +95,38 @@ def index_raster(store: Store, captioner, embedder: Embedder, raster_path: str,
         return job.run(dataset, bands)
 
 
+# Settings that change how fast captions come, not what they say: a resumed run may
+# use other values (more threads, more requests in flight) and still continue.
+OPERATIONAL_SETTINGS = frozenset({
+    "parallel_requests", "timeout_s", "max_retries", "backoff_s", "max_attempts",
+    "n_threads", "n_gpu_layers", "n_ctx", "response_format", "llama_cpp_version", "family_setting",
+})
+
+
+def captioner_identity(record: dict) -> dict:
+    """The part of a captioner's run record that decides which captions it writes."""
+    identity = {k: v for k, v in record.items() if k not in OPERATIONAL_SETTINGS}
+    if isinstance(record.get("settings"), dict):
+        identity["settings"] = {k: v for k, v in record["settings"].items() if k not in OPERATIONAL_SETTINGS}
+    return identity
+
+
 def _run_for(store: Store, captioner, embedder: Embedder, info, grid: TileGrid, variants: int) -> int:
+    """The run to continue (same raster, embedder, captioner identity, prompt and grid), or a new one."""
     from .captioning.prompt import PROMPT_VERSION
 
     raster_id = store.upsert_raster(info)
     embedder_id = store.embedder_id(embedder.name, embedder.dim)
-    args = (raster_id, embedder_id, captioner.describe(), PROMPT_VERSION, grid.tile_size,
-            grid.overlap, variants)
-    return store.find_run(*args) or store.create_run(*args)
+    record = captioner.describe()
+    wanted = captioner_identity(record)
+    for run in reversed(store.runs()):
+        if (run["raster_id"], run["embedder_id"], run["prompt_version"], run["tile_size"],
+                run["overlap"], run["variants"]) == (raster_id, embedder_id, PROMPT_VERSION,
+                                                     grid.tile_size, grid.overlap, variants) \
+                and captioner_identity(run["captioner"]) == wanted:
+            return run["id"]
+    return store.create_run(raster_id, embedder_id, record, PROMPT_VERSION, grid.tile_size,
+                            grid.overlap, variants)
 
 
 class _IndexJob:
