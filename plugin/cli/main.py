@@ -13,6 +13,8 @@ COMMAND_MODULES = [
     "import_captions",
     "search_command",
     "info_command",
+    "eval_command",
+    "index_command",
 ]
 
 EXIT_ERROR = 2
