@@ -9,6 +9,7 @@ from typing import Optional
 
 from ..errors import ModelError
 
+TEST_MODEL_MAX_LEN = 16
 TEST_MODEL_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tilescribe" / "test-models"
 
 
@@ -73,7 +74,11 @@ def make_captioner(settings: CaptionerSettings):
             seed=settings.seed,
         )
     model, mmproj = settings.model, settings.mmproj
+    max_len = None
     if settings.test_model:
+        # Random weights fill every string to its limit; short limits keep the answer
+        # inside the tiny model's context and the run fast.
+        max_len = TEST_MODEL_MAX_LEN
         from .tiny_gguf import write_tiny_pair
 
         model, mmproj = write_tiny_pair(TEST_MODEL_DIR)
@@ -88,4 +93,5 @@ def make_captioner(settings: CaptionerSettings):
     return LlamaCppCaptioner(
         model, mmproj, family=settings.family, n_threads=settings.n_threads, n_ctx=settings.n_ctx,
         n_gpu_layers=settings.n_gpu_layers, seed=settings.seed, temperature=settings.temperature,
+        max_len=max_len,
     )
