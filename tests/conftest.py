@@ -7,6 +7,9 @@ from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before anything imports Qt
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# llama.cpp's OpenMP threads busy-wait by default and starve the Python thread that
+# samples under the grammar: 2-4x slower on 2 shared cores.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest
 
