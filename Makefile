@@ -3,6 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export QT_QPA_PLATFORM := offscreen
 export HF_HUB_OFFLINE := 1
+export OMP_WAIT_POLICY := PASSIVE
 
 .PHONY: setup test test-fast demo package install-plugin clean
 
@@ -21,3 +22,15 @@ demo: setup
 
 clean:
 	rm -rf build dist .pytest_cache demo-output
+
+# dist/tilescribe-<version>.zip for QGIS's "Install from ZIP" (stdlib only: no setup needed).
+package:
+	$(if $(wildcard $(PY)),$(PY),python3) scripts/package.py
+
+# Link this checkout into the default QGIS profile (override with QGIS_PROFILE_DIR=...).
+install-plugin:
+	@profile="$${QGIS_PROFILE_DIR:-$$( [ "$$(uname)" = Darwin ] && echo "$$HOME/Library/Application Support" || echo "$${XDG_DATA_HOME:-$$HOME/.local/share}")/QGIS/QGIS3/profiles/default}"; \
+	mkdir -p "$$profile/python/plugins" && \
+	ln -sfn "$(CURDIR)" "$$profile/python/plugins/tilescribe" && \
+	echo "linked $$profile/python/plugins/tilescribe -> $(CURDIR)"; \
+	echo "restart QGIS, then enable TileScribe in Plugins > Manage and Install Plugins"
