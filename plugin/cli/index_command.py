@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from pathlib import Path
 
 from ..core.captioning.factory import CaptionerSettings, make_captioner
 from ..core.indexer import IndexSettings, index_raster
+from ..core.locking import IndexerLock
 from ..core.rendering import RenderSettings
 from ..core.store import INDEX_SUFFIX, Store
 from .common import add_embedder_argument, load_embedder, non_negative_int, positive_int, say
@@ -63,6 +65,9 @@ def default_db(raster: str) -> Path:
 
 
 def run(args) -> int:
+    # Before any OpenMP runtime loads: the embedder's imports (scikit-learn) load one first,
+    # and its spinning threads then slowed llama.cpp's captioning ten-fold (llama_backend.py).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     settings = captioner_settings(args)
     if settings.is_placeholder:
         say("note: no VLM given (--model/--mmproj, --server, or TILESCRIBE_MODEL/TILESCRIBE_MMPROJ): "
@@ -70,12 +75,13 @@ def run(args) -> int:
     db = Path(args.db) if args.db else default_db(args.raster)
     index_settings = IndexSettings(args.tile_size, args.overlap, args.variants,
                                    RenderSettings(bands=tuple(args.bands) if args.bands else None))
-    embedder = load_embedder(args.embedder)
-    captioner = make_captioner(settings)
+    IndexerLock(db).check_free()  # a second indexer is refused before it spends time loading models
+    captioner = make_captioner(settings)  # first: a bad model file is reported in a second, not ten
     stop = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: _first_interrupt(stop, previous))
     bar = ProgressBar()
     try:
+        embedder = load_embedder(args.embedder)
         with Store(db, create=True) as store:
             report = index_raster(store, captioner, embedder, args.raster, index_settings,
                                   progress=bar, cancel=stop.is_set)
@@ -84,9 +90,14 @@ def run(args) -> int:
         signal.signal(signal.SIGINT, previous)
         captioner.close()
     p = report.progress
+    for warning in report.warnings:
+        say(f"warning: {warning}")
     say(f"{'stopped' if report.cancelled else 'finished'}: {db} run {report.run_id}: {p.done} of "
         f"{p.total} tiles captioned ({p.captioned_now} now), {p.skipped} skipped, {p.failed} failed, "
         f"in {format_duration(p.elapsed_s)}")
+    if p.total and p.skipped == p.total:
+        say(f"note: no tile of {args.raster} has content (all nodata, masked or one colour): "
+            "check the raster's nodata value and --bands.")
     for key, reason in report.failures[:5]:
         say(f"  tile {key} failed: {reason}")
     if report.cancelled:

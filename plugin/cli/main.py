@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import re
+import sqlite3
 import sys
 
 from ..core.errors import Cancelled, TileScribeError
@@ -15,10 +18,15 @@ COMMAND_MODULES = [
     "info_command",
     "eval_command",
     "index_command",
+    "bench_search_command",
+    "bench_index_command",
 ]
 
 EXIT_ERROR = 2
 EXIT_CANCELLED = 130
+EXIT_INTERNAL = 70  # sysexits.h EX_SOFTWARE
+# What SQLite and sqlite-vec say when pages of an index file are damaged.
+_DAMAGED = re.compile(r"malformed|corrupt|not a database|blob read error|blob size doesn.t match", re.I)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,3 +57,21 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     except BrokenPipeError:
         return 0
+    except sqlite3.DatabaseError as exc:
+        if not _DAMAGED.search(str(exc)) or not getattr(args, "db", None):
+            return _internal_error(exc)
+        print(f"tilescribe: error: Index {args.db} cannot be read ({exc}): it is damaged. Index the "
+              "raster again into a new file (--db), or restore a copy.", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as exc:  # a failure no message covers yet (a bug): one line, not a traceback
+        return _internal_error(exc)
+
+
+def _internal_error(exc: Exception) -> int:
+    if os.environ.get("TILESCRIBE_DEBUG"):
+        raise exc
+    text = (str(exc).strip().splitlines() or [""])[0][:300]
+    print(f"tilescribe: internal error: {type(exc).__name__}: {text}. Work committed so far is kept. "
+          "This is a bug in TileScribe: run the command again with TILESCRIBE_DEBUG=1 to see where "
+          "it happened, and report it.", file=sys.stderr)
+    return EXIT_INTERNAL

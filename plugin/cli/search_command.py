@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from ..core.errors import QueryError
+from ..core.errors import QueryError, TileScribeError
 from ..core.export import hits_to_geojson, hits_to_json, hits_to_text
 from ..core.search import SearchRequest, check_query, search
 from ..core.store import Store
@@ -31,14 +32,23 @@ def run(args) -> int:
     check_query(args.query, args.k)  # before loading a model, so bad input fails fast
     if args.extent and (args.extent[0] > args.extent[2] or args.extent[1] > args.extent[3]):
         raise QueryError("--extent must be MINX MINY MAXX MAXY with MINX <= MAXX and MINY <= MAXY.")
-    with Store(args.db) as store:
+    # Searching writes nothing; opened writable when it can be, an older index is upgraded on the way.
+    with Store(args.db, readonly=not _writable(Path(args.db))) as store:
         embedder = load_embedder(args.embedder)
         hits = search(store, embedder, SearchRequest(args.query, args.k, args.run,
                                                      tuple(args.extent) if args.extent else None))
     text = FORMATTERS[args.format](hits)
     if args.output:
-        Path(args.output).write_text(text + "\n", encoding="utf-8")
+        try:
+            Path(args.output).write_text(text + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise TileScribeError(f"Cannot write the results to {args.output}: {exc.strerror}. "
+                                  "Give --output a file in a folder you can write.") from exc
         say(f"wrote {len(hits)} results to {args.output}")
     else:
         print(text)
     return 0
+
+
+def _writable(db: Path) -> bool:
+    return not db.is_file() or (os.access(db, os.W_OK) and os.access(db.resolve().parent, os.W_OK))

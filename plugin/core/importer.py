@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -10,6 +11,7 @@ from typing import Callable, Optional
 from .captions import FIELDS, CaptionVariant
 from .embedding import Embedder
 from .errors import CaptionImportError
+from .indexer import write_failure
 from .store import Store
 from .tiling import Tile, TileGrid, Window, open_raster, read_info
 
@@ -106,7 +108,17 @@ def import_captions(store: Store, embedder: Embedder, raster_path: str, captions
                     tile_size: Optional[int] = None, overlap: int = 0,
                     progress: Optional[Callable[[int, int], None]] = None) -> ImportReport:
     """Import a JSONL caption file for a raster; re-importing the same file adds nothing twice."""
-    path = Path(captions_path)
+    try:
+        return _import(store, embedder, raster_path, Path(captions_path), tile_size, overlap, progress)
+    except sqlite3.Error as exc:
+        failure = write_failure(store.path, exc, store.conn)
+        if failure is None:
+            raise  # not about the file or the disk: a bug, keep its traceback
+        raise failure from exc
+
+
+def _import(store: Store, embedder: Embedder, raster_path: str, path: Path, tile_size: Optional[int],
+            overlap: int, progress) -> ImportReport:
     if not path.is_file():
         raise CaptionImportError(f"Caption file not found: {path}.")
     with open_raster(raster_path) as dataset:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+import sqlite3
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional
+from itertools import islice
+from pathlib import Path
+from typing import Callable, Iterator, Optional, Sequence
 
 from .captioning.base import CaptionResult
 from .embedding import Embedder
@@ -13,7 +17,14 @@ from .errors import CaptionError, IndexingError, TileScribeError
 from .locking import IndexerLock
 from .rendering import RenderSettings, choose_bands, render_tile_png
 from .store import Store, StoredTile
-from .tiling import Tile, TileGrid, content_skip_reason, open_raster, read_info, read_window
+from .tiling import (Tile, TileGrid, content_skip_reason, gdal_errors_as_exceptions, open_raster, read_info,
+                     read_window)
+
+REGISTER_BATCH = 10_000  # tiles per transaction while a grid is registered: memory stays flat
+TODO_PAGE = 1_000  # tiles read from the index at a time while indexing
+# Less free space than this (on the disk, or below the index's page limit) when a write
+# fails: the write failed for want of space, whatever the error says (sqlite-vec's does not).
+LOW_SPACE_BYTES = 32 << 20
 
 
 @dataclass(frozen=True)
@@ -72,6 +83,7 @@ class IndexReport:
     cancelled: bool
     timings: Timings = field(default_factory=Timings)
     failures: list[tuple[str, str]] = field(default_factory=list)  # (tile key, reason)
+    warnings: tuple[str, ...] = ()  # about the raster (no CRS, rotated): worth showing the user
 
 
 ProgressCallback = Callable[[IndexProgress], None]
@@ -83,16 +95,107 @@ def index_raster(store: Store, captioner, embedder: Embedder, raster_path: str,
                  progress: Optional[ProgressCallback] = None,
                  cancel: Optional[CancelCheck] = None) -> IndexReport:
     """Caption every pending tile of the raster's run; safe to kill and run again."""
-    with IndexerLock(store.path), open_raster(raster_path) as dataset:
-        info = read_info(dataset)
-        grid = TileGrid(info.width, info.height, settings.tile_size, settings.overlap)
-        run_id = _run_for(store, captioner, embedder, info, grid, settings.variants)
-        if not store.tiles(run_id):
-            # Register the whole grid first (cheap: no pixels read), so the run knows its total.
-            store.add_tiles(run_id, [Tile(w, info.bbox(w)) for w in grid.windows()])
-        bands = list(choose_bands(dataset.colorinterp, dataset.count, settings.render.bands))
-        job = _IndexJob(store, captioner, embedder, run_id, settings, progress, cancel or (lambda: False))
-        return job.run(dataset, bands)
+    try:
+        with gdal_errors_as_exceptions(), IndexerLock(store.path), open_raster(raster_path) as dataset:
+            info = read_info(dataset)
+            grid = TileGrid(info.width, info.height, settings.tile_size, settings.overlap)
+            run_id = _run_for(store, captioner, embedder, info, grid, settings.variants)
+            register_grid(store, run_id, info, grid)
+            bands = list(choose_bands(dataset.colorinterp, dataset.count, settings.render.bands))
+            job = _IndexJob(store, captioner, embedder, run_id, settings, progress, cancel or (lambda: False))
+            report = job.run(dataset, bands)
+    except sqlite3.Error as exc:
+        failure = write_failure(store.path, exc, store.conn)
+        if failure is None:
+            raise  # not about the file or the disk: a bug, keep its traceback
+        raise failure from exc
+    report.warnings = info.warnings
+    return report
+
+
+def register_grid(store: Store, run_id: int, info, grid: TileGrid) -> None:
+    """Record every tile of the grid as pending, REGISTER_BATCH at a time.
+
+    Never the whole grid in memory (a 1,000,000 px square raster has millions of tiles).
+    Each batch is its own transaction: a run killed half-way through registering is
+    completed here next time (tiles already known stay as they are).
+    """
+    if sum(store.tile_counts(run_id).values()) >= len(grid):
+        return
+    windows = grid.windows()
+    while batch := [Tile(w, info.bbox(w)) for w in islice(windows, REGISTER_BATCH)]:
+        store.add_tiles(run_id, batch)
+
+
+def tiles_to_do(store: Store, run_id: int, statuses: Sequence[str]) -> Iterator[StoredTile]:
+    """The run's tiles in these states in id order, read TODO_PAGE at a time (Store.tiles reads them all)."""
+    marks = ", ".join("?" for _ in statuses)
+    last = 0
+    while True:
+        ids = [row[0] for row in store.conn.execute(
+            f"select id from tiles where run_id = ? and status in ({marks}) and id > ? order by id limit ?",
+            (run_id, *statuses, last, TODO_PAGE))]
+        if not ids:
+            return
+        for tile_id in ids:
+            tile = store.tile(tile_id)
+            if tile is not None and tile.status in statuses:
+                yield tile
+        last = ids[-1]
+
+
+def write_failure(path, exc: BaseException, conn: Optional[sqlite3.Connection] = None) -> Optional[IndexingError]:
+    """An IndexingError saying what to do about an SQLite error while writing the index at `path`.
+
+    None when the error is none of: no space, locked by another program, read-only, I/O
+    error, damaged file. SQLite rolls back a transaction that ran out of space, and the
+    rollback's own error then hides the first one: the whole chain is read.
+    """
+    text = " | ".join(str(e).lower() for e in _exception_chain(exc))
+    kept = "What was written before is kept."
+    again = "then run the same command again: it continues where it stopped."
+    if " is full" in text or (("vec" in text or "i/o" in text) and _low_on_space(Path(path), conn)):
+        return IndexingError(
+            f"No space left to write the index {path}: the disk is full (or the index reached its "
+            f"size limit). {kept} Free some space on that disk, {again}")
+    if "locked" in text or "busy" in text:
+        return IndexingError(
+            f"Another program is writing to the index {path} (a database browser with unsaved changes?). "
+            f"{kept} Close it there, {again}")
+    if "readonly" in text or "read-only" in text:
+        return IndexingError(
+            f"The index {path} cannot be written (a read-only file, folder or disk). {kept} Make it "
+            f"writable, or copy it to a folder you can write and give that copy with --db; {again}")
+    if "disk i/o error" in text:
+        return IndexingError(
+            f"The disk failed while writing the index {path} (disk I/O error). {kept} Check the disk "
+            f"(or network share), {again}")
+    if "malformed" in text or "not a database" in text:
+        return IndexingError(
+            f"The index {path} is damaged ({exc}). Index into a new file (--db), or restore a copy.")
+    return None
+
+
+def _exception_chain(exc: BaseException) -> list[BaseException]:
+    chain, seen = [], set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return chain
+
+
+def _low_on_space(path: Path, conn: Optional[sqlite3.Connection]) -> bool:
+    try:
+        if shutil.disk_usage(path.resolve().parent).free < LOW_SPACE_BYTES:
+            return True
+        if conn is not None:
+            pages, limit, size = (conn.execute(f"pragma {name}").fetchone()[0]
+                                  for name in ("page_count", "max_page_count", "page_size"))
+            return (limit - pages) * size < LOW_SPACE_BYTES
+    except (OSError, sqlite3.Error):
+        pass
+    return False
 
 
 # Settings that change how fast captions come, not what they say: a resumed run may
@@ -149,9 +252,8 @@ class _IndexJob:
         self._report(tile)
 
     def run(self, dataset, bands) -> IndexReport:
-        todo = self.store.tiles(self.run_id, "pending")
-        if self.settings.retry_failed:
-            todo += self.store.tiles(self.run_id, "failed")
+        statuses = ("pending", "failed") if self.settings.retry_failed else ("pending",)
+        todo = tiles_to_do(self.store, self.run_id, statuses)
         batch: list[tuple[StoredTile, CaptionResult]] = []
         parallel = max(1, int(getattr(self.captioner, "parallel_requests", 1)))
         try:
@@ -188,7 +290,10 @@ class _IndexJob:
             self.timings.render += time.perf_counter() - t1
             yield tile, png
 
-    def _flush(self, batch: list) -> None:
+    def _flush(self, pending: list) -> None:
+        # Taken out first: a batch is written once, even when the write or a progress callback fails.
+        batch = list(pending)
+        pending.clear()
         if not batch:
             return
         t0 = time.perf_counter()
@@ -208,7 +313,6 @@ class _IndexJob:
             self.timings.completion_tokens += result.completion_tokens
             self.captioned_now += 1
             self._moved(tile, "done")
-        batch.clear()
 
     def _fail(self, tile: StoredTile, reason: str) -> None:
         self.store.mark_tile(tile.id, "failed", reason)

@@ -16,30 +16,55 @@ class IndexerLock:
     """
 
     def __init__(self, db_path: str | os.PathLike):
+        self.db_path = Path(db_path)
         self.path = Path(f"{db_path}.lock")
         self._handle = None
 
     def acquire(self) -> "IndexerLock":
-        handle = open(self.path, "a+")
+        if not self.path.parent.is_dir():
+            raise IndexingError(
+                f"The folder of the index {self.db_path} does not exist: create it, or give an index "
+                "path in a folder that exists."
+            )
+        try:
+            handle = open(self.path, "a+")
+        except OSError as exc:
+            raise IndexingError(
+                f"Cannot create the lock file {self.path} ({exc.strerror}): an index is written in a "
+                "folder you can write. Give an index path in such a folder."
+            ) from exc
         try:
             _lock(handle)
         except OSError:
             handle.close()
             raise IndexingError(
-                f"Another TileScribe indexer is writing {str(self.path)[:-5]} right now. Wait for it to "
+                f"Another TileScribe indexer is writing {self.db_path} right now. Wait for it to "
                 "finish (or stop it), then run again: it will resume where the index stands."
             ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
+        try:  # the pid only helps a person looking at the file: a full disk must not stop us here
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
+        except OSError:
+            pass
         self._handle = handle
         return self
 
     def release(self) -> None:
         if self._handle is not None:
-            self._handle.close()  # closing drops the lock
+            try:
+                self._handle.close()  # closing drops the lock
+            except OSError:
+                pass  # flushing the pid failed (disk full): the lock is dropped all the same
             self._handle = None
+
+    def check_free(self) -> None:
+        """Raises what acquire() would, keeping nothing: lets a command fail before it loads models."""
+        if self.db_path.is_dir():
+            return  # not an index file at all: the Store says so, no lock file is left beside it
+        self.acquire()
+        self.release()
 
     def __enter__(self) -> "IndexerLock":
         return self.acquire()

@@ -79,6 +79,36 @@ def _m001_initial(conn: sqlite3.Connection) -> None:
     )
 
 
+def _m002_plain_vectors(conn: sqlite3.Connection) -> None:
+    """Float vectors also in a plain table keyed by caption id, and per-run vector bookkeeping.
+
+    Re-scoring a fast search's candidates reads vectors by id: vec0 point reads are
+    slow, primary-key reads of a plain table are not. `vector_count` and
+    `vector_version` (bumped by every write of a run's captions) let an in-memory
+    index tell in one primary-key read that it is stale.
+    """
+    _run_script(
+        conn,
+        """
+        create table caption_embeddings (
+            caption_id integer primary key references captions(id),
+            embedding blob not null            -- float32, as in the vec0 table
+        );
+        alter table runs add column vector_count integer not null default 0;
+        alter table runs add column vector_version integer not null default 0;
+        update runs set vector_count = (
+            select count(*) from captions c join tiles t on t.id = c.tile_id where t.run_id = runs.id
+        )
+        """
+    )
+    for (embedder_id,) in conn.execute("select id from embedders").fetchall():
+        # Spelled out, not store.vec_table(): a migration must not change when the code does.
+        conn.execute(
+            "insert into caption_embeddings (caption_id, embedding)"
+            f" select caption_id, embedding from caption_vec_{int(embedder_id)}"
+        )
+
+
 # Append only: a released file never changes a migration it already ran.
-MIGRATIONS = [_m001_initial]
+MIGRATIONS = [_m001_initial, _m002_plain_vectors]
 SCHEMA_VERSION = len(MIGRATIONS)

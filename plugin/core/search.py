@@ -10,12 +10,15 @@ import numpy as np
 from .captions import CaptionVariant
 from .embedding import Embedder
 from .errors import QueryError
+from .fast_cache import FAST_MIN_VECTORS, FastIndexCache
+from .fastsearch import FastIndex
 from .store import Store, vec_table
 from .tiling import Window
 
 MAX_QUERY_CHARS = 2000  # embedders truncate long input anyway; refuse pasted documents
 MAX_K = 1000
 KNN_LIMIT = 4096  # sqlite-vec's largest k
+MODES = ("auto", "exact", "fast")
 
 Extent = tuple[float, float, float, float]  # minx, miny, maxx, maxy in the raster's CRS
 
@@ -54,6 +57,10 @@ class SearchRequest:
     run_id: Optional[int] = None
     extent: Optional[Extent] = None
     exclude_tiles: Sequence[int] = field(default=())
+    # "exact": sqlite-vec KNN over every vector. "fast": in-memory first pass + exact
+    # re-scoring (fastsearch.py); without a cache it loads the index for this one query.
+    # "auto": fast for large runs once a cache holds a warm index, exact otherwise.
+    mode: str = "auto"
 
 
 def check_query(query: str, k: int) -> str:
@@ -86,19 +93,40 @@ def resolve_run(store: Store, run_id: Optional[int]) -> int:
     return latest
 
 
-def search(store: Store, embedder: Embedder, request: SearchRequest) -> list[SearchHit]:
+def search(store: Store, embedder: Embedder, request: SearchRequest,
+           fast_cache: Optional[FastIndexCache] = None) -> list[SearchHit]:
     """Rank the tiles of one run for a text query."""
     query = check_query(request.query, request.k)
     run_id = resolve_run(store, request.run_id)
     _check_embedder(store, run_id, embedder)
     vector = embedder.embed([query])[0]
-    return search_vector(store, vector, request, run_id)
+    return search_vector(store, vector, request, run_id, fast_cache)
 
 
-def search_vector(store: Store, vector: np.ndarray, request: SearchRequest, run_id: int) -> list[SearchHit]:
+def search_vector(store: Store, vector: np.ndarray, request: SearchRequest, run_id: int,
+                  fast_cache: Optional[FastIndexCache] = None) -> list[SearchHit]:
     """Rank tiles for a query vector (also used by "find similar")."""
-    best = _best_variant_per_tile(store, run_id, np.asarray(vector, dtype=np.float32), request)
+    vector = np.asarray(vector, dtype=np.float32)
+    index = _fast_index(store, run_id, request.mode, fast_cache)
+    if index is None:
+        best = _best_variant_per_tile(store, run_id, vector, request)
+    else:
+        best = index.search(store, vector, request.k, request.extent, request.exclude_tiles)
     return _hits(store, run_id, best)
+
+
+def _fast_index(store: Store, run_id: int, mode: str, cache: Optional[FastIndexCache]) -> Optional[FastIndex]:
+    """The fast index to search with, or None for the exact search."""
+    if mode not in MODES:
+        raise QueryError(f"Search mode {mode!r} is unknown: use one of {', '.join(MODES)}.")
+    if mode == "exact":
+        return None
+    if mode == "fast":
+        return cache.get(store, run_id, wait=True) if cache else FastIndex.load(store, run_id)
+    # auto: loading a large index takes seconds, so only a cache that outlives queries pays off.
+    if cache is None or store.vector_state(run_id)[0] < FAST_MIN_VECTORS:
+        return None
+    return cache.get(store, run_id)
 
 
 def _check_embedder(store: Store, run_id: int, embedder: Embedder) -> None:
@@ -178,7 +206,8 @@ def _hits(store: Store, run_id: int, best) -> list[SearchHit]:
     return hits
 
 
-def similar_tiles(store: Store, tile_db_id: int, k: int = 10) -> list[SearchHit]:
+def similar_tiles(store: Store, tile_db_id: int, k: int = 10,
+                  fast_cache: Optional[FastIndexCache] = None) -> list[SearchHit]:
     """Tiles whose captions read like this tile's: each of its variants is a query, best score wins."""
     tile = store.tile(tile_db_id)
     if tile is None or tile.status != "done":
@@ -186,7 +215,7 @@ def similar_tiles(store: Store, tile_db_id: int, k: int = 10) -> list[SearchHit]
     request = SearchRequest("similar", k=k, exclude_tiles=(tile_db_id,))
     best: dict[int, SearchHit] = {}
     for vector in store.vectors_of(tile_db_id):
-        for hit in search_vector(store, vector, request, tile.run_id):
+        for hit in search_vector(store, vector, request, tile.run_id, fast_cache):
             if hit.tile_db_id not in best or hit.score > best[hit.tile_db_id].score:
                 best[hit.tile_db_id] = hit
     ranked = sorted(best.values(), key=lambda h: -h.score)[:k]

@@ -16,6 +16,7 @@ import numpy as np
 from .captions import CaptionVariant
 from .errors import IndexFileError
 from .migrations import MIGRATIONS, SCHEMA_VERSION
+from .store_writes import TileCaptions, write_captions
 from .tiling import RasterInfo, Tile, Window
 
 # "TSCR": marks a file as a TileScribe index, so another program's SQLite file is refused.
@@ -288,43 +289,12 @@ class Store:
     def save_captions(self, tile_id: int, variants: Sequence[CaptionVariant], vectors: np.ndarray,
                       raw: str = "") -> None:
         """Store a tile's variants and their vectors and mark it done: all in one transaction."""
-        if len(variants) != len(vectors) or not variants:
-            raise ValueError("one vector per caption variant is required")
-        tile = self.conn.execute(
-            "select t.run_id, r.embedder_id, t.minx, t.miny, t.maxx, t.maxy from tiles t"
-            " join runs r on r.id = t.run_id where t.id = ?", (tile_id,)
-        ).fetchone()
-        run_id, embedder_id, *bbox = tile
-        table = vec_table(embedder_id)
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        with self.atomic():
-            self._delete_captions(tile_id, table)
-            for number, (variant, vector) in enumerate(zip(variants, vectors)):
-                caption_id = self.conn.execute(
-                    "insert into captions (tile_id, variant, one_sentence, feature, caption)"
-                    " values (?,?,?,?,?)",
-                    (tile_id, number, variant.one_sentence, variant.feature, variant.caption),
-                ).lastrowid
-                self.conn.execute(
-                    f"insert into {table} (caption_id, embedding, run_id, minx, miny, maxx, maxy,"
-                    " tile_id) values (?,?,?,?,?,?,?,?)",
-                    (caption_id, vector.tobytes(), run_id, *bbox, tile_id),
-                )
-                self.conn.execute(
-                    "insert into caption_fts (rowid, text) values (?, ?)",
-                    (caption_id, variant.embedding_text()),
-                )
-            self.conn.execute(
-                "update tiles set status = 'done', reason = '', raw = ?, updated_at = ? where id = ?",
-                (raw, now(), tile_id),
-            )
+        self.save_captions_many([TileCaptions(tile_id, variants, vectors, raw)])
 
-    def _delete_captions(self, tile_id: int, table: str) -> None:
-        ids = [r[0] for r in self.conn.execute("select id from captions where tile_id = ?", (tile_id,))]
-        for caption_id in ids:
-            self.conn.execute(f"delete from {table} where caption_id = ?", (caption_id,))
-            self.conn.execute("delete from caption_fts where rowid = ?", (caption_id,))
-        self.conn.execute("delete from captions where tile_id = ?", (tile_id,))
+    def save_captions_many(self, entries: Sequence[TileCaptions]) -> None:
+        """save_captions for many tiles in one transaction, with one insert per table (bulk loads)."""
+        with self.atomic():
+            write_captions(self.conn, entries, vec_table, now())
 
     def mark_tile(self, tile_id: int, status: str, reason: str = "", raw: str = "") -> None:
         with self.atomic():
@@ -342,12 +312,12 @@ class Store:
 
     def vectors_of(self, tile_id: int) -> np.ndarray:
         """The stored vectors of a tile's variants (for "find similar")."""
-        run_id, embedder_id, dim = self.conn.execute(
-            "select t.run_id, r.embedder_id, e.dim from tiles t join runs r on r.id = t.run_id"
+        (dim,) = self.conn.execute(
+            "select e.dim from tiles t join runs r on r.id = t.run_id"
             " join embedders e on e.id = r.embedder_id where t.id = ?", (tile_id,)
         ).fetchone()
         rows = self.conn.execute(
-            f"select v.embedding from {vec_table(embedder_id)} v join captions c on c.id = v.caption_id"
+            "select e.embedding from caption_embeddings e join captions c on c.id = e.caption_id"
             " where c.tile_id = ? order by c.variant", (tile_id,)
         ).fetchall()
         return np.array([np.frombuffer(r[0], dtype=np.float32) for r in rows]).reshape(-1, dim)
@@ -379,6 +349,13 @@ class Store:
         return self.conn.execute(
             f"select count(*) from {vec_table(embedder_id)} where run_id = ?", (run_id,)
         ).fetchone()[0]
+
+    def vector_state(self, run_id: int) -> tuple[int, int]:
+        """(vectors stored, write version) of a run: one primary-key read, for staleness checks."""
+        row = self.conn.execute("select vector_count, vector_version from runs where id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise IndexFileError(f"Index {self.path} has no run {run_id}: see `tilescribe info`.")
+        return row[0], row[1]
 
     def latest_searchable_run(self) -> int | None:
         row = self.conn.execute(

@@ -162,6 +162,17 @@ def open_raster(path: str | os.PathLike):
         ) from exc
 
 
+def gdal_errors_as_exceptions():
+    """A context in which GDAL's errors come back only as rasterio exceptions (worded by us).
+
+    Outside one, GDAL also prints its own "ERROR 1: TIFFReadEncodedStrip() failed" lines to
+    stderr for every failed read: noise around the one clear message.
+    """
+    import rasterio
+
+    return rasterio.Env()
+
+
 def _first_line(exc: Exception) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__

@@ -25,6 +25,7 @@ class Worker:
         self._out = out
         self._write_lock = threading.Lock()
         self._embedders: dict = {}
+        self._fast_cache = None  # FastIndexCache, made at the first search
         self._jobs: dict[object, threading.Event] = {}
         self._threads: list[threading.Thread] = []
         self.handlers: dict[str, Callable[[dict], object]] = {
@@ -109,6 +110,14 @@ class Worker:
             self._embedders[folder] = SentenceTransformerEmbedder(folder)
         return self._embedders[folder]
 
+    def fast_cache(self):
+        """Fast-search indexes of large runs stay warm between queries, like the embedders."""
+        if self._fast_cache is None:
+            from .fast_cache import FastIndexCache
+
+            self._fast_cache = FastIndexCache()
+        return self._fast_cache
+
     def info(self, request: dict) -> dict:
         from .store import Store
         from .summary import index_summary
@@ -124,7 +133,8 @@ class Worker:
         extent = tuple(request["extent"]) if request.get("extent") else None
         with Store(request["db"], readonly=True) as store:
             hits = search(store, self.embedder(request.get("embedder")),
-                          SearchRequest(request["query"], request.get("k", 10), request.get("run_id"), extent))
+                          SearchRequest(request["query"], request.get("k", 10), request.get("run_id"), extent,
+                                        mode=request.get("mode", "auto")), self.fast_cache())
             return [dict(hit.to_json(), tile_db_id=hit.tile_db_id) for hit in hits]
 
     def similar(self, request: dict) -> list:
@@ -132,7 +142,7 @@ class Worker:
         from .store import Store
 
         with Store(request["db"], readonly=True) as store:
-            hits = similar_tiles(store, int(request["tile_db_id"]), request.get("k", 10))
+            hits = similar_tiles(store, int(request["tile_db_id"]), request.get("k", 10), self.fast_cache())
             return [dict(hit.to_json(), tile_db_id=hit.tile_db_id) for hit in hits]
 
     def tile_at(self, request: dict) -> Optional[dict]:

@@ -228,6 +228,12 @@ class LlamaCppCaptioner:
             )
         except ValueError as exc:
             raise self._load_error("model", self.model_path, exc, native_log) from exc
+        except Exception as exc:  # llama-cpp-python compiles the GGUF's chat template at load
+            raise ModelError(
+                f"The model file {self.model_path} carries a chat template llama-cpp-python cannot "
+                f"read ({type(exc).__name__}: {exc}). Use another copy of the model, or a model "
+                "file converted with a current llama.cpp."
+            ) from exc
         try:
             # The handler loads the projector on first use (a private method, hence
             # getattr); loading it now reports a bad mmproj at open, not on the first tile.

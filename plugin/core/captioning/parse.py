@@ -11,7 +11,20 @@ from ..errors import CaptionError
 
 # strict=False lets raw control characters through inside strings: tiny or
 # quantised models emit byte tokens there (RECIPES.md); clean_text removes them.
-_DECODER = json.JSONDecoder(strict=False)
+class _Decoder(json.JSONDecoder):
+    """A decoder for which JSON nested too deeply is malformed JSON, not a RecursionError."""
+
+    def raw_decode(self, s, idx=0):
+        try:
+            return super().raw_decode(s, idx)
+        except RecursionError:
+            raise json.JSONDecodeError("JSON nested too deeply", s, len(s)) from None
+
+
+_DECODER = _Decoder(strict=False)
+# Real answers are a few thousand characters (the schema bounds every field); decoding
+# time grows with the square of the length, so a runaway answer is cut here.
+MAX_ANSWER_CHARS = 100_000
 _VARIANTS_ARRAY = re.compile(r'"variants"\s*:\s*\[')
 _SNIPPET = 120
 
@@ -41,6 +54,7 @@ def parse_variants(raw: str, n_variants: int) -> list[CaptionVariant]:
     """
     if not raw or not raw.strip():
         raise CaptionError("the model's answer was empty")
+    raw = raw[:MAX_ANSWER_CHARS]
     items, salvaged = _find_items(raw)
     if items is None:
         raise CaptionError(_why_no_items(raw))

@@ -1,0 +1,1 @@
+"""Benchmarks of search and indexing (the bench-search and bench-index commands)."""

@@ -1,0 +1,294 @@
+"""Fast search of one large run: a PCA-projected in-memory first pass, then exact re-scoring from the file."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+
+from .errors import IndexFileError
+from .store import Store
+from .store_writes import ids_param
+
+# Stage 1 scores every vector in the first STAGE1_DIMS principal components, as
+# float32 (a million vectors: 128 MB streamed per query); stage 2 re-ranks the
+# stage-1 survivors with STAGE2_DIMS more, kept as float16 (its rounding, ~1e-4 on
+# a score, is far below what the dropped components cost). Measured with bench-search.
+STAGE1_DIMS = 32
+STAGE2_DIMS = 64
+PCA_SAMPLE = 20_000
+READ_CHUNK = 50_000
+
+Best = list[tuple[int, int, float]]  # (tile id, caption id, cosine), best first, one per tile
+
+
+def pool_sizes(k: int, n: int, rescored: Optional[int] = None) -> tuple[int, int]:
+    """(vectors re-scored exactly, stage-1 survivors) for k tiles out of n vectors.
+
+    Chosen with bench-search: at a million synthetic vectors, 50,000 survivors and
+    1,000 re-scored vectors already give recall@10 of 0.999; real caption vectors
+    needed about twice the pool of synthetic ones for the same recall (bench-search
+    --real-captions), hence 2,000. Reading them from the file (~10 us each) is then
+    about a third of a query.
+    """
+    rescored = rescored or max(2000, 200 * k)
+    return rescored, max(25 * rescored, n // 20)
+
+
+@dataclass(frozen=True)
+class Projection:
+    """Centre, then project onto the leading principal components of a sample of the run's vectors."""
+
+    mean: np.ndarray
+    basis: np.ndarray  # (dim, dims) float32, leading component first
+
+    @classmethod
+    def fit(cls, sample: np.ndarray, dims: int) -> "Projection":
+        sample = np.asarray(sample, dtype=np.float64)
+        if not len(sample):  # a run without vectors yet: any basis will do
+            return cls(np.zeros(sample.shape[1], np.float32), np.eye(sample.shape[1], dims, dtype=np.float32))
+        mean = sample.mean(axis=0)
+        centred = sample - mean
+        _, vectors = np.linalg.eigh(centred.T @ centred)  # eigenvalues ascending
+        basis = np.ascontiguousarray(vectors[:, ::-1][:, :dims], dtype=np.float32)
+        return cls(mean.astype(np.float32), basis)
+
+    def __call__(self, vectors: np.ndarray) -> np.ndarray:
+        return (np.asarray(vectors, dtype=np.float32) - self.mean) @ self.basis
+
+
+class Columns:
+    """Equal-length numpy columns that grow by appending; spare capacity keeps appends cheap."""
+
+    def __init__(self, **columns: np.ndarray):
+        self.n = len(next(iter(columns.values())))
+        self._data = columns
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._data[name][:self.n]
+
+    def append(self, **columns: np.ndarray) -> None:
+        added = len(next(iter(columns.values())))
+        capacity = len(next(iter(self._data.values())))
+        if self.n + added > capacity:
+            capacity = max(self.n + added, capacity + capacity // 4 + 1024)
+            for name, old in self._data.items():
+                new = np.empty((capacity, *old.shape[1:]), dtype=old.dtype)
+                new[:self.n] = old[:self.n]
+                self._data[name] = new
+        for name, values in columns.items():
+            self._data[name][self.n:self.n + added] = values
+        self.n += added
+
+    @property
+    def nbytes(self) -> int:
+        return sum(array.nbytes for array in self._data.values())
+
+
+class FastIndex:
+    """One run's vectors, projected, in RAM; knows the run's write state to tell when it is stale."""
+
+    def __init__(self, run_id: int, state: tuple[int, int], projection: Projection,
+                 rows: Columns, tiles: Columns):
+        self.run_id, self.state, self.projection = run_id, state, projection
+        self.rows = rows    # stage1, stage2 (projected), caption_id, tile (position in `tiles`)
+        self.tiles = tiles  # id, bbox
+        self._rng = np.random.default_rng(0)
+
+    @property
+    def nbytes(self) -> int:
+        return self.rows.nbytes + self.tiles.nbytes + self.projection.basis.nbytes
+
+    @classmethod
+    def load(cls, store: Store, run_id: int) -> "FastIndex":
+        """Read and project every vector of the run (in chunks: memory stays at the projected size)."""
+        dim = store.run_info(run_id)["dim"]
+        with _snapshot(store):
+            state = store.vector_state(run_id)
+            caption_ids, tile_ids = _caption_ids(store, run_id)
+            sample = np.sort(np.random.default_rng(0).permutation(caption_ids)[:PCA_SAMPLE])
+            sample_vectors = _read_vectors(store, sample, dim)[1]
+            projection = Projection.fit(sample_vectors, min(dim, STAGE1_DIMS + STAGE2_DIMS))
+            stage1, stage2 = _projected_rows(store, caption_ids, dim, projection)
+            tile_list, tile_pos = np.unique(tile_ids, return_inverse=True)
+            tiles = Columns(id=tile_list, bbox=_tile_boxes(store, run_id, tile_list))
+        rows = Columns(stage1=stage1, stage2=stage2, caption_id=caption_ids, tile=tile_pos.astype(np.int32))
+        return cls(run_id, (len(caption_ids), state[1]), projection, rows, tiles)
+
+    def refresh(self, store: Store) -> bool:
+        """Catch up with the file: True when current (new tiles appended), False when it needs a reload."""
+        state = store.vector_state(self.run_id)
+        if state[1] == self.state[1]:
+            return True
+        dim = self.projection.basis.shape[0]
+        with _snapshot(store):
+            state = store.vector_state(self.run_id)
+            last = int(self.rows["caption_id"][-1]) if self.rows.n else 0
+            caption_ids, tile_ids = _caption_ids(store, self.run_id, after=last)
+            if self.rows.n + len(caption_ids) != state[0] or np.isin(tile_ids, self.tiles["id"]).any():
+                return False  # captions were replaced or deleted: appending cannot express that
+            stage1, stage2 = _projected_rows(store, caption_ids, dim, self.projection)
+            new_tiles, tile_pos = np.unique(tile_ids, return_inverse=True)
+            boxes = _tile_boxes(store, self.run_id, new_tiles)
+        self.rows.append(stage1=stage1, stage2=stage2, caption_id=caption_ids,
+                         tile=(tile_pos + self.tiles.n).astype(np.int32))
+        self.tiles.append(id=new_tiles, bbox=boxes)
+        self.state = (self.rows.n, state[1])
+        return True
+
+    def search(self, store: Store, query: np.ndarray, k: int, extent=None, exclude: Sequence[int] = (),
+               rescored: Optional[int] = None) -> Best:
+        """The k best tiles, each with its best variant; `rescored` overrides the candidate count."""
+        query = np.asarray(query, dtype=np.float32)
+        allowed = self._allowed_rows(extent, exclude)
+        total = self.rows.n if allowed is None else len(allowed)
+        rescored, survivors = pool_sizes(k, total, rescored)
+        projected = self.projection(query[None, :])[0]
+        while True:
+            if rescored >= total:  # every allowed vector: exact
+                candidates = np.arange(self.rows.n) if allowed is None else allowed
+            else:
+                candidates = self._candidates(projected, allowed, rescored, survivors)
+            best = self._rescore(store, candidates, query, k)
+            if len(best) >= k or rescored >= total:
+                return best
+            # Few distinct tiles among the candidates (tiles with many similar variants): widen.
+            rescored, survivors = rescored * 4, survivors * 4
+
+    def _allowed_rows(self, extent, exclude: Sequence[int]) -> Optional[np.ndarray]:
+        """Rows of tiles meeting the extent and not excluded; None when every row is allowed."""
+        if extent is None and not len(exclude):
+            return None
+        keep = np.ones(self.tiles.n, dtype=bool)
+        if extent is not None:
+            minx, miny, maxx, maxy = extent
+            box = self.tiles["bbox"]
+            keep &= (box[:, 2] >= minx) & (box[:, 0] <= maxx) & (box[:, 3] >= miny) & (box[:, 1] <= maxy)
+        if len(exclude):
+            keep &= ~np.isin(self.tiles["id"], np.asarray(list(exclude), dtype=np.int64))
+        return np.flatnonzero(keep[self.rows["tile"]])
+
+    def _candidates(self, projected: np.ndarray, allowed, rescored: int, survivors: int) -> np.ndarray:
+        stage1, stage2 = self.rows["stage1"], self.rows["stage2"]
+        d1 = stage1.shape[1]
+        scan = stage1 if allowed is None else stage1[allowed]
+        first = scan @ projected[:d1]
+        top = self._top(first, survivors)
+        rows = top if allowed is None else allowed[top]
+        second = first[top] + stage2[rows].astype(np.float32) @ projected[d1:]
+        return rows[self._top(second, rescored)]
+
+    def _top(self, scores: np.ndarray, m: int) -> np.ndarray:
+        """Positions of at least the m highest scores (a few percent more at most).
+
+        A threshold taken from a random sample avoids argpartition over every row,
+        which at a million rows costs as much as the stage-1 scan itself.
+        """
+        n = len(scores)
+        if m >= n:
+            return np.arange(n)
+        if n >= 200_000 and m >= 1000:
+            sample = scores[self._rng.integers(0, n, 20_000)]
+            rank = min(len(sample) - 1, int(len(sample) * 1.08 * m / n))
+            threshold = np.partition(sample, len(sample) - 1 - rank)[len(sample) - 1 - rank]
+            top = np.flatnonzero(scores >= threshold)
+            if m <= len(top) <= 1.5 * m:
+                return top
+        return np.argpartition(scores, n - m)[n - m:]
+
+    def _rescore(self, store: Store, rows: np.ndarray, query: np.ndarray, k: int) -> Best:
+        """Exact cosine of the candidates, read from the file by caption id; best variant per tile."""
+        caption_ids = self.rows["caption_id"][rows]
+        order = np.argsort(caption_ids)
+        rows, caption_ids = rows[order], caption_ids[order]
+        scores = np.full(len(rows), -np.inf, dtype=np.float32)
+        for start in range(0, len(rows), READ_CHUNK):  # chunks: an exact pass never holds every float
+            chunk = caption_ids[start:start + READ_CHUNK]
+            found, vectors = _read_vectors(store, chunk, len(query))
+            scores[start + np.searchsorted(chunk, found)] = _cosine(vectors, query)
+        ranked = np.argsort(-scores, kind="stable")
+        ranked = ranked[np.isfinite(scores[ranked])]
+        _, first = np.unique(self.rows["tile"][rows[ranked]], return_index=True)
+        chosen = ranked[np.sort(first)][:k]
+        tile_ids = self.tiles["id"][self.rows["tile"][rows[chosen]]]
+        return [(int(t), int(caption_ids[i]), float(scores[i])) for t, i in zip(tile_ids, chosen)]
+
+
+def _cosine(vectors: np.ndarray, query: np.ndarray) -> np.ndarray:
+    # As sqlite-vec's cosine distance: vectors are normalised here, whatever the embedder did.
+    norms = np.linalg.norm(vectors, axis=1) * float(np.linalg.norm(query))
+    return (vectors @ query) / np.where(norms == 0, 1.0, norms)
+
+
+@contextlib.contextmanager
+def _snapshot(store: Store) -> Iterator[None]:
+    """One read transaction, so the state and the rows read come from the same moment."""
+    if store.conn.in_transaction:
+        yield
+        return
+    store.conn.execute("begin")
+    try:
+        yield
+    finally:
+        store.conn.execute("commit")
+
+
+def _caption_ids(store: Store, run_id: int, after: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(caption ids ascending, their tile ids) of a run's captions with ids above `after`."""
+    rows = store.conn.execute(
+        "select c.id, c.tile_id from captions c join tiles t on t.id = c.tile_id"
+        " where t.run_id = ? and c.id > ? order by c.id", (run_id, after),
+    ).fetchall()
+    pairs = np.array(rows, dtype=np.int64).reshape(-1, 2)
+    return np.ascontiguousarray(pairs[:, 0]), np.ascontiguousarray(pairs[:, 1])
+
+
+def _read_vectors(store: Store, caption_ids: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids found, float32 vectors) for ascending caption ids, read by primary key."""
+    rows = store.conn.execute(
+        "select caption_id, embedding from caption_embeddings"
+        " where caption_id in (select value from json_each(?)) order by caption_id",
+        (ids_param(caption_ids),),
+    ).fetchall()
+    found = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+    return found, np.frombuffer(b"".join(row[1] for row in rows), dtype=np.float32).reshape(-1, dim)
+
+
+def _projected_rows(store: Store, caption_ids: np.ndarray, dim: int,
+                    projection: Projection) -> tuple[np.ndarray, np.ndarray]:
+    """(stage-1, stage-2) projections of these captions' vectors, read a chunk at a time.
+
+    Never all floats at once: the peak is the projected size plus one chunk.
+    """
+    dims = projection.basis.shape[1]
+    d1 = min(STAGE1_DIMS, dims)
+    stage1 = np.empty((len(caption_ids), d1), dtype=np.float32)
+    stage2 = np.empty((len(caption_ids), dims - d1), dtype=np.float16)
+    for start in range(0, len(caption_ids), READ_CHUNK):
+        chunk = caption_ids[start:start + READ_CHUNK]
+        rows = store.conn.execute(
+            "select caption_id, embedding from caption_embeddings where caption_id between ? and ?"
+            " order by caption_id", (int(chunk[0]), int(chunk[-1])),
+        ).fetchall()
+        # The id range may hold other runs' captions too: keep this run's only.
+        ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+        keep = np.flatnonzero(np.isin(ids, chunk))
+        if len(keep) != len(chunk):
+            raise IndexFileError(f"Index {store.path} lacks vectors of some captions (ids {int(chunk[0])}.."
+                                 f"{int(chunk[-1])}); it may be damaged. Re-create it or restore a copy.")
+        vectors = np.frombuffer(b"".join(rows[i][1] for i in keep), dtype=np.float32).reshape(-1, dim)
+        projected = projection(vectors)
+        stage1[start:start + len(chunk)] = projected[:, :d1]
+        stage2[start:start + len(chunk)] = projected[:, d1:]
+    return stage1, stage2
+
+
+def _tile_boxes(store: Store, run_id: int, tile_ids: np.ndarray) -> np.ndarray:
+    """(minx, miny, maxx, maxy) rows for ascending tile ids of a run."""
+    rows = store.conn.execute(
+        "select id, minx, miny, maxx, maxy from tiles where run_id = ? and id in"
+        " (select value from json_each(?)) order by id", (run_id, ids_param(tile_ids)),
+    ).fetchall()
+    return np.array([row[1:] for row in rows], dtype=np.float64).reshape(-1, 4)

@@ -1,0 +1,72 @@
+"""Migration 2: a schema-1 index upgrades in place, keeps its vectors, and searches the same."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+import pytest
+
+from tilescribe.plugin.core.errors import IndexFileError
+from tilescribe.plugin.core.migrations import MIGRATIONS
+from tilescribe.plugin.core.search import SearchRequest, search_vector
+from tilescribe.plugin.core.store import APPLICATION_ID, Store, load_vec
+
+# The vector table as schema 1 created it (Store.embedder_id at that version).
+SCHEMA1_VEC = ("create virtual table caption_vec_1 using vec0(caption_id integer primary key,"
+               " embedding float[8] distance_metric=cosine, run_id integer, minx float, miny float,"
+               " maxx float, maxy float, +tile_id integer)")
+
+
+def write_schema1_index(path) -> np.ndarray:
+    """A schema-1 file with 3 tiles x 2 captions, written with schema 1's own SQL; returns the vectors."""
+    vectors = np.random.default_rng(0).standard_normal((6, 8)).astype(np.float32)
+    conn = sqlite3.connect(path, isolation_level=None)
+    load_vec(conn, path)
+    conn.execute("begin")
+    MIGRATIONS[0](conn)
+    conn.execute(SCHEMA1_VEC)
+    conn.execute("insert into rasters values (1, 'r.tif', 'f', 300, 100, 3, 'uint8', '', 'pixel coordinates',"
+                 " '[0, 1, 0, 0, 0, -1]', 'now')")
+    conn.execute("insert into embedders values (1, 'hashing-test', 8)")
+    conn.execute("insert into runs (id, raster_id, embedder_id, captioner, prompt_version, tile_size, overlap,"
+                 " variants, started_at) values (1, 1, 1, '{}', 'v1', 100, 0, 2, 'now')")
+    for tile in range(3):
+        conn.execute("insert into tiles (id, run_id, tile_key, col_off, row_off, width, height, minx, miny,"
+                     " maxx, maxy, status) values (?, 1, ?, ?, 0, 100, 100, ?, -100, ?, 0, 'done')",
+                     (tile + 1, f"{tile * 100}_0_100x100", tile * 100, tile * 100.0, tile * 100.0 + 100))
+        for variant in range(2):
+            caption_id = tile * 2 + variant + 1
+            conn.execute("insert into captions values (?, ?, ?, '', '', ?)",
+                         (caption_id, tile + 1, variant, f"caption {caption_id}"))
+            conn.execute("insert into caption_vec_1 values (?, ?, 1, ?, -100.0, ?, 0.0, ?)",
+                         (caption_id, vectors[caption_id - 1].tobytes(), tile * 100.0, tile * 100.0 + 100, tile + 1))
+    conn.execute(f"pragma application_id = {APPLICATION_ID}")
+    conn.execute("pragma user_version = 1")
+    conn.execute("commit")
+    conn.close()
+    return vectors
+
+
+def test_a_schema1_index_upgrades_keeping_its_vectors(tmp_path):
+    path = tmp_path / "old.tilescribe.sqlite"
+    vectors = write_schema1_index(path)
+    with Store(path) as store:
+        assert store.conn.execute("pragma user_version").fetchone()[0] == len(MIGRATIONS)
+        assert store.vector_state(1)[0] == 6
+        np.testing.assert_array_equal(store.vectors_of(2), vectors[2:4])
+        query = vectors[4]
+        exact = search_vector(store, query, SearchRequest("q", k=3, mode="exact"), 1)
+        fast = search_vector(store, query, SearchRequest("q", k=3, mode="fast"), 1)
+        assert [h.tile_db_id for h in exact] == [h.tile_db_id for h in fast]
+        assert exact[0].tile_db_id == 3 and exact[0].score == pytest.approx(1.0, abs=1e-6)
+
+
+def test_an_old_index_opened_read_only_asks_for_one_writable_open(tmp_path):
+    path = tmp_path / "old.tilescribe.sqlite"
+    write_schema1_index(path)
+    with pytest.raises(IndexFileError, match="older schema"):
+        Store(path, readonly=True)
+    Store(path).close()
+    with Store(path, readonly=True) as store:
+        assert store.vector_state(1) == (6, 0)
