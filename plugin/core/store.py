@@ -62,7 +62,9 @@ class Store:
     def __init__(self, path: str | os.PathLike, *, create: bool = False, readonly: bool = False):
         self.path = Path(path)
         self._check_file(create)
-        uri = f"file:{self.path}?mode={'ro' if readonly else 'rwc'}"
+        uri = f"{self.path.resolve().as_uri()}?mode={'ro' if readonly else 'rwc'}"  # escapes '#', '?', '%'
+        if readonly and _on_read_only_media(self.path):
+            uri += "&immutable=1"  # a WAL index there cannot get its -shm file; nobody writes it
         try:
             self.conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
             self.conn.execute("pragma busy_timeout = 5000")
@@ -109,6 +111,11 @@ class Store:
             return f"Index {self.path} is locked by another program: close it there and try again."
         if "readonly" in text or "read-only" in text:
             return f"Index {self.path} is read-only: make it writable or copy it to a folder you can write."
+        if "full" in text:
+            return f"No space left for index {self.path}: free some space, then run the same command again."
+        if "unable to open" in text:
+            return (f"Cannot open index {self.path}: its folder may not be writable or the file may have "
+                    "moved. Copy it to a folder you can write, or check the path.")
         return f"Index {self.path} cannot be used ({text}); it may be damaged. Re-create it or restore a copy."
 
     def _check_schema(self) -> None:
@@ -156,11 +163,12 @@ class Store:
             yield self.conn
         except BaseException:
             self._depth -= 1
-            if outermost:
-                self.conn.execute("rollback")
-            else:
-                self.conn.execute(f"rollback to sp{self._depth}")
-                self.conn.execute(f"release sp{self._depth}")
+            if self.conn.in_transaction:  # after disk full or an I/O error SQLite rolled back already
+                if outermost:
+                    self.conn.execute("rollback")
+                else:
+                    self.conn.execute(f"rollback to sp{self._depth}")
+                    self.conn.execute(f"release sp{self._depth}")
             raise
         self._depth -= 1
         self.conn.execute("commit" if outermost else f"release sp{self._depth}")
@@ -362,6 +370,11 @@ class Store:
             "select run_id from tiles where status = 'done' order by run_id desc limit 1"
         ).fetchone()
         return row[0] if row else None
+
+
+def _on_read_only_media(path: Path) -> bool:
+    """True when no process can be writing the index: its folder is not writable and no -shm exists."""
+    return not os.access(path.resolve().parent, os.W_OK) and not Path(f"{path}-shm").exists()
 
 
 def vec_table(embedder_id: int) -> str:
