@@ -1,0 +1,140 @@
+"""The results layer (tile polygons in the raster's CRS, labelled by rank) and map navigation to hits."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsCsException,
+    QgsFeature,
+    QgsField,
+    QgsFillSymbol,
+    QgsGeometry,
+    QgsPalLayerSettings,
+    QgsProject,
+    QgsProperty,
+    QgsRectangle,
+    QgsSymbolLayer,
+    QgsTextBufferSettings,
+    QgsTextFormat,
+    QgsVectorFileWriter,
+    QgsVectorLayer,
+    QgsVectorLayerSimpleLabeling,
+)
+from qgis.PyQt.QtCore import QVariant
+from qgis.PyQt.QtGui import QColor, QFont
+
+from ..core.errors import TileScribeError
+from .results import Hit
+
+LAYER_NAME = "TileScribe results"
+# Rank 1 is the most opaque; later ranks fade, so the best tiles stand out on the map.
+FILL_COLOUR = 'color_rgba(255, 110, 0, max(20, 100 - 10 * ("rank" - 1)))'
+
+
+class ResultsLayer:
+    """One memory layer owned by the project, replaced on each search, removed on clear/unload."""
+
+    def __init__(self, project: Optional[QgsProject] = None):
+        self.project = project or QgsProject.instance()
+        self._layer_id: Optional[str] = None
+
+    def layer(self) -> Optional[QgsVectorLayer]:
+        return self.project.mapLayer(self._layer_id) if self._layer_id else None
+
+    def show(self, title: str, hits: Sequence[Hit], crs: QgsCoordinateReferenceSystem) -> QgsVectorLayer:
+        self.clear()
+        layer = _memory_layer(crs, f"{LAYER_NAME}: {title}"[:80])
+        features = []
+        for hit in hits:
+            feature = QgsFeature(layer.fields())
+            feature.setAttributes([hit.rank, round(hit.score, 4), hit.caption, hit.tile_id, hit.tile_db_id])
+            feature.setGeometry(QgsGeometry.fromRect(hit.rectangle()))
+            features.append(feature)
+        layer.dataProvider().addFeatures(features)
+        layer.updateExtents()
+        _style(layer)
+        self.project.addMapLayer(layer, False)
+        self.project.layerTreeRoot().insertLayer(0, layer)  # on top of the raster it marks
+        self._layer_id = layer.id()
+        return layer
+
+    def clear(self) -> None:
+        layer = self.layer()
+        if layer is not None:
+            self.project.removeMapLayer(layer.id())
+        self._layer_id = None
+
+
+def _memory_layer(crs: QgsCoordinateReferenceSystem, name: str) -> QgsVectorLayer:
+    layer = QgsVectorLayer("Polygon", name, "memory")
+    layer.setCrs(crs)
+    layer.dataProvider().addAttributes([
+        QgsField("rank", QVariant.Int), QgsField("score", QVariant.Double), QgsField("caption", QVariant.String),
+        QgsField("tile_id", QVariant.String), QgsField("tile_db_id", QVariant.Int),
+    ])
+    layer.updateFields()
+    return layer
+
+
+def _style(layer: QgsVectorLayer) -> None:
+    symbol = QgsFillSymbol.createSimple({"color": "255,110,0,90", "outline_color": "255,70,0,255",
+                                         "outline_width": "0.6", "outline_width_unit": "MM"})
+    symbol.symbolLayer(0).setDataDefinedProperty(QgsSymbolLayer.PropertyFillColor,
+                                                 QgsProperty.fromExpression(FILL_COLOUR))
+    layer.renderer().setSymbol(symbol)
+    text = QgsTextFormat()
+    text.setFont(QFont("Sans", 11, QFont.Bold))
+    text.setSize(11)
+    text.setColor(QColor("black"))
+    buffer = QgsTextBufferSettings()
+    buffer.setEnabled(True)
+    buffer.setColor(QColor("white"))
+    buffer.setSize(1.2)
+    text.setBuffer(buffer)
+    labels = QgsPalLayerSettings()
+    labels.fieldName = "rank"
+    labels.placement = QgsPalLayerSettings.OverPoint
+    labels.setFormat(text)
+    layer.setLabeling(QgsVectorLayerSimpleLabeling(labels))
+    layer.setLabelsEnabled(True)
+
+
+def to_map(rect: QgsRectangle, crs: QgsCoordinateReferenceSystem, canvas) -> QgsRectangle:
+    """A rectangle in the raster's CRS as the canvas shows it."""
+    target = canvas.mapSettings().destinationCrs()
+    if not (crs.isValid() and target.isValid()) or crs == target:
+        return QgsRectangle(rect)
+    try:
+        return QgsCoordinateTransform(crs, target, QgsProject.instance()).transformBoundingBox(rect)
+    except QgsCsException:
+        return QgsRectangle(rect)
+
+
+def zoom_to(canvas, rects: Sequence[QgsRectangle], crs: QgsCoordinateReferenceSystem, margin: float = 1.15) -> None:
+    if not rects:
+        return
+    extent = QgsRectangle(rects[0])
+    for rect in rects[1:]:
+        extent.combineExtentWith(rect)
+    extent = to_map(extent, crs, canvas)
+    extent.scale(margin)
+    canvas.setExtent(extent)
+    canvas.refresh()
+
+
+def flash(canvas, rect: QgsRectangle, crs: QgsCoordinateReferenceSystem) -> None:
+    canvas.flashGeometries([QgsGeometry.fromRect(to_map(rect, crs, canvas))], canvas.mapSettings().destinationCrs())
+
+
+def export_geopackage(layer: QgsVectorLayer, path: str) -> None:
+    """Write the results layer to a GeoPackage (one layer named tilescribe_results)."""
+    options = QgsVectorFileWriter.SaveVectorOptions()
+    options.driverName = "GPKG"
+    options.layerName = "tilescribe_results"
+    result = QgsVectorFileWriter.writeAsVectorFormatV2(layer, path, QgsProject.instance().transformContext(),
+                                                       options)
+    if result[0] != QgsVectorFileWriter.NoError:
+        raise TileScribeError(f"Could not write {path}: {result[1]}. Pick a folder you can write to.")

@@ -1,0 +1,114 @@
+"""The Index layer dialog: which raster, which captioning model, tiles, and where the index goes."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Optional
+
+from qgis.core import Qgis, QgsMapLayerProxyModel
+from qgis.gui import QgsFileWidget
+from qgis.PyQt import uic
+from qgis.PyQt.QtWidgets import QDialog, QDialogButtonBox
+
+from ..core.errors import TileScribeError
+from ..core.store import INDEX_SUFFIX
+from .indexing import IndexRequest, captioner_settings, default_index_path, raster_file
+from .settings import CAPTIONER_LOCAL, CAPTIONER_SERVER, CAPTIONER_TEST, PluginSettings
+
+UI_FILE = Path(__file__).resolve().parents[2] / "ui" / "index_dialog.ui"
+FORM_CLASS, _ = uic.loadUiType(str(UI_FILE))
+GGUF_FILTER = "GGUF model (*.gguf);;All files (*)"
+
+
+class IndexDialog(QDialog, FORM_CLASS):
+    """Accepts only a complete request: problems show in the dialog's own message bar."""
+
+    def __init__(self, settings: PluginSettings, layer=None, parent=None):
+        super().__init__(parent)
+        self.setupUi(self)
+        self.settings = settings
+        self.index_request: Optional[IndexRequest] = None
+        self.layerCombo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        self.layerCombo.setAllowEmptyLayer(True)  # so "nothing selected" is a state we can explain
+        for widget in (self.modelFile, self.mmprojFile):
+            widget.setFilter(GGUF_FILTER)
+        self.indexFile.setStorageMode(QgsFileWidget.SaveFile)
+        self.indexFile.setFilter(f"TileScribe index (*{INDEX_SUFFIX})")
+        self.buttonBox.button(QDialogButtonBox.Ok).setText("Index")
+        self.buttonBox.accepted.connect(self.accept)
+        self.buttonBox.rejected.connect(self.reject)
+        self.layerCombo.layerChanged.connect(self._layer_changed)
+        for radio in (self.localRadio, self.serverRadio, self.testRadio):
+            radio.toggled.connect(self._enable_model_fields)
+        self._load(settings)
+        self.layerCombo.setLayer(layer)
+        self._layer_changed(layer)
+
+    def _load(self, settings: PluginSettings) -> None:
+        {CAPTIONER_LOCAL: self.localRadio, CAPTIONER_SERVER: self.serverRadio,
+         CAPTIONER_TEST: self.testRadio}.get(settings.captioner, self.localRadio).setChecked(True)
+        self.modelFile.setFilePath(settings.model_path)
+        self.mmprojFile.setFilePath(settings.mmproj_path)
+        self.serverUrlEdit.setText(settings.server_url)
+        self.serverModelEdit.setText(settings.server_model)
+        self.apiKeyEnvEdit.setText(settings.api_key_env)
+        self.tileSizeSpin.setValue(settings.tile_size)
+        self.overlapSpin.setValue(settings.overlap)
+        self.variantsSpin.setValue(settings.variants)
+        self._enable_model_fields()
+
+    def _captioner_choice(self) -> str:
+        if self.serverRadio.isChecked():
+            return CAPTIONER_SERVER
+        return CAPTIONER_TEST if self.testRadio.isChecked() else CAPTIONER_LOCAL
+
+    def chosen_settings(self) -> PluginSettings:
+        """The settings as the widgets show them (remembered for the next time)."""
+        return replace(
+            self.settings, captioner=self._captioner_choice(), model_path=self.modelFile.filePath().strip(),
+            mmproj_path=self.mmprojFile.filePath().strip(), server_url=self.serverUrlEdit.text().strip(),
+            server_model=self.serverModelEdit.text().strip(), api_key_env=self.apiKeyEnvEdit.text().strip(),
+            tile_size=self.tileSizeSpin.value(), overlap=self.overlapSpin.value(),
+            variants=self.variantsSpin.value())
+
+    def build_request(self) -> IndexRequest:
+        """The request the widgets describe, or a TileScribeError naming what to fix."""
+        layer = self.layerCombo.currentLayer()
+        raster = raster_file(layer)
+        settings = self.chosen_settings()
+        if settings.overlap >= settings.tile_size:
+            raise TileScribeError(f"Overlap ({settings.overlap} px) must be smaller than the tile size "
+                                  f"({settings.tile_size} px).")
+        db = self.indexFile.filePath().strip() or default_index_path(raster)
+        if not db.endswith(INDEX_SUFFIX):
+            db += INDEX_SUFFIX
+        return IndexRequest(layer.name(), raster, db, captioner_settings(settings),
+                            settings.tile_size, settings.overlap, settings.variants)
+
+    def accept(self) -> None:
+        try:
+            self.index_request = self.build_request()
+        except TileScribeError as exc:
+            self.messageBar.clearWidgets()
+            self.messageBar.pushMessage("Cannot index yet", str(exc), Qgis.Warning, 0)
+            return
+        self.settings = self.chosen_settings()
+        super().accept()
+
+    def _layer_changed(self, layer) -> None:
+        self.messageBar.clearWidgets()
+        try:
+            self.indexFile.setFilePath(default_index_path(raster_file(layer)))
+        except TileScribeError as exc:
+            self.indexFile.setFilePath("")
+            if layer is not None:  # an empty choice is explained when the user presses Index
+                self.messageBar.pushMessage("", str(exc), Qgis.Warning, 0)
+
+    def _enable_model_fields(self, *_args) -> None:
+        local, server = self.localRadio.isChecked(), self.serverRadio.isChecked()
+        for widget in (self.modelFile, self.mmprojFile, self.modelLabel, self.mmprojLabel):
+            widget.setEnabled(local)
+        for widget in (self.serverUrlEdit, self.serverModelEdit, self.apiKeyEnvEdit, self.serverUrlLabel,
+                       self.serverModelLabel, self.apiKeyEnvLabel):
+            widget.setEnabled(server)

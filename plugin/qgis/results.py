@@ -1,0 +1,105 @@
+"""Search parameters and results as plain data, and the CRS work around them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsCoordinateTransformContext,
+    QgsCsException,
+    QgsPointXY,
+    QgsRectangle,
+)
+
+from ..core.errors import QueryError
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One ranked tile; `bbox` is in the raster's CRS."""
+
+    rank: int
+    score: float
+    bbox: tuple[float, float, float, float]
+    caption: str
+    tile_id: str
+    tile_db_id: int
+    run_id: int
+    raster: str
+    window: tuple[int, int, int, int]
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Hit":
+        return cls(int(data["rank"]), float(data["score"]), tuple(data["bbox"]), data.get("caption", ""),
+                   data["tile_id"], int(data["tile_db_id"]), int(data["run_id"]), data.get("raster", ""),
+                   tuple(data["window"]))
+
+    def rectangle(self) -> QgsRectangle:
+        return QgsRectangle(*self.bbox)
+
+
+@dataclass
+class ExtentFilter:
+    """The map extent a search is limited to, in the canvas CRS (transformed in the task)."""
+
+    rect: QgsRectangle
+    crs: QgsCoordinateReferenceSystem
+    context: QgsCoordinateTransformContext = field(default_factory=QgsCoordinateTransformContext)
+
+    def in_crs(self, target: QgsCoordinateReferenceSystem) -> list[float]:
+        rect = self.rect
+        if target.isValid() and self.crs.isValid() and target != self.crs:
+            try:
+                rect = QgsCoordinateTransform(self.crs, target, self.context).transformBoundingBox(rect)
+            except QgsCsException:
+                pass  # cannot transform: the whole index is searched rather than nothing
+        return [rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()]
+
+
+@dataclass
+class SearchParams:
+    db: str
+    query: str
+    k: int = 10
+    extent: Optional[ExtentFilter] = None
+
+
+@dataclass
+class SearchOutcome:
+    """What the dock lists and the highlight layer draws."""
+
+    title: str
+    db: str
+    hits: list[Hit]
+    crs: QgsCoordinateReferenceSystem
+    raster: str = ""
+
+
+def searchable_run(info: dict) -> tuple[Optional[int], dict]:
+    """(latest run with captioned tiles, its raster) from a worker `info` reply."""
+    runs = [run for run in info.get("runs", []) if run.get("tiles", {}).get("done")]
+    if not runs:
+        return None, {}
+    run = max(runs, key=lambda r: r["id"])
+    raster = next((r for r in info.get("rasters", []) if r["id"] == run["raster_id"]), {})
+    return run["id"], raster
+
+
+def raster_crs(raster: dict) -> QgsCoordinateReferenceSystem:
+    """The CRS recorded in the index; invalid for a raster in pixel coordinates."""
+    wkt = raster.get("crs_wkt") or ""
+    return QgsCoordinateReferenceSystem.fromWkt(wkt) if wkt else QgsCoordinateReferenceSystem()
+
+
+def point_in_crs(point: QgsPointXY, source: QgsCoordinateReferenceSystem,
+                 target: QgsCoordinateReferenceSystem, context: QgsCoordinateTransformContext) -> QgsPointXY:
+    """`point` in the target CRS; unchanged when either CRS is unknown (pixel coordinates)."""
+    if not (source.isValid() and target.isValid()) or source == target:
+        return QgsPointXY(point)
+    try:
+        return QgsCoordinateTransform(source, target, context).transform(point)
+    except QgsCsException as exc:
+        raise QueryError(f"The clicked point cannot be placed in the index's CRS ({target.authid()}).") from exc

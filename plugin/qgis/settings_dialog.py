@@ -1,0 +1,45 @@
+"""The settings dialog: edits a PluginSettings; the caller stores it."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from qgis.PyQt import uic
+from qgis.PyQt.QtWidgets import QDialog
+
+from .settings import PluginSettings, default_worker_python
+
+UI_FILE = Path(__file__).resolve().parents[2] / "ui" / "settings_dialog.ui"
+FORM_CLASS, _ = uic.loadUiType(str(UI_FILE))
+
+
+class SettingsDialog(QDialog, FORM_CLASS):
+    def __init__(self, settings: PluginSettings, parent=None):
+        super().__init__(parent)
+        self.setupUi(self)
+        self.original = settings
+        self.pythonHint.setText(f"Empty: the plugin's own environment, {default_worker_python()} "
+                                "(created by `make setup` in the plugin folder).")
+        for widget in (self.modelFile, self.mmprojFile):
+            widget.setFilter("GGUF model (*.gguf);;All files (*)")
+        self.buttonBox.accepted.connect(self.accept)
+        self.buttonBox.rejected.connect(self.reject)
+        self.pythonFile.setFilePath(settings.worker_python)
+        self.modelFile.setFilePath(settings.model_path)
+        self.mmprojFile.setFilePath(settings.mmproj_path)
+        self.serverUrlEdit.setText(settings.server_url)
+        self.serverModelEdit.setText(settings.server_model)
+        self.apiKeyEnvEdit.setText(settings.api_key_env)
+        self.tileSizeSpin.setValue(settings.tile_size)
+        self.overlapSpin.setValue(settings.overlap)
+        self.variantsSpin.setValue(settings.variants)
+        self.kSpin.setValue(settings.k)
+
+    def chosen_settings(self) -> PluginSettings:
+        return replace(
+            self.original, worker_python=self.pythonFile.filePath().strip(),
+            model_path=self.modelFile.filePath().strip(), mmproj_path=self.mmprojFile.filePath().strip(),
+            server_url=self.serverUrlEdit.text().strip(), server_model=self.serverModelEdit.text().strip(),
+            api_key_env=self.apiKeyEnvEdit.text().strip(), tile_size=self.tileSizeSpin.value(),
+            overlap=self.overlapSpin.value(), variants=self.variantsSpin.value(), k=self.kSpin.value())
