@@ -14,6 +14,7 @@ from qgis.PyQt.QtWidgets import QDialog, QDialogButtonBox
 from ..core.errors import TileScribeError
 from ..core.store import INDEX_SUFFIX
 from .indexing import IndexRequest, captioner_settings, default_index_path, raster_file
+from .model_fields import model_field_values, show_model_fields
 from .settings import CAPTIONER_LOCAL, CAPTIONER_SERVER, CAPTIONER_TEST, PluginSettings
 
 UI_FILE = Path(__file__).resolve().parents[2] / "ui" / "index_dialog.ui"
@@ -48,14 +49,7 @@ class IndexDialog(QDialog, FORM_CLASS):
     def _load(self, settings: PluginSettings) -> None:
         {CAPTIONER_LOCAL: self.localRadio, CAPTIONER_SERVER: self.serverRadio,
          CAPTIONER_TEST: self.testRadio}.get(settings.captioner, self.localRadio).setChecked(True)
-        self.modelFile.setFilePath(settings.model_path)
-        self.mmprojFile.setFilePath(settings.mmproj_path)
-        self.serverUrlEdit.setText(settings.server_url)
-        self.serverModelEdit.setText(settings.server_model)
-        self.apiKeyEnvEdit.setText(settings.api_key_env)
-        self.tileSizeSpin.setValue(settings.tile_size)
-        self.overlapSpin.setValue(settings.overlap)
-        self.variantsSpin.setValue(settings.variants)
+        show_model_fields(self, settings)
         self._enable_model_fields()
 
     def _captioner_choice(self) -> str:
@@ -65,12 +59,7 @@ class IndexDialog(QDialog, FORM_CLASS):
 
     def chosen_settings(self) -> PluginSettings:
         """The settings as the widgets show them (remembered for the next time)."""
-        return replace(
-            self.settings, captioner=self._captioner_choice(), model_path=self.modelFile.filePath().strip(),
-            mmproj_path=self.mmprojFile.filePath().strip(), server_url=self.serverUrlEdit.text().strip(),
-            server_model=self.serverModelEdit.text().strip(), api_key_env=self.apiKeyEnvEdit.text().strip(),
-            tile_size=self.tileSizeSpin.value(), overlap=self.overlapSpin.value(),
-            variants=self.variantsSpin.value())
+        return replace(self.settings, captioner=self._captioner_choice(), **model_field_values(self))
 
     def build_request(self) -> IndexRequest:
         """The request the widgets describe, or a TileScribeError naming what to fix."""

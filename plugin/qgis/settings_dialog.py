@@ -8,6 +8,7 @@ from pathlib import Path
 from qgis.PyQt import uic
 from qgis.PyQt.QtWidgets import QDialog
 
+from .model_fields import model_field_values, show_model_fields
 from .settings import PluginSettings, default_worker_python
 
 UI_FILE = Path(__file__).resolve().parents[2] / "ui" / "settings_dialog.ui"
@@ -26,20 +27,9 @@ class SettingsDialog(QDialog, FORM_CLASS):
         self.buttonBox.accepted.connect(self.accept)
         self.buttonBox.rejected.connect(self.reject)
         self.pythonFile.setFilePath(settings.worker_python)
-        self.modelFile.setFilePath(settings.model_path)
-        self.mmprojFile.setFilePath(settings.mmproj_path)
-        self.serverUrlEdit.setText(settings.server_url)
-        self.serverModelEdit.setText(settings.server_model)
-        self.apiKeyEnvEdit.setText(settings.api_key_env)
-        self.tileSizeSpin.setValue(settings.tile_size)
-        self.overlapSpin.setValue(settings.overlap)
-        self.variantsSpin.setValue(settings.variants)
+        show_model_fields(self, settings)
         self.kSpin.setValue(settings.k)
 
     def chosen_settings(self) -> PluginSettings:
-        return replace(
-            self.original, worker_python=self.pythonFile.filePath().strip(),
-            model_path=self.modelFile.filePath().strip(), mmproj_path=self.mmprojFile.filePath().strip(),
-            server_url=self.serverUrlEdit.text().strip(), server_model=self.serverModelEdit.text().strip(),
-            api_key_env=self.apiKeyEnvEdit.text().strip(), tile_size=self.tileSizeSpin.value(),
-            overlap=self.overlapSpin.value(), variants=self.variantsSpin.value(), k=self.kSpin.value())
+        return replace(self.original, worker_python=self.pythonFile.filePath().strip(),
+                       k=self.kSpin.value(), **model_field_values(self))
