@@ -1,0 +1,45 @@
+"""Layout rules a maintainer relies on: the core and the CLI import no QGIS/Qt, the plugin entry is thin."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+FORBIDDEN = ("qgis", "PyQt5", "PyQt6", "sip")
+# Heavy model libraries live in the worker; the QGIS side must not import them.
+MODEL_LIBRARIES = ("torch", "sentence_transformers", "llama_cpp", "transformers")
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_core_and_cli_import_no_qgis_or_qt():
+    offenders = {
+        str(path.relative_to(REPO)): sorted(imported_modules(path) & set(FORBIDDEN))
+        for folder in ("plugin/core", "plugin/cli") for path in (REPO / folder).rglob("*.py")
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_qgis_side_imports_no_model_library():
+    offenders = {
+        str(path.relative_to(REPO)): sorted(imported_modules(path) & set(MODEL_LIBRARIES))
+        for path in (REPO / "plugin" / "qgis").rglob("*.py")
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_plugin_entry_holds_only_class_factory():
+    tree = ast.parse((REPO / "__init__.py").read_text(encoding="utf-8"))
+    functions = [node.name for node in tree.body if isinstance(node, ast.FunctionDef)]
+    imports = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
+    assert functions == ["classFactory"] and not imports  # importing the package loads nothing
