@@ -23,3 +23,22 @@ def build_index(db: Path, raster: Path, embedder, captions_by_tile: list[list[st
         variants = [CaptionVariant.plain(t) for t in texts]
         store.save_captions(tile.id, variants, embedder.embed([v.embedding_text() for v in variants]))
     return store, run_id
+
+
+def in_process_cli(monkeypatch, capsys, embedder):
+    """`tilescribe ARGS` run in-process with `embedder` instead of loading a model per command.
+
+    Returns run(*argv) -> (exit code, stdout, stderr).
+    """
+    from tilescribe.plugin.cli import common, import_captions, index_command, search_command
+    from tilescribe.plugin.cli.main import main
+
+    # Each command module imported load_embedder by name: patch every reference.
+    for module in (common, import_captions, index_command, search_command):
+        monkeypatch.setattr(module, "load_embedder", lambda folder: embedder)
+
+    def run(*argv):
+        code = main([str(a) for a in argv])
+        out, err = capsys.readouterr()
+        return code, out, err
+    return run

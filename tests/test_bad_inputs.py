@@ -26,10 +26,10 @@ from gguf import GGUFWriter
 from rasterio.transform import Affine
 
 from fakes import FakeCaptioner
+from helpers import in_process_cli
 from index_checks import index_state
 from rasters import write_raster
-from tilescribe.plugin.cli import import_captions, index_command, search_command
-from tilescribe.plugin.cli.main import main
+from tilescribe.plugin.cli import index_command
 from tilescribe.plugin.core import indexer
 from tilescribe.plugin.core.captioning import tiny_gguf
 from tilescribe.plugin.core.embedding import HashingEmbedder
@@ -101,14 +101,7 @@ class Row:
 
 @pytest.fixture
 def cli(monkeypatch, capsys):
-    for module in (import_captions, index_command, search_command):
-        monkeypatch.setattr(module, "load_embedder", lambda folder: HashingEmbedder())
-
-    def run(*argv):
-        code = main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        return code, out, err
-    return run
+    return in_process_cli(monkeypatch, capsys, HashingEmbedder())
 
 
 @pytest.fixture

@@ -9,8 +9,7 @@ import sys
 
 import pytest
 
-from tilescribe.plugin.cli import common
-from tilescribe.plugin.cli.main import main
+from helpers import in_process_cli
 from tilescribe.plugin.core.migrations import SCHEMA_VERSION
 
 CAPTIONS = [
@@ -23,13 +22,7 @@ CAPTIONS = [
 @pytest.fixture
 def cli(monkeypatch, minilm, capsys):
     """Run `tilescribe ARGS` in-process with the real embedder loaded once for the session."""
-    monkeypatch.setattr(common, "load_embedder", lambda folder: minilm)
-
-    def run(*argv):
-        code = main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        return code, out, err
-    return run
+    return in_process_cli(monkeypatch, capsys, minilm)
 
 
 @pytest.fixture

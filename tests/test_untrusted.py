@@ -13,9 +13,9 @@ import pytest
 from fixtures_server import Reply
 
 from fakes import FakeCaptioner
+from helpers import in_process_cli
 from rasters import write_raster
-from tilescribe.plugin.cli import index_command, search_command
-from tilescribe.plugin.cli.main import main
+from tilescribe.plugin.cli import index_command
 from tilescribe.plugin.core.captioning import tiny_gguf
 from tilescribe.plugin.core.embedding import HashingEmbedder
 from tilescribe.plugin.core.store import Store
@@ -34,14 +34,7 @@ URL_PASSWORD = "pa55word-in-url"
 
 @pytest.fixture
 def cli(monkeypatch, capsys):
-    for module in (index_command, search_command):
-        monkeypatch.setattr(module, "load_embedder", lambda folder: HashingEmbedder())
-
-    def run(*argv):
-        code = main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        return code, out, err
-    return run
+    return in_process_cli(monkeypatch, capsys, HashingEmbedder())
 
 
 # --- SQLite extensions ------------------------------------------------------------------------------
