@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent setup: Debian packages (QGIS, GDAL, rasterio), the .venv, pinned Python
-# requirements, and llama-cpp-python from a wheel compiled once and cached outside the repo.
+# requirements, llama-cpp-python from a wheel compiled once and cached outside the repo,
+# and llama.cpp's llama-server built once from the same sources.
 # A second run only checks and takes seconds.
 set -euo pipefail
 
@@ -9,7 +10,8 @@ VENV="$ROOT/.venv"
 PY=/usr/bin/python3
 LLAMA_VERSION=0.3.36
 TORCH_VERSION=2.13.0
-WHEEL_CACHE="${TILESCRIBE_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tilescribe/wheels}"
+CACHE_ROOT="${TILESCRIBE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tilescribe}"
+WHEEL_CACHE="${TILESCRIBE_WHEEL_CACHE:-$CACHE_ROOT/wheels}"
 APT_PACKAGES="qgis python3-qgis python3-gdal python3-rasterio xvfb"
 
 log() { printf 'setup: %s\n' "$*" >&2; }
@@ -63,26 +65,86 @@ python_requirements() {
     echo "$want" > "$stamp"
 }
 
+# The CPU instruction sets decide which llama.cpp build is fastest here. llama-cpp-python
+# cannot load llama.cpp's dynamic CPU backends (GGML_BACKEND_DL), so both the wheel and
+# llama-server are built for this CPU (-march=native) and cached under a key of its
+# feature flags: another CPU gets its own build, never one that crashes on it.
+cpu_key() {
+    local flags
+    flags="$(grep -m1 -E '^(flags|Features)' /proc/cpuinfo 2>/dev/null || uname -m)"
+    printf '%s' "$flags" | sha256sum | cut -c1-12
+}
+
+gpu_cmake_args() {
+    # A GPU backend only where it can run: a CUDA compiler alone (no driver, no card)
+    # would add an hour of compiling for nothing.
+    if command -v nvcc >/dev/null && command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
+        echo "-DGGML_CUDA=ON"
+    elif command -v glslc >/dev/null && command -v vulkaninfo >/dev/null && vulkaninfo --summary >/dev/null 2>&1; then
+        echo "-DGGML_VULKAN=ON"
+    fi
+}
+
+llama_sdist() {
+    local dir="$CACHE_ROOT/sdist"
+    mkdir -p "$dir"
+    if [ ! -f "$dir/llama_cpp_python-$LLAMA_VERSION.tar.gz" ]; then
+        "$VENV/bin/pip" download -q --disable-pip-version-check --no-deps --no-binary :all: \
+            -d "$dir" "llama-cpp-python==$LLAMA_VERSION"
+    fi
+    echo "$dir/llama_cpp_python-$LLAMA_VERSION.tar.gz"
+}
+
 llama_runtime() {
-    if "$VENV/bin/python" -c "import llama_cpp, sys; sys.exit(llama_cpp.__version__ != '$LLAMA_VERSION')" 2>/dev/null; then
+    local key wheel_dir wheel
+    key="$(cpu_key)"
+    wheel_dir="$WHEEL_CACHE/native-$key$(gpu_cmake_args | tr -d ' =' | tr 'A-Z' 'a-z' | sed 's/-dggml_/-/')"
+    if [ -f "$VENV/.llama-build" ] && [ "$(cat "$VENV/.llama-build")" = "$wheel_dir" ] && \
+        "$VENV/bin/python" -c "import llama_cpp, sys; sys.exit(llama_cpp.__version__ != '$LLAMA_VERSION')" 2>/dev/null; then
         return
     fi
-    mkdir -p "$WHEEL_CACHE"
-    local wheel
-    wheel="$(ls "$WHEEL_CACHE"/llama_cpp_python-"$LLAMA_VERSION"-*.whl 2>/dev/null | head -n 1 || true)"
+    mkdir -p "$wheel_dir"
+    wheel="$(ls "$wheel_dir"/llama_cpp_python-"$LLAMA_VERSION"-*.whl 2>/dev/null | head -n 1 || true)"
     if [ -z "$wheel" ]; then
-        log "compiling llama-cpp-python $LLAMA_VERSION once into $WHEEL_CACHE (5-10 minutes on 2 cores)"
-        # Portable build (no -march=native), so the cached wheel runs on any x86-64 CPU.
-        CMAKE_ARGS="-DGGML_NATIVE=OFF" "$VENV/bin/pip" wheel -q --disable-pip-version-check \
-            --no-deps -w "$WHEEL_CACHE" "llama-cpp-python==$LLAMA_VERSION"
-        wheel="$(ls "$WHEEL_CACHE"/llama_cpp_python-"$LLAMA_VERSION"-*.whl | head -n 1)"
+        log "compiling llama-cpp-python $LLAMA_VERSION for this CPU once into $wheel_dir (5-10 minutes on 2 cores)"
+        CMAKE_ARGS="-DGGML_NATIVE=ON $(gpu_cmake_args)" "$VENV/bin/pip" wheel -q --disable-pip-version-check \
+            --no-deps -w "$wheel_dir" "$(llama_sdist)"
+        wheel="$(ls "$wheel_dir"/llama_cpp_python-"$LLAMA_VERSION"-*.whl | head -n 1)"
     fi
-    log "installing $(basename "$wheel")"
-    "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps "$wheel"
+    log "installing $(basename "$wheel") ($wheel_dir)"
+    "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps --force-reinstall "$wheel"
+    echo "$wheel_dir" > "$VENV/.llama-build"
+}
+
+# llama.cpp's own llama-server (batched slots, prompt cache) from the very sources that
+# llama-cpp-python vendors, so both engines run the same llama.cpp. Static: one file.
+llama_server() {
+    local key out src build
+    key="$(cpu_key)"
+    out="$CACHE_ROOT/llama-server/$LLAMA_VERSION-native-$key$(gpu_cmake_args | tr -d ' =' | tr 'A-Z' 'a-z' | sed 's/-dggml_/-/')"
+    if [ -x "$out/llama-server" ]; then
+        ln -sfn "$out/llama-server" "$VENV/bin/llama-server"
+        return
+    fi
+    log "compiling llama.cpp's llama-server (same llama.cpp as llama-cpp-python $LLAMA_VERSION) once into $out (about 8 minutes on 2 cores)"
+    src="$(mktemp -d)"
+    tar -xzf "$(llama_sdist)" -C "$src"
+    build="$src/llama_cpp_python-$LLAMA_VERSION/vendor/llama.cpp"
+    cmake -S "$build" -B "$build/build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
+        -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+        -DLLAMA_BUILD_SERVER=ON $(gpu_cmake_args) >"$src/cmake.log" 2>&1 \
+        || { tail -n 20 "$src/cmake.log" >&2; exit 1; }
+    cmake --build "$build/build" --target llama-server -j "$(nproc)" >"$src/build.log" 2>&1 \
+        || { tail -n 30 "$src/build.log" >&2; exit 1; }
+    mkdir -p "$out"
+    cp "$build/build/bin/llama-server" "$out/llama-server.tmp" && mv "$out/llama-server.tmp" "$out/llama-server"
+    rm -rf "$src"
+    ln -sfn "$out/llama-server" "$VENV/bin/llama-server"
 }
 
 system_packages
 make_venv
 python_requirements
 llama_runtime
+llama_server
 log "ready: $VENV/bin/tilescribe"

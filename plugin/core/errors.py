@@ -18,7 +18,17 @@ class ModelError(TileScribeError):
 
 
 class CaptionError(TileScribeError):
-    """A model answer could not be turned into valid caption variants."""
+    """This one tile could not be captioned (bad answer, refused image, overflow, timeout).
+
+    It belongs to the tile: the indexer records it on the tile and the run goes on.
+    """
+
+
+class EngineError(ModelError):
+    """The captioning engine itself is gone (server down for good, worker process dead).
+
+    Ends a run early with this message; every tile captioned before is kept.
+    """
 
 
 class CaptionImportError(TileScribeError):

@@ -109,6 +109,17 @@ def _m002_plain_vectors(conn: sqlite3.Connection) -> None:
         )
 
 
+def _m003_tile_attempts(conn: sqlite3.Connection) -> None:
+    """How many runs tried a tile and failed: failed tiles are retried a bounded number of times."""
+    _run_script(
+        conn,
+        """
+        alter table tiles add column attempts integer not null default 0;
+        update tiles set attempts = 1 where status = 'failed'
+        """
+    )
+
+
 # Append only: a released file never changes a migration it already ran.
-MIGRATIONS = [_m001_initial, _m002_plain_vectors]
+MIGRATIONS = [_m001_initial, _m002_plain_vectors, _m003_tile_attempts]
 SCHEMA_VERSION = len(MIGRATIONS)

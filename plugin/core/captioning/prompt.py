@@ -43,6 +43,24 @@ def build_prompt(n_variants: int) -> str:
     )
 
 
+# Chat families whose template must see the image before any text (the projector's
+# tokens are spliced where the template expects them); the others get the
+# instructions first, so a server's prompt cache reuses them from tile to tile.
+IMAGE_FIRST_FAMILIES = frozenset({"moondream", "minicpm-v-2.6"})
+
+
+def build_messages(image_uri: str, n_variants: int, family: str | None = None) -> list[dict]:
+    """The chat message for one tile: the fixed instructions, then the image.
+
+    The instructions are identical for every tile, so putting them first lets
+    llama.cpp reuse their tokens (prefix cache) instead of re-reading them per tile.
+    """
+    text = {"type": "text", "text": build_prompt(n_variants)}
+    image = {"type": "image_url", "image_url": {"url": image_uri}}
+    parts = [image, text] if family in IMAGE_FIRST_FAMILIES else [text, image]
+    return [{"role": "user", "content": parts}]
+
+
 def response_schema(
     n_variants: int, max_len: int | Mapping[str, int] | None = None
 ) -> dict:
