@@ -100,9 +100,10 @@ def python_version(python: Path, env: dict) -> Optional[tuple]:
     try:
         run = subprocess.run([str(python), "-c", "import sys, venv; print('%d %d' % sys.version_info[:2])"],
                              capture_output=True, text=True, env=platforms.subprocess_environment(env), timeout=30)
-        return tuple(int(x) for x in run.stdout.split()) if run.returncode == 0 else None
+        version = tuple(int(x) for x in run.stdout.split())
     except (OSError, subprocess.SubprocessError, ValueError):
         return None
+    return version if run.returncode == 0 and len(version) == 2 else None  # /bin/true prints nothing
 
 
 def cached_llama_wheel(options: SetupOptions, spec: EnvironmentSpec, choice: BuildChoice) -> Optional[Path]:

@@ -1,0 +1,101 @@
+"""From the ZIP alone to a checked worker environment: a fresh HOME, a throw-away QGIS profile,
+QGIS's own Python (/usr/bin/python3), the real package index, no `make setup`.
+
+The llama-cpp-python wheel comes from the cache scripts/setup.sh fills (compiling it here
+takes 5-10 minutes); without one for this CPU the test is skipped, saying so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+from tilescribe.plugin.bootstrap import builds, platforms
+from tilescribe.plugin.bootstrap.installer import READY, environment_state
+from tilescribe.plugin.bootstrap.spec import load_spec
+
+pytestmark = pytest.mark.slow
+QGIS_PYTHON = Path("/usr/bin/python3")
+SNAPSHOT = """
+import json, site, os, importlib.metadata as md
+dirs = [d for d in site.getsitepackages() + [site.getusersitepackages()] if os.path.isdir(d)]
+print(json.dumps({"dists": sorted(f"{d.metadata['Name']}=={d.version}" for d in md.distributions()),
+                  "entries": {d: sorted(os.listdir(d)) for d in dirs}}))
+"""
+
+
+def cached_wheel() -> Path | None:
+    spec = load_spec(REPO)
+    facts = builds.detect_facts(platform.system(), platform.machine(), os.environ)
+    choice = builds.choose_build(facts, spec, want_gpu=False)
+    folder = platforms.wheel_cache(platform.system(), os.environ, Path.home()) / choice.cache_folder
+    found = sorted(folder.glob(f"llama_cpp_python-{spec.llama_version}-*.whl"))
+    return found[0] if found else None
+
+
+def snapshot(python: Path) -> dict:
+    run = subprocess.run([str(python), "-c", SNAPSHOT], capture_output=True, text=True, timeout=60,
+                         env={"PATH": os.environ["PATH"], "HOME": os.environ["HOME"]})
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout)
+
+
+def unzip_plugin(tmp_path: Path) -> Path:
+    build = subprocess.run([sys.executable, str(REPO / "scripts" / "package.py"), "--out", str(tmp_path / "dist")],
+                           capture_output=True, text=True, timeout=120)
+    assert build.returncode == 0, build.stderr
+    [archive] = (tmp_path / "dist").glob("tilescribe-*.zip")
+    plugins = tmp_path / "profile" / "python" / "plugins"
+    zipfile.ZipFile(archive).extractall(plugins)
+    return plugins
+
+
+def fresh_environment(tmp_path: Path, plugins: Path, wheel_root: Path) -> dict:
+    """Nothing of this session's: its own HOME (empty pip cache), only the machine's pip settings."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {key: value for key, value in os.environ.items() if key.startswith("PIP_")}
+    env.update(PATH=os.environ["PATH"], HOME=str(home), LANG="C.UTF-8", PYTHONPATH=str(plugins),
+               TILESCRIBE_WHEEL_CACHE=str(wheel_root), QT_QPA_PLATFORM="offscreen", OMP_WAIT_POLICY="PASSIVE")
+    return env
+
+
+@pytest.mark.skipif(not QGIS_PYTHON.is_file(), reason="needs Debian's QGIS Python, /usr/bin/python3")
+def test_zip_to_checked_environment_with_qgis_python(tmp_path):
+    wheel = cached_wheel()
+    if wheel is None:
+        pytest.skip("no llama-cpp-python wheel cached for this CPU (run `make setup` once: it compiles one "
+                    "in 5-10 minutes); compiling it here would not fit the test's time")
+    plugins = unzip_plugin(tmp_path)
+    env = fresh_environment(tmp_path, plugins, wheel.parents[1])
+    before = snapshot(QGIS_PYTHON)
+    start = time.monotonic()
+    run = subprocess.run([str(QGIS_PYTHON), "-m", "tilescribe.plugin.bootstrap", "--profile",
+                          str(tmp_path / "profile")], capture_output=True, text=True, env=env, timeout=900,
+                         cwd=tmp_path)
+    seconds = time.monotonic() - start
+    print(run.stdout, run.stderr[-3000:], sep="\n")
+    print(f"bootstrap from the ZIP: {seconds:.0f} s")
+    assert run.returncode == 0, run.stderr[-3000:]
+
+    venv = tmp_path / "profile" / "tilescribe" / "venv"
+    assert environment_state(venv, load_spec(plugins / "tilescribe")) == READY
+    stamp = json.loads((venv / "tilescribe-environment.json").read_text())
+    assert stamp["check"]["tiles"] == 4 and stamp["check"]["hits"] >= 1
+    assert stamp["check"]["python"] == str(venv / "bin" / "python")
+    assert snapshot(QGIS_PYTHON) == before  # nothing went into QGIS's own Python
+
+    again = subprocess.run([str(QGIS_PYTHON), "-m", "tilescribe.plugin.bootstrap", "--profile",
+                            str(tmp_path / "profile"), "--plan"], capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0, again.stderr
+    planned = [line.split(":")[0] for line in again.stdout.splitlines()[1:]]
+    assert planned == ["Checking"]  # a repair of a complete environment only checks it again
