@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     except SetupError as exc:
         print(exc.details(), file=sys.stderr)
         return 1
-    print(f"ready: {result.python} (steps: {', '.join(result.steps)}; {result.seconds:.0f} s; check: {result.check})")
+    print(f"ready: {result.python} (seconds per step: {result.steps}; {result.seconds:.0f} s in all; check: {result.check})")
     return 0
 
 

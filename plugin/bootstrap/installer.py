@@ -75,7 +75,7 @@ class Preparation:
 class SetupResult:
     venv: Path
     python: Path
-    steps: list
+    steps: dict              # step name -> seconds it took
     accelerator: str
     check: Optional[dict]
     seconds: float
@@ -142,12 +142,14 @@ class Installer:
         self.log = CommandLog(self.options.log_path)
         self.log.section(f"Set up TileScribe in {self.options.venv} ({prep.choice.accelerator})")
         progress = StepProgress({step.name: step.weight for step in prep.steps}, self.report)
-        check = None
+        check, timings = None, {}
         try:
             for step in prep.steps:
                 progress.start(step.name, step.title)
                 self.log.section(step.title)
+                began = time.monotonic()
                 check = getattr(self, "_" + step.name)(prep, step, progress)
+                timings[step.name] = round(time.monotonic() - began, 1)
                 progress.finish(f"{step.title}: done")
             write_stamp(self.options.venv, prep.spec, prep.choice, check)
         except SetupError as exc:
@@ -156,8 +158,8 @@ class Installer:
             raise
         finally:
             self.log.close()
-        return SetupResult(self.options.venv, prep.python, [s.name for s in prep.steps], prep.choice.accelerator,
-                           check, round(time.monotonic() - start, 1), self.options.log_path)
+        return SetupResult(self.options.venv, prep.python, timings, prep.choice.accelerator, check,
+                           round(time.monotonic() - start, 1), self.options.log_path)
 
     # -- steps ---------------------------------------------------------------------------
 
@@ -220,8 +222,9 @@ class Installer:
                        required: bool = False) -> bool:
         # --force-reinstall: the same version may be there, built for another CPU; --no-deps keeps
         # the rest as it is, the second call adds dependencies the environment still lacks.
+        pip = PipProgress(step.expected)
         for extra in (["--force-reinstall", "--no-deps"], []):
-            if self._run([str(prep.python), *PIP, *extra, str(wheel)], progress, PipProgress(step.expected)) != 0:
+            if self._run([str(prep.python), *PIP, *extra, str(wheel)], progress, pip) != 0:
                 if required:
                     raise self.log.error(f"Installing {wheel.name} failed.")
                 return False

@@ -130,3 +130,15 @@ def llama_download(spec: EnvironmentSpec, source: str) -> str:
     return (f"a prebuilt llama-cpp-python {spec.llama_version} wheel where one exists for this platform "
             "(about 25 MB), else its sources (about 50 MB), compiled here: 5-10 minutes on 2 cores, "
             "with a C++ compiler")
+
+
+def rough_time(steps: list) -> str:
+    """What the dialog promises, from first setups measured on a 2-core machine (docs/notes/boot.md)."""
+    names = {step.name for step in steps}
+    if names <= {"verify"}:
+        return "under a minute (a check only)"
+    text = "about 3-10 minutes, most of it downloading (2.5 minutes measured on 2 cores with a fast link)"
+    llama = next((step for step in steps if step.name == "llama"), None)
+    if llama is not None and CACHED not in llama.title:
+        text += "; add 5-10 minutes if llama-cpp-python has no prebuilt wheel here and is compiled"
+    return text

@@ -1,0 +1,178 @@
+"""'Set up TileScribe' in QGIS: the offer in the dock, the index and settings dialogs, the real
+QgsTask (failure, cancel, and in the slow test a whole setup from the ZIP), removal."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.qgis
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def setup_ctl(plugin, tmp_path):
+    """The plugin's EnvironmentSetup aimed at a throw-away profile, with no `make setup` .venv."""
+    ctl = plugin.environment_setup
+    ctl.venv = tmp_path / "profile" / "tilescribe" / "venv"
+    ctl.checkout_python = tmp_path / "no-checkout" / "python"
+    ctl.refresh()
+    return ctl
+
+
+def fake_ready_venv(ctl) -> Path:
+    from tilescribe.plugin.bootstrap.builds import MachineFacts, choose_build
+    from tilescribe.plugin.bootstrap.installer import write_stamp
+    from tilescribe.plugin.bootstrap.spec import load_spec
+
+    (ctl.venv / "bin").mkdir(parents=True)
+    (ctl.venv / "bin" / "python").write_text("")
+    (ctl.venv / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    spec = load_spec(ctl.plugin_dir)
+    write_stamp(ctl.venv, spec, choose_build(MachineFacts("Linux", "x86_64"), spec), {"tiles": 4})
+    return ctl.venv
+
+
+def test_offer_rules():
+    from tilescribe.plugin.qgis.setup_task import OFFER_INCOMPLETE, OFFER_MISSING, offer_text
+
+    assert offer_text("missing", False, False) == OFFER_MISSING
+    assert offer_text("incomplete", False, True) == OFFER_INCOMPLETE  # ours, broken: repair it
+    assert offer_text("missing", False, True) is None  # `make setup`'s .venv is used
+    assert offer_text("missing", True, False) is None  # the user named a Python
+    assert offer_text("ready", False, False) is None
+
+
+def test_dock_offers_setup_and_the_dialog_says_what_and_how_long(setup_ctl, plugin):
+    from qgis.PyQt.QtWidgets import QDialogButtonBox
+
+    from tilescribe.plugin.qgis.setup_task import OFFER_MISSING
+
+    [banner] = setup_ctl.banners
+    assert banner.isVisibleTo(plugin.dock) and banner.label.text() == OFFER_MISSING
+    banner.button.click()
+    dialog = setup_ctl.dialog
+    assert dialog is not None and dialog.isVisible()
+    plan = dialog.plan_label.text()
+    assert "torch 2.13.0 for the CPU (about 200 MB)" in plan and "sentence-transformers" in plan
+    assert dialog.time_label.text().startswith("Roughly about 3-10 minutes")
+    assert str(setup_ctl.venv) in dialog.intro.text()
+    assert dialog.buttons.button(QDialogButtonBox.Ok).text() == "Set up"
+    assert Path(dialog.pythonFile.filePath()).name.startswith("python3")  # QGIS's own Python, found
+    assert not dialog.gpuCheck.isEnabled()  # no GPU on this machine
+    dialog.reject()
+    assert setup_ctl.task is None
+
+
+def test_index_dialog_offers_setup(setup_ctl, plugin, add_raster, tmp_path):
+    sys.path.insert(0, str(REPO / "tests"))
+    from rasters import write_raster
+
+    add_raster(write_raster(tmp_path / "r.tif", width=64, height=64))
+    dialog = plugin.index_layer()
+    banners = [item.widget() for item in dialog.messageBar.items() if item.widget() is not None]
+    assert [b.objectName() for b in banners] == ["TileScribeSetupBanner"]
+    dialog.reject()
+
+
+def test_settings_dialog_shows_the_environment_and_removes_it(setup_ctl, plugin, monkeypatch):
+    from dataclasses import replace
+
+    from qgis.PyQt.QtWidgets import QMessageBox
+
+    from tilescribe.plugin.qgis.settings import read_settings, write_settings
+
+    venv = fake_ready_venv(setup_ctl)
+    write_settings(replace(read_settings(), environment=str(venv)))
+    dialog = plugin.open_settings()
+    [row] = setup_ctl.rows
+    assert row.label.text() == f"Ready: {venv}" and row.setupButton.text() == "Repair…"
+    assert not setup_ctl.banners[0].isVisibleTo(plugin.dock)
+    monkeypatch.setattr(QMessageBox, "question", lambda *args: QMessageBox.Yes)
+    row.removeButton.click()
+    assert not venv.exists() and read_settings().environment == ""
+    assert row.label.text() == "Not set up yet" and not row.removeButton.isEnabled()
+    assert setup_ctl.banners[0].isVisibleTo(plugin.dock)  # offered again
+    dialog.reject()
+
+
+def test_a_failed_setup_shows_the_log_tail_and_its_path(setup_ctl, fake_iface, wait_task):
+    from qgis.core import Qgis
+
+    from tilescribe.plugin.bootstrap.installer import SetupOptions
+
+    task = setup_ctl.start(SetupOptions(setup_ctl.plugin_dir, setup_ctl.venv.parents[1], Path("/bin/true")))
+    result = wait_task(task, 60)
+    assert result.error is not None and setup_ctl.task is None
+    box = setup_ctl.failure
+    assert box.windowTitle() == "Set up TileScribe failed"
+    assert "/bin/true is not a Python 3.9 or newer" in box.text()
+    log = setup_ctl.venv.parent / "setup.log"
+    assert f"The whole log: {log}" in box.text() and log.is_file()
+    assert "Creating the environment" in box.detailedText()
+    assert any(level == Qgis.Warning and "Set up TileScribe failed" in text for level, text in fake_iface.messages())
+    box.close()
+
+
+def test_cancel_stops_pip_and_a_repair_is_offered(setup_ctl, wait_task, qtbot):
+    from tilescribe.plugin.bootstrap.installer import SetupOptions
+    from tilescribe.plugin.qgis.setup_task import OFFER_INCOMPLETE
+
+    task = setup_ctl.start(SetupOptions(setup_ctl.plugin_dir, setup_ctl.venv.parents[1], Path("/usr/bin/python3"),
+                                        want_gpu=False))
+    qtbot.waitUntil(lambda: "torch" in setup_ctl.banners[0].label.text(), timeout=120_000)
+    assert not setup_ctl.banners[0].button.isEnabled()  # the banner shows progress while it runs
+    start = time.monotonic()
+    task.cancel()
+    result = wait_task(task, 60)
+    assert time.monotonic() - start < 30
+    assert result.cancelled and setup_ctl.failure.windowTitle() == "Set up TileScribe stopped"
+    assert setup_ctl.banners[0].label.text() == OFFER_INCOMPLETE  # the venv is there, unchecked
+    setup_ctl.failure.close()
+
+
+@pytest.mark.slow
+def test_click_path_from_zip_to_a_checked_environment(plugin, tmp_path, wait_task, monkeypatch):
+    """The user's path with real events and the real QgsTask: the dock's button, the dialog's
+    Set up, the task to the end; then the plugin's settings point the worker at the new environment."""
+    from qgis.PyQt.QtWidgets import QDialogButtonBox
+
+    from tilescribe.plugin.qgis.settings import read_settings
+    from tilescribe.plugin.qgis.worker_client import WorkerClient
+
+    run = subprocess.run([sys.executable, str(REPO / "scripts" / "package.py"), "--out", str(tmp_path / "dist")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    plugins = tmp_path / "profile" / "python" / "plugins"
+    zipfile.ZipFile(next((tmp_path / "dist").glob("*.zip"))).extractall(plugins)
+    sys.path.insert(0, str(REPO / "tests"))
+    from test_bootstrap_e2e import cached_wheel
+
+    wheel = cached_wheel()
+    if wheel is None:
+        pytest.skip("no llama-cpp-python wheel cached for this CPU (`make setup` compiles one once)")
+    monkeypatch.setenv("TILESCRIBE_WHEEL_CACHE", str(wheel.parents[1]))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no pip cache, no test model written before
+    ctl = plugin.environment_setup
+    ctl.venv, ctl.plugin_dir = tmp_path / "profile" / "tilescribe" / "venv", plugins / "tilescribe"
+    ctl.checkout_python = tmp_path / "none"
+    ctl.refresh()
+    ctl.banners[0].button.click()
+    ctl.dialog.buttons.button(QDialogButtonBox.Ok).click()
+    result = wait_task(ctl.task, 600)
+    assert result.error is None, result.error.details()
+    print(f"setup through the QgsTask: {result.value.seconds} s, per step {result.value.steps}")
+    assert read_settings().environment == str(ctl.venv)
+    assert not ctl.banners[0].isVisibleTo(plugin.dock)
+    python = read_settings().python()
+    assert python == ctl.venv / "bin" / "python"
+    client = WorkerClient(python, ctl.plugin_dir)
+    try:
+        assert client.hello()["python"] == str(python)
+    finally:
+        client.stop()
