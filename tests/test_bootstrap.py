@@ -225,3 +225,19 @@ def test_remove_deletes_an_environment_and_nothing_else(tmp_path):
     venv = fake_venv(tmp_path)
     installer.remove_environment(venv)
     assert not venv.exists() and (tmp_path / "tilescribe").is_dir()
+
+
+def test_the_bootstrap_needs_only_the_standard_library():
+    """QGIS's own Python runs it before any environment exists."""
+    import ast
+
+    stdlib = set(sys.stdlib_module_names)
+    outside = {}
+    for path in (REPO / "plugin" / "bootstrap").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else []
+            bad = [name for name in names if name.split(".")[0] not in stdlib | {"__future__"}]
+            if bad:
+                outside[path.name] = bad
+    assert outside == {}

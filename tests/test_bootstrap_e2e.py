@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
 from tilescribe.plugin.bootstrap import builds, platforms
 from tilescribe.plugin.bootstrap.installer import READY, environment_state
 from tilescribe.plugin.bootstrap.spec import load_spec
 
 pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
 QGIS_PYTHON = Path("/usr/bin/python3")
 SNAPSHOT = """
 import json, site, os, importlib.metadata as md
@@ -47,6 +47,10 @@ def snapshot(python: Path) -> dict:
                          env={"PATH": os.environ["PATH"], "HOME": os.environ["HOME"]})
     assert run.returncode == 0, run.stderr
     return json.loads(run.stdout)
+
+
+def folder_mb(folder: Path) -> float:
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file() and not path.is_symlink()) / 1e6
 
 
 def unzip_plugin(tmp_path: Path) -> Path:
@@ -84,7 +88,8 @@ def test_zip_to_checked_environment_with_qgis_python(tmp_path):
                          cwd=tmp_path)
     seconds = time.monotonic() - start
     print(run.stdout, run.stderr[-3000:], sep="\n")
-    print(f"bootstrap from the ZIP: {seconds:.0f} s")
+    print(f"bootstrap from the ZIP: {seconds:.0f} s; environment {folder_mb(tmp_path / 'profile'):.0f} MB; "
+          f"downloaded into pip's cache {folder_mb(tmp_path / 'home' / '.cache' / 'pip'):.0f} MB")
     assert run.returncode == 0, run.stderr[-3000:]
 
     venv = tmp_path / "profile" / "tilescribe" / "venv"

@@ -118,7 +118,7 @@ def prepare(options: SetupOptions, spec: Optional[EnvironmentSpec] = None) -> Pr
     choice = choose_build(facts, spec, options.want_gpu)
     python = platforms.venv_python(options.venv, system())
     state = probe(python, spec, platforms.subprocess_environment(options.env))
-    base = options.base_python or (None if state.exists else find_base_python(options.env))
+    base = options.base_python or find_base_python(options.env)
     wheel = cached_llama_wheel(options, spec, choice)
     source = CACHED if wheel else PREBUILT_OR_COMPILE
     steps = plan(state, spec, choice, source, options.verify)
@@ -172,7 +172,9 @@ class Installer:
         if version is None or version < MIN_PYTHON:
             raise self.log.error(f"{base} is not a Python {MIN_PYTHON[0]}.{MIN_PYTHON[1]} or newer that can "
                                  "create environments (venv): name another one.")
-        argv = [str(base), "-m", "venv", *platforms.venv_arguments(system()), str(self.options.venv)]
+        # --clear: a folder whose Python no longer runs (its base Python was upgraded away) is made anew
+        clear = ["--clear"] if (self.options.venv / "pyvenv.cfg").is_file() and not prep.state.exists else []
+        argv = [str(base), "-m", "venv", *platforms.venv_arguments(system()), *clear, str(self.options.venv)]
         if self._run(argv, progress) != 0:
             raise self.log.error(venv_advice(list(self.log.tail), base))
 
