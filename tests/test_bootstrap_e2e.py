@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -53,6 +54,13 @@ def folder_mb(folder: Path) -> float:
     return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file() and not path.is_symlink()) / 1e6
 
 
+def downloaded_mb(log: Path) -> float:
+    """What pip's "Downloading NAME (SIZE)" lines add up to (files from local disk are not listed)."""
+    units = {"kB": 1e-3, "MB": 1.0, "GB": 1e3}
+    sizes = re.findall(r"Downloading \S+ \(([\d.]+) (kB|MB|GB)\)", log.read_text())
+    return sum(float(size) * units[unit] for size, unit in sizes)
+
+
 def unzip_plugin(tmp_path: Path) -> Path:
     build = subprocess.run([sys.executable, str(REPO / "scripts" / "package.py"), "--out", str(tmp_path / "dist")],
                            capture_output=True, text=True, timeout=120)
@@ -83,13 +91,12 @@ def test_zip_to_checked_environment_with_qgis_python(tmp_path):
     env = fresh_environment(tmp_path, plugins, wheel.parents[1])
     before = snapshot(QGIS_PYTHON)
     start = time.monotonic()
-    run = subprocess.run([str(QGIS_PYTHON), "-m", "tilescribe.plugin.bootstrap", "--profile",
-                          str(tmp_path / "profile")], capture_output=True, text=True, env=env, timeout=900,
-                         cwd=tmp_path)
+    run = bootstrap(env, tmp_path)
     seconds = time.monotonic() - start
     print(run.stdout, run.stderr[-3000:], sep="\n")
-    print(f"bootstrap from the ZIP: {seconds:.0f} s; environment {folder_mb(tmp_path / 'profile'):.0f} MB; "
-          f"downloaded into pip's cache {folder_mb(tmp_path / 'home' / '.cache' / 'pip'):.0f} MB")
+    log = tmp_path / "profile" / "tilescribe" / "setup.log"
+    print(f"bootstrap from the ZIP: {seconds:.0f} s; environment {folder_mb(tmp_path / 'profile'):.0f} MB on disk; "
+          f"pip downloaded {downloaded_mb(log):.0f} MB")
     assert run.returncode == 0, run.stderr[-3000:]
 
     venv = tmp_path / "profile" / "tilescribe" / "venv"
@@ -99,8 +106,32 @@ def test_zip_to_checked_environment_with_qgis_python(tmp_path):
     assert stamp["check"]["python"] == str(venv / "bin" / "python")
     assert snapshot(QGIS_PYTHON) == before  # nothing went into QGIS's own Python
 
-    again = subprocess.run([str(QGIS_PYTHON), "-m", "tilescribe.plugin.bootstrap", "--profile",
-                            str(tmp_path / "profile"), "--plan"], capture_output=True, text=True, env=env, timeout=300)
-    assert again.returncode == 0, again.stderr
-    planned = [line.split(":")[0] for line in again.stdout.splitlines()[1:]]
-    assert planned == ["Checking"]  # a repair of a complete environment only checks it again
+    assert planned(env, tmp_path) == ["Checking"]  # a complete environment is only checked again
+    repair_then_remove(env, tmp_path, venv)
+
+
+def repair_then_remove(env: dict, tmp_path: Path, venv: Path) -> None:
+    """Repair: only what is missing (sqlite-vec, removed by hand), then the check; then --remove."""
+    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "uninstall", "-y", "sqlite-vec"], check=True,
+                   capture_output=True, timeout=120)
+    assert planned(env, tmp_path) == ["Installing TileScribe's Python requirements", "Checking"]
+    start = time.monotonic()
+    repair = bootstrap(env, tmp_path)
+    print(f"repair (sqlite-vec missing): {time.monotonic() - start:.0f} s")
+    assert repair.returncode == 0, repair.stderr[-3000:]
+    assert "'requirements'" in repair.stdout and "'torch'" not in repair.stdout
+
+    removed = bootstrap(env, tmp_path, "--remove")
+    assert removed.returncode == 0 and not venv.exists()
+
+
+def bootstrap(env: dict, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(QGIS_PYTHON), "-m", "tilescribe.plugin.bootstrap", "--profile",
+                           str(tmp_path / "profile"), *args], capture_output=True, text=True, env=env, timeout=600,
+                          cwd=tmp_path)
+
+
+def planned(env: dict, tmp_path: Path) -> list:
+    run = bootstrap(env, tmp_path, "--plan")
+    assert run.returncode == 0, run.stderr
+    return [line.split(":")[0] for line in run.stdout.splitlines()[1:]]

@@ -105,7 +105,7 @@ def plan(state: EnvState, spec: EnvironmentSpec, choice: BuildChoice, llama_sour
     if not state.exists or state.unmet:
         steps.append(Step("requirements", "Installing TileScribe's Python requirements", 45,
                           "sentence-transformers, transformers, the MiniLM embedding model, sqlite-vec and "
-                          "the rest of requirements.txt (about 250 MB)", expected=60))
+                          "the rest of requirements.txt (about 135 MB)", expected=60))
     if not state.rasterio_imports:
         steps.append(Step("rasterio", "Installing rasterio", 5, f"{spec.rasterio_requirement} with its own GDAL "
                           "(about 25 MB), unless QGIS's rasterio is importable", expected=8))
