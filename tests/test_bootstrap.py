@@ -241,3 +241,50 @@ def test_the_bootstrap_needs_only_the_standard_library():
             if bad:
                 outside[path.name] = bad
     assert outside == {}
+
+
+# -- where llama-cpp-python comes from: the cache, a prebuilt wheel, else compiled here ------
+
+def llama_run(tmp_path, monkeypatch, compiler, prebuilt_ok):
+    """The llama step with pip replaced by a recorder (pip itself runs in the end-to-end test)."""
+    from tilescribe.plugin.bootstrap.installer import Installer, Preparation, SetupOptions
+
+    calls = []
+
+    def fake_run(argv, log, env, on_line, cancelled, cwd=None):
+        calls.append((list(argv), env.get("CMAKE_ARGS")))
+        if "wheel" in argv:  # what `pip wheel -w FOLDER` leaves behind
+            folder = Path(argv[argv.index("-w") + 1])
+            (folder / f"llama_cpp_python-{SPEC.llama_version}-py3-none-linux_x86_64.whl").write_text("")
+        return 0 if prebuilt_ok or "--only-binary" not in argv else 1
+
+    monkeypatch.setattr(installer, "run_command", fake_run)
+    facts = MachineFacts("Linux", "x86_64", cpu_flags="flags: avx2", compiler=compiler)
+    choice = choose_build(facts, SPEC)
+    options = SetupOptions(REPO, tmp_path / "profile", env={"TILESCRIBE_WHEEL_CACHE": str(tmp_path / "wheels")})
+    prep = Preparation(SPEC, facts, choice, tmp_path / "python", None, EnvState(True), None, [])
+    steps = plan(EnvState(True, True), SPEC, choice, plans.PREBUILT_OR_COMPILE, verify=False)
+    inst = Installer(options)
+    inst.log = CommandLog(tmp_path / "setup.log")
+    inst._llama(prep, steps[-1], StepProgress({"llama": 1}, lambda *a: None))
+    return calls, choice, tmp_path / "wheels" / choice.cache_folder
+
+
+def test_a_prebuilt_wheel_ends_the_llama_step(tmp_path, monkeypatch):
+    calls, choice, _ = llama_run(tmp_path, monkeypatch, None, prebuilt_ok=True)
+    [(argv, _)] = calls
+    assert f"{SPEC.llama_wheel_index}/cpu" in argv and "--only-binary" in argv
+
+
+def test_without_prebuilt_wheel_it_compiles_once_into_the_shared_cache(tmp_path, monkeypatch):
+    calls, choice, folder = llama_run(tmp_path, monkeypatch, "g++", prebuilt_ok=False)
+    kinds = [("wheel" if "wheel" in argv else "prebuilt" if "--only-binary" in argv else "install", cmake)
+             for argv, cmake in calls]
+    assert kinds == [("prebuilt", None), ("wheel", "-DGGML_NATIVE=ON"), ("install", None), ("install", None)]
+    assert calls[2][0][-1].startswith(str(folder))  # the wheel it built, kept for the next setup
+    assert f"Compiling llama-cpp-python {SPEC.llama_version} with g++: 5-10 minutes" in (tmp_path / "setup.log").read_text()
+
+
+def test_without_prebuilt_wheel_or_compiler_it_says_what_to_install(tmp_path, monkeypatch):
+    with pytest.raises(SetupError, match="no C\\+\\+ compiler to build one.*build-essential"):
+        llama_run(tmp_path, monkeypatch, None, prebuilt_ok=False)

@@ -197,8 +197,10 @@ class Installer:
             return
         index = f"{prep.spec.llama_wheel_index}/{prep.choice.llama_variant}"
         self.log.write(f"looking for a prebuilt llama-cpp-python wheel in {index}")
-        if self._run([str(prep.python), *PIP, "--retries", "1", "--only-binary", "llama-cpp-python",
-                      "--extra-index-url", index, prep.spec.llama_requirement], progress, PipProgress(step.expected)) == 0:
+        # --force-reinstall: the same version may be installed but fail to import (built for another CPU)
+        if self._run([str(prep.python), *PIP, "--retries", "1", "--only-binary", "llama-cpp-python", "--no-deps",
+                      "--force-reinstall", "--extra-index-url", index, prep.spec.llama_requirement], progress,
+                     PipProgress(step.expected)) == 0:
             return
         self._install_wheel(prep, self._compile_llama(prep, progress), step, progress, required=True)
 
@@ -208,8 +210,10 @@ class Installer:
                                  f"and no C++ compiler to build one. {compiler_advice(prep.facts.system)}")
         folder = platforms.wheel_cache(system(), self.options.env, Path.home()) / prep.choice.cache_folder
         folder.mkdir(parents=True, exist_ok=True)
-        progress.update(0.05, f"Compiling llama-cpp-python {prep.spec.llama_version} with {prep.facts.compiler}: "
-                              "5-10 minutes on 2 cores, once (the wheel is kept in " f"{folder})")
+        note = (f"Compiling llama-cpp-python {prep.spec.llama_version} with {prep.facts.compiler}: 5-10 minutes on "
+                f"2 cores, once (the wheel is kept in {folder})")
+        self.log.write(note)
+        progress.update(0.05, note)
         env = dict(self.env, CMAKE_ARGS=prep.choice.llama_cmake_args)
         argv = [str(prep.python), "-m", "pip", "wheel", "--disable-pip-version-check", "--no-deps", "-w",
                 str(folder), prep.spec.llama_requirement]

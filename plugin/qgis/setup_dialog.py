@@ -27,7 +27,7 @@ class SetupDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle(TITLE)
         self.setObjectName("TileScribeSetupDialog")
-        self.resize(620, 420)
+        self.setMinimumSize(640, 560)  # the plan's list wraps: room for six steps
         self._options, self._prepare = options, prepare
         self.intro = QLabel(wordWrap=True, textInteractionFlags=Qt.TextSelectableByMouse)
         self.plan_label = QLabel(wordWrap=True, textFormat=Qt.RichText)
@@ -82,7 +82,7 @@ class SetupDialog(QDialog):
                         for step in prep.steps)
         notes = "".join(f"<p>{html.escape(note)}</p>" for note in prep.choice.notes)
         self.plan_label.setText(f"<ul>{items}</ul>{notes}")
-        self.time_label.setText(f"Roughly {rough_time(prep.steps)}. It runs in the background (task manager, "
+        self.time_label.setText(f"Time: {rough_time(prep.steps)}. It runs in the background (task manager, "
                                 "bottom right), where Cancel stops it; a later repair continues from there.")
         self.buttons.button(QDialogButtonBox.Ok).setText("Repair" if repair else "Set up")
 
@@ -97,9 +97,9 @@ class OfferBanner(QFrame):
         self.label = QLabel(wordWrap=True)
         self.button = QPushButton(TITLE + "…")
         self.button.setObjectName("TileScribeSetupButton")
-        row = QHBoxLayout(self)
-        row.addWidget(self.label, 1)
-        row.addWidget(self.button)
+        column = QVBoxLayout(self)  # the text gets the dock's whole width: a narrow dock cuts no word
+        column.addWidget(self.label)
+        column.addWidget(self.button, 0, Qt.AlignRight)
 
     def show_offer(self, text: Optional[str], busy: str = "") -> None:
         """`busy`: the running setup's progress, shown instead of the offer."""

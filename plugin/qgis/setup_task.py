@@ -22,9 +22,8 @@ from .settings import PLUGIN_DIR, managed_environment, read_settings, venv_pytho
 from .setup_dialog import EnvironmentRow, OfferBanner, SetupDialog, failure_box
 from .tasks import TaskResult, TaskRunner
 
-OFFER_MISSING = ("TileScribe needs its own Python environment to caption and search (torch, "
-                 "sentence-transformers, llama-cpp-python: about 350 MB to download, 1.3 GB on disk, a few "
-                 "minutes).")
+OFFER_MISSING = ("TileScribe needs its own Python environment to caption and search: about 350 MB to "
+                 "download (1.3 GB on disk), a few minutes.")
 OFFER_INCOMPLETE = ("TileScribe's Python environment is incomplete, or older than this plugin version: "
                     "Repair installs only what is missing.")
 

@@ -60,7 +60,7 @@ def test_dock_offers_setup_and_the_dialog_says_what_and_how_long(setup_ctl, plug
     assert dialog is not None and dialog.isVisible()
     plan = dialog.plan_label.text()
     assert "torch 2.13.0 for the CPU (about 200 MB)" in plan and "sentence-transformers" in plan
-    assert dialog.time_label.text().startswith("Roughly about 3-10 minutes")
+    assert dialog.time_label.text().startswith("Time: about 3-10 minutes")
     assert str(setup_ctl.venv) in dialog.intro.text()
     assert dialog.buttons.button(QDialogButtonBox.Ok).text() == "Set up"
     assert Path(dialog.pythonFile.filePath()).name.startswith("python3")  # QGIS's own Python, found
@@ -137,42 +137,65 @@ def test_cancel_stops_pip_and_a_repair_is_offered(setup_ctl, wait_task, qtbot):
 
 
 @pytest.mark.slow
-def test_click_path_from_zip_to_a_checked_environment(plugin, tmp_path, wait_task, monkeypatch):
-    """The user's path with real events and the real QgsTask: the dock's button, the dialog's
-    Set up, the task to the end; then the plugin's settings point the worker at the new environment."""
+def test_click_path_from_zip_to_a_first_caption(plugin, fake_iface, add_raster, tmp_path, wait_task, monkeypatch):
+    """The user's path with real events and real QgsTasks: the dock's button, the dialog's Set up,
+    the setup task to the end; then Index layer (test model) and a search, by the worker that now
+    runs from the new environment."""
     from qgis.PyQt.QtWidgets import QDialogButtonBox
 
     from tilescribe.plugin.qgis.settings import read_settings
-    from tilescribe.plugin.qgis.worker_client import WorkerClient
 
-    run = subprocess.run([sys.executable, str(REPO / "scripts" / "package.py"), "--out", str(tmp_path / "dist")],
-                         capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr
-    plugins = tmp_path / "profile" / "python" / "plugins"
-    zipfile.ZipFile(next((tmp_path / "dist").glob("*.zip"))).extractall(plugins)
-    sys.path.insert(0, str(REPO / "tests"))
-    from test_bootstrap_e2e import cached_wheel
-
-    wheel = cached_wheel()
-    if wheel is None:
-        pytest.skip("no llama-cpp-python wheel cached for this CPU (`make setup` compiles one once)")
-    monkeypatch.setenv("TILESCRIBE_WHEEL_CACHE", str(wheel.parents[1]))
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no pip cache, no test model written before
+    plugins = zip_install(tmp_path, monkeypatch)
     ctl = plugin.environment_setup
     ctl.venv, ctl.plugin_dir = tmp_path / "profile" / "tilescribe" / "venv", plugins / "tilescribe"
     ctl.checkout_python = tmp_path / "none"
+    monkeypatch.setattr("tilescribe.plugin.qgis.plugin.PLUGIN_DIR", ctl.plugin_dir)  # the worker runs the ZIP's code
     ctl.refresh()
     ctl.banners[0].button.click()
     ctl.dialog.buttons.button(QDialogButtonBox.Ok).click()
     result = wait_task(ctl.task, 600)
     assert result.error is None, result.error.details()
     print(f"setup through the QgsTask: {result.value.seconds} s, per step {result.value.steps}")
-    assert read_settings().environment == str(ctl.venv)
-    assert not ctl.banners[0].isVisibleTo(plugin.dock)
-    python = read_settings().python()
-    assert python == ctl.venv / "bin" / "python"
-    client = WorkerClient(python, ctl.plugin_dir)
-    try:
-        assert client.hello()["python"] == str(python)
-    finally:
-        client.stop()
+    assert read_settings().environment == str(ctl.venv) and not ctl.banners[0].isVisibleTo(plugin.dock)
+    assert plugin.client().hello()["python"] == str(ctl.venv / "bin" / "python")
+    first_caption_and_search(plugin, fake_iface, add_raster, tmp_path, wait_task)
+
+
+def zip_install(tmp_path: Path, monkeypatch) -> Path:
+    """The ZIP unzipped into a throw-away profile, a fresh HOME, the llama-cpp-python wheel cache."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from test_bootstrap_e2e import cached_wheel
+
+    wheel = cached_wheel()
+    if wheel is None:
+        pytest.skip("no llama-cpp-python wheel cached for this CPU (`make setup` compiles one once)")
+    run = subprocess.run([sys.executable, str(REPO / "scripts" / "package.py"), "--out", str(tmp_path / "dist")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    plugins = tmp_path / "profile" / "python" / "plugins"
+    zipfile.ZipFile(next((tmp_path / "dist").glob("*.zip"))).extractall(plugins)
+    monkeypatch.setenv("TILESCRIBE_WHEEL_CACHE", str(wheel.parents[1]))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no pip cache, no test model written before
+    return plugins
+
+
+def first_caption_and_search(plugin, fake_iface, add_raster, tmp_path, wait_task) -> None:
+    from qgis.core import Qgis
+    from rasters import write_raster
+
+    add_raster(write_raster(tmp_path / "first.tif", width=128, height=128))
+    plugin.index_action.trigger()
+    dialog = plugin.index_dialog
+    assert not [item for item in dialog.messageBar.items() if item.widget() is not None]  # no offer any more
+    dialog.testRadio.setChecked(True)
+    dialog.tileSizeSpin.setValue(64)
+    dialog.buttonBox.button(dialog.buttonBox.Ok).click()
+    [task] = plugin.runner.tasks
+    assert wait_task(task, 300).error is None
+    level, text = fake_iface.messages()[-1]
+    assert level == Qgis.Success and text.startswith("TileScribe: Indexed") and "4 of 4 tiles" in text
+    plugin.dock.queryEdit.setText("a tile")
+    plugin.dock.searchButton.click()
+    [search] = plugin.runner.tasks
+    assert wait_task(search, 120).error is None
+    assert plugin.dock.resultsList.count() >= 1
