@@ -12,9 +12,10 @@ import sys
 from pathlib import Path
 
 from . import platforms
+from .builds import UnsupportedPlatform
 from .commands import SetupError
 from .installer import Installer, SetupOptions, prepare, remove_environment
-from .spec import PLUGIN_ROOT
+from .spec import PLUGIN_ROOT, SpecError
 
 
 def parse_args(argv):
@@ -50,6 +51,9 @@ def main(argv=None) -> int:
                                                                    flush=True)).run(prep)
     except SetupError as exc:
         print(exc.details(), file=sys.stderr)
+        return 1
+    except (SpecError, UnsupportedPlatform) as exc:
+        print(f"tilescribe setup: {exc}", file=sys.stderr)
         return 1
     print(f"ready: {result.python} (seconds per step: {result.steps}; {result.seconds:.0f} s in all; check: {result.check})")
     return 0

@@ -73,21 +73,28 @@ def run_command(argv: Sequence[str], log: CommandLog, env: dict, on_line: Callab
     lines: queue.Queue = queue.Queue()
     reader = threading.Thread(target=_pump, args=(process.stdout, lines), daemon=True)
     reader.start()
+    try:
+        _follow(process, lines, log, on_line, cancelled)
+    except BaseException:  # cancelled, Ctrl-C in the command line, a bug: never leave pip running
+        _stop(process)
+        reader.join(5.0)
+        raise
+    reader.join()
+    return process.wait()
+
+
+def _follow(process, lines: queue.Queue, log: CommandLog, on_line, cancelled) -> None:
     while True:
         if cancelled():
-            _stop(process)
-            reader.join(5.0)
             raise log.error("Set up was cancelled.", cancelled=True)
         try:
             line = lines.get(timeout=POLL_S)
         except queue.Empty:
             continue
         if line is None:
-            break
+            return
         log.write(line)
         on_line(line)
-    reader.join()
-    return process.wait()
 
 
 def _pump(stream, lines: queue.Queue) -> None:
