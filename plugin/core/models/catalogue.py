@@ -6,6 +6,7 @@ Plain data, no network and no heavy imports: the QGIS side reads it too.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -15,6 +16,8 @@ from typing import Optional, Sequence
 from ..errors import ModelError
 
 CATALOGUE_FILE = Path(__file__).with_name("catalogue.json")
+# A JSON file of the same form whose models are added (an organisation's own models or mirror).
+EXTRA_CATALOGUE_ENV = "TILESCRIBE_CATALOGUE"
 DEFAULT_REVISION = "main"
 # owner/name as the hub spells repository ids (letters, digits, - _ .)
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -57,10 +60,20 @@ class ModelSpec:
     revision: str = DEFAULT_REVISION
 
 
-@lru_cache(maxsize=1)
 def load_catalogue() -> tuple[CatalogueEntry, ...]:
-    data = json.loads(CATALOGUE_FILE.read_text(encoding="utf-8"))
-    return tuple(CatalogueEntry(**entry) for entry in data["models"])
+    """The project's catalogue, then the models of $TILESCRIBE_CATALOGUE when set."""
+    return _read(CATALOGUE_FILE) + (_read(Path(os.environ[EXTRA_CATALOGUE_ENV]))
+                                    if os.environ.get(EXTRA_CATALOGUE_ENV) else ())
+
+
+@lru_cache(maxsize=4)
+def _read(path: Path) -> tuple[CatalogueEntry, ...]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return tuple(CatalogueEntry(**entry) for entry in data["models"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"The model catalogue {path} cannot be read ({exc}). Fix the file or unset "
+                         f"{EXTRA_CATALOGUE_ENV}.") from exc
 
 
 def find_entry(name: str) -> Optional[CatalogueEntry]:

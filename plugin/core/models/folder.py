@@ -145,3 +145,14 @@ def find_installed(root: Path, name_or_repo: str) -> Optional[InstalledModel]:
         if wanted in (model.name.lower(), model.repo.lower()):
             return model
     return None
+
+
+def family_for_model(model_path: str | os.PathLike) -> str:
+    """The chat family recorded when this model file was downloaded (from the catalogue); else auto."""
+    path = Path(model_path)
+    try:
+        manifest = read_manifest(path.parent)
+    except ModelError:
+        return "auto"
+    record = manifest.record(path.name) if manifest else None
+    return manifest.family if record is not None and record.role == "model" else "auto"
