@@ -86,7 +86,8 @@ def run_verify(args) -> int:
 
     path = args.path or models_dir(args.dir)
     device = device_report()
-    checks = verify_path(path, on_file=None if args.format == "json" else lambda p: say(f"checking {p} ..."))
+    on_file = None if args.format == "json" else lambda p: say(f"checking {p} ...")
+    checks = verify_path(path, on_file) if args.path or path.is_dir() else []  # no downloads yet: fine
     if args.format == "json":
         print(json.dumps({"device": device.to_json(), "checks": [c.to_json() for c in checks]}, indent=2))
     else:
