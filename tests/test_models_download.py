@@ -58,6 +58,27 @@ def test_a_file_put_there_by_hand_is_checked_not_fetched(hub, tiny_pair, tmp_pat
     assert hub.ranges(text.name) == []
 
 
+def test_a_copy_in_the_hugging_face_cache_is_used_not_fetched(hub, tiny_pair, tmp_path, monkeypatch):
+    import huggingface_hub.constants as hf_constants
+    from huggingface_hub import hf_hub_download
+
+    text, _ = tiny_pair
+    cache = tmp_path / "hf-cache"
+    hf_hub_download(TINY_REPO, text.name, cache_dir=cache, endpoint=hub.endpoint)  # fetched by another tool
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))  # what HF_HOME sets at import
+    events = []
+    model = download_model(tiny_spec(tiny_pair), tmp_path / "models", progress=events.append)
+    assert len(hub.ranges(text.name)) == 1  # only hf_hub_download's own GET
+    assert [e["file"] for e in events if e["event"] == "cached"] == [text.name]
+    assert sha256(model.model) == sha256(text)
+
+
+def test_family_is_auto_for_models_not_downloaded_by_tilescribe(tiny_pair):
+    from tilescribe.plugin.core.models.folder import family_for_model
+
+    assert family_for_model(tiny_pair[0]) == "auto"  # files in any folder work as before
+
+
 def test_cancelled_download_resumes_with_a_range_request(hub, tiny_pair, tmp_path, small_chunks):
     text, _ = tiny_pair
     writes = itertools.count()

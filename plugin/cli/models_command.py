@@ -125,6 +125,8 @@ class _TextEvents:
             say(f"downloading {event['file']} ({format_size(event['size'])}{resumed})")
         elif kind == "present":
             say(f"{event['file']}: already downloaded, hash checked")
+        elif kind == "cached":
+            say(f"{event['file']}: taken from the Hugging Face cache {event['from']}")
         elif kind == "verify":
             say(f"{event['file']}: checking its hash")
         elif kind == "progress" and (self.tty or time.monotonic() - self._last >= 5):

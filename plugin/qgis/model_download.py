@@ -60,6 +60,8 @@ def describe(event: dict) -> Optional[str]:
         return f"Checking the hash of {event['file']}"
     if kind == "present":
         return f"{event['file']} is already downloaded"
+    if kind == "cached":
+        return f"{event['file']} taken from the Hugging Face cache"
     return None
 
 

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
+from huggingface_hub import try_to_load_from_cache
 from huggingface_hub.file_download import http_get
 from tqdm import tqdm
 
@@ -100,12 +101,45 @@ def _partial_path(folder: Path, remote: RemoteFile) -> Path:
 
 def fetch_file(remote: RemoteFile, folder: Path, repo: str, revision: str, before: int, total: int,
                report: Progress, cancel: Optional[Callable[[], bool]]) -> Path:
-    """One file: resume its partial file, check its hash, move it into place."""
+    """One file: taken from the Hugging Face cache or fetched (resuming its partial file), then
+    hash-checked and moved into place."""
     part = _partial_path(folder, remote)
     part.parent.mkdir(parents=True, exist_ok=True)
     for stale in part.parent.glob(f"{remote.file.replace('/', '--')}.*.part"):
         if stale != part:
             stale.unlink()  # the file changed on the hub since: its old bytes are useless
+    if not _from_hf_cache(remote, repo, part, report):
+        # Fresh metadata: the CDN address of a large file is signed for a limited time.
+        remote = remote_file(repo, remote.file, remote.commit)
+        _transfer(remote, part, folder, repo, revision, before, total, report, cancel)
+        _check_hash(part, remote, report)
+    target = folder / remote.file
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(part, target)
+    return target
+
+
+def _from_hf_cache(remote: RemoteFile, repo: str, part: Path, report: Progress) -> bool:
+    """A copy already in the Hugging Face cache (HF_HOME, HF_HUB_CACHE) of this commit: linked, not fetched."""
+    cached = try_to_load_from_cache(repo, remote.file, revision=remote.commit)
+    if not isinstance(cached, str) or (remote.size is not None and os.path.getsize(cached) != remote.size):
+        return False
+    part.unlink(missing_ok=True)
+    try:
+        os.link(os.path.realpath(cached), part)  # same disk: no second copy of gigabytes
+    except OSError:
+        shutil.copyfile(cached, part)
+    report({"event": "verify", "file": remote.file, "size": remote.size})
+    if matches_etag(part, remote.etag) is False:  # a damaged cache: download instead
+        part.unlink()
+        return False
+    report({"event": "cached", "file": remote.file, "size": remote.size, "from": cached})
+    return True
+
+
+def _transfer(remote: RemoteFile, part: Path, folder: Path, repo: str, revision: str, before: int, total: int,
+              report: Progress, cancel: Optional[Callable[[], bool]]) -> None:
+    """http_get into the partial file, resuming from its size (a Range request)."""
     resume = part.stat().st_size if part.is_file() else 0
     if remote.size is not None and resume > remote.size:
         part.unlink()
@@ -122,11 +156,6 @@ def fetch_file(remote: RemoteFile, folder: Path, repo: str, revision: str, befor
                 raise
             raise ModelError(f"The download of {remote.file} ended early ({exc}). Download again: "
                              "it resumes where it stopped.") from exc
-    _check_hash(part, remote, report)
-    target = folder / remote.file
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(part, target)
-    return target
 
 
 def _check_hash(part: Path, remote: RemoteFile, report: Progress) -> None:
