@@ -30,6 +30,7 @@ class FakeHub:
     claimed_size: dict = field(default_factory=dict)  # file name -> X-Linked-Size to announce
     release: threading.Event = field(default_factory=threading.Event)
     log: list = field(default_factory=list)          # (server, method, path, Range header)
+    auth: list = field(default_factory=list)         # (server, Authorization header or None)
 
     def add(self, repo: str, name: str, data: bytes) -> str:
         self.repos.setdefault(repo, {})[name] = data
@@ -92,10 +93,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_HEAD(self):
         self.hub.log.append((self.name, "HEAD", self.path, self.headers.get("Range")))
+        self.hub.auth.append((self.name, self.headers.get("Authorization")))
         self.answer(head=True)
 
     def do_GET(self):
         self.hub.log.append((self.name, "GET", self.path, self.headers.get("Range")))
+        self.hub.auth.append((self.name, self.headers.get("Authorization")))
         self.answer(head=False)
 
     def reply(self, status: int, headers: dict, body: bytes = b"") -> None:

@@ -49,6 +49,13 @@ def test_second_download_fetches_nothing(hub, tiny_pair, tmp_path):
     assert [e["event"] for e in events] == ["present", "present", "done"]
 
 
+def test_token_goes_to_the_hub_never_to_the_cdn(hub, tiny_pair, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_for_tests")
+    download_model(tiny_spec(tiny_pair), tmp_path)
+    assert {auth for server, auth in hub.auth if server == "hub"} == {"Bearer hf_secret_for_tests"}
+    assert {auth for server, auth in hub.auth if server == "cdn"} == {None}
+
+
 def test_a_file_put_there_by_hand_is_checked_not_fetched(hub, tiny_pair, tmp_path):
     text, _ = tiny_pair
     folder = repo_folder(tmp_path, TINY_REPO)

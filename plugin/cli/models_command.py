@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
+from ..core.errors import ModelError
 from ..core.models.catalogue import format_size, load_catalogue, resolve_spec
 from ..core.models.folder import MODELS_DIR_ENV, installed_models, models_dir
 from .common import say
@@ -69,7 +70,11 @@ def run_list(args) -> int:
 
 
 def run_download(args) -> int:
-    from ..core.models.download import download_model  # imports huggingface_hub: only here
+    try:
+        from ..core.models.download import download_model  # imports huggingface_hub: only here
+    except ImportError as exc:
+        raise ModelError(f"Downloading needs huggingface_hub, which this Python lacks ({exc}). "
+                         "Run `make setup` in the plugin folder.") from exc
 
     spec = resolve_spec(args.name, args.files, args.revision)
     root = models_dir(args.dir)

@@ -127,6 +127,12 @@ class ModelPickerDialog(QDialog):
 
     def _download_done(self, result: TaskResult) -> None:
         self.task = None
+        try:
+            self._show_outcome(result)
+        except RuntimeError:  # the dialog was closed and deleted meanwhile: nothing to show
+            pass
+
+    def _show_outcome(self, result: TaskResult) -> None:
         if result.cancelled:
             self.statusLabel.setText("Download stopped. What was fetched is kept: Download again to resume.")
         elif result.error is not None:

@@ -131,3 +131,17 @@ def test_index_dialog_button_fills_the_model_fields_and_family(qtbot, tiny_catal
     assert chosen.models_dir == str(tmp_path / "models")
     assert captioner_settings(chosen).family == "llava-1-5"
     dialog.deleteLater()
+
+
+def test_download_process_is_online_unless_the_user_says_offline(monkeypatch):
+    from tilescribe.plugin.qgis.model_download import download_command, download_environment
+    from tilescribe.plugin.qgis.settings import PLUGIN_DIR
+    from tilescribe.plugin.qgis.worker_client import worker_environment
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    assert worker_environment(PLUGIN_DIR)["HF_HUB_OFFLINE"] == "1"  # the worker stays offline
+    assert "HF_HUB_OFFLINE" not in download_environment(PLUGIN_DIR)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert download_environment(PLUGIN_DIR)["HF_HUB_OFFLINE"] == "1"
+    assert download_command("py", "moondream2", "")[-2:] == ["--progress", "json"]
+    assert download_command("py", "moondream2", "/d")[-2:] == ["--dir", "/d"]
