@@ -8,16 +8,11 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
-
-import pytest
 
 from fixtures_hub import TINY_REPO
 from tilescribe.plugin.cli.main import main
-from tilescribe.plugin.core.captioning.device import NVIDIA, APPLE, cpu_features, device_report, gpu_hint
+from tilescribe.plugin.core.captioning.device import APPLE, NVIDIA, cpu_features, device_report, gpu_hint
 from tilescribe.plugin.core.models.folder import PARTIAL_DIR, repo_folder
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def cli(capsys, *argv):

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from ..errors import Cancelled, ModelError
 from .catalogue import ModelSpec, format_size
-from .folder import PARTIAL_DIR, FileRecord, InstalledModel, Manifest, read_manifest, repo_folder, write_manifest
+from .folder import PARTIAL_DIR, InstalledModel, Manifest, read_manifest, repo_folder, write_manifest
 from .hashing import matches_etag
 from .hub import RemoteFile, check_online, download_headers, hub_errors, remote_file
 from .pairing import assign_roles
@@ -45,14 +45,12 @@ def download_model(spec: ModelSpec, root: Path, *, progress: Optional[Progress] 
     for remote in todo:
         fetch_file(remote, folder, spec.repo, spec.revision, done, total, report, cancel)
         done += remote.size or 0
-    records = assign_roles(spec, folder, remotes)
-    manifest = manifest or Manifest(spec.name, spec.repo, spec.revision, remotes[0].commit)
-    family = records.family
-    manifest.name, manifest.revision, manifest.commit, manifest.family = (
-        spec.name, spec.revision, remotes[0].commit, family)
-    manifest.merge(records.files)
-    write_manifest(folder, manifest)
-    model = InstalledModel(spec.name, spec.repo, folder, records.model, records.mmproj, family)
+    pair = assign_roles(spec, folder, remotes)
+    updated = Manifest(spec.name, spec.repo, spec.revision, remotes[0].commit, pair.family,
+                       manifest.files if manifest else [])
+    updated.merge(pair.files)  # files of earlier downloads from this repository stay recorded
+    write_manifest(folder, updated)
+    model = InstalledModel(spec.name, spec.repo, folder, pair.model, pair.mmproj, pair.family)
     report({"event": "done", **model.to_json()})
     return model
 
