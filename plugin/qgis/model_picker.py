@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Optional
 
-from qgis.core import QgsApplication
+from qgis.core import QgsApplication, QgsSettings
 from qgis.gui import QgsFileWidget
 from qgis.PyQt.QtWidgets import (
     QAbstractItemView, QDialog, QDialogButtonBox, QFormLayout, QGridLayout, QHBoxLayout, QLabel, QMessageBox,
@@ -18,7 +18,7 @@ from ..core.errors import TileScribeError
 from ..core.models.catalogue import format_size, load_catalogue
 from ..core.models.folder import InstalledModel, installed_models, models_dir
 from .model_download import ModelDownloadTask
-from .settings import PLUGIN_DIR, PluginSettings
+from .settings import PLUGIN_DIR, PREFIX, PluginSettings
 from .tasks import TaskResult
 
 COLUMNS = ("Model", "Size", "Chat family", "Licence", "On disk")
@@ -172,17 +172,27 @@ def add_model_picker_button(form, settings_of: Callable[[], PluginSettings],
     return button
 
 
-def open_picker(form, settings_of, store) -> Optional[InstalledModel]:
+def open_picker(form, settings_of, store) -> Optional[ModelPickerDialog]:
+    """Opens the picker window-modal over `form` (kept as form.modelPicker); its choice fills the form."""
     try:
         dialog = ModelPickerDialog(settings_of(), form)
     except TileScribeError as exc:  # a broken extra catalogue (TILESCRIBE_CATALOGUE)
         QMessageBox.warning(form, "TileScribe", str(exc))
         return None
-    accepted = dialog.exec_()
+    form.modelPicker = dialog
+    dialog.finished.connect(lambda _code: _picker_closed(form, dialog, settings_of, store))
+    dialog.open()
+    return dialog
+
+
+def _picker_closed(form, dialog: ModelPickerDialog, settings_of, store) -> None:
+    # The folder is a preference of its own: kept even when the form is cancelled.
+    QgsSettings().setValue(PREFIX + "models_dir", dialog.models_dir)
     store(replace(settings_of(), models_dir=dialog.models_dir))
-    if accepted and dialog.chosen is not None:
+    if dialog.result() == QDialog.Accepted and dialog.chosen is not None:
         form.modelFile.setFilePath(str(dialog.chosen.model))
         form.mmprojFile.setFilePath(str(dialog.chosen.mmproj))
         if hasattr(form, "localRadio"):
             form.localRadio.setChecked(True)
-    return dialog.chosen
+    form.modelPicker = None
+    dialog.deleteLater()

@@ -105,31 +105,26 @@ def test_unreachable_hub_is_explained_in_the_dialog(qtbot, tiny_catalogue, monke
     dialog.deleteLater()
 
 
-def test_index_dialog_button_fills_the_model_fields_and_family(qtbot, tiny_catalogue, hub_for_process,
-                                                               tmp_path, monkeypatch):
-    from tilescribe.plugin.qgis import model_picker
+def test_index_dialog_button_fills_the_model_fields_and_family(qtbot, tiny_catalogue, hub_for_process, tmp_path):
     from tilescribe.plugin.qgis.index_dialog import IndexDialog
     from tilescribe.plugin.qgis.indexing import captioner_settings
-    from tilescribe.plugin.qgis.settings import PluginSettings
+    from tilescribe.plugin.qgis.settings import PluginSettings, read_settings
 
     dialog = IndexDialog(PluginSettings(models_dir=str(tmp_path / "models")))
-    assert dialog.pickerButton.text() == "Download / choose…"
-
-    def exec_and_download(picker_dialog):  # the user clicks Download, waits, then Use this model
-        row = [e.name for e in picker_dialog.entries].index(TINY_NAME)
-        picker_dialog.table.selectRow(row)
-        picker_dialog.downloadButton.click()
-        wait_idle(qtbot, picker_dialog)
-        picker_dialog.useButton.click()
-        return picker_dialog.result()
-
-    monkeypatch.setattr(model_picker.ModelPickerDialog, "exec_", exec_and_download)
-    dialog.pickerButton.click()
+    dialog.show()
+    dialog.pickerButton.click()  # the user: Download / choose…, pick the row, Download, Use this model
+    picker_dialog = dialog.modelPicker
+    picker_dialog.table.selectRow([e.name for e in picker_dialog.entries].index(TINY_NAME))
+    picker_dialog.downloadButton.click()
+    wait_idle(qtbot, picker_dialog)
+    picker_dialog.useButton.click()
+    qtbot.waitUntil(lambda: dialog.modelPicker is None, timeout=5000)
     model = tmp_path / "models" / TINY_REPO.replace("/", "--") / "tiny-llava-text.gguf"
     assert dialog.modelFile.filePath() == str(model) and dialog.localRadio.isChecked()
     chosen = dialog.chosen_settings()
-    assert chosen.models_dir == str(tmp_path / "models")
+    assert chosen.models_dir == str(tmp_path / "models") == read_settings().models_dir
     assert captioner_settings(chosen).family == "llava-1-5"
+    dialog.close()
     dialog.deleteLater()
 
 
@@ -145,3 +140,18 @@ def test_download_process_is_online_unless_the_user_says_offline(monkeypatch):
     assert download_environment(PLUGIN_DIR)["HF_HUB_OFFLINE"] == "1"
     assert download_command("py", "moondream2", "")[-2:] == ["--progress", "json"]
     assert download_command("py", "moondream2", "/d")[-2:] == ["--dir", "/d"]
+
+
+def test_settings_dialog_has_the_picker_and_keeps_its_folder(qtbot, tmp_path):
+    from tilescribe.plugin.qgis.settings import PluginSettings
+    from tilescribe.plugin.qgis.settings_dialog import SettingsDialog
+
+    dialog = SettingsDialog(PluginSettings())
+    dialog.pickerButton.click()
+    picker_dialog = dialog.modelPicker
+    assert picker_dialog.isVisible() and picker_dialog.table.rowCount() >= 4
+    picker_dialog.folderWidget.setFilePath(str(tmp_path / "elsewhere"))
+    picker_dialog.reject()
+    qtbot.waitUntil(lambda: dialog.modelPicker is None, timeout=5000)
+    assert dialog.chosen_settings().models_dir == str(tmp_path / "elsewhere")
+    dialog.deleteLater()
