@@ -15,7 +15,7 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from ..core.errors import TileScribeError
-from ..core.models.catalogue import format_size, load_catalogue
+from ..core.models.catalogue import CatalogueEntry, format_size, load_catalogue
 from ..core.models.folder import InstalledModel, installed_models, models_dir
 from .model_download import ModelDownloadTask
 from .settings import PLUGIN_DIR, PREFIX, PluginSettings
@@ -33,7 +33,8 @@ class ModelPickerDialog(QDialog):
         self.settings, self.plugin_dir = settings, Path(plugin_dir)
         self.chosen: Optional[InstalledModel] = None
         self.task: Optional[ModelDownloadTask] = None
-        self.entries = list(load_catalogue())
+        self.catalogue = list(load_catalogue())
+        self.entries = list(self.catalogue)
         self._build()
         self.folderWidget.setFilePath(settings.models_dir)
         self.folderWidget.fileChanged.connect(lambda _path: self.refresh())
@@ -47,7 +48,7 @@ class ModelPickerDialog(QDialog):
         self.folderWidget.lineEdit().setPlaceholderText(str(models_dir()))
         form.addRow("Models folder", self.folderWidget)
         layout.addLayout(form)
-        self.table = QTableWidget(len(self.entries), len(COLUMNS), self)
+        self.table = QTableWidget(0, len(COLUMNS), self)
         self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SingleSelection)
@@ -82,6 +83,9 @@ class ModelPickerDialog(QDialog):
 
     def refresh(self) -> None:
         installed = self.installed()
+        known = {entry.repo.lower() for entry in self.catalogue}
+        self.entries = self.catalogue + [_entry_of(m) for repo, m in installed.items() if repo not in known]
+        self.table.setRowCount(len(self.entries))
         for row, entry in enumerate(self.entries):
             model = installed.get(entry.repo.lower())
             size = ("~" if entry.size_approximate else "") + format_size(entry.size_bytes)
@@ -101,7 +105,7 @@ class ModelPickerDialog(QDialog):
     def _enable_buttons(self) -> None:
         entry = self.selected_entry()
         busy = self.task is not None
-        self.downloadButton.setEnabled(entry is not None and not busy)
+        self.downloadButton.setEnabled(entry in self.catalogue and not busy)
         self.cancelButton.setEnabled(busy)
         self.useButton.setEnabled(entry is not None and entry.repo.lower() in self.installed() and not busy)
         self.folderWidget.setEnabled(not busy)
@@ -152,6 +156,13 @@ class ModelPickerDialog(QDialog):
     def reject(self) -> None:
         self.cancel_download()  # closing the dialog stops its download; the next one resumes
         super().reject()
+
+
+def _entry_of(model: InstalledModel) -> CatalogueEntry:
+    """A row for a model downloaded from outside the catalogue (`tilescribe models download REPO --files`)."""
+    size = model.model.stat().st_size + model.mmproj.stat().st_size
+    return CatalogueEntry(model.name, f"{model.repo} (downloaded)", model.repo, model.model.name, model.mmproj.name,
+                          size, False, model.family, "see the repository", f"in {model.folder}")
 
 
 def add_model_picker_button(form, settings_of: Callable[[], PluginSettings],

@@ -155,3 +155,28 @@ def test_settings_dialog_has_the_picker_and_keeps_its_folder(qtbot, tmp_path):
     qtbot.waitUntil(lambda: dialog.modelPicker is None, timeout=5000)
     assert dialog.chosen_settings().models_dir == str(tmp_path / "elsewhere")
     dialog.deleteLater()
+
+
+def test_a_model_downloaded_from_any_repository_is_listed_and_usable(qtbot, tiny_pair, tmp_path):
+    """`tilescribe models download REPO --files ...` (not in the catalogue) shows up in the picker."""
+    from tilescribe.plugin.core.models.folder import FileRecord, Manifest, repo_folder, write_manifest
+    from tilescribe.plugin.qgis.model_picker import ModelPickerDialog
+    from tilescribe.plugin.qgis.settings import PluginSettings
+
+    folder = repo_folder(tmp_path, "someone/other-vlm-GGUF")
+    folder.mkdir(parents=True)
+    records = []
+    for path, role in zip(tiny_pair, ("model", "mmproj")):
+        (folder / path.name).write_bytes(path.read_bytes())
+        records.append(FileRecord(path.name, role, path.stat().st_size, "0" * 64))
+    manifest = Manifest("someone/other-vlm-GGUF", "someone/other-vlm-GGUF", "main", "c" * 40, "llava-1-5")
+    manifest.merge(records)
+    write_manifest(folder, manifest)
+    dialog = ModelPickerDialog(PluginSettings(models_dir=str(tmp_path)))
+    row = len(dialog.catalogue)
+    assert dialog.table.item(row, 0).text() == "someone/other-vlm-GGUF (downloaded)"
+    dialog.table.selectRow(row)
+    assert dialog.useButton.isEnabled() and not dialog.downloadButton.isEnabled()
+    dialog.useButton.click()
+    assert dialog.chosen.model == folder / tiny_pair[0].name
+    dialog.deleteLater()
