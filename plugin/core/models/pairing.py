@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..captioning.gguf_header import GgufInfo, read_gguf_info
-from ..captioning.llama_backend import check_pair, guess_family
+from ..captioning.model_pair import check_pair, guess_family
 from ..errors import ModelError
 from .catalogue import ModelSpec
 from .folder import FileRecord

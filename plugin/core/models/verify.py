@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from ..captioning.gguf_header import read_gguf_info
-from ..captioning.llama_backend import check_pair, guess_family
+from ..captioning.model_pair import check_pair, guess_family
 from ..errors import ModelError
 from .catalogue import format_size
 from .folder import Manifest, read_manifest
