@@ -33,22 +33,27 @@ from ..errors import EngineError, ModelError
 HEALTH_TIMEOUT_S = 600.0  # loading a 7B model from a slow disk takes minutes
 STOP_GRACE_S = 5.0
 _LOG_TAIL = 15
-# Built-in llama-server templates for families whose GGUFs often carry none.
-SERVER_TEMPLATES = {"llava-1-5": "vicuna", "llava-1-6": "vicuna", "nanollava": "chatml"}
+# Built-in llama-server templates for families whose GGUFs often carry none (else the
+# GGUF's own). Always with --no-jinja: in jinja mode llama-server parses every answer for
+# tool calls and answers HTTP 500 "does not match the expected peg-native format" when a
+# weak model's text trips that parser; a built-in template there also lost the image marker.
+SERVER_TEMPLATES = {"llava-1-5": "vicuna", "llava-1-6": "vicuna"}
 _live: "weakref.WeakSet[LlamaServer]" = weakref.WeakSet()
 
 
 def find_llama_server(configured: Optional[str] = None) -> Path:
     """The llama-server to run: the one configured, $TILESCRIBE_LLAMA_SERVER, the one setup
     built into this environment, or one on PATH; ModelError saying how to get one."""
-    candidates = [configured, os.environ.get("TILESCRIBE_LLAMA_SERVER"),
-                  str(Path(sys.prefix) / "bin" / "llama-server"), shutil.which("llama-server")]
+    if configured:
+        if Path(configured).is_file() and os.access(configured, os.X_OK):
+            return Path(configured)
+        raise ModelError(f"The llama-server program {configured} does not exist or cannot be run: "
+                         "give the path of llama.cpp's llama-server (--llama-server, or the setting).")
+    candidates = [os.environ.get("TILESCRIBE_LLAMA_SERVER"), str(Path(sys.prefix) / "bin" / "llama-server"),
+                  shutil.which("llama-server")]
     for candidate in candidates:
         if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
             return Path(candidate)
-    if configured:
-        raise ModelError(f"The llama-server program {configured} does not exist or cannot be run: "
-                         "give the path of llama.cpp's llama-server (--llama-server, or the setting).")
     raise ModelError(
         "llama.cpp's llama-server was not found (not built into this environment, not on PATH): run "
         "`make setup` (it builds one), install llama.cpp from your package manager, or give its path "
@@ -109,7 +114,7 @@ class LlamaServer:
         o = self.options
         command = [str(self.binary), "-m", str(o.model), "--mmproj", str(o.mmproj),
                    "--host", "127.0.0.1", "--port", str(port), "--api-key", self.api_key,
-                   "-np", str(o.slots), "-c", str(o.ctx_per_slot * o.slots), "--no-webui",
+                   "-np", str(o.slots), "-c", str(o.ctx_per_slot * o.slots), "--no-webui", "--no-jinja",
                    "-ngl", str(o.gpu_layers)]
         if o.threads:
             command += ["-t", str(o.threads)]

@@ -41,7 +41,8 @@ class LlamaServerCaptioner:
                  n_ctx: Optional[int] = None, n_threads: Optional[int] = None, n_gpu_layers: int = 0,
                  seed: int = 0, temperature: float = 0.3, llama_server: Optional[str] = None,
                  max_attempts: int = DEFAULT_MAX_ATTEMPTS, n_variants: int = 5,
-                 image_px: int = DEFAULT_MAX_SIDE, timeout_s: float = 600.0):
+                 image_px: int = DEFAULT_MAX_SIDE, timeout_s: float = 600.0,
+                 max_len: Optional[int | dict] = None):
         if family not in FAMILIES:
             raise ModelError(f"Unknown model family {family!r} in the captioning settings; "
                              f"choose one of: {', '.join(FAMILIES)}.")
@@ -55,7 +56,7 @@ class LlamaServerCaptioner:
         self._projector = str(mmproj.fields.get("clip.projector_type", ""))
         self._fingerprints = {"model": file_fingerprint(model.path), "mmproj": file_fingerprint(mmproj.path)}
         # n_ctx is per slot: each tile in flight needs room for its own prompt, image and answer.
-        self.plan = plan_model_context(model, mmproj, n_ctx, field_max_len(None), n_variants, image_px)
+        self.plan = plan_model_context(model, mmproj, n_ctx, field_max_len(max_len), n_variants, image_px)
         self.warnings = self.plan.warnings
         self.slots, self.seed, self.temperature = slots, seed, temperature
         self.max_attempts, self.timeout_s = max_attempts, timeout_s
@@ -79,6 +80,8 @@ class LlamaServerCaptioner:
         return OpenAICompatibleCaptioner(
             self.server.url, SERVED_MODEL_NAME, api_key_env=self._key_env,
             parallel_requests=self.slots, timeout_s=self.timeout_s, temperature=self.temperature,
+            # Our own server on loopback: a refused connection means it died; find out fast.
+            max_retries=2, backoff_s=0.25,
             max_tokens=self.plan.max_tokens, max_attempts=self.max_attempts, seed=self.seed,
             max_len=self.plan.max_len)
 
