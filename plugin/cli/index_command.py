@@ -7,8 +7,9 @@ import signal
 import threading
 from pathlib import Path
 
-from ..core.captioning.factory import CaptionerSettings, make_captioner
-from ..core.indexer import IndexSettings, index_raster
+from ..core.captioning.factory import ENGINES, CaptionerSettings, make_captioner
+from ..core.captioning.engine_info import describe_engine
+from ..core.indexer import MAX_TILE_ATTEMPTS, IndexSettings, index_raster
 from ..core.locking import IndexerLock
 from ..core.rendering import RenderSettings
 from ..core.store import INDEX_SUFFIX, Store
@@ -27,6 +28,9 @@ def register(subparsers) -> None:
     parser.add_argument("--tile-size", type=positive_int, default=512, help="tile size in px (default 512)")
     parser.add_argument("--overlap", type=non_negative_int, default=0, help="overlap in px (default 0)")
     parser.add_argument("--variants", type=positive_int, default=5, help="caption variants per tile (default 5)")
+    parser.add_argument("--retry-failed", action="store_true",
+                        help=f"retry every failed tile (by default each is tried in at most "
+                             f"{MAX_TILE_ATTEMPTS} runs, then left failed with its reason)")
     parser.add_argument("--bands", type=positive_int, nargs="+", default=None,
                         help="bands shown as R G B, or one band as grey (default: colour interpretation, else 1 2 3)")
     add_embedder_argument(parser)
@@ -39,8 +43,14 @@ def add_captioner_arguments(parser) -> None:
     group.add_argument("--mmproj", help="GGUF vision projector belonging to --model")
     group.add_argument("--family", default="auto", help="chat template family (default: auto)")
     group.add_argument("--threads", type=positive_int, default=None, help="CPU threads for llama.cpp")
-    group.add_argument("--n-ctx", type=positive_int, default=4096, help="context size (default 4096)")
+    group.add_argument("--n-ctx", type=context_size, default=None,
+                       help="context size per sequence in tokens (default auto: prompt + image + answer)")
     group.add_argument("--gpu-layers", type=non_negative_int, default=0, help="layers offloaded to a GPU")
+    group.add_argument("--engine", choices=ENGINES, default="llama-cpp-python",
+                       help="for --model/--mmproj: run llama.cpp in this process (default), or start "
+                            "llama.cpp's llama-server with --slots tiles decoded together (faster)")
+    group.add_argument("--slots", type=positive_int, default=4, help="llama-server slots (default 4)")
+    group.add_argument("--llama-server", metavar="PATH", help="llama-server program (default: built by setup, else PATH)")
     group.add_argument("--server", help="OpenAI-compatible server URL instead of a local model")
     group.add_argument("--server-model", help="model name to ask the server for")
     group.add_argument("--api-key-env", help="environment variable holding the server's API key")
@@ -56,7 +66,13 @@ def captioner_settings(args) -> CaptionerSettings:
         model=args.model, mmproj=args.mmproj, family=args.family, server_url=args.server,
         server_model=args.server_model, api_key_env=args.api_key_env, parallel_requests=args.parallel,
         n_threads=args.threads, n_ctx=args.n_ctx, n_gpu_layers=args.gpu_layers, test_model=args.test_model,
+        engine=args.engine, slots=args.slots, llama_server=args.llama_server,
     )
+
+
+def context_size(text: str):
+    """--n-ctx: "auto" or a number of tokens."""
+    return None if text.strip().lower() == "auto" else positive_int(text)
 
 
 def default_db(raster: str) -> Path:
@@ -74,9 +90,13 @@ def run(args) -> int:
             "using the tiny test model, whose captions are meaningless placeholders.")
     db = Path(args.db) if args.db else default_db(args.raster)
     index_settings = IndexSettings(args.tile_size, args.overlap, args.variants,
-                                   RenderSettings(bands=tuple(args.bands) if args.bands else None))
+                                   RenderSettings(bands=tuple(args.bands) if args.bands else None),
+                                   retry_failed=args.retry_failed)
     IndexerLock(db).check_free()  # a second indexer is refused before it spends time loading models
     captioner = make_captioner(settings)  # first: a bad model file is reported in a second, not ten
+    say(f"captioning with {describe_engine(captioner)}")
+    for warning in getattr(captioner, "warnings", ()):
+        say(f"warning: {warning}")
     stop = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: _first_interrupt(stop, previous))
     bar = ProgressBar()

@@ -25,6 +25,11 @@ TODO_PAGE = 1_000  # tiles read from the index at a time while indexing
 # Less free space than this (on the disk, or below the index's page limit) when a write
 # fails: the write failed for want of space, whatever the error says (sqlite-vec's does not).
 LOW_SPACE_BYTES = 32 << 20
+# Runs that may try a tile before it is left failed with its reason (--retry-failed forces more).
+MAX_TILE_ATTEMPTS = 3
+# Unexpected errors (not a bad answer: a crash inside the engine) on this many tiles in a
+# row mean the engine is broken, not the tiles: stop instead of failing the whole raster.
+CONSECUTIVE_CRASH_LIMIT = 5
 
 
 @dataclass(frozen=True)
@@ -33,7 +38,8 @@ class IndexSettings:
     overlap: int = 0
     variants: int = 5
     render: RenderSettings = RenderSettings()
-    retry_failed: bool = True  # a resumed run tries failed tiles again
+    # A resumed run retries failed tiles up to MAX_TILE_ATTEMPTS runs; True retries them all.
+    retry_failed: bool = False
 
 
 @dataclass
@@ -127,14 +133,20 @@ def register_grid(store: Store, run_id: int, info, grid: TileGrid) -> None:
         store.add_tiles(run_id, batch)
 
 
-def tiles_to_do(store: Store, run_id: int, statuses: Sequence[str]) -> Iterator[StoredTile]:
-    """The run's tiles in these states in id order, read TODO_PAGE at a time (Store.tiles reads them all)."""
+def tiles_to_do(store: Store, run_id: int, statuses: Sequence[str],
+                max_attempts: Optional[int] = None) -> Iterator[StoredTile]:
+    """The run's tiles in these states in id order, read TODO_PAGE at a time (Store.tiles reads them all).
+
+    Failed tiles already tried `max_attempts` times are left alone (None: all of them).
+    """
     marks = ", ".join("?" for _ in statuses)
+    limit = max_attempts if max_attempts is not None else 1 << 62
     last = 0
     while True:
         ids = [row[0] for row in store.conn.execute(
-            f"select id from tiles where run_id = ? and status in ({marks}) and id > ? order by id limit ?",
-            (run_id, *statuses, last, TODO_PAGE))]
+            f"select id from tiles where run_id = ? and status in ({marks}) and id > ?"
+            " and (status != 'failed' or attempts < ?) order by id limit ?",
+            (run_id, *statuses, last, limit, TODO_PAGE))]
         if not ids:
             return
         for tile_id in ids:
@@ -202,7 +214,8 @@ def _low_on_space(path: Path, conn: Optional[sqlite3.Connection]) -> bool:
 # use other values (more threads, more requests in flight) and still continue.
 OPERATIONAL_SETTINGS = frozenset({
     "parallel_requests", "timeout_s", "max_retries", "backoff_s", "max_attempts",
-    "n_threads", "n_gpu_layers", "n_ctx", "response_format", "llama_cpp_version", "family_setting",
+    "n_threads", "n_gpu_layers", "n_ctx", "n_ctx_setting", "max_tokens", "response_format",
+    "llama_cpp_version", "family_setting", "engine", "slots", "endpoints",
 })
 
 
@@ -244,6 +257,8 @@ class _IndexJob:
         self.started = time.perf_counter()
         self.captioned_now = 0
         self.cancelled = False
+        self.crashes_in_a_row = 0
+        self.stop_error: Optional[Exception] = None  # set when the engine is gone: the run ends
         self.counts = store.tile_counts(run_id)  # kept in step in memory: no query per tile
 
     def _moved(self, tile: StoredTile, status: str) -> None:
@@ -252,21 +267,27 @@ class _IndexJob:
         self._report(tile)
 
     def run(self, dataset, bands) -> IndexReport:
-        statuses = ("pending", "failed") if self.settings.retry_failed else ("pending",)
-        todo = tiles_to_do(self.store, self.run_id, statuses)
+        todo = tiles_to_do(self.store, self.run_id, ("pending", "failed"),
+                           None if self.settings.retry_failed else MAX_TILE_ATTEMPTS)
         batch: list[tuple[StoredTile, CaptionResult]] = []
         parallel = max(1, int(getattr(self.captioner, "parallel_requests", 1)))
         try:
             for tile, outcome in _caption_stream(self.captioner, self._jobs(dataset, bands, todo),
                                                  self.settings.variants, parallel):
-                if isinstance(outcome, CaptionError):
-                    self._fail(tile, str(outcome))
-                    continue
-                batch.append((tile, outcome))
-                if len(batch) >= parallel:
-                    self._flush(batch)
+                if _stops_run(outcome):
+                    # No new tiles start; answers still in flight are kept. This tile stays pending.
+                    self.stop_error = self.stop_error or outcome
+                elif isinstance(outcome, Exception):
+                    self._fail(tile, outcome)
+                else:
+                    self.crashes_in_a_row = 0
+                    batch.append((tile, outcome))
+                    if len(batch) >= parallel:
+                        self._flush(batch)
         finally:
             self._flush(batch)  # what was captioned is kept, whatever stopped us
+        if self.stop_error is not None:
+            raise self.stop_error
         if not self.cancelled and not self.counts["pending"]:
             self.store.finish_run(self.run_id)
         return IndexReport(self.run_id, self._progress(""), self.cancelled, self.timings, self.failures)
@@ -274,6 +295,8 @@ class _IndexJob:
     def _jobs(self, dataset, bands, todo) -> Iterator[tuple[StoredTile, bytes]]:
         """Rendered tiles to caption; empty tiles are marked skipped and never sent to the model."""
         for tile in todo:
+            if self.stop_error is not None:
+                return
             if self.cancel():
                 self.cancelled = True
                 return
@@ -314,10 +337,19 @@ class _IndexJob:
             self.captioned_now += 1
             self._moved(tile, "done")
 
-    def _fail(self, tile: StoredTile, reason: str) -> None:
+    def _fail(self, tile: StoredTile, error: Exception) -> None:
+        """Record the failure on the tile (reason, one more attempt); the run goes on."""
+        crashed = not isinstance(error, CaptionError)
+        reason = f"the captioner crashed on this tile: {error!r}" if crashed else str(error)
         self.store.mark_tile(tile.id, "failed", reason)
         self.failures.append((tile.window.key, reason))
         self._moved(tile, "failed")
+        self.crashes_in_a_row = self.crashes_in_a_row + 1 if crashed else 0
+        if self.crashes_in_a_row >= CONSECUTIVE_CRASH_LIMIT and self.stop_error is None:
+            self.stop_error = IndexingError(
+                f"The captioner crashed on {self.crashes_in_a_row} tiles in a row (last: {error!r}): "
+                "the model or engine is broken, not the tiles. Indexed tiles are kept and the failed "
+                "ones are retried next time; check the model files and settings.")
 
     def _progress(self, last_tile: str) -> IndexProgress:
         counts = self.counts
@@ -331,10 +363,7 @@ class _IndexJob:
 
 
 def _caption_stream(captioner, jobs, n_variants: int, parallel: int):
-    """(tile, CaptionResult | CaptionError) in completion order, `parallel` model calls in flight.
-
-    Errors other than CaptionError (a bad model file, a server that is gone) stop indexing.
-    """
+    """(tile, CaptionResult | exception) in completion order, `parallel` model calls in flight."""
     if parallel == 1:
         for tile, png in jobs:
             yield tile, _caption_one(captioner, png, n_variants)
@@ -359,11 +388,17 @@ def _caption_stream(captioner, jobs, n_variants: int, parallel: int):
 
 
 def _caption_one(captioner, png: bytes, n_variants: int):
+    """The tile's CaptionResult or the exception it ended with (never raised: the caller sorts).
+
+    Returned, not raised, so that answers of other tiles still in flight are saved.
+    """
     try:
         return captioner.caption(png, n_variants)
-    except CaptionError as exc:
+    except Exception as exc:
         return exc
-    except TileScribeError:
-        raise
-    except Exception as exc:  # a backend bug must not lose the committed work: report and stop
-        raise IndexingError(f"The captioner failed unexpectedly: {exc!r}. Indexed tiles are kept.") from exc
+
+
+def _stops_run(outcome) -> bool:
+    """ModelError (bad settings; EngineError: the engine is gone) and other TileScribeErrors
+    end the run; a CaptionError or an unexpected crash belongs to the one tile."""
+    return isinstance(outcome, TileScribeError) and not isinstance(outcome, CaptionError)

@@ -305,10 +305,12 @@ class Store:
             write_captions(self.conn, entries, vec_table, now())
 
     def mark_tile(self, tile_id: int, status: str, reason: str = "", raw: str = "") -> None:
+        """Set a tile's status; a failure also counts one more attempt (bounded retries)."""
         with self.atomic():
             self.conn.execute(
-                "update tiles set status = ?, reason = ?, raw = ?, updated_at = ? where id = ?",
-                (status, reason, raw, now(), tile_id),
+                "update tiles set status = ?, reason = ?, raw = ?, updated_at = ?,"
+                " attempts = attempts + (? = 'failed') where id = ?",
+                (status, reason, raw, now(), status, tile_id),
             )
 
     def captions_of(self, tile_id: int) -> list[CaptionVariant]:
