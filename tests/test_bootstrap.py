@@ -90,6 +90,29 @@ def test_repair_runs_only_what_is_missing_or_wrong():
     assert step_names(state) == ["torch", "requirements", "llama", "verify"]
 
 
+def test_llama_server_is_linked_when_setup_sh_built_one():
+    complete = EnvState(True, True, [], SPEC.torch_version, SPEC.llama_version, True, True)
+    assert step_names(complete, server_cached=True) == ["server", "verify"]
+    linked = EnvState(True, True, [], SPEC.torch_version, SPEC.llama_version, True, True, llama_server=True)
+    assert step_names(linked, server_cached=True) == ["verify"]
+
+
+def test_server_step_links_the_cached_build_beside_the_environments_python(tmp_path):
+    from tilescribe.plugin.bootstrap.installer import Installer, Preparation, SetupOptions
+
+    build = tmp_path / "cache" / "llama-server"
+    build.parent.mkdir()
+    build.write_text("#!/bin/sh\necho version: 1\n")
+    (tmp_path / "venv" / "bin").mkdir(parents=True)
+    facts = MachineFacts("Linux", "x86_64")
+    prep = Preparation(SPEC, facts, CPU, tmp_path / "venv" / "bin" / "python", None, EnvState(True), None, [], build)
+    inst = Installer(SetupOptions(REPO, tmp_path / "profile"))
+    inst.log = CommandLog(tmp_path / "setup.log")
+    for _ in range(2):  # a repair replaces the link
+        inst._server(prep, None, None)
+    assert (tmp_path / "venv" / "bin" / "llama-server").resolve() == build
+
+
 def test_probe_of_a_missing_or_broken_python(tmp_path):
     assert probe(tmp_path / "nope", SPEC, {}).exists is False
     broken = tmp_path / "python"

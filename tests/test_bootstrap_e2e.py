@@ -72,12 +72,14 @@ def unzip_plugin(tmp_path: Path) -> Path:
 
 
 def fresh_environment(tmp_path: Path, plugins: Path, wheel_root: Path) -> dict:
-    """Nothing of this session's: its own HOME (empty pip cache), only the machine's pip settings."""
+    """Nothing of this session's: its own HOME (empty pip cache), only the machine's pip settings
+    and setup.sh's caches of compiled llama-cpp-python wheels and llama-server builds."""
     home = tmp_path / "home"
     home.mkdir()
     env = {key: value for key, value in os.environ.items() if key.startswith("PIP_")}
     env.update(PATH=os.environ["PATH"], HOME=str(home), LANG="C.UTF-8", PYTHONPATH=str(plugins),
-               TILESCRIBE_WHEEL_CACHE=str(wheel_root), QT_QPA_PLATFORM="offscreen", OMP_WAIT_POLICY="PASSIVE")
+               TILESCRIBE_WHEEL_CACHE=str(wheel_root), QT_QPA_PLATFORM="offscreen", OMP_WAIT_POLICY="PASSIVE",
+               TILESCRIBE_CACHE=str(platforms.cache_root(platform.system(), os.environ, Path.home())))
     return env
 
 
@@ -105,6 +107,10 @@ def test_zip_to_checked_environment_with_qgis_python(tmp_path):
     assert stamp["check"]["tiles"] == 4 and stamp["check"]["hits"] >= 1
     assert stamp["check"]["python"] == str(venv / "bin" / "python")
     assert snapshot(QGIS_PYTHON) == before  # nothing went into QGIS's own Python
+    if "'server'" in run.stdout:  # setup.sh had built llama-server for this CPU: the environment has it
+        server = subprocess.run([str(venv / "bin" / "llama-server"), "--version"], capture_output=True, text=True,
+                                timeout=60)
+        assert server.returncode == 0 and "version" in (server.stdout + server.stderr)
 
     assert planned(env, tmp_path) == ["Checking"]  # a complete environment is only checked again
     repair_then_remove(env, tmp_path, venv)

@@ -21,7 +21,7 @@ from typing import Callable, Optional
 from . import platforms
 from .builds import BuildChoice, MachineFacts, choose_build, compiler_advice, detect_facts
 from .commands import CommandLog, SetupError, run_command
-from .plan import CACHED, PREBUILT_OR_COMPILE, EnvState, Step, imports, plan, probe
+from .plan import CACHED, PREBUILT_OR_COMPILE, SERVER_NAMES, EnvState, Step, imports, plan, probe
 from .progress import PipProgress, StepProgress
 from .spec import EnvironmentSpec, load_spec
 from .verify import verify_environment
@@ -65,6 +65,7 @@ class Preparation:
     state: EnvState
     llama_wheel: Optional[Path]
     steps: list
+    llama_server: Optional[Path] = None  # setup.sh's build for this CPU, if any
 
     def summary(self) -> str:
         lines = [f"{step.title}: downloads {step.download}" for step in self.steps]
@@ -112,6 +113,13 @@ def cached_llama_wheel(options: SetupOptions, spec: EnvironmentSpec, choice: Bui
     return Path(found[0]) if found else None
 
 
+def cached_llama_server(options: SetupOptions, spec: EnvironmentSpec, choice: BuildChoice) -> Optional[Path]:
+    folder = platforms.llama_server_cache(system(), options.env, Path.home()) / \
+        f"{spec.llama_version}-{choice.cache_folder}"
+    found = [folder / name for name in SERVER_NAMES if (folder / name).is_file()]
+    return found[0] if found else None
+
+
 def prepare(options: SetupOptions, spec: Optional[EnvironmentSpec] = None) -> Preparation:
     spec = spec or load_spec(options.plugin_dir)
     facts = detect_facts(system(), platform.machine(), options.env)
@@ -121,8 +129,9 @@ def prepare(options: SetupOptions, spec: Optional[EnvironmentSpec] = None) -> Pr
     base = options.base_python or find_base_python(options.env)
     wheel = cached_llama_wheel(options, spec, choice)
     source = CACHED if wheel else PREBUILT_OR_COMPILE
-    steps = plan(state, spec, choice, source, options.verify)
-    return Preparation(spec, facts, choice, python, base, state, wheel, steps)
+    server = cached_llama_server(options, spec, choice)
+    steps = plan(state, spec, choice, source, options.verify, server is not None)
+    return Preparation(spec, facts, choice, python, base, state, wheel, steps, server)
 
 
 class Installer:
@@ -235,6 +244,17 @@ class Installer:
                     raise self.log.error(f"Installing {wheel.name} failed.")
                 return False
         return True
+
+    def _server(self, prep: Preparation, step: Step, progress: StepProgress) -> None:
+        """Beside the environment's Python, where the worker looks for it (sys.prefix/bin)."""
+        target = prep.python.parent / prep.llama_server.name
+        if target.is_symlink() or target.exists():
+            target.unlink()
+        if system() == platforms.WINDOWS:
+            shutil.copy2(prep.llama_server, target)  # symlinks need privileges there
+        else:
+            target.symlink_to(prep.llama_server)
+        self.log.write(f"linked {target} -> {prep.llama_server}")
 
     def _verify(self, prep: Preparation, step: Step, progress: StepProgress) -> dict:
         def report(fraction: float, message: str) -> None:

@@ -40,6 +40,7 @@ print(json.dumps({"python": sys.executable, "version": list(sys.version_info[:3]
 """
 PROBE_TIMEOUT_S = 60
 CACHED, PREBUILT_OR_COMPILE = "cached wheel", "prebuilt wheel, else compiled here"
+SERVER_NAMES = ("llama-server", "llama-server.exe")
 IMPORT_TIMEOUT_S = 120
 
 
@@ -54,6 +55,7 @@ class EnvState:
     llama: Optional[str] = None
     rasterio_imports: bool = False
     llama_imports: bool = False
+    llama_server: bool = False  # llama.cpp's llama-server beside the environment's Python
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,8 @@ def probe(python: Path, spec: EnvironmentSpec, env: dict) -> EnvState:
     if report is None:
         return EnvState(False)  # a Python that does not run: the environment is made again
     return EnvState(True, report["pip"], report["unmet"], report["torch"], report["llama"],
-                    imports(python, "rasterio", env), imports(python, "llama_cpp", env))
+                    imports(python, "rasterio", env), imports(python, "llama_cpp", env),
+                    any((Path(python).parent / name).exists() for name in SERVER_NAMES))
 
 
 def imports(python: Path, module: str, env: dict) -> bool:
@@ -94,8 +97,10 @@ def base_version(version: Optional[str]) -> Optional[str]:
 
 
 def plan(state: EnvState, spec: EnvironmentSpec, choice: BuildChoice, llama_source: str,
-         verify: bool = True) -> list:
-    """The steps to run, in order. llama_source: what the llama step does ('cached wheel', ...)."""
+         verify: bool = True, server_cached: bool = False) -> list:
+    """The steps to run, in order. llama_source: what the llama step does ('cached wheel', ...);
+    server_cached: scripts/setup.sh built llama.cpp's llama-server for this CPU (the 'server'
+    engine runs it), so the environment links it."""
     steps = []
     if not state.exists or not state.pip:
         steps.append(Step("venv", "Creating the environment", 2, "nothing (Python's own venv and pip)"))
@@ -112,6 +117,9 @@ def plan(state: EnvState, spec: EnvironmentSpec, choice: BuildChoice, llama_sour
     if not state.exists or state.llama != spec.llama_version or not state.llama_imports:
         steps.append(Step("llama", f"Installing llama-cpp-python {spec.llama_version} ({llama_source})", 13,
                           llama_download(spec, llama_source), expected=6))
+    if server_cached and not state.llama_server:
+        steps.append(Step("server", "Linking llama.cpp's llama-server", 1,
+                          "nothing (built before on this machine by make setup)"))
     if verify:
         steps.append(Step("verify", "Checking: a tiny caption and a search through the worker", 10,
                           "nothing (a 150 KB test model is written locally)"))
