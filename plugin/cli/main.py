@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "index_command",
     "bench_search_command",
     "bench_index_command",
+    "bench_caption_command",
     "models_command",
 ]
 

@@ -192,6 +192,12 @@ class Worker:
         embedder = self.embedder(request.get("embedder"))
         self.send({"id": rid, "event": "status", "data": {"message": "loading the captioning model"}})
         captioner = make_captioner(settings)
+        from .captioning.engine_info import describe_engine
+
+        engine = describe_engine(captioner)
+        self.send({"id": rid, "event": "status", "data": {
+            "message": f"captioning with {engine}", "engine": engine,
+            "warnings": list(getattr(captioner, "warnings", ()))}})
         try:
             with Store(request["db"], create=True) as store:
                 report = index_raster(store, captioner, embedder, request["raster"], index_settings,
@@ -199,6 +205,7 @@ class Worker:
         finally:
             captioner.close()
         return {"run_id": report.run_id, "cancelled": report.cancelled, "placeholder": settings.is_placeholder,
+                "engine": engine,
                 **_progress_data(report.progress), "failures": report.failures[:20]}
 
     def _progress(self, rid, progress) -> None:

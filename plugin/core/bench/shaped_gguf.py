@@ -51,8 +51,11 @@ SHAPES = {
     # LLaVA-1.5-7B (Vicuna-7B). Its real vocabulary has 32,000 tokens; SmolLM2's BPE has
     # 49,152, so this output layer is 1.5x larger than the real one (~1 % more compute).
     "7b": TextShape("llava-1.5-7b-shape", 4096, 32, 32, 32, 11008, 49152, 4096),
+    # For the benchmark's own tests: the same code path in seconds.
+    "tiny": TextShape("tiny-shape", 256, 2, 4, 4, 512, 49152, 8192),
 }
 VISION = VisionShape()
+VISIONS = {"tiny": VisionShape(image_size=112, patch=14, hidden=64, layers=1, heads=4, ffn=128)}
 
 
 def shaped_pair(shape: str, cache: Path = CACHE, log=print) -> tuple[Path, Path]:
@@ -65,7 +68,7 @@ def shaped_pair(shape: str, cache: Path = CACHE, log=print) -> tuple[Path, Path]
     model, mmproj = folder / f"{text.name}-Q4_K_M.gguf", folder / "mmproj-clip-vit-l-336-f16.gguf"
     if not mmproj.is_file():
         log(f"writing {mmproj} (random weights, {text.hidden}-d output)")
-        _write(mmproj, "clip", lambda w: _fill_mmproj(w, text.hidden))
+        _write(mmproj, "clip", lambda w: _fill_mmproj(w, text.hidden, VISIONS.get(shape, VISION)))
     if not model.is_file():
         f16 = folder / f"{text.name}-f16.gguf.tmp"
         log(f"writing {f16.name} ({_params(text) / 1e9:.1f} B parameters, random weights)")
@@ -168,8 +171,7 @@ def _copy_tokenizer(writer, vocab: int) -> None:
         writer.add_chat_template(str(field("tokenizer.chat_template")))
 
 
-def _fill_mmproj(writer, projection_dim: int) -> None:
-    v = VISION
+def _fill_mmproj(writer, projection_dim: int, v: VisionShape) -> None:
     writer.add_name("clip-vit-l-14-336-shape (random weights, for timing only)")
     writer.add_bool("clip.has_vision_encoder", True)
     writer.add_bool("clip.has_text_encoder", False)
