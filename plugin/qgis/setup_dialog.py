@@ -117,11 +117,14 @@ class EnvironmentRow(QWidget):
         self.label = QLabel(wordWrap=True, textInteractionFlags=Qt.TextSelectableByMouse)
         self.setupButton = QPushButton(TITLE + "…")
         self.removeButton = QPushButton("Remove environment")
-        row = QHBoxLayout(self)
-        row.setContentsMargins(0, 0, 0, 0)
-        row.addWidget(self.label, 1)
-        row.addWidget(self.setupButton)
-        row.addWidget(self.removeButton)
+        column = QVBoxLayout(self)  # the state (a path) on its own line, the buttons under it
+        column.setContentsMargins(0, 0, 0, 0)
+        column.addWidget(self.label)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.setupButton)
+        buttons.addWidget(self.removeButton)
+        buttons.addStretch(1)
+        column.addLayout(buttons)
 
     def show_state(self, text: str, exists: bool) -> None:
         self.label.setText(text)
