@@ -182,10 +182,14 @@ class EnvironmentSetup(QObject):
         self.task, self._busy = None, ""
         if result.error is None:
             self.stop_worker()  # the next request starts the worker from the new environment
-            write_settings(replace(read_settings(), environment=str(result.value.venv)))
+            settings = read_settings()
+            # What the user just set up is what the worker uses, also instead of a Python named before.
+            write_settings(replace(settings, environment=str(result.value.venv), worker_python=""))
             check = result.value.check or {}
+            replaced = f" It replaces the Python set before ({settings.worker_python})." \
+                if settings.worker_python.strip() else ""
             self.messages.success(f"TileScribe is ready: its environment is {result.value.venv} (checked with a "
-                                  f"test caption and search in {check.get('seconds', '?')} s).")
+                                  f"test caption and search in {check.get('seconds', '?')} s).{replaced}")
         else:
             self._show_failure(result.error)
         self.refresh()

@@ -101,6 +101,28 @@ def test_settings_dialog_shows_the_environment_and_removes_it(setup_ctl, plugin,
     dialog.reject()
 
 
+def test_a_finished_setup_becomes_the_workers_python(setup_ctl, plugin, fake_iface):
+    """What the task hands over at the end (its run is the slow test's): settings, offer, message."""
+    from dataclasses import replace
+
+    from qgis.core import Qgis
+
+    from tilescribe.plugin.bootstrap.installer import SetupResult
+    from tilescribe.plugin.qgis.settings import read_settings, write_settings
+    from tilescribe.plugin.qgis.tasks import TaskResult
+
+    write_settings(replace(read_settings(), worker_python="/opt/other/python"))
+    venv = fake_ready_venv(setup_ctl)
+    setup_ctl._done(TaskResult(SetupResult(venv, venv / "bin" / "python", {}, "cpu", {"seconds": 9.5}, 60.0,
+                                           venv.parent / "setup.log")))
+    settings = read_settings()
+    assert settings.environment == str(venv) and settings.worker_python == ""
+    assert settings.python() == venv / "bin" / "python"
+    level, text = fake_iface.messages()[-1]
+    assert level == Qgis.Success and "in 9.5 s" in text and "replaces the Python set before (/opt/other/python)" in text
+    assert not setup_ctl.banners[0].isVisibleTo(plugin.dock)
+
+
 def test_a_failed_setup_shows_the_log_tail_and_its_path(setup_ctl, fake_iface, wait_task):
     from qgis.core import Qgis
 
