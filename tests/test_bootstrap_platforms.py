@@ -46,6 +46,13 @@ def test_macos_bundle_executable_is_qgis_not_python():
     assert PurePosixPath("/Applications/QGIS.app/Contents/MacOS/QGIS") not in found
 
 
+def test_relocated_build_is_found_through_bindir():
+    """vcpkg-style builds: the interpreter lies in <prefix>/tools/python3, which BINDIR names."""
+    interp = platforms.Interpreter("Darwin", "/opt/qgis/QGIS.app/Contents/MacOS/QGIS", "/opt/qgis/Contents",
+                                   "/opt/qgis/Contents", (3, 12), "/opt/qgis/Contents/tools/python3/bin")
+    assert PurePosixPath("/opt/qgis/Contents/tools/python3/python3.12") in platforms.python_candidates(interp)
+
+
 def test_linux_inside_a_venv_prefers_the_base_python():
     interp = platforms.Interpreter("Linux", "/work/.venv/bin/python", "/work/.venv", "/usr", (3, 11))
     found = platforms.python_candidates(interp)

@@ -175,8 +175,10 @@ class Installer:
     def _venv(self, prep: Preparation, step: Step, progress: StepProgress) -> None:
         base = prep.base_python
         if base is None:
-            raise self.log.error("No Python to build the environment from: QGIS's own Python was not found. "
-                                 "Name one (3.9 or newer) in Set up TileScribe's 'Python' field.")
+            looked = ", ".join(str(path) for path in platforms.python_candidates(platforms.Interpreter.current()))
+            raise self.log.error("No Python to build the environment from: QGIS's own Python was not found "
+                                 f"(looked at {looked}). Name one (3.9 or newer) in Set up TileScribe's "
+                                 "'Python' field, or with --python.")
         version = python_version(base, self.options.env)
         if version is None or version < MIN_PYTHON:
             raise self.log.error(f"{base} is not a Python {MIN_PYTHON[0]}.{MIN_PYTHON[1]} or newer that can "

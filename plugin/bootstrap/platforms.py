@@ -7,7 +7,9 @@ Interpreter discovery. Inside QGIS, sys.executable is QGIS itself on Windows
 (...\\bin\\qgis-bin.exe) and macOS (QGIS.app/Contents/MacOS/QGIS); the Python QGIS embeds
 lives under sys.base_prefix / sys.prefix: <prefix>\\python.exe on Windows (OSGeo4W and the
 standalone installer: apps\\Python3xx), <prefix>/bin/python3.x on macOS (the bundle's
-Python framework) and Linux (/usr/bin/python3.x), then sys.executable when it is a Python.
+Python framework) and Linux (/usr/bin/python3.x), then sys.executable when it is a Python,
+then sysconfig's BINDIR (relocated builds). QGIS's own fix of sys.executable (qgis/QGIS#67318)
+probes the same places.
 Candidates are tried in that order and the first that runs with QGIS's own major.minor
 version (and can make venvs) wins.
 """
@@ -31,14 +33,16 @@ class Interpreter:
     prefix: str
     base_prefix: str
     version: tuple  # (major, minor)
+    bindir: str = ""  # sysconfig's BINDIR, recorded when that Python was built
 
     @classmethod
     def current(cls) -> "Interpreter":
         import platform
         import sys
+        import sysconfig
 
         return cls(platform.system(), sys.executable or "", sys.prefix, getattr(sys, "base_prefix", sys.prefix),
-                   tuple(sys.version_info[:2]))
+                   tuple(sys.version_info[:2]), sysconfig.get_config_var("BINDIR") or "")
 
     def path(self, text: str) -> PurePath:
         return PureWindowsPath(text) if self.system == WINDOWS else PurePosixPath(text)
@@ -68,6 +72,10 @@ def python_candidates(interp: Interpreter) -> list:
         found += [exe.parent / "bin" / f"python{major}.{minor}", exe.parent / "bin" / "python3"]
     elif interp.system == LINUX:
         found += [PurePosixPath(f"/usr/bin/python{major}.{minor}"), PurePosixPath("/usr/bin/python3")]
+    if interp.bindir and interp.system != WINDOWS:
+        # Builds relocated after their build (vcpkg's tools/python3, some bundles): BINDIR or its parent.
+        bindir = interp.path(interp.bindir)
+        found += [bindir / f"python{major}.{minor}", bindir.parent / f"python{major}.{minor}"]
     return list(dict.fromkeys(found))
 
 
