@@ -107,6 +107,7 @@ def test_zip_to_checked_environment_with_qgis_python(tmp_path):
     assert stamp["check"]["tiles"] == 4 and stamp["check"]["hits"] >= 1
     assert stamp["check"]["python"] == str(venv / "bin" / "python")
     assert snapshot(QGIS_PYTHON) == before  # nothing went into QGIS's own Python
+    assert not (tmp_path / "home" / ".local").exists()  # nor into the user's site-packages
     if "'server'" in run.stdout:  # setup.sh had built llama-server for this CPU: the environment has it
         server = subprocess.run([str(venv / "bin" / "llama-server"), "--version"], capture_output=True, text=True,
                                 timeout=60)
