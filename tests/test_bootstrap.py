@@ -176,8 +176,8 @@ def test_step_progress_is_weighted():
 def test_command_lines_reach_the_log_and_the_callback(tmp_path):
     log = CommandLog(tmp_path / "setup.log")
     lines = []
-    code = run_command([sys.executable, "-u", "-c", "print('one'); import sys; print('two', file=sys.stderr); sys.exit(4)"],
-                       log, {}, lines.append, lambda: False)
+    script = "print('one'); import sys; print('two', file=sys.stderr); sys.exit(4)"
+    code = run_command([sys.executable, "-u", "-c", script], log, {}, lines.append, lambda: False)
     log.close()
     assert code == 4 and [line.strip() for line in lines] == ["one", "two"]
     text = (tmp_path / "setup.log").read_text()
@@ -305,7 +305,8 @@ def test_without_prebuilt_wheel_it_compiles_once_into_the_shared_cache(tmp_path,
              for argv, cmake in calls]
     assert kinds == [("prebuilt", None), ("wheel", "-DGGML_NATIVE=ON"), ("install", None), ("install", None)]
     assert calls[2][0][-1].startswith(str(folder))  # the wheel it built, kept for the next setup
-    assert f"Compiling llama-cpp-python {SPEC.llama_version} with g++: 5-10 minutes" in (tmp_path / "setup.log").read_text()
+    note = f"Compiling llama-cpp-python {SPEC.llama_version} with g++: 5-10 minutes"
+    assert note in (tmp_path / "setup.log").read_text()
 
 
 def test_without_prebuilt_wheel_or_compiler_it_says_what_to_install(tmp_path, monkeypatch):

@@ -135,8 +135,8 @@ class EnvironmentRow(QWidget):
 def failure_box(error: SetupError, parent=None) -> QMessageBox:
     """The message, the log's last lines (Show Details) and where the whole log is."""
     where = f"\n\nThe whole log: {error.log}" if error.log else ""
-    box = QMessageBox(QMessageBox.Warning, f"{TITLE} stopped" if isinstance(error, SetupCancelled) else f"{TITLE} failed",
-                      f"{error}{where}", QMessageBox.Ok, parent)
+    title = f"{TITLE} stopped" if isinstance(error, SetupCancelled) else f"{TITLE} failed"
+    box = QMessageBox(QMessageBox.Warning, title, f"{error}{where}", QMessageBox.Ok, parent)
     box.setObjectName("TileScribeSetupFailure")
     box.setTextInteractionFlags(Qt.TextSelectableByMouse)
     box.setDetailedText("\n".join(error.tail) or "(no output)")
