@@ -13,7 +13,7 @@ from tilescribe.plugin.bootstrap import installer, plan as plans
 from tilescribe.plugin.bootstrap.builds import MachineFacts, choose_build
 from tilescribe.plugin.bootstrap.commands import CommandLog, SetupCancelled, SetupError, run_command
 from tilescribe.plugin.bootstrap.plan import EnvState, plan, probe
-from tilescribe.plugin.bootstrap.progress import PipProgress, StepProgress
+from tilescribe.plugin.bootstrap.progress import BuildProgress, PipProgress, StepProgress
 from tilescribe.plugin.bootstrap.spec import SpecError, load_spec, parse_description, parse_requirements
 
 REPO = Path(__file__).resolve().parents[1]
@@ -158,6 +158,15 @@ def test_pip_lines_drive_progress_forward_only():
     assert "Downloading sentence_transformers-6.2.0-py3-none-any.whl (512 kB)" in messages
     assert "Installing 3 packages" in messages and messages[-1].startswith("Installed sentence-transformers")
     assert progress.resolved == 3 and not PipProgress().feed("WARNING: something unrelated")
+
+
+def test_compile_lines_drive_progress():
+    build = BuildProgress()
+    lines = ["  -- Configuring done", "  [1/4] Building C object vendor/llama.cpp/ggml/src/ggml.c.o",
+             "  [3/4] Building CXX object src/llama.cpp.o", "  [2/4] Linking (out of order)", "  [4/4] Linking"]
+    seen = [(build.fraction, build.message) for line in lines if build.feed(line)]
+    assert [fraction for fraction, _ in seen] == [0.25, 0.75, 1.0]
+    assert seen[-1][1] == "Compiling llama.cpp: 4 of 4 build steps"
 
 
 def test_step_progress_is_weighted():

@@ -22,7 +22,7 @@ from . import platforms
 from .builds import BuildChoice, MachineFacts, choose_build, compiler_advice, detect_facts
 from .commands import CommandLog, SetupError, run_command
 from .plan import CACHED, PREBUILT_OR_COMPILE, SERVER_NAMES, EnvState, Step, imports, plan, probe
-from .progress import PipProgress, StepProgress
+from .progress import BuildProgress, PipProgress, StepProgress
 from .spec import EnvironmentSpec, load_spec
 from .verify import verify_environment
 
@@ -226,9 +226,16 @@ class Installer:
         self.log.write(note)
         progress.update(0.05, note)
         env = dict(self.env, CMAKE_ARGS=prep.choice.llama_cmake_args)
-        argv = [str(prep.python), "-m", "pip", "wheel", "--disable-pip-version-check", "--no-deps", "-w",
+        # -v: the build tool's "[n/total]" lines reach us, the compile's real progress
+        argv = [str(prep.python), "-m", "pip", "wheel", "-v", "--disable-pip-version-check", "--no-deps", "-w",
                 str(folder), prep.spec.llama_requirement]
-        if run_command(argv, self.log, env, lambda line: None, self.cancelled) != 0:
+        build = BuildProgress()
+
+        def on_line(line: str) -> None:
+            if build.feed(line):
+                progress.update(0.05 + 0.85 * build.fraction, build.message)
+
+        if run_command(argv, self.log, env, on_line, self.cancelled) != 0:
             raise self.log.error(f"Compiling llama-cpp-python {prep.spec.llama_version} failed.")
         wheel = cached_llama_wheel(self.options, prep.spec, prep.choice)
         if wheel is None:

@@ -71,6 +71,29 @@ def _short(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
+_BUILD_STEP = re.compile(r"^\s*\[(\d+)/(\d+)\]\s+(.*)")
+
+
+@dataclass
+class BuildProgress:
+    """A compile's progress from the build tool's "[12/345] Building CXX object ..." lines
+    (pip shows them with -v): real progress through the 5-10 minutes llama.cpp takes."""
+
+    fraction: float = 0.0
+    message: str = ""
+
+    def feed(self, line: str) -> bool:
+        match = _BUILD_STEP.match(line)
+        if not match or int(match.group(2)) == 0:
+            return False
+        done, total = int(match.group(1)), int(match.group(2))
+        if done / total < self.fraction:
+            return False  # a line printed out of order: progress never goes back
+        self.fraction = min(1.0, done / total)
+        self.message = f"Compiling llama.cpp: {done} of {total} build steps"
+        return True
+
+
 class StepProgress:
     """Overall progress over weighted steps: `report(fraction, message)` gets 0..100."""
 
