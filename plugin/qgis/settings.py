@@ -9,6 +9,8 @@ from typing import Optional
 
 from qgis.core import QgsApplication, QgsSettings
 
+from ..bootstrap.installer import STAMP
+
 PREFIX = "tilescribe/"
 # Not resolved: installed as a symlink, the folder must keep its link name (`tilescribe`).
 PLUGIN_DIR = Path(__file__).parents[2]
@@ -55,12 +57,13 @@ def managed_environment() -> Path:
 
 
 def default_worker_python(plugin_dir: Optional[Path] = None) -> Path:
-    """The environment Set up TileScribe made when there is one, else the checkout's .venv
-    beside the plugin (what `make setup` creates)."""
-    managed = venv_python(managed_environment())
-    if managed.is_file():
-        return managed
-    return venv_python(Path(plugin_dir or PLUGIN_DIR) / ".venv")
+    """The environment Set up TileScribe made, else the checkout's .venv beside the plugin (what
+    `make setup` creates). A made one that never passed its check (a cancelled setup) does not
+    replace a working .venv."""
+    managed, checkout = managed_environment(), venv_python(Path(plugin_dir or PLUGIN_DIR) / ".venv")
+    if venv_python(managed).is_file() and ((managed / STAMP).is_file() or not checkout.is_file()):
+        return venv_python(managed)
+    return checkout
 
 
 def read_settings(store: Optional[QgsSettings] = None) -> PluginSettings:

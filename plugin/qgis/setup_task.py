@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from qgis.core import Qgis, QgsTask
+from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QObject, Qt, pyqtSignal
 from qgis.PyQt.QtWidgets import QApplication, QMessageBox
 
@@ -94,6 +95,8 @@ class EnvironmentSetup(QObject):
         return offer_text(self.state(), bool(read_settings().worker_python.strip()), self.checkout_python.is_file())
 
     def refresh(self) -> None:
+        # A settings dialog is deleted when closed: its row goes with it (no slot runs while Qt deletes).
+        self.rows = [row for row in self.rows if not sip.isdeleted(row)]
         text = self.offer()
         for banner in self.banners:
             banner.show_offer(text, self._busy)
@@ -133,7 +136,6 @@ class EnvironmentSetup(QObject):
         row.setupButton.clicked.connect(lambda: self.open_dialog())
         row.removeButton.clicked.connect(lambda: self.remove(ask=True))
         self.rows.append(row)
-        row.destroyed.connect(lambda *_: self.rows.remove(row) if row in self.rows else None)
         self.refresh()
         return row
 

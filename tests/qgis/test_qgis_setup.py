@@ -48,6 +48,25 @@ def test_offer_rules():
     assert offer_text("ready", False, False) is None
 
 
+def test_default_worker_python_prefers_a_checked_environment(tmp_path, monkeypatch):
+    from tilescribe.plugin.qgis import settings
+
+    def python_in(venv: Path) -> Path:
+        (venv / "bin").mkdir(parents=True)
+        (venv / "bin" / "python").write_text("")
+        return venv / "bin" / "python"
+
+    managed = tmp_path / "profile" / "tilescribe" / "venv"
+    monkeypatch.setattr(settings, "managed_environment", lambda: managed)
+    plugin_dir = tmp_path / "checkout"
+    made = python_in(managed)
+    assert settings.default_worker_python(plugin_dir) == made  # a ZIP install: the only one there is
+    checkout = python_in(plugin_dir / ".venv")
+    assert settings.default_worker_python(plugin_dir) == checkout  # a cancelled setup: `make setup`'s wins
+    (managed / "tilescribe-environment.json").write_text("{}")
+    assert settings.default_worker_python(plugin_dir) == made  # checked: the one Set up TileScribe made
+
+
 def test_dock_offers_setup_and_the_dialog_says_what_and_how_long(setup_ctl, plugin):
     from qgis.PyQt.QtWidgets import QDialogButtonBox
 
