@@ -25,6 +25,16 @@ def setup_ctl(plugin, tmp_path):
     return ctl
 
 
+def mouse_click(plugin, button) -> None:
+    """A real mouse press and release on the button, as a user's click (the dock shown first)."""
+    from qgis.PyQt.QtCore import Qt
+    from qgis.PyQt.QtTest import QTest
+
+    plugin.dock.setUserVisible(True)
+    assert button.isVisible() and button.isEnabled(), button.text()
+    QTest.mouseClick(button, Qt.LeftButton)
+
+
 def fake_ready_venv(ctl) -> Path:
     from tilescribe.plugin.bootstrap.builds import MachineFacts, choose_build
     from tilescribe.plugin.bootstrap.installer import write_stamp
@@ -74,7 +84,7 @@ def test_dock_offers_setup_and_the_dialog_says_what_and_how_long(setup_ctl, plug
 
     [banner] = setup_ctl.banners
     assert banner.isVisibleTo(plugin.dock) and banner.label.text() == OFFER_MISSING
-    banner.button.click()
+    mouse_click(plugin, banner.button)
     dialog = setup_ctl.dialog
     assert dialog is not None and dialog.isVisible()
     plan = dialog.plan_label.text()
@@ -113,7 +123,7 @@ def test_settings_dialog_shows_the_environment_and_removes_it(setup_ctl, plugin,
     assert row.label.text() == f"Ready: {venv}" and row.setupButton.text() == "Repair…"
     assert not setup_ctl.banners[0].isVisibleTo(plugin.dock)
     monkeypatch.setattr(QMessageBox, "question", lambda *args: QMessageBox.Yes)
-    row.removeButton.click()
+    mouse_click(plugin, row.removeButton)
     assert not venv.exists() and read_settings().environment == ""
     assert row.label.text() == "Not set up yet" and not row.removeButton.isEnabled()
     assert setup_ctl.banners[0].isVisibleTo(plugin.dock)  # offered again
@@ -192,8 +202,8 @@ def test_click_path_from_zip_to_a_first_caption(plugin, fake_iface, add_raster, 
     ctl.checkout_python = tmp_path / "none"
     monkeypatch.setattr("tilescribe.plugin.qgis.plugin.PLUGIN_DIR", ctl.plugin_dir)  # the worker runs the ZIP's code
     ctl.refresh()
-    ctl.banners[0].button.click()
-    ctl.dialog.buttons.button(QDialogButtonBox.Ok).click()
+    mouse_click(plugin, ctl.banners[0].button)
+    mouse_click(plugin, ctl.dialog.buttons.button(QDialogButtonBox.Ok))
     result = wait_task(ctl.task, 600)
     assert result.error is None, result.error.details()
     print(f"setup through the QgsTask: {result.value.seconds} s, per step {result.value.steps}")
@@ -230,13 +240,13 @@ def first_caption_and_search(plugin, fake_iface, add_raster, tmp_path, wait_task
     assert not [item for item in dialog.messageBar.items() if item.widget() is not None]  # no offer any more
     dialog.testRadio.setChecked(True)
     dialog.tileSizeSpin.setValue(64)
-    dialog.buttonBox.button(dialog.buttonBox.Ok).click()
+    mouse_click(plugin, dialog.buttonBox.button(dialog.buttonBox.Ok))
     [task] = plugin.runner.tasks
     assert wait_task(task, 300).error is None
     level, text = fake_iface.messages()[-1]
     assert level == Qgis.Success and text.startswith("TileScribe: Indexed") and "4 of 4 tiles" in text
     plugin.dock.queryEdit.setText("a tile")
-    plugin.dock.searchButton.click()
+    mouse_click(plugin, plugin.dock.searchButton)
     [search] = plugin.runner.tasks
     assert wait_task(search, 120).error is None
     assert plugin.dock.resultsList.count() >= 1
