@@ -3,6 +3,8 @@ QgsTask (failure, cancel, and in the slow test a whole setup from the ZIP), remo
 
 from __future__ import annotations
 
+import os
+import platform
 import subprocess
 import sys
 import time
@@ -217,6 +219,8 @@ def zip_install(tmp_path: Path, monkeypatch) -> Path:
     sys.path.insert(0, str(REPO / "tests"))
     from test_bootstrap_e2e import cached_wheel
 
+    from tilescribe.plugin.bootstrap import platforms
+
     wheel = cached_wheel()
     if wheel is None:
         pytest.skip("no llama-cpp-python wheel cached for this CPU (`make setup` compiles one once)")
@@ -226,6 +230,7 @@ def zip_install(tmp_path: Path, monkeypatch) -> Path:
     plugins = tmp_path / "profile" / "python" / "plugins"
     zipfile.ZipFile(next((tmp_path / "dist").glob("*.zip"))).extractall(plugins)
     monkeypatch.setenv("TILESCRIBE_WHEEL_CACHE", str(wheel.parents[1]))
+    monkeypatch.setenv("TILESCRIBE_CACHE", str(platforms.cache_root(platform.system(), os.environ, Path.home())))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no pip cache, no test model written before
     return plugins
 
