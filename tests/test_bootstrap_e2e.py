@@ -2,7 +2,7 @@
 QGIS's own Python (/usr/bin/python3), the real package index, no `make setup`.
 
 The llama-cpp-python wheel comes from the cache scripts/setup.sh fills (compiling it here
-takes 5-10 minutes); without one for this CPU the test is skipped, saying so.
+takes 7-12 minutes); without one for this CPU the test is skipped, saying so.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def test_zip_to_checked_environment_with_qgis_python(tmp_path):
     wheel = cached_wheel()
     if wheel is None:
         pytest.skip("no llama-cpp-python wheel cached for this CPU (run `make setup` once: it compiles one "
-                    "in 5-10 minutes); compiling it here would not fit the test's time")
+                    "in 7-12 minutes); compiling it here would not fit the test's time")
     plugins = unzip_plugin(tmp_path)
     env = fresh_environment(tmp_path, plugins, wheel.parents[1])
     before = snapshot(QGIS_PYTHON)

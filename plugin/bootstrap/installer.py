@@ -221,7 +221,7 @@ class Installer:
                                  f"and no C++ compiler to build one. {compiler_advice(prep.facts.system)}")
         folder = platforms.wheel_cache(system(), self.options.env, Path.home()) / prep.choice.cache_folder
         folder.mkdir(parents=True, exist_ok=True)
-        note = (f"Compiling llama-cpp-python {prep.spec.llama_version} with {prep.facts.compiler}: 5-10 minutes on "
+        note = (f"Compiling llama-cpp-python {prep.spec.llama_version} with {prep.facts.compiler}: 7-12 minutes on "
                 f"2 cores, once (the wheel is kept in {folder})")
         self.log.write(note)
         progress.update(0.05, note)

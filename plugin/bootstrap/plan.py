@@ -136,7 +136,7 @@ def llama_download(spec: EnvironmentSpec, source: str) -> str:
     if source == CACHED:
         return "nothing (a wheel built before on this machine)"
     return (f"a prebuilt llama-cpp-python {spec.llama_version} wheel where one exists for this platform "
-            "(about 25 MB), else its sources (about 50 MB), compiled here: 5-10 minutes on 2 cores, "
+            "(about 25 MB), else its sources (about 50 MB), compiled here: 7-12 minutes on 2 cores, "
             "with a C++ compiler")
 
 
@@ -148,5 +148,5 @@ def rough_time(steps: list) -> str:
     text = "about 3-10 minutes, most of it downloading (2.5 minutes measured on 2 cores with a fast link)"
     llama = next((step for step in steps if step.name == "llama"), None)
     if llama is not None and CACHED not in llama.title:
-        text += "; add 5-10 minutes if llama-cpp-python has no prebuilt wheel here and is compiled"
+        text += "; add 7-12 minutes if llama-cpp-python has no prebuilt wheel here and is compiled"
     return text
