@@ -120,6 +120,28 @@ def _m003_tile_attempts(conn: sqlite3.Connection) -> None:
     )
 
 
+def _m004_run_identity(conn: sqlite3.Connection) -> None:
+    """What a run's captions depend on besides its captioner, and what detects a changed raster.
+
+    runs.render: how tiles were rendered (bands, size, stretch) as JSON; NULL for runs made
+    before it was recorded (adopted by the next run that resumes them).
+    runs.raster_state: the raster file's size, mtime and fingerprint when its tiles were last
+    known to match; a difference makes the next run compare tile pixel checksums.
+    tiles.pixel_hash: checksum of the pixels the tile was captioned from.
+    embedders.probe: the embedder's vectors of fixed probe sentences (float32), which tell
+    one model from another whatever its folder is called.
+    """
+    _run_script(
+        conn,
+        """
+        alter table runs add column render text;
+        alter table runs add column raster_state text;
+        alter table tiles add column pixel_hash text;
+        alter table embedders add column probe blob
+        """
+    )
+
+
 # Append only: a released file never changes a migration it already ran.
-MIGRATIONS = [_m001_initial, _m002_plain_vectors, _m003_tile_attempts]
+MIGRATIONS = [_m001_initial, _m002_plain_vectors, _m003_tile_attempts, _m004_run_identity]
 SCHEMA_VERSION = len(MIGRATIONS)
