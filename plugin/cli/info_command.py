@@ -6,7 +6,8 @@ import json
 
 from ..core.store import Store
 from ..core.summary import index_summary
-from .common import add_db_argument
+from ..core.health import wal_note
+from .common import add_db_argument, say
 
 
 def register(subparsers) -> None:
@@ -29,6 +30,9 @@ def describe_captioner(record: dict) -> str:
 def run(args) -> int:
     with Store(args.db, readonly=True) as store:
         summary = index_summary(store)
+    summary["wal_note"] = wal_note(store.path)
+    if summary["wal_note"]:
+        say(f"note: {summary['wal_note']}")
     if args.format == "json":
         print(json.dumps(summary, indent=2))
         return 0

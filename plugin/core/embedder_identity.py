@@ -28,6 +28,7 @@ PROBE_SENTENCES = (
 # The same model on another CPU or library version differs by ~1e-6; another model by far more.
 SAME_MODEL_SIMILARITY = 0.99
 LEGACY_SAMPLES = 3  # stored captions re-embedded to recognise an embedder recorded without a probe
+UNCHECKED = b""  # the probe of synthetic vectors (benchmarks): not made by any model
 
 
 def embedder_probe(embedder: Embedder) -> np.ndarray:
@@ -50,7 +51,7 @@ def resolve_embedder(store: Store, embedder: Embedder) -> int:
     probe = embedder_probe(embedder)
     rows = store.conn.execute("select id, name, probe from embedders where dim = ?", (embedder.dim,)).fetchall()
     for embedder_id, _, stored in rows:
-        if stored is not None and _similarity(stored, probe) >= SAME_MODEL_SIMILARITY:
+        if stored and _similarity(stored, probe) >= SAME_MODEL_SIMILARITY:
             return embedder_id
     named = [embedder_id for embedder_id, name, _ in rows if name == embedder.name]
     if named:
@@ -66,6 +67,8 @@ def check_embedder(store: Store, embedder_id: int, embedder: Embedder) -> None:
     name, dim, stored = store.conn.execute(
         "select name, dim, probe from embedders where id = ?", (embedder_id,)).fetchone()
     probe = embedder_probe(embedder)
+    if stored == UNCHECKED:
+        return
     if stored is not None:
         similarity = _similarity(stored, probe)
     else:
@@ -80,6 +83,12 @@ def check_embedder(store: Store, embedder_id: int, embedder: Embedder) -> None:
             f"made with, or index into a new file (--db).")
     if stored is None and not store.readonly:
         _record(store, embedder_id, probe)  # recognised: from now on the probe decides
+
+
+def mark_unchecked(store: Store, embedder_id: int) -> None:
+    """For vectors made without a model (synthetic benchmarks): no probe to compare, any model may search."""
+    with store.atomic():
+        store.conn.execute("update embedders set probe = ? where id = ?", (UNCHECKED, embedder_id))
 
 
 def _record(store: Store, embedder_id: int, probe: np.ndarray) -> None:
@@ -97,7 +106,12 @@ def _similarity(stored: bytes, probe: np.ndarray) -> float:
 
 
 def _legacy_similarity(store: Store, embedder_id: int, embedder: Embedder) -> Optional[float]:
-    """Lowest cosine between a few stored caption vectors and this embedder's; None with no captions."""
+    """Highest cosine between a few stored caption vectors and this embedder's; None with no captions.
+
+    The highest: one caption whose vector the model reproduces is proof enough (a vector
+    written by hand, as tests do, must not make the right model look wrong), and another
+    model reproduces none.
+    """
     rows = store.conn.execute(
         "select c.one_sentence, c.feature, c.caption, ce.embedding from captions c"
         " join caption_embeddings ce on ce.caption_id = c.id join tiles t on t.id = c.tile_id"
@@ -109,4 +123,4 @@ def _legacy_similarity(store: Store, embedder_id: int, embedder: Embedder) -> Op
     stored = np.array([np.frombuffer(row[3], dtype=np.float32) for row in rows])
     if stored.shape != fresh.shape:
         return 0.0
-    return float(np.min(np.sum(stored * fresh, axis=1)))
+    return float(np.max(np.sum(stored * fresh, axis=1)))

@@ -9,6 +9,7 @@ searches of one run, no full read), run when an indexer resumes after one died.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,11 @@ from .store import Store, vec_table
 KNOWN_SEARCHES = 3  # per run: the first, middle and last caption
 SAME_VECTOR = 1e-4  # cosine distance of a vector to itself, float noise included
 CHUNK = 10_000  # vectors read at a time by the full check
+# SQLite's WAL formats (sqlite.org/walformat.html): -wal header size; -shm index version,
+# mxFrame at byte 16 of its header and nBackfill at byte 96 (the checkpoint info).
+WAL_HEADER = 32
+WAL_INDEX_VERSION = 3007000
+SHM_CHECKPOINT_INFO = 96
 
 
 @dataclass
@@ -68,16 +74,33 @@ def check_after_crash(store: Store, run_id: int) -> None:
 
 def wal_note(path: Path) -> str:
     """A note when the index's -wal file holds changes not yet copied into the index file itself."""
-    wal = Path(f"{path}-wal")
+    waiting = _frames_not_checkpointed(Path(path))
+    if not waiting:
+        return ""
+    return (f"{path}-wal holds {waiting} pages of changes not yet written into {path} (an indexer is running, "
+            "or was stopped abruptly): copy both files together, or open the index writable once (e.g. "
+            "`tilescribe check`), after which a normal end writes them in.")
+
+
+def _frames_not_checkpointed(path: Path) -> int:
+    """WAL frames not yet copied into the database, from the -shm index (its size when there is none)."""
     try:
-        size = wal.stat().st_size
+        wal_size = Path(f"{path}-wal").stat().st_size
     except OSError:
-        return ""
-    if size <= 32:  # a WAL header alone: nothing waiting
-        return ""
-    return (f"{wal} holds {size / 1e6:.1f} MB of changes not yet written into {path}: an indexer is running, "
-            f"or was stopped abruptly. Copy both files together (or open the index writable once, e.g. "
-            "`tilescribe check`, after which a normal end writes them in).")
+        return 0
+    if wal_size <= WAL_HEADER:
+        return 0
+    try:
+        with open(f"{path}-shm", "rb") as handle:
+            shm = handle.read(SHM_CHECKPOINT_INFO + 4)
+    except OSError:
+        shm = b""
+    if len(shm) >= SHM_CHECKPOINT_INFO + 4 and struct.unpack_from("=I", shm, 0)[0] == WAL_INDEX_VERSION:
+        (max_frame,), (backfilled,) = struct.unpack_from("=I", shm, 16), struct.unpack_from("=I", shm, 96)
+        return max(0, max_frame - backfilled)
+    with open(f"{path}-wal", "rb") as handle:
+        page_size = struct.unpack_from(">I", handle.read(WAL_HEADER), 8)[0] or 4096
+    return (wal_size - WAL_HEADER) // (page_size + 24)
 
 
 def _check_tables(store: Store, report: CheckReport) -> None:

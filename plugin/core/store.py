@@ -133,7 +133,19 @@ class Store:
                 f"version reads up to {SCHEMA_VERSION}). Update TileScribe to open it."
             )
         if self.readonly and version < SCHEMA_VERSION:
-            raise IndexFileError(f"Index {self.path} is of an older schema; open it writable once to upgrade it.")
+            raise IndexFileError(self._older_schema_message(version))
+
+    def _older_schema_message(self, version: int) -> str:
+        # A copy of an index whose indexer was killed may hold only what reached the file
+        # itself: the rest is in the -wal file beside the original.
+        copied = (f"If it is a copy of an index that was being written (or whose indexer was stopped "
+                  f"abruptly), its content may still be in the original's -wal file: copy "
+                  f"{self.path.name}-wal along with it, or open the original writable once (`tilescribe check "
+                  f"--db ORIGINAL`) and copy it again.")
+        if version == 0:
+            return f"Index {self.path} holds no TileScribe tables yet. {copied}"
+        return (f"Index {self.path} is of an older schema ({version}; this version writes {SCHEMA_VERSION}): "
+                f"open it writable once to upgrade it (`tilescribe check --db {self.path}`). {copied}")
 
     def _migrate(self) -> None:
         version = self.conn.execute("pragma user_version").fetchone()[0]
@@ -144,6 +156,11 @@ class Store:
                 self.conn.execute(f"pragma user_version = {number + 1}")
 
     def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            if not self.readonly:
+                # Everything into the index file itself: a copy of the .sqlite alone is then whole.
+                # PASSIVE never waits for a reader (a search in QGIS); what it leaves, the next one does.
+                self.conn.execute("pragma wal_checkpoint(PASSIVE)")
         with contextlib.suppress(sqlite3.Error):
             self.conn.close()
 
