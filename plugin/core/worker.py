@@ -253,8 +253,8 @@ def main() -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     worker = Worker(protocol_stream())
     signal.signal(signal.SIGTERM, _on_sigterm)
-    worker.send({"id": None, "event": "ready", "data": {"protocol": PROTOCOL_VERSION, "pid": os.getpid()}})
     try:
+        worker.send({"id": None, "event": "ready", "data": {"protocol": PROTOCOL_VERSION, "pid": os.getpid()}})
         worker.serve(sys.stdin)
     except Terminated:  # like Ctrl-C in the command line: running jobs stop after the tile in progress
         print("tilescribe worker: terminated (SIGTERM): stopping after the tile in progress; captioned tiles "
