@@ -15,7 +15,7 @@ import numpy as np
 
 from .captions import CaptionVariant
 from .errors import IndexFileError
-from .migrations import MIGRATIONS, SCHEMA_VERSION
+from .migrations import MIGRATIONS, SCHEMA_VERSION, older_schema_message
 from .store_writes import TileCaptions, write_captions
 from .tiling import RasterInfo, Tile, Window
 
@@ -133,19 +133,7 @@ class Store:
                 f"version reads up to {SCHEMA_VERSION}). Update TileScribe to open it."
             )
         if self.readonly and version < SCHEMA_VERSION:
-            raise IndexFileError(self._older_schema_message(version))
-
-    def _older_schema_message(self, version: int) -> str:
-        # A copy of an index whose indexer was killed may hold only what reached the file
-        # itself: the rest is in the -wal file beside the original.
-        copied = (f"If it is a copy of an index that was being written (or whose indexer was stopped "
-                  f"abruptly), its content may still be in the original's -wal file: copy "
-                  f"{self.path.name}-wal along with it, or open the original writable once (`tilescribe check "
-                  f"--db ORIGINAL`) and copy it again.")
-        if version == 0:
-            return f"Index {self.path} holds no TileScribe tables yet. {copied}"
-        return (f"Index {self.path} is of an older schema ({version}; this version writes {SCHEMA_VERSION}): "
-                f"open it writable once to upgrade it (`tilescribe check --db {self.path}`). {copied}")
+            raise IndexFileError(older_schema_message(self.path, version, SCHEMA_VERSION))
 
     def _migrate(self) -> None:
         version = self.conn.execute("pragma user_version").fetchone()[0]
