@@ -15,7 +15,8 @@ class IndexerLock:
     closing any descriptor of the database would drop SQLite's own POSIX locks. It sits
     beside the file the path resolves to, so a symlink (or `a/../b`) to the same index
     meets the same lock. The holder's pid stays in it until a clean release: a pid found
-    there on acquiring means the last indexer died holding it (`previous_holder_died`).
+    there on acquiring means the last indexer died holding it, or ended in an error
+    (`previous_holder_died`).
     """
 
     def __init__(self, db_path: str | os.PathLike):
@@ -63,9 +64,10 @@ class IndexerLock:
         except OSError:
             pass
 
-    def release(self) -> None:
+    def release(self, clean: bool = True) -> None:
+        """Drop the lock; `clean=False` leaves the pid, so the next indexer checks the index first."""
         if self._handle is not None:
-            if self._marked:
+            if self._marked and clean:
                 try:
                     self._handle.truncate(0)  # a clean end: the next indexer finds no pid
                 except OSError:
@@ -87,8 +89,8 @@ class IndexerLock:
     def __enter__(self) -> "IndexerLock":
         return self.acquire()
 
-    def __exit__(self, *exc) -> None:
-        self.release()
+    def __exit__(self, exc_type, *exc) -> None:
+        self.release(clean=exc_type is None)  # an error, a second Ctrl-C: not a clean end
 
 
 def _lock(handle) -> None:
