@@ -21,8 +21,8 @@ from .locking import IndexerLock
 from .health import check_after_crash
 from .rendering import RenderSettings, choose_bands, read_palette, render_identity, render_tile_png
 from .store import Store, StoredTile
-from .tiling import (Tile, TileGrid, content_skip_reason, gdal_errors_as_exceptions, open_raster, pixel_hash,
-                     read_info, read_window)
+from .tiling import (Tile, TileGrid, check_tile_size_to_read, content_skip_reason, gdal_errors_as_exceptions,
+                     open_raster, pixel_hash, read_info, read_window)
 
 REGISTER_BATCH = 10_000  # tiles per transaction while a grid is registered: memory stays flat
 TODO_PAGE = 1_000  # tiles read from the index at a time while indexing
@@ -38,6 +38,9 @@ class IndexSettings:
     variants: int = 5
     render: RenderSettings = RenderSettings()
     retry_failed: bool = True  # a resumed run tries failed tiles again
+
+    def __post_init__(self):
+        check_tile_size_to_read(self.tile_size)  # where settings are made: before any model loads
 
 
 @dataclass

@@ -51,10 +51,6 @@ class TileGrid:
     def __post_init__(self):
         if self.tile_size < 16:
             raise RasterError(f"Tile size {self.tile_size} px is too small: use 16 px or more.")
-        if self.tile_size > MAX_TILE_SIZE:
-            raise RasterError(
-                f"Tile size {self.tile_size} px is too large: use at most {MAX_TILE_SIZE} px (each tile is "
-                "read and rendered whole, and a model sees it shrunk to about 500 px anyway).")
         if not 0 <= self.overlap < self.tile_size:
             raise RasterError(
                 f"Overlap {self.overlap} px must be at least 0 and smaller than "
@@ -107,6 +103,14 @@ class TileGrid:
             return ()
         return (f"edge strips narrower than {self.min_edge} px are merged into the tiles beside them "
                 f"(edge tiles up to {max(widest, self.tile_size)}x{max(tallest, self.tile_size)} px)",)
+
+
+def check_tile_size_to_read(tile_size: int) -> None:
+    """Refuse tiles too large to read and render whole (imported captions may cover larger windows)."""
+    if tile_size > MAX_TILE_SIZE:
+        raise RasterError(
+            f"Tile size {tile_size} px is too large: use at most {MAX_TILE_SIZE} px (each tile is "
+            "read and rendered whole, and a model sees it shrunk to about 500 px anyway).")
 
 
 @dataclass(frozen=True)
