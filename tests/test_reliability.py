@@ -253,6 +253,8 @@ def test_search_names_the_run_it_searched_when_the_index_holds_several(cli, tmp_
     assert f"note: searched run 2 only ({other}" in err and "also holds run 1" in err and "--run N" in err
     code, out, err = cli("search", "a bright tile", "--db", db, "--run", 1)
     assert code == 0 and "note:" not in err
+    code, out, err = cli("info", "--db", db)
+    assert "run 1: raster 1" in out and "run 2: raster 2" in out and "overlap 0, bands 1 2 3:" in out
 
 
 # --- tile sizes and slivers ----------------------------------------------------------------------------

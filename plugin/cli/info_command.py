@@ -43,9 +43,11 @@ def run(args) -> int:
     for run in summary["runs"]:
         tiles = ", ".join(f"{n} {status}" for status, n in run["tiles"].items())
         captioner = describe_captioner(run["captioner"])
+        render = run.get("render")
+        bands = f", bands {' '.join(map(str, render['bands']))}" if render else ""
         print(f"run {run['id']}: raster {run['raster_id']}, captioner {captioner}, "
               f"prompt {run['prompt_version']}, embedder {run['embedder']} ({run['dim']}-d), "
-              f"tiles {run['tile_size']} px overlap {run['overlap']}: {tiles}; "
+              f"tiles {run['tile_size']} px overlap {run['overlap']}{bands}: {tiles}; "
               f"{run['variants_stored']} variants, {run['vectors']} vectors")
     if not summary["runs"]:
         print("no runs yet")
