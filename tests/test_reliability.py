@@ -206,6 +206,16 @@ def test_an_edit_that_changes_the_fingerprint_is_still_the_same_raster(db, big_r
     assert again.run_id == first.run_id and captioner.calls == 1
 
 
+def test_a_vrt_whose_source_was_edited_recaptions_the_changed_tiles(db, tmp_path):
+    source = write_raster(tmp_path / "source.tif", width=300, height=200)
+    vrt = tmp_path / "mosaic.vrt"
+    subprocess.run(["gdalbuildvrt", "-q", str(vrt), str(source)], check=True)
+    first, _ = _index(db, vrt)
+    _edit(source, (150, 20, 30, 30), 50)  # the VRT file itself is untouched
+    again, captioner = _index(db, vrt)
+    assert again.run_id == first.run_id and captioner.calls == 1
+
+
 def test_a_file_touched_without_a_change_recaptions_nothing(db, big_raster):
     settings = IndexSettings(tile_size=400, variants=2)
     _index(db, big_raster, settings)

@@ -2,9 +2,9 @@
 
 Chosen design (large orthophotos in mind): every tile's pixel checksum is computed from
 the pixels the indexer reads anyway to render it, and stored with its captions. Each run
-also records the raster file's size, modification time and fingerprint (first and last
-MiB). A later run compares those three: one stat and two MiB read when nothing changed,
-however large the raster. Only when the file did change are the finished tiles' pixels
+also records the size and modification time of every file the raster reads (a VRT's
+sources too) and the fingerprint (first and last MiB). A later run compares them: a stat
+per file and two MiB read when nothing changed, however large the raster. Only when the file did change are the finished tiles' pixels
 read again (no model involved: reading is milliseconds per tile, captioning seconds) and
 each checksum compared, and only the tiles that differ are captioned again. A sampled
 hash alone would miss an edit between the samples; pixels alone would cost a full read
@@ -13,6 +13,7 @@ on every run. A file touched without a change costs one read pass and re-caption
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from typing import Sequence
@@ -23,9 +24,22 @@ from .tiling import RasterInfo, Window, pixel_hash, read_window
 PAGE = 1_000  # tiles compared per transaction: a kill loses at most one page of comparisons
 
 
-def raster_state(info: RasterInfo) -> str:
-    stat = os.stat(info.path)
-    return json.dumps({"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "fingerprint": info.fingerprint},
+def raster_state(info: RasterInfo, dataset) -> str:
+    """Size and mtime of every file the raster reads (a VRT's sources too), and its fingerprint.
+
+    A VRT mosaic does not change when one of its source GeoTIFFs is edited: its sources'
+    stats are part of the state. Thousands of sources cost milliseconds to stat, and the
+    state stays one short digest.
+    """
+    digest = hashlib.sha256()
+    files = sorted(set(getattr(dataset, "files", None) or [info.path]))
+    for name in files:
+        try:
+            stat = os.stat(name)
+            digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        except OSError:
+            digest.update(f"{name}\0missing\n".encode())
+    return json.dumps({"files": len(files), "stat": digest.hexdigest()[:32], "fingerprint": info.fingerprint},
                       sort_keys=True)
 
 
@@ -45,7 +59,7 @@ def requeue_changed_tiles(store: Store, run_id: int, dataset, bands: Sequence[in
     the run stops first). Tiles without a checksum (indexed before checksums were kept, or
     imported) get one now: later edits to them are then caught.
     """
-    state = raster_state(info)
+    state = raster_state(info, dataset)
     (seen,) = store.conn.execute("select raster_state from runs where id = ?", (run_id,)).fetchone()
     if seen == state:
         return ()
