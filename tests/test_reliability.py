@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from fakes import FakeCaptioner
 from helpers import in_process_cli
@@ -84,6 +86,15 @@ def test_another_stretch_is_another_run(db, raster):
     first, _ = _index(db, raster)
     other, captioner = _index(db, raster, IndexSettings(100, 0, 2, RenderSettings(high_percentile=90.0)))
     assert other.run_id != first.run_id and captioner.calls == 6
+
+
+def test_a_run_from_before_render_settings_on_a_paletted_raster_is_not_resumed(db, tmp_path):
+    path = _paletted(tmp_path)
+    first, _ = _index(db, path)
+    with Store(db) as store:
+        store.conn.execute("update runs set render = null")  # rendered black, by an older version
+    again, captioner = _index(db, path)
+    assert again.run_id != first.run_id and captioner.calls == 1
 
 
 def test_a_run_from_before_render_settings_were_recorded_is_resumed_and_adopts_them(db, raster):
@@ -293,9 +304,8 @@ def test_a_raster_too_thin_to_describe_is_skipped_with_the_reason(cli, tmp_path,
 
 # --- paletted rasters --------------------------------------------------------------------------------
 
-def test_a_paletted_raster_is_rendered_through_its_colour_table(tmp_path, db):
+def _paletted(tmp_path) -> Path:
     import rasterio
-    from PIL import Image
 
     path = tmp_path / "classes.tif"
     data = np.random.default_rng(1).integers(1, 4, size=(1, 100, 100)).astype("uint8")
@@ -304,7 +314,13 @@ def test_a_paletted_raster_is_rendered_through_its_colour_table(tmp_path, db):
         dst.write(data)
         dst.write_colormap(1, {0: (0, 0, 0, 255), 1: (0, 128, 0, 255), 2: (0, 0, 255, 255),
                                3: (255, 255, 0, 255)})
-    report, captioner = _index(db, path)
+    return path
+
+
+def test_a_paletted_raster_is_rendered_through_its_colour_table(tmp_path, db):
+    from PIL import Image
+
+    report, captioner = _index(db, _paletted(tmp_path))
     pixels = np.asarray(Image.open(BytesIO(captioner.images[0])).convert("RGB")).reshape(-1, 3)
     assert {tuple(p) for p in pixels} == {(0, 128, 0), (0, 0, 255), (255, 255, 0)}
     with Store(db) as store:
@@ -347,12 +363,63 @@ def test_worker_survives_a_deeply_nested_line_and_names_wrongly_typed_fields(wor
     assert worker.send_line(json.dumps({"id": 3, "cmd": "hello"}))["ok"]  # still reading
 
 
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+                    max_leaves=8)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                    HealthCheck.function_scoped_fixture])
+@given(cmd=st.sampled_from(["info", "search", "similar", "tile_at", "captions"]),
+       fields=st.dictionaries(st.sampled_from(["query", "k", "run_id", "extent", "mode", "tile_db_id", "x", "y"]),
+                              JSON, max_size=5))
+def test_any_request_fields_give_a_clear_error_never_an_internal_one(tmp_path, cmd, fields):
+    import io
+
+    from tilescribe.plugin.core.worker import Worker
+
+    out = io.StringIO()
+    Worker(out).dispatch({"id": 1, "cmd": cmd, "db": str(tmp_path / "none.tilescribe.sqlite"), **fields})
+    reply = json.loads(out.getvalue())
+    assert reply["error"]["type"] in ("ProtocolError", "QueryError", "IndexFileError"), reply
+
+
 def test_worker_sigterm_stops_with_a_message(worker):
     import signal
 
     worker.proc.send_signal(signal.SIGTERM)
     assert worker.proc.wait(timeout=60) == 143
     assert "terminated (SIGTERM)" in worker.proc.stderr.read()
+
+
+@pytest.mark.slow
+def test_worker_sigterm_during_an_index_job_stops_it_and_keeps_the_work(tmp_path):
+    import signal
+
+    raster = write_raster(tmp_path / "big.tif", width=1024, height=1024)
+    db = tmp_path / "big.tilescribe.sqlite"
+    worker = Worker()
+    try:
+        worker.proc.stdin.write(json.dumps({"id": 1, "cmd": "index", "db": str(db), "raster": str(raster),
+                                            "tile_size": 16, "variants": 1, "captioner": {"test_model": True}}) + "\n")
+        worker.proc.stdin.flush()
+        while True:  # until a tile is committed
+            message = json.loads(worker.proc.stdout.readline())
+            assert message.get("ok", True), message
+            if message.get("event") == "progress" and message["data"]["done"] >= 1:
+                break
+        worker.proc.send_signal(signal.SIGTERM)
+        messages = [json.loads(line) for line in worker.proc.stdout]
+        assert worker.proc.wait(timeout=120) == 143
+    finally:
+        if worker.proc.poll() is None:
+            worker.proc.kill()
+    assert any(m.get("event") == "terminated" for m in messages)
+    result = next(m for m in messages if m.get("id") == 1 and "ok" in m)
+    assert result["ok"] and result["result"]["cancelled"]
+    with Store(db, readonly=True) as store:
+        counts = store.tile_counts(1)
+    assert counts["done"] == result["result"]["done"] >= 1 and counts["pending"] > 0
 
 
 def test_index_command_sigterm_stops_after_the_tile_in_progress(tmp_path):
