@@ -7,8 +7,7 @@ from pathlib import Path
 from ..core.errors import IndexFileError
 from ..core.health import check_index, wal_note
 from ..core.store import Store
-from .common import add_db_argument, say
-from .search_command import _writable
+from .common import add_db_argument, index_writable, say
 
 
 def register(subparsers) -> None:
@@ -26,7 +25,7 @@ def run(args) -> int:
     if note:
         say(f"note: {note}")
     # Writable when it can be: an older index is upgraded, and a normal end checkpoints the -wal.
-    with Store(args.db, readonly=not _writable(Path(args.db))) as store:
+    with Store(args.db, readonly=not index_writable(Path(args.db))) as store:
         report = check_index(store)
     if not report.ok:
         raise IndexFileError(
