@@ -57,6 +57,6 @@ print(f"check_index on 100,000 x 384-d vectors ({big.stat().st_size/1e6:.0f} MB)
 with Store(big, readonly=True) as store:
     run = store.run_info(1)
     t0 = time.perf_counter(); p = []
-    _check_counts(store, 1, run["embedder_id"], run["dim"], p); _known_searches(store, 1, run["embedder_id"], p)
+    _check_counts(store, 1, run["embedder_id"], p); _known_searches(store, 1, run["embedder_id"], p)
     t1 = time.perf_counter()
 print(f"check after a crash (counts + 3 known searches) on the same run: {t1-t0:.2f} s, problems={p}")

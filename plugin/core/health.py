@@ -50,7 +50,7 @@ def check_index(store: Store) -> CheckReport:
             "select r.id, r.embedder_id, e.dim from runs r join embedders e on e.id = r.embedder_id"
             " order by r.id").fetchall():
         before = len(report.problems)
-        counts = _check_counts(store, run_id, embedder_id, dim, report.problems)
+        counts = _check_counts(store, run_id, embedder_id, report.problems)
         _check_vectors(store, run_id, dim, report.problems)
         searches = _known_searches(store, run_id, embedder_id, report.problems)
         if len(report.problems) == before:
@@ -63,7 +63,7 @@ def check_after_crash(store: Store, run_id: int) -> None:
     """Counts and known searches of the run an indexer resumes after the last one died; stops if damaged."""
     run = store.run_info(run_id)
     problems: list[str] = []
-    _check_counts(store, run_id, run["embedder_id"], run["dim"], problems)
+    _check_counts(store, run_id, run["embedder_id"], problems)
     _known_searches(store, run_id, run["embedder_id"], problems)
     if problems:
         raise IndexingError(
@@ -114,7 +114,7 @@ def _check_tables(store: Store, report: CheckReport) -> None:
         report.problems.append(f"{orphans} captions belong to no tile.")
 
 
-def _check_counts(store: Store, run_id: int, embedder_id: int, dim: int, problems: list) -> int:
+def _check_counts(store: Store, run_id: int, embedder_id: int, problems: list) -> int:
     captions = store.conn.execute(
         "select count(*) from captions c join tiles t on t.id = c.tile_id where t.run_id = ?", (run_id,)).fetchone()[0]
     vectors = store.conn.execute(
