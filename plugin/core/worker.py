@@ -71,7 +71,7 @@ class Worker:
 
         rid, cmd = request.get("id"), request.get("cmd")
         try:
-            check_request(request)
+            check_request(request, {*self.handlers, "index"})
         except ProtocolError as exc:
             self.send({"id": rid, "ok": False, "error": {"type": "ProtocolError", "message": str(exc)}})
             return
