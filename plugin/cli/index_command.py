@@ -7,8 +7,9 @@ import signal
 import threading
 from pathlib import Path
 
-from ..core.captioning.factory import ENGINES, CaptionerSettings, make_captioner
 from ..core.captioning.engine_info import describe_engine
+from ..core.captioning.factory import ENGINES, CaptionerSettings, make_captioner
+from ..core.errors import ModelError
 from ..core.indexer import MAX_TILE_ATTEMPTS, IndexSettings, index_raster
 from ..core.locking import IndexerLock
 from ..core.rendering import RenderSettings
@@ -60,6 +61,10 @@ def add_captioner_arguments(parser) -> None:
 
 
 def captioner_settings(args) -> CaptionerSettings:
+    if args.test_model and (args.model or args.mmproj or args.server):
+        other = "--server" if args.server else "--model/--mmproj"
+        raise ModelError(f"--test-model and {other} both name a captioning model: give one of them "
+                         "(--test-model only tests the pipeline; its captions are meaningless).")
     if not (args.model or args.mmproj or args.server or args.test_model):
         return CaptionerSettings.from_environment()
     return CaptionerSettings(
@@ -93,22 +98,35 @@ def run(args) -> int:
                                    RenderSettings(bands=tuple(args.bands) if args.bands else None),
                                    retry_failed=args.retry_failed)
     IndexerLock(db).check_free()  # a second indexer is refused before it spends time loading models
+    stop, terminated = threading.Event(), threading.Event()
+    previous_term = signal.signal(signal.SIGTERM, lambda *_: _terminate(stop, terminated))
+    try:
+        report = _index(args, db, settings, index_settings, stop)
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
+    code = _summary(args, db, report)
+    return 128 + signal.SIGTERM if terminated.is_set() else code  # the status a SIGTERM death has
+
+
+def _index(args, db: Path, settings: CaptionerSettings, index_settings: IndexSettings, stop: threading.Event):
     captioner = make_captioner(settings)  # first: a bad model file is reported in a second, not ten
     say(f"captioning with {describe_engine(captioner)}")
     for warning in getattr(captioner, "warnings", ()):
         say(f"warning: {warning}")
-    stop = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: _first_interrupt(stop, previous))
     bar = ProgressBar()
     try:
         embedder = load_embedder(args.embedder)
         with Store(db, create=True) as store:
-            report = index_raster(store, captioner, embedder, args.raster, index_settings,
-                                  progress=bar, cancel=stop.is_set)
+            return index_raster(store, captioner, embedder, args.raster, index_settings,
+                                progress=bar, cancel=stop.is_set)
     finally:
         bar.close()
         signal.signal(signal.SIGINT, previous)
         captioner.close()
+
+
+def _summary(args, db: Path, report) -> int:
     p = report.progress
     for warning in report.warnings:
         say(f"warning: {warning}")
@@ -124,6 +142,14 @@ def run(args) -> int:
         say("run the same command again to continue.")
         return 130
     return 1 if p.failed else 0
+
+
+def _terminate(stop: threading.Event, terminated: threading.Event) -> None:
+    # Like a first Ctrl-C: a service manager's stop must not lose the tile batch in progress.
+    say("\nterminated (SIGTERM): stopping after the tile in progress (committed tiles are kept)")
+    terminated.set()
+    stop.set()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends it at once
 
 
 def _first_interrupt(stop: threading.Event, previous) -> None:
