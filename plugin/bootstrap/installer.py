@@ -160,7 +160,8 @@ class Installer:
                 check = getattr(self, "_" + step.name)(prep, step, progress)
                 timings[step.name] = round(time.monotonic() - began, 1)
                 progress.finish(f"{step.title}: done")
-            write_stamp(self.options.venv, prep.spec, prep.choice, check)
+            if check is not None:  # the stamp says "checked": --no-verify leaves the environment unstamped
+                write_stamp(self.options.venv, prep.spec, prep.choice, check)
         except SetupError as exc:
             if exc.log is None:
                 exc.tail, exc.log = exc.tail or list(self.log.tail), self.log.path
