@@ -321,3 +321,15 @@ def test_without_prebuilt_wheel_it_compiles_once_into_the_shared_cache(tmp_path,
 def test_without_prebuilt_wheel_or_compiler_it_says_what_to_install(tmp_path, monkeypatch):
     with pytest.raises(SetupError, match="no C\\+\\+ compiler to build one.*build-essential"):
         llama_run(tmp_path, monkeypatch, None, prebuilt_ok=False)
+
+
+def test_an_unchecked_run_leaves_no_ready_stamp(tmp_path):
+    from tilescribe.plugin.bootstrap.installer import Installer, Preparation, SetupOptions
+
+    options = SetupOptions(REPO, tmp_path / "profile", verify=False)
+    venv = fake_venv(tmp_path / "profile")
+    prep = Preparation(SPEC, MachineFacts("Linux", "x86_64"), CPU, venv / "bin" / "python", None,
+                       EnvState(True, True), None, [])
+    result = Installer(options).run(prep)
+    assert result.check is None and result.log.is_file()
+    assert installer.environment_state(venv, SPEC, "Linux") == installer.INCOMPLETE
