@@ -50,6 +50,7 @@ def find_llama_server(configured: Optional[str] = None) -> Path:
         raise ModelError(f"The llama-server program {configured} does not exist or cannot be run: "
                          "give the path of llama.cpp's llama-server (--llama-server, or the setting).")
     candidates = [os.environ.get("TILESCRIBE_LLAMA_SERVER"), str(Path(sys.prefix) / "bin" / "llama-server"),
+                  str(Path(sys.prefix) / "Scripts" / "llama-server.exe"),  # a Windows environment
                   shutil.which("llama-server")]
     for candidate in candidates:
         if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
