@@ -255,7 +255,7 @@ class OpenAICompatibleCaptioner:
             if ticket is None:
                 raise CaptionError(f"every captioning server still up failed this tile "
                                    f"{self.max_retries + 1} times (last: {last})")
-            outcome = self._attempt(ticket, data, limit, "response_format" in payload)
+            outcome = self._attempt(ticket, data, limit, payload)
             if isinstance(outcome, Answer):
                 return outcome, ticket.endpoint.url
             last = outcome
@@ -263,7 +263,7 @@ class OpenAICompatibleCaptioner:
             if fails[ticket.endpoint.index] > self.max_retries:
                 tried_out.add(ticket.endpoint.index)
 
-    def _attempt(self, ticket: Ticket, data: bytes, limit: int, sent_format: bool) -> Answer | str:
+    def _attempt(self, ticket: Ticket, data: bytes, limit: int, payload: dict) -> Answer | str:
         """One request: its Answer, or the reason it failed in a way worth retrying."""
         exchange = Exchange(ticket.endpoint.target)
         self._live[id(exchange)] = exchange
@@ -278,13 +278,14 @@ class OpenAICompatibleCaptioner:
         except TooLarge as big:
             self._pool.answered(ticket, refused=True)
             raise TileRefused(
-                f"the answer of the server at {ticket.endpoint.url} is {big} long, more than an "
-                f"answer with {len(self.max_len)} fields x variants can be ({limit:,} bytes at most); "
-                "reading stopped there. The server ignores the answer schema and max_tokens") from None
+                f"the answer of the server at {ticket.endpoint.url} is {big} long, more than any "
+                f"answer with {payload['max_tokens']} tokens can be; reading stopped there: the "
+                "server ignores the answer schema and max_tokens") from None
         except TransportError as exc:
             return self._transport_failure(ticket, exc)
         finally:
             self._live.pop(id(exchange), None)
+        sent_format = "response_format" in payload
         if answer.status in RETRY_STATUS and not (sent_format and rejects_format(answer.status, answer.body)) \
                 and not self._reader.is_tile_refusal(answer.status, answer.body):
             reason = f"HTTP {answer.status}: {self._reader.excerpt(answer.body)}"

@@ -162,14 +162,14 @@ class EndpointPool:
         endpoint for timeout_s (it is stuck, not queueing), or longer than timeout_s for
         each request that was ahead of it (a total bound)."""
         e, t = ticket.endpoint, self.timeout_s
-        cap = t * (ticket.ahead + 1)
+        cap = t * (ticket.ahead + 2)  # one timeout of slack: others' requests may be queued too
 
         def check(now: float) -> Optional[str]:
             if now - max(ticket.sent_at, e.last_progress) > t:
                 return f"no answer within timeout_s={t:g} s, and no other answer from the server meanwhile"
             if now - ticket.sent_at > cap:
-                return (f"no answer within {cap:g} s (timeout_s={t:g} s for it and each of the "
-                        f"{ticket.ahead} requests ahead of it)")
+                return (f"no answer within {cap:g} s (timeout_s={t:g} s for it, for each of the "
+                        f"{ticket.ahead} requests sent before it, and one more)")
             return None
         return check
 
