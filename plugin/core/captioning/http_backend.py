@@ -309,7 +309,7 @@ class OpenAICompatibleCaptioner:
             reason = str(exc)
             if exc.kind == "timeout" and "timeout_s" not in reason:
                 reason += f" (timeout_s={self.timeout_s:g} s)"
-            self._pool.failed(ticket, reason, timed_out=exc.kind == "timeout")
+            self._pool.failed(ticket, reason, timed_out=exc.kind == "timeout", connected=exc.kind != "refused")
             return reason
         return str(exc)
 

@@ -39,7 +39,7 @@ class Endpoint:
     last_progress: float = -math.inf  # when it last answered anything
     good_in_a_row: int = 0
     counts: dict = field(default_factory=lambda: dict.fromkeys(
-        ("sent", "answered", "failed", "abandoned", "refused"), 0))
+        ("sent", "answered", "failed", "abandoned", "refused", "peak"), 0))
 
     def __post_init__(self):
         self.limit = self.limit or self.max_limit
@@ -93,6 +93,7 @@ class EndpointPool:
                     ticket = Ticket(chosen, now, chosen.in_flight)
                     chosen.in_flight += 1
                     chosen.counts["sent"] += 1
+                    chosen.counts["peak"] = max(chosen.counts["peak"], chosen.in_flight)
                     return ticket
                 wake = min((e.backoff_until for e in usable if e.backoff_until > now), default=now + 1)
                 self._cond.wait(min(_WAIT_SLICE_S, max(0.001, wake - now)))
@@ -112,7 +113,7 @@ class EndpointPool:
                 e.good_in_a_row = 0
 
     def failed(self, ticket: Ticket, reason: str, *, retry_after: Optional[float] = None,
-               timed_out: bool = False, answered: bool = False) -> None:
+               timed_out: bool = False, answered: bool = False, connected: bool = True) -> None:
         """A retryable failure: back off this endpoint; after too many rounds it leaves the run."""
         with self._cond:
             e = ticket.endpoint
@@ -120,8 +121,9 @@ class EndpointPool:
             now = time.monotonic()
             e.counts["failed"] += 1
             e.good_in_a_row = 0
-            if answered:  # an HTTP error status is an answer: the server is there
-                e.reached, e.last_progress = True, now
+            e.reached = e.reached or connected  # it was there: a refusal later is a restart
+            if answered:  # an HTTP error status is an answer: the server made progress
+                e.last_progress = now
             if timed_out:
                 e.counts["abandoned"] += 1  # closed before resending: never two copies running
                 e.limit = max(1, e.limit // 2)
