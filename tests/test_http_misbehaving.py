@@ -10,10 +10,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from fixtures_server import Reply, completion
+from index_checks import index_state
+from rasters import write_raster
 
 from tilescribe.plugin.core.captioning.http_answers import lenient_count
 from tilescribe.plugin.core.captioning.http_backend import OpenAICompatibleCaptioner
 from tilescribe.plugin.core.errors import CaptionError, Cancelled, EngineError, ModelError
+from tilescribe.plugin.core.indexer import IndexSettings, index_raster
+from tilescribe.plugin.core.store import Store
 
 FAST = {"backoff_s": 0.01, "timeout_s": 5}
 
@@ -165,3 +169,35 @@ def test_a_one_at_a_time_server_answers_every_request_once(scripted_server, tile
 def test_timeout_setting_is_checked():
     with pytest.raises(ModelError, match="timeout_s must be a number"):
         captioner("http://127.0.0.1:9/v1", timeout_s=0)
+
+
+def test_cancel_during_indexing_ends_the_run_at_once_and_keeps_committed_tiles(
+        scripted_server, tmp_path, hashing_embedder):
+    answered = []
+
+    def script(seen):  # the first tiles are answered, then the server trickles
+        answered.append(seen)
+        return Reply(200, completion(2)) if len(answered) <= 6 else Reply(200, completion(2), trickle_s=0.05)
+    scripted_server.script = script
+    raster = write_raster(tmp_path / "r.tif", width=192, height=128)
+    db = tmp_path / "r.tilescribe.sqlite"
+    cap = captioner(scripted_server.url, timeout_s=60, parallel_requests=2)
+    outcome = []
+
+    def run():
+        with Store(db, create=True) as store:
+            try:
+                index_raster(store, cap, hashing_embedder, str(raster), IndexSettings(tile_size=32, variants=2))
+            except Cancelled as exc:
+                outcome.append(exc)
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    while len(answered) < 8:
+        time.sleep(0.05)
+    asked = time.monotonic()
+    cap.cancel()  # what a second Ctrl-C does
+    thread.join(timeout=10)
+    assert time.monotonic() - asked < 2 and len(outcome) == 1
+    state = index_state(db, 2)
+    assert sum(status == "done" for status, _, _ in state.values()) >= 1  # committed tiles kept
+    assert {status for status, _, _ in state.values()} <= {"done", "pending"}
