@@ -278,9 +278,9 @@ class OpenAICompatibleCaptioner:
         except TooLarge as big:
             self._pool.answered(ticket, refused=True)
             raise TileRefused(
-                f"the answer of the server at {ticket.endpoint.url} is {big} long, more than any "
-                f"answer with {payload['max_tokens']} tokens can be; reading stopped there: the "
-                "server ignores the answer schema and max_tokens") from None
+                f"the answer of the server at {ticket.endpoint.url} is too long: {big}, more than "
+                f"any answer within max_tokens={payload['max_tokens']} can be; reading stopped there. "
+                "The server ignores the answer schema and max_tokens") from None
         except TransportError as exc:
             return self._transport_failure(ticket, exc)
         finally:
