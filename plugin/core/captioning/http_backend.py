@@ -283,6 +283,9 @@ class OpenAICompatibleCaptioner:
                 "The server ignores the answer schema and max_tokens") from None
         except TransportError as exc:
             return self._transport_failure(ticket, exc)
+        except BaseException:  # KeyboardInterrupt on the main thread: give the slot back
+            self._pool.released(ticket)
+            raise
         finally:
             self._live.pop(id(exchange), None)
         sent_format = "response_format" in payload

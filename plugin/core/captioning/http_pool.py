@@ -126,9 +126,10 @@ class EndpointPool:
                 e.last_progress = now
             if timed_out:
                 e.counts["abandoned"] += 1  # closed before resending: never two copies running
-                e.limit = max(1, e.limit // 2)
             if ticket.sent_at < e.round_started:
                 return  # in flight before this round began: the same outage, not a new round
+            if timed_out:
+                e.limit = max(1, e.limit // 2)  # once per round: it sustains fewer than we sent
             e.rounds += 1
             e.round_started = now
             if e.rounds > self.max_retries:
