@@ -141,3 +141,10 @@ def test_the_command_line_takes_several_servers_and_a_timeout(tmp_path: Path):
     assert settings.server_url == ("http://a:1/v1", "http://b:2") and settings.timeout_s == 30
     args = build_parser().parse_args(["index", "r.tif", "--server", "http://a:1/v1", "--server-model", "m"])
     assert captioner_settings(args).server_url == "http://a:1/v1"  # one server: a plain string, as before
+
+
+@pytest.mark.parametrize("value", ["0", "abc", "-1", "inf"])
+def test_a_bad_timeout_is_refused_by_the_command_line(value, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["index", "r.tif", "--server", "http://a:1/v1", "--timeout", value])
+    assert exit_info.value.code == 2 and "--timeout" in capsys.readouterr().err
