@@ -148,3 +148,12 @@ def test_a_bad_timeout_is_refused_by_the_command_line(value, capsys):
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args(["index", "r.tif", "--server", "http://a:1/v1", "--timeout", value])
     assert exit_info.value.code == 2 and "--timeout" in capsys.readouterr().err
+
+
+def test_a_host_name_that_does_not_resolve_is_left_out_or_named(scripted_server, tile_png):
+    scripted_server.script = answering()
+    cap = captioner(["http://no-such-host.invalid:8080/v1", scripted_server.url])
+    assert all(len(cap.caption(tile_png, 1).variants) == 1 for _ in range(3))
+    assert "Cannot find the captioning server http://no-such-host.invalid:8080/v1" in cap.stats()[0]["gone"]
+    with pytest.raises(ModelError, match=r"Cannot find the captioning server .*Check the host name"):
+        captioner("http://no-such-host.invalid/v1").caption(tile_png, 1)
