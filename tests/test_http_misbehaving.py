@@ -14,7 +14,7 @@ from index_checks import index_state
 from rasters import write_raster
 
 from tilescribe.plugin.core.captioning.http_answers import lenient_count
-from tilescribe.plugin.core.captioning.http_backend import OpenAICompatibleCaptioner
+from tilescribe.plugin.core.captioning.http_backend import REFUSALS_BEFORE_STOP, OpenAICompatibleCaptioner
 from tilescribe.plugin.core.errors import CaptionError, Cancelled, EngineError, ModelError
 from tilescribe.plugin.core.indexer import IndexSettings, index_raster
 from tilescribe.plugin.core.store import Store
@@ -45,6 +45,27 @@ def test_a_refused_tile_fails_alone_and_the_server_stays_in_use(scripted_server,
     assert len(scripted_server.seen) == 1  # the same request again would be refused again
     assert len(cap.caption(tile_png, 5).variants) == 5  # the next tile goes on
     assert cap.stats()[0]["refused"] == 1 and cap.stats()[0]["gone"] is None
+
+
+def test_a_server_refusing_every_tile_from_the_start_is_a_setting_error(scripted_server, tile_png):
+    scripted_server.script = [Reply(400, {"error": {"message": "request rejected by policy"}})]
+    cap = captioner(scripted_server.url)
+    for _ in range(REFUSALS_BEFORE_STOP - 1):
+        with pytest.raises(CaptionError, match="refused this tile"):
+            cap.caption(tile_png, 1)
+    with pytest.raises(ModelError, match=r"refused each of the first 8 tiles and captioned none; the last: "
+                                         r".*request rejected by policy.*next run tries them again"):
+        cap.caption(tile_png, 1)
+
+
+def test_refusals_after_a_first_caption_stay_with_their_tiles(scripted_server, tile_png):
+    scripted_server.script = [Reply(200, completion(1))] + [Reply(400, "content filter")] * 20
+    cap = captioner(scripted_server.url)
+    cap.caption(tile_png, 1)
+    for _ in range(REFUSALS_BEFORE_STOP + 2):
+        with pytest.raises(CaptionError) as err:
+            cap.caption(tile_png, 1)
+        assert not isinstance(err.value, ModelError)
 
 
 def test_a_server_without_vision_is_a_setting_error(scripted_server, tile_png):

@@ -33,6 +33,7 @@ SERVER_COMMAND = (
 # answers a json_schema request with HTTP 500 that names response_format.
 FORMATS = ("json_schema", "json_object", "none")
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+REFUSALS_BEFORE_STOP = 8  # tiles refused in a row, none captioned yet: the setup is wrong
 log = logging.getLogger(__name__)
 
 
@@ -118,6 +119,7 @@ class OpenAICompatibleCaptioner:
         self._format_lock = threading.Lock()
         self._format = 0 if json_schema else FORMATS.index("none")
         self._closed = False
+        self._captioned, self._refusals = False, 0
 
     def _api_key(self, api_key: str | None) -> str:
         if api_key:
@@ -170,16 +172,32 @@ class OpenAICompatibleCaptioner:
                 raw, used = self._generate(png, n_variants, attempt)
                 tokens += used
                 variants = parse_variants(raw, n_variants, max_chars)
-            except TileRefused:
+            except TileRefused as err:
+                self._note_refusal(err)
                 raise  # the same request again would be refused again
             except CaptionError as err:
                 failures.append(str(err))
                 continue
+            self._captioned = True
             return CaptionResult(variants, raw, attempt + 1, tokens, time.perf_counter() - started, failures)
         raise CaptionError(
             f"The model {self.model} at {self.url} gave no valid captions in {self.max_attempts} "
             f"attempts; last reason: {failures[-1]}. Try a larger or instruction-tuned vision "
             "model, fewer variants, or a lower temperature.")
+
+    def _note_refusal(self, err: TileRefused) -> None:
+        """A server that refuses every tile from the start is set up wrong (a context too small
+        for any tile, a proxy rejecting the requests): one message, not thousands of failed tiles."""
+        with self._format_lock:
+            if self._captioned:
+                return
+            self._refusals += 1
+            if self._refusals < REFUSALS_BEFORE_STOP:
+                return
+        raise ModelError(
+            f"The captioning server at {self.url} refused each of the first {REFUSALS_BEFORE_STOP} tiles "
+            f"and captioned none; the last: {err}. Check the model name, the server's settings and its "
+            "log. The tiles it refused are marked failed; the next run tries them again.") from err
 
     def cancel(self) -> None:
         """Ends every request under way and refuses new ones (they raise Cancelled).
