@@ -16,6 +16,7 @@ from tilescribe.plugin.cli.index_command import captioner_settings
 from tilescribe.plugin.cli.main import build_parser
 from tilescribe.plugin.core.captioning.factory import CaptionerSettings, make_captioner
 from tilescribe.plugin.core.captioning.http_backend import OpenAICompatibleCaptioner
+from tilescribe.plugin.core.captioning.http_transport import Target
 from tilescribe.plugin.core.errors import EngineError, ModelError
 from tilescribe.plugin.core.indexer import IndexSettings, index_raster
 from tilescribe.plugin.core.store import Store
@@ -157,3 +158,16 @@ def test_a_host_name_that_does_not_resolve_is_left_out_or_named(scripted_server,
     assert "Cannot find the captioning server http://no-such-host.invalid:8080/v1" in cap.stats()[0]["gone"]
     with pytest.raises(ModelError, match=r"Cannot find the captioning server .*Check the host name"):
         captioner("http://no-such-host.invalid/v1").caption(tile_png, 1)
+
+
+def test_a_remote_server_is_reached_through_the_environment_proxy(scripted_server, tile_png, monkeypatch):
+    # The scripted server plays the proxy: it gets the whole URL of a host it is not.
+    monkeypatch.setenv("http_proxy", scripted_server.url)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    scripted_server.script = answering()
+    assert len(captioner("http://gpu1.example.org:8080/v1").caption(tile_png, 1).variants) == 1
+    assert scripted_server.seen[0].path == "http://gpu1.example.org:8080/v1/chat/completions"
+    monkeypatch.setenv("no_proxy", "gpu1.example.org")
+    assert Target.of("http://gpu1.example.org:8080/v1/chat/completions", {}).proxy is None
+    assert Target.of("http://127.0.0.1:8080/v1/chat/completions", {}).proxy is None  # never for this machine
