@@ -157,7 +157,7 @@ def soak(args) -> int:
 
 
 def _reason_kind(reason: str) -> str:
-    for words in ("HTTP 400", "HTTP 413", "HTTP 500", "not JSON", "more than", "failed this tile",
+    for words in ("HTTP 400", "HTTP 413", "HTTP 500", "not JSON", "too long", "failed this tile",
                   "no valid captions"):
         if words in reason:
             return words

@@ -134,10 +134,12 @@ def test_a_trickling_answer_is_cut_at_the_total_deadline(scripted_server, tile_p
     assert time.monotonic() - started < 5  # the trickle alone would take 10 s
 
 
-def test_a_connection_dropped_mid_answer_is_retried(scripted_server, tile_png):
-    scripted_server.script = [Reply(200, completion(1), drop_after=60), Reply(200, completion(1))]
-    assert len(captioner(scripted_server.url).caption(tile_png, 1).variants) == 1
-    assert len(scripted_server.seen) == 2
+@pytest.mark.parametrize("drop_after", [20, 60, 200], ids=["in-status-line", "in-headers", "in-body"])
+def test_a_connection_dropped_mid_answer_is_retried(scripted_server, tile_png, drop_after):
+    scripted_server.script = [Reply(200, completion(1), drop_after=drop_after), Reply(200, completion(1))]
+    result = captioner(scripted_server.url).caption(tile_png, 1)
+    assert len(result.variants) == 1 and len(scripted_server.seen) == 2
+    assert result.attempts == 1 and result.failures == []  # a cut answer is not taken for the model's
 
 
 def test_a_server_that_hangs_is_abandoned_counted_and_given_fewer_requests(scripted_server, tile_png):

@@ -231,6 +231,10 @@ def _read_body(response: http.client.HTTPResponse, limit: int, strict: bool) -> 
     while len(body) <= limit:
         chunk = response.read1(min(_READ_CHUNK, limit + 1 - len(body)))
         if not chunk:
+            if response.length or (strict and not body):
+                # read1 takes a connection closed early for the end of the answer; and an empty
+                # success is one dropped in its headers (http.client accepts cut headers).
+                raise http.client.IncompleteRead(bytes(body[-100:]), response.length)
             return bytes(body)
         body += chunk
     if strict:
