@@ -171,3 +171,10 @@ def test_a_remote_server_is_reached_through_the_environment_proxy(scripted_serve
     monkeypatch.setenv("no_proxy", "gpu1.example.org")
     assert Target.of("http://gpu1.example.org:8080/v1/chat/completions", {}).proxy is None
     assert Target.of("http://127.0.0.1:8080/v1/chat/completions", {}).proxy is None  # never for this machine
+
+
+def test_several_servers_from_the_environment(monkeypatch):
+    monkeypatch.setenv("TILESCRIBE_SERVER_URL", "http://a:1/v1  http://b:2")
+    monkeypatch.setenv("TILESCRIBE_SERVER_MODEL", "m")
+    cap = make_captioner(CaptionerSettings.from_environment())
+    assert cap.urls == ["http://a:1/v1", "http://b:2"] and cap.parallel_requests == 8
