@@ -23,7 +23,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before the first Qt imp
 ROOT = Path(__file__).resolve().parents[1]
 MOSAIC_DIR = ROOT.parent / "shared" / "data" / "ucm_captions_test"
 QUERY = "an airplane parked at an airport"
-HEAVY_MODULES = ("torch", "sentence_transformers", "llama_cpp", "transformers")
+HEAVY_MODULES = ("torch", "sentence_transformers", "llama_cpp", "transformers", "huggingface_hub")
 
 
 def build_index(work: Path) -> Path:

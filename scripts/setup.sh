@@ -89,8 +89,9 @@ llama_sdist() {
     local dir="$CACHE_ROOT/sdist"
     mkdir -p "$dir"
     if [ ! -f "$dir/llama_cpp_python-$LLAMA_VERSION.tar.gz" ]; then
-        "$VENV/bin/pip" download -q --disable-pip-version-check --no-deps --no-binary :all: \
-            -d "$dir" "llama-cpp-python==$LLAMA_VERSION"
+        # --no-binary for this package only: ":all:" would also build its build tools from source.
+        "$VENV/bin/pip" download -q --disable-pip-version-check --no-deps --no-binary llama-cpp-python \
+            -d "$dir" "llama-cpp-python==$LLAMA_VERSION" >&2
     fi
     echo "$dir/llama_cpp_python-$LLAMA_VERSION.tar.gz"
 }

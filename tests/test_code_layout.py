@@ -8,7 +8,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 FORBIDDEN = ("qgis", "PyQt5", "PyQt6", "sip")
 # Heavy model libraries live in the worker; the QGIS side must not import them.
-MODEL_LIBRARIES = ("torch", "sentence_transformers", "llama_cpp", "transformers")
+MODEL_LIBRARIES = ("torch", "sentence_transformers", "llama_cpp", "transformers", "huggingface_hub", "httpx2")
 
 
 def imported_modules(path: Path) -> set[str]:

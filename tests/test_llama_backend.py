@@ -54,20 +54,53 @@ def test_same_tile_gives_the_same_captions(tiny_captioner, tile_png):
 
 
 @pytest.mark.slow
-def test_answers_cut_off_by_the_context_fail_cleanly_after_bounded_retries(tiny_pair, tile_png):
-    # Random weights fill every string to maxLength: 3 x 600 characters cannot fit.
-    with LlamaCppCaptioner(*tiny_pair, n_ctx=1536, max_len=200, max_attempts=2) as captioner:
+def test_answers_cut_off_at_their_budget_fail_cleanly_after_bounded_retries(tiny_pair, tile_png):
+    # Random weights fill every string to maxLength: 3 x 600 characters need far more than 60 tokens.
+    with LlamaCppCaptioner(*tiny_pair, max_tokens=60, max_len=200, max_attempts=2) as captioner:
         with pytest.raises(CaptionError) as err:
             captioner.caption(tile_png, 3)
     message = str(err.value)
     assert "tiny-llava-text.gguf gave no valid captions in 2 attempts" in message
-    assert "cut off" in message
+    assert "cut off at its budget of 60 tokens" in message
 
 
-def test_context_too_small_for_the_prompt_names_the_setting(tiny_pair, tile_png):
-    with LlamaCppCaptioner(*tiny_pair, n_ctx=256) as captioner:
-        with pytest.raises(ModelError, match=r"not fit in the context \(n_ctx=256\).*Raise n_ctx"):
-            captioner.caption(tile_png, 2)
+def test_context_too_small_for_the_prompt_names_the_setting(tiny_pair):
+    with pytest.raises(ModelError, match=r"context \(n_ctx=256\) is too small.*Set n_ctx to \d+"):
+        LlamaCppCaptioner(*tiny_pair, n_ctx=256)
+
+
+def test_context_of_64_tokens_says_what_it_needs(tiny_pair):
+    # Once: "could not broadcast input array from shape (64,) into shape (0,)" on every tile.
+    with pytest.raises(ModelError, match=r"n_ctx=64.*leaving 0 for an answer.*Set n_ctx to"):
+        LlamaCppCaptioner(*tiny_pair, n_ctx=64)
+
+
+def test_automatic_context_fits_prompt_image_and_the_longest_answer(tiny_pair):
+    with LlamaCppCaptioner(*tiny_pair, max_len=SHORT, n_variants=3) as captioner:
+        plan = captioner.plan
+        assert captioner.n_ctx == plan.n_ctx and plan.n_ctx % 256 == 0
+        assert plan.max_tokens > 0 and plan.max_len == {"one_sentence": SHORT, "feature": SHORT, "caption": SHORT}
+        assert not captioner.warnings
+        assert captioner.describe()["settings"]["n_ctx_setting"] == "auto"
+
+
+@pytest.mark.slow
+def test_small_context_shrinks_the_fields_instead_of_overflowing(tiny_pair, tile_png):
+    # The default field bounds (200/400/800 characters) at this vocabulary's rate cannot fit in
+    # 2048 tokens: the fields shrink to fit, with a warning that names the n_ctx to set.
+    with LlamaCppCaptioner(*tiny_pair, n_ctx=2048, max_attempts=1) as captioner:
+        assert any("Set n_ctx to" in w and "limited to" in w for w in captioner.warnings)
+        assert captioner.max_len["caption"] < 800
+        try:
+            captioner.caption(tile_png, 5)
+        except CaptionError as exc:  # a random model may write an invalid answer, never overflow
+            assert "llama_decode" not in str(exc)
+
+
+def test_a_prompt_that_fills_the_context_fails_the_tile_not_the_run(tiny_captioner):
+    llm = tiny_captioner._llm
+    with pytest.raises(CaptionError, match="fill the context.*raise n_ctx"):
+        llm.create_completion(prompt=[1] * (llm.n_ctx() - 4), max_tokens=None)
 
 
 def test_not_a_png_is_refused(tiny_captioner):

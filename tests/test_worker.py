@@ -79,7 +79,7 @@ def test_search_similar_tile_at_and_captions(worker, db):
     ({"cmd": "search", "db": "/nonexistent/x.tilescribe.sqlite", "query": "a"}, "IndexFileError", "not found"),
     ({"cmd": "search", "db": "{db}", "query": ""}, "QueryError", "empty"),
     ({"cmd": "frobnicate"}, "ProtocolError", "unknown command"),
-    ({"cmd": "captions"}, "InternalError", "KeyError"),
+    ({"cmd": "captions"}, "ProtocolError", "captions: field 'db' is missing"),
 ])
 def test_bad_requests_get_an_error_reply_and_the_worker_lives_on(worker, db, request_, error_type, message):
     request = {k: (v.format(db=db) if isinstance(v, str) else v) for k, v in request_.items()}

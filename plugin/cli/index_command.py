@@ -8,8 +8,10 @@ import signal
 import threading
 from pathlib import Path
 
-from ..core.captioning.factory import CaptionerSettings, make_captioner
-from ..core.indexer import IndexSettings, index_raster
+from ..core.captioning.engine_info import describe_engine
+from ..core.captioning.factory import ENGINES, CaptionerSettings, make_captioner
+from ..core.errors import ModelError
+from ..core.indexer import MAX_TILE_ATTEMPTS, IndexSettings, index_raster
 from ..core.locking import IndexerLock
 from ..core.rendering import RenderSettings
 from ..core.store import INDEX_SUFFIX, Store
@@ -28,6 +30,9 @@ def register(subparsers) -> None:
     parser.add_argument("--tile-size", type=positive_int, default=512, help="tile size in px (default 512)")
     parser.add_argument("--overlap", type=non_negative_int, default=0, help="overlap in px (default 0)")
     parser.add_argument("--variants", type=positive_int, default=5, help="caption variants per tile (default 5)")
+    parser.add_argument("--retry-failed", action="store_true",
+                        help=f"retry every failed tile (by default each is tried in at most "
+                             f"{MAX_TILE_ATTEMPTS} runs, then left failed with its reason)")
     parser.add_argument("--bands", type=positive_int, nargs="+", default=None,
                         help="bands shown as R G B, or one band as grey (default: colour interpretation, else 1 2 3)")
     add_embedder_argument(parser)
@@ -40,8 +45,14 @@ def add_captioner_arguments(parser) -> None:
     group.add_argument("--mmproj", help="GGUF vision projector belonging to --model")
     group.add_argument("--family", default="auto", help="chat template family (default: auto)")
     group.add_argument("--threads", type=positive_int, default=None, help="CPU threads for llama.cpp")
-    group.add_argument("--n-ctx", type=positive_int, default=4096, help="context size (default 4096)")
+    group.add_argument("--n-ctx", type=context_size, default=None,
+                       help="context size per sequence in tokens (default auto: prompt + image + answer)")
     group.add_argument("--gpu-layers", type=non_negative_int, default=0, help="layers offloaded to a GPU")
+    group.add_argument("--engine", choices=ENGINES, default="llama-cpp-python",
+                       help="for --model/--mmproj: run llama.cpp in this process (default), or start "
+                            "llama.cpp's llama-server with --slots tiles decoded together (faster)")
+    group.add_argument("--slots", type=positive_int, default=4, help="llama-server slots (default 4)")
+    group.add_argument("--llama-server", metavar="PATH", help="llama-server program (default: built by setup, else PATH)")
     group.add_argument("--server", nargs="+", action="extend", metavar="URL",
                        help="OpenAI-compatible server URL instead of a local model; several share the tiles")
     group.add_argument("--server-model", help="model name to ask the server for")
@@ -56,6 +67,10 @@ def add_captioner_arguments(parser) -> None:
 
 
 def captioner_settings(args) -> CaptionerSettings:
+    if args.test_model and (args.model or args.mmproj or args.server):
+        other = "--server" if args.server else "--model/--mmproj"
+        raise ModelError(f"--test-model and {other} both name a captioning model: give one of them "
+                         "(--test-model only tests the pipeline; its captions are meaningless).")
     if not (args.model or args.mmproj or args.server or args.test_model):
         return CaptionerSettings.from_environment()
     return CaptionerSettings(
@@ -63,6 +78,7 @@ def captioner_settings(args) -> CaptionerSettings:
         server_model=args.server_model, api_key_env=args.api_key_env, parallel_requests=args.parallel,
         timeout_s=args.timeout,
         n_threads=args.threads, n_ctx=args.n_ctx, n_gpu_layers=args.gpu_layers, test_model=args.test_model,
+        engine=args.engine, slots=args.slots, llama_server=args.llama_server,
     )
 
 
@@ -83,6 +99,11 @@ def _servers(urls):
     return urls[0] if len(urls) == 1 else tuple(urls)
 
 
+def context_size(text: str):
+    """--n-ctx: "auto" or a number of tokens."""
+    return None if text.strip().lower() == "auto" else positive_int(text)
+
+
 def default_db(raster: str) -> Path:
     path = Path(raster)
     return path.with_name(path.stem + INDEX_SUFFIX)
@@ -98,21 +119,38 @@ def run(args) -> int:
             "using the tiny test model, whose captions are meaningless placeholders.")
     db = Path(args.db) if args.db else default_db(args.raster)
     index_settings = IndexSettings(args.tile_size, args.overlap, args.variants,
-                                   RenderSettings(bands=tuple(args.bands) if args.bands else None))
+                                   RenderSettings(bands=tuple(args.bands) if args.bands else None),
+                                   retry_failed=args.retry_failed)
     IndexerLock(db).check_free()  # a second indexer is refused before it spends time loading models
+    stop, terminated = threading.Event(), threading.Event()
+    previous_term = signal.signal(signal.SIGTERM, lambda *_: _terminate(stop, terminated))
+    try:
+        report = _index(args, db, settings, index_settings, stop)
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
+    code = _summary(args, db, report)
+    return 128 + signal.SIGTERM if terminated.is_set() else code  # the status a SIGTERM death has
+
+
+def _index(args, db: Path, settings: CaptionerSettings, index_settings: IndexSettings, stop: threading.Event):
     captioner = make_captioner(settings)  # first: a bad model file is reported in a second, not ten
-    stop = threading.Event()
+    say(f"captioning with {describe_engine(captioner)}")
+    for warning in getattr(captioner, "warnings", ()):
+        say(f"warning: {warning}")
     previous = signal.signal(signal.SIGINT, lambda *_: _first_interrupt(stop, previous))
     bar = ProgressBar()
     try:
         embedder = load_embedder(args.embedder)
         with Store(db, create=True) as store:
-            report = index_raster(store, captioner, embedder, args.raster, index_settings,
-                                  progress=bar, cancel=stop.is_set)
+            return index_raster(store, captioner, embedder, args.raster, index_settings,
+                                progress=bar, cancel=stop.is_set)
     finally:
         bar.close()
         signal.signal(signal.SIGINT, previous)
         captioner.close()
+
+
+def _summary(args, db: Path, report) -> int:
     p = report.progress
     for warning in report.warnings:
         say(f"warning: {warning}")
@@ -128,6 +166,14 @@ def run(args) -> int:
         say("run the same command again to continue.")
         return 130
     return 1 if p.failed else 0
+
+
+def _terminate(stop: threading.Event, terminated: threading.Event) -> None:
+    # Like a first Ctrl-C: a service manager's stop must not lose the tile batch in progress.
+    say("\nterminated (SIGTERM): stopping after the tile in progress (committed tiles are kept)")
+    terminated.set()
+    stop.set()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends it at once
 
 
 def _first_interrupt(stop: threading.Event, previous) -> None:

@@ -16,10 +16,13 @@ COMMAND_MODULES = [
     "import_captions",
     "search_command",
     "info_command",
+    "check_command",
     "eval_command",
     "index_command",
     "bench_search_command",
     "bench_index_command",
+    "bench_caption_command",
+    "models_command",
 ]
 
 EXIT_ERROR = 2

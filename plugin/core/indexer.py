@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 import time
@@ -12,19 +13,27 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
 from .captioning.base import CaptionResult
+from .changes import requeue_changed_tiles, save_pixel_hashes
+from .embedder_identity import resolve_embedder
 from .embedding import Embedder
 from .errors import CaptionError, IndexingError, TileScribeError
 from .locking import IndexerLock
-from .rendering import RenderSettings, choose_bands, render_tile_png
+from .health import check_after_crash
+from .rendering import RenderSettings, choose_bands, read_palette, render_identity, render_tile_png
 from .store import Store, StoredTile
-from .tiling import (Tile, TileGrid, content_skip_reason, gdal_errors_as_exceptions, open_raster, read_info,
-                     read_window)
+from .tiling import (Tile, TileGrid, check_tile_size_to_read, content_skip_reason, gdal_errors_as_exceptions,
+                     open_raster, pixel_hash, read_info, read_window)
 
 REGISTER_BATCH = 10_000  # tiles per transaction while a grid is registered: memory stays flat
 TODO_PAGE = 1_000  # tiles read from the index at a time while indexing
 # Less free space than this (on the disk, or below the index's page limit) when a write
 # fails: the write failed for want of space, whatever the error says (sqlite-vec's does not).
 LOW_SPACE_BYTES = 32 << 20
+# Runs that may try a tile before it is left failed with its reason (--retry-failed forces more).
+MAX_TILE_ATTEMPTS = 3
+# Unexpected errors (not a bad answer: a crash inside the engine) on this many tiles in a
+# row mean the engine is broken, not the tiles: stop instead of failing the whole raster.
+CONSECUTIVE_CRASH_LIMIT = 5
 
 
 @dataclass(frozen=True)
@@ -33,7 +42,11 @@ class IndexSettings:
     overlap: int = 0
     variants: int = 5
     render: RenderSettings = RenderSettings()
-    retry_failed: bool = True  # a resumed run tries failed tiles again
+    # A resumed run retries failed tiles up to MAX_TILE_ATTEMPTS runs; True retries them all.
+    retry_failed: bool = False
+
+    def __post_init__(self):
+        check_tile_size_to_read(self.tile_size)  # where settings are made: before any model loads
 
 
 @dataclass
@@ -96,20 +109,26 @@ def index_raster(store: Store, captioner, embedder: Embedder, raster_path: str,
                  cancel: Optional[CancelCheck] = None) -> IndexReport:
     """Caption every pending tile of the raster's run; safe to kill and run again."""
     try:
-        with gdal_errors_as_exceptions(), IndexerLock(store.path), open_raster(raster_path) as dataset:
+        with gdal_errors_as_exceptions(), IndexerLock(store.path) as lock, open_raster(raster_path) as dataset:
             info = read_info(dataset)
             grid = TileGrid(info.width, info.height, settings.tile_size, settings.overlap)
-            run_id = _run_for(store, captioner, embedder, info, grid, settings.variants)
-            register_grid(store, run_id, info, grid)
             bands = list(choose_bands(dataset.colorinterp, dataset.count, settings.render.bands))
+            palette = read_palette(dataset, bands)
+            render = render_identity(settings.render, bands, palette)
+            run_id = _run_for(store, captioner, embedder, info, grid, settings.variants, render)
+            register_grid(store, run_id, info, grid)
+            if lock.previous_holder_died:
+                check_after_crash(store, run_id)  # cheap checks: counts and a few known searches
+            notes = grid.notes() + requeue_changed_tiles(store, run_id, dataset, bands, info)
             job = _IndexJob(store, captioner, embedder, run_id, settings, progress, cancel or (lambda: False))
+            job.palette = palette
             report = job.run(dataset, bands)
     except sqlite3.Error as exc:
         failure = write_failure(store.path, exc, store.conn)
         if failure is None:
             raise  # not about the file or the disk: a bug, keep its traceback
         raise failure from exc
-    report.warnings = info.warnings
+    report.warnings = info.warnings + notes
     return report
 
 
@@ -127,14 +146,20 @@ def register_grid(store: Store, run_id: int, info, grid: TileGrid) -> None:
         store.add_tiles(run_id, batch)
 
 
-def tiles_to_do(store: Store, run_id: int, statuses: Sequence[str]) -> Iterator[StoredTile]:
-    """The run's tiles in these states in id order, read TODO_PAGE at a time (Store.tiles reads them all)."""
+def tiles_to_do(store: Store, run_id: int, statuses: Sequence[str],
+                max_attempts: Optional[int] = None) -> Iterator[StoredTile]:
+    """The run's tiles in these states in id order, read TODO_PAGE at a time (Store.tiles reads them all).
+
+    Failed tiles already tried `max_attempts` times are left alone (None: all of them).
+    """
     marks = ", ".join("?" for _ in statuses)
+    limit = max_attempts if max_attempts is not None else 1 << 62
     last = 0
     while True:
         ids = [row[0] for row in store.conn.execute(
-            f"select id from tiles where run_id = ? and status in ({marks}) and id > ? order by id limit ?",
-            (run_id, *statuses, last, TODO_PAGE))]
+            f"select id from tiles where run_id = ? and status in ({marks}) and id > ?"
+            " and (status != 'failed' or attempts < ?) order by id limit ?",
+            (run_id, *statuses, last, limit, TODO_PAGE))]
         if not ids:
             return
         for tile_id in ids:
@@ -202,7 +227,8 @@ def _low_on_space(path: Path, conn: Optional[sqlite3.Connection]) -> bool:
 # use other values (more threads, more requests in flight) and still continue.
 OPERATIONAL_SETTINGS = frozenset({
     "parallel_requests", "timeout_s", "max_retries", "backoff_s", "max_attempts",
-    "n_threads", "n_gpu_layers", "n_ctx", "response_format", "llama_cpp_version", "family_setting",
+    "n_threads", "n_gpu_layers", "n_ctx", "n_ctx_setting", "max_tokens", "response_format",
+    "llama_cpp_version", "family_setting", "engine", "slots", "endpoints",
 })
 
 
@@ -214,22 +240,35 @@ def captioner_identity(record: dict) -> dict:
     return identity
 
 
-def _run_for(store: Store, captioner, embedder: Embedder, info, grid: TileGrid, variants: int) -> int:
-    """The run to continue (same raster, embedder, captioner identity, prompt and grid), or a new one."""
+def _run_for(store: Store, captioner, embedder: Embedder, info, grid: TileGrid, variants: int,
+             render: dict) -> int:
+    """The run to continue (same raster, embedder, captioner identity, prompt, grid and rendering), or a new one."""
     from .captioning.prompt import PROMPT_VERSION
 
     raster_id = store.upsert_raster(info)
-    embedder_id = store.embedder_id(embedder.name, embedder.dim)
+    embedder_id = resolve_embedder(store, embedder)  # by what it computes: refuses a look-alike
     record = captioner.describe()
     wanted = captioner_identity(record)
     for run in reversed(store.runs()):
         if (run["raster_id"], run["embedder_id"], run["prompt_version"], run["tile_size"],
                 run["overlap"], run["variants"]) == (raster_id, embedder_id, PROMPT_VERSION,
                                                      grid.tile_size, grid.overlap, variants) \
-                and captioner_identity(run["captioner"]) == wanted:
+                and captioner_identity(run["captioner"]) == wanted and _same_render(store, run, render):
             return run["id"]
     return store.create_run(raster_id, embedder_id, record, PROMPT_VERSION, grid.tile_size,
-                            grid.overlap, variants)
+                            grid.overlap, variants, render)
+
+
+def _same_render(store: Store, run: dict, render: dict) -> bool:
+    """Whether the run's tiles were rendered as `render` would; a run from before renders were
+    recorded is taken to match and adopts it (unless it showed a colour table, which it could not)."""
+    if run["render"] is not None:
+        return run["render"] == render
+    if render["palette"]:
+        return False
+    with store.atomic():
+        store.conn.execute("update runs set render = ? where id = ?", (json.dumps(render, sort_keys=True), run["id"]))
+    return True
 
 
 class _IndexJob:
@@ -244,7 +283,11 @@ class _IndexJob:
         self.started = time.perf_counter()
         self.captioned_now = 0
         self.cancelled = False
+        self.crashes_in_a_row = 0
+        self.stop_error: Optional[Exception] = None  # set when the engine is gone: the run ends
         self.counts = store.tile_counts(run_id)  # kept in step in memory: no query per tile
+        self.palette = None  # colour table of a paletted raster (rendering.read_palette)
+        self.hashes: dict[int, str] = {}  # tile id -> pixel checksum, stored with its captions
 
     def _moved(self, tile: StoredTile, status: str) -> None:
         self.counts[tile.status] -= 1
@@ -252,21 +295,27 @@ class _IndexJob:
         self._report(tile)
 
     def run(self, dataset, bands) -> IndexReport:
-        statuses = ("pending", "failed") if self.settings.retry_failed else ("pending",)
-        todo = tiles_to_do(self.store, self.run_id, statuses)
+        todo = tiles_to_do(self.store, self.run_id, ("pending", "failed"),
+                           None if self.settings.retry_failed else MAX_TILE_ATTEMPTS)
         batch: list[tuple[StoredTile, CaptionResult]] = []
         parallel = max(1, int(getattr(self.captioner, "parallel_requests", 1)))
         try:
             for tile, outcome in _caption_stream(self.captioner, self._jobs(dataset, bands, todo),
                                                  self.settings.variants, parallel):
-                if isinstance(outcome, CaptionError):
-                    self._fail(tile, str(outcome))
-                    continue
-                batch.append((tile, outcome))
-                if len(batch) >= parallel:
-                    self._flush(batch)
+                if _stops_run(outcome):
+                    # No new tiles start; answers still in flight are kept. This tile stays pending.
+                    self.stop_error = self.stop_error or outcome
+                elif isinstance(outcome, Exception):
+                    self._fail(tile, outcome)
+                else:
+                    self.crashes_in_a_row = 0
+                    batch.append((tile, outcome))
+                    if len(batch) >= parallel:
+                        self._flush(batch)
         finally:
             self._flush(batch)  # what was captioned is kept, whatever stopped us
+        if self.stop_error is not None:
+            raise self.stop_error
         if not self.cancelled and not self.counts["pending"]:
             self.store.finish_run(self.run_id)
         return IndexReport(self.run_id, self._progress(""), self.cancelled, self.timings, self.failures)
@@ -274,6 +323,8 @@ class _IndexJob:
     def _jobs(self, dataset, bands, todo) -> Iterator[tuple[StoredTile, bytes]]:
         """Rendered tiles to caption; empty tiles are marked skipped and never sent to the model."""
         for tile in todo:
+            if self.stop_error is not None:
+                return
             if self.cancel():
                 self.cancelled = True
                 return
@@ -281,12 +332,15 @@ class _IndexJob:
             data = read_window(dataset, tile.window, bands)
             t1 = time.perf_counter()
             self.timings.read += t1 - t0
+            self.hashes[tile.id] = pixel_hash(data)
             reason = content_skip_reason(data)
             if reason:
-                self.store.mark_tile(tile.id, "skipped", reason)
+                with self.store.atomic():
+                    self.store.mark_tile(tile.id, "skipped", reason)
+                    save_pixel_hashes(self.store, {tile.id: self.hashes.pop(tile.id)})
                 self._moved(tile, "skipped")
                 continue
-            png = render_tile_png(data, self.settings.render)
+            png = render_tile_png(data, self.settings.render, self.palette)
             self.timings.render += time.perf_counter() - t1
             yield tile, png
 
@@ -306,6 +360,7 @@ class _IndexJob:
                 count = len(result.variants)
                 self.store.save_captions(tile.id, result.variants, vectors[offset:offset + count], result.raw)
                 offset += count
+            save_pixel_hashes(self.store, {tile.id: self.hashes.pop(tile.id, None) for tile, _ in batch})
         self.timings.embed += t1 - t0
         self.timings.store += time.perf_counter() - t1
         for tile, result in batch:
@@ -314,10 +369,20 @@ class _IndexJob:
             self.captioned_now += 1
             self._moved(tile, "done")
 
-    def _fail(self, tile: StoredTile, reason: str) -> None:
+    def _fail(self, tile: StoredTile, error: Exception) -> None:
+        """Record the failure on the tile (reason, one more attempt); the run goes on."""
+        crashed = not isinstance(error, CaptionError)
+        reason = f"the captioner crashed on this tile: {error!r}" if crashed else str(error)
+        self.hashes.pop(tile.id, None)
         self.store.mark_tile(tile.id, "failed", reason)
         self.failures.append((tile.window.key, reason))
         self._moved(tile, "failed")
+        self.crashes_in_a_row = self.crashes_in_a_row + 1 if crashed else 0
+        if self.crashes_in_a_row >= CONSECUTIVE_CRASH_LIMIT and self.stop_error is None:
+            self.stop_error = IndexingError(
+                f"The captioner crashed on {self.crashes_in_a_row} tiles in a row (last: {error!r}): "
+                "the model or engine is broken, not the tiles. Indexed tiles are kept and the failed "
+                "ones are retried next time; check the model files and settings.")
 
     def _progress(self, last_tile: str) -> IndexProgress:
         counts = self.counts
@@ -331,10 +396,7 @@ class _IndexJob:
 
 
 def _caption_stream(captioner, jobs, n_variants: int, parallel: int):
-    """(tile, CaptionResult | CaptionError) in completion order, `parallel` model calls in flight.
-
-    Errors other than CaptionError (a bad model file, a server that is gone) stop indexing.
-    """
+    """(tile, CaptionResult | exception) in completion order, `parallel` model calls in flight."""
     if parallel == 1:
         for tile, png in jobs:
             yield tile, _caption_one(captioner, png, n_variants)
@@ -359,11 +421,17 @@ def _caption_stream(captioner, jobs, n_variants: int, parallel: int):
 
 
 def _caption_one(captioner, png: bytes, n_variants: int):
+    """The tile's CaptionResult or the exception it ended with (never raised: the caller sorts).
+
+    Returned, not raised, so that answers of other tiles still in flight are saved.
+    """
     try:
         return captioner.caption(png, n_variants)
-    except CaptionError as exc:
+    except Exception as exc:
         return exc
-    except TileScribeError:
-        raise
-    except Exception as exc:  # a backend bug must not lose the committed work: report and stop
-        raise IndexingError(f"The captioner failed unexpectedly: {exc!r}. Indexed tiles are kept.") from exc
+
+
+def _stops_run(outcome) -> bool:
+    """ModelError (bad settings; EngineError: the engine is gone) and other TileScribeErrors
+    end the run; a CaptionError or an unexpected crash belongs to the one tile."""
+    return isinstance(outcome, TileScribeError) and not isinstance(outcome, CaptionError)

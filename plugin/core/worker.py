@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import threading
 import traceback
@@ -52,6 +53,10 @@ class Worker:
                 request = json.loads(line)
                 if not isinstance(request, dict):
                     raise ValueError("a request is a JSON object")
+            except RecursionError:  # json's decoder recurses per nesting level: this line must not end the loop
+                self.send({"id": None, "ok": False, "error": {
+                    "type": "ProtocolError", "message": "the request is nested too deeply to be a request"}})
+                continue
             except ValueError as exc:
                 self.send({"id": None, "ok": False, "error": {"type": "ProtocolError", "message": str(exc)}})
                 continue
@@ -62,14 +67,18 @@ class Worker:
         self.stop_jobs()
 
     def dispatch(self, request: dict) -> None:
+        from .worker_protocol import ProtocolError, check_request
+
         rid, cmd = request.get("id"), request.get("cmd")
+        try:
+            check_request(request, {*self.handlers, "index"})
+        except ProtocolError as exc:
+            self.send({"id": rid, "ok": False, "error": {"type": "ProtocolError", "message": str(exc)}})
+            return
         if cmd == "index":
             self._start_index(rid, request)
             return
-        handler = self.handlers.get(cmd)
-        if handler is None:
-            self.send({"id": rid, "ok": False, "error": {"type": "ProtocolError", "message": f"unknown command {cmd!r}"}})
-            return
+        handler = self.handlers[cmd]
         self._reply(rid, lambda: handler(request))
 
     def _reply(self, rid, call) -> None:
@@ -192,6 +201,12 @@ class Worker:
         embedder = self.embedder(request.get("embedder"))
         self.send({"id": rid, "event": "status", "data": {"message": "loading the captioning model"}})
         captioner = make_captioner(settings)
+        from .captioning.engine_info import describe_engine
+
+        engine = describe_engine(captioner)
+        self.send({"id": rid, "event": "status", "data": {
+            "message": f"captioning with {engine}", "engine": engine,
+            "warnings": list(getattr(captioner, "warnings", ()))}})
         try:
             with Store(request["db"], create=True) as store:
                 report = index_raster(store, captioner, embedder, request["raster"], index_settings,
@@ -199,6 +214,7 @@ class Worker:
         finally:
             captioner.close()
         return {"run_id": report.run_id, "cancelled": report.cancelled, "placeholder": settings.is_placeholder,
+                "engine": engine,
                 **_progress_data(report.progress), "failures": report.failures[:20]}
 
     def _progress(self, rid, progress) -> None:
@@ -228,14 +244,31 @@ def protocol_stream():
     return os.fdopen(protocol_fd, "w", encoding="utf-8", buffering=1)
 
 
+class Terminated(Exception):
+    """SIGTERM arrived: raised in the main thread, out of the blocking read of stdin."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+    raise Terminated()
+
+
 def main() -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     # Before any library starts OpenMP: busy-waiting threads starve the threads that
     # sample under the grammar and answer searches (measured 4-10x slower when loaded).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     worker = Worker(protocol_stream())
-    worker.send({"id": None, "event": "ready", "data": {"protocol": PROTOCOL_VERSION, "pid": os.getpid()}})
-    worker.serve(sys.stdin)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        worker.send({"id": None, "event": "ready", "data": {"protocol": PROTOCOL_VERSION, "pid": os.getpid()}})
+        worker.serve(sys.stdin)
+    except Terminated:  # like Ctrl-C in the command line: running jobs stop after the tile in progress
+        print("tilescribe worker: terminated (SIGTERM): stopping after the tile in progress; captioned tiles "
+              "are kept, and indexing the same raster again continues where it stopped.", file=sys.stderr)
+        worker.send({"id": None, "event": "terminated", "data": {"jobs": len(worker._jobs)}})
+        worker.stop_jobs()
+        return 128 + signal.SIGTERM
     return 0
 
 

@@ -15,6 +15,7 @@ from ..core.errors import TileScribeError
 from ..core.store import INDEX_SUFFIX
 from .indexing import IndexRequest, captioner_settings, default_index_path, raster_file
 from .model_fields import model_field_values, show_model_fields
+from .model_picker import add_model_picker_button
 from .settings import CAPTIONER_LOCAL, CAPTIONER_SERVER, CAPTIONER_TEST, PluginSettings
 
 UI_FILE = Path(__file__).resolve().parents[2] / "ui" / "index_dialog.ui"
@@ -42,6 +43,7 @@ class IndexDialog(QDialog, FORM_CLASS):
         self.layerCombo.layerChanged.connect(self._layer_changed)
         for radio in (self.localRadio, self.serverRadio, self.testRadio):
             radio.toggled.connect(self._enable_model_fields)
+        self.pickerButton = add_model_picker_button(self, lambda: self.settings, self._store_models_dir)
         self._load(settings)
         self.layerCombo.setLayer(layer)
         self._layer_changed(layer)
@@ -94,9 +96,12 @@ class IndexDialog(QDialog, FORM_CLASS):
             if layer is not None:  # an empty choice is explained when the user presses Index
                 self.messageBar.pushMessage("", str(exc), Qgis.Warning, 0)
 
+    def _store_models_dir(self, settings: PluginSettings) -> None:
+        self.settings = replace(self.settings, models_dir=settings.models_dir)
+
     def _enable_model_fields(self, *_args) -> None:
         local, server = self.localRadio.isChecked(), self.serverRadio.isChecked()
-        for widget in (self.modelFile, self.mmprojFile, self.modelLabel, self.mmprojLabel):
+        for widget in (self.modelFile, self.mmprojFile, self.modelLabel, self.mmprojLabel, self.pickerButton):
             widget.setEnabled(local)
         for widget in (self.serverUrlEdit, self.serverModelEdit, self.apiKeyEnvEdit, self.serverUrlLabel,
                        self.serverModelLabel, self.apiKeyEnvLabel):

@@ -10,6 +10,7 @@ from qgis.core import QgsMapLayerType, QgsProviderRegistry, QgsRasterLayer
 
 from ..core.captioning.factory import CaptionerSettings
 from ..core.errors import ModelError, RasterError
+from ..core.models.folder import family_for_model
 from ..core.store import INDEX_SUFFIX
 from .deps import INDEX_MODULES, LOCAL_MODEL_MODULES
 from .settings import CAPTIONER_LOCAL, CAPTIONER_SERVER, CAPTIONER_TEST, PluginSettings
@@ -126,4 +127,5 @@ def captioner_settings(settings: PluginSettings) -> CaptionerSettings:
             raise ModelError(f"Pick the GGUF {label} file, or choose the test model or a server.")
         if not Path(value).is_file():
             raise ModelError(f"The {label} file was not found: {value}. Pick an existing GGUF file.")
-    return CaptionerSettings(model=settings.model_path, mmproj=settings.mmproj_path)
+    return CaptionerSettings(model=settings.model_path, mmproj=settings.mmproj_path,
+                             family=family_for_model(settings.model_path))

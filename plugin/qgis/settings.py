@@ -26,6 +26,7 @@ class PluginSettings:
     captioner: str = CAPTIONER_LOCAL
     model_path: str = ""           # GGUF vision-language model
     mmproj_path: str = ""          # its GGUF vision projector
+    models_dir: str = ""           # where downloads go; empty: the default (core.models.folder)
     server_url: str = ""           # OpenAI-compatible endpoint
     server_model: str = ""
     api_key_env: str = ""          # NAME of the environment variable holding the key, never the key

@@ -9,6 +9,7 @@ from qgis.PyQt import uic
 from qgis.PyQt.QtWidgets import QDialog
 
 from .model_fields import model_field_values, show_model_fields
+from .model_picker import add_model_picker_button
 from .settings import PluginSettings, default_worker_python
 
 UI_FILE = Path(__file__).resolve().parents[2] / "ui" / "settings_dialog.ui"
@@ -29,6 +30,10 @@ class SettingsDialog(QDialog, FORM_CLASS):
         self.pythonFile.setFilePath(settings.worker_python)
         show_model_fields(self, settings)
         self.kSpin.setValue(settings.k)
+        self.pickerButton = add_model_picker_button(self, lambda: self.original, self._store_models_dir)
+
+    def _store_models_dir(self, settings: PluginSettings) -> None:
+        self.original = replace(self.original, models_dir=settings.models_dir)
 
     def chosen_settings(self) -> PluginSettings:
         return replace(self.original, worker_python=self.pythonFile.filePath().strip(),

@@ -10,6 +10,8 @@ from typing import Optional, Union
 from ..errors import ModelError
 
 TEST_MODEL_MAX_LEN = 16
+# In process (simplest, the default) or a llama-server TileScribe starts (batched slots).
+ENGINES = ("llama-cpp-python", "server")
 TEST_MODEL_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tilescribe" / "test-models"
 
 
@@ -28,8 +30,11 @@ class CaptionerSettings:
     parallel_requests: int = 4           # server requests in flight, per server
     timeout_s: float = 120.0             # how long a server may answer nothing before a retry
     n_threads: Optional[int] = None
-    n_ctx: int = 4096
+    n_ctx: Optional[int] = None          # None: sized for prompt + image + answer (per slot)
     n_gpu_layers: int = 0
+    engine: str = "llama-cpp-python"     # for a local GGUF pair: see ENGINES
+    slots: int = 4                       # llama-server sequences decoded together (engine "server")
+    llama_server: Optional[str] = None   # llama-server program; None: built by setup, else PATH
     seed: int = 0
     temperature: float = 0.3
     test_model: bool = False             # tiny random-weight pair: meaningless captions
@@ -80,6 +85,8 @@ def make_captioner(settings: CaptionerSettings):
             parallel_requests=settings.parallel_requests, temperature=settings.temperature,
             seed=settings.seed, timeout_s=settings.timeout_s,
         )
+    if settings.engine not in ENGINES:
+        raise ModelError(f"Unknown captioning engine {settings.engine!r}: choose one of {', '.join(ENGINES)}.")
     model, mmproj = settings.model, settings.mmproj
     max_len = None
     if settings.test_model:
@@ -94,6 +101,16 @@ def make_captioner(settings: CaptionerSettings):
             "No captioning model set: give --model M.gguf and --mmproj P.gguf (a GGUF "
             "vision-language model and its projector), or --server URL --server-model NAME, "
             "or --test-model for the tiny placeholder model."
+        )
+    if settings.engine == "server":
+        from .server_engine import LlamaServerCaptioner
+
+        if settings.test_model:
+            raise ModelError("The test model runs in process only: drop --engine server or --test-model.")
+        return LlamaServerCaptioner(
+            model, mmproj, family=settings.family, slots=settings.slots, n_ctx=settings.n_ctx,
+            n_threads=settings.n_threads, n_gpu_layers=settings.n_gpu_layers, seed=settings.seed,
+            temperature=settings.temperature, llama_server=settings.llama_server,
         )
     from .llama_backend import LlamaCppCaptioner
 

@@ -9,109 +9,18 @@ from pathlib import Path
 from typing import Mapping
 
 from ..errors import CaptionError, ModelError
+from ..rendering import DEFAULT_MAX_SIDE
 from .base import DEFAULT_MAX_ATTEMPTS, CaptionResult, caption_with_retries, file_fingerprint
+from .context_budget import SAMPLE_ANSWER, ContextPlan, estimate_image_tokens, plan_context
 from .gguf_header import GgufInfo, read_gguf_info
-from .prompt import PROMPT_VERSION, build_prompt, field_max_len, response_schema
+from .model_pair import CHAT_HANDLERS, FAMILIES, check_pair, guess_family  # noqa: F401 (re-exported)
+from .prompt import PROMPT_VERSION, build_messages, build_prompt, field_max_len, response_schema
 
-# family -> llama_cpp.llama_chat_format handler. The handler supplies the chat
-# template the model was trained with; a wrong one gives poor or empty answers.
-CHAT_HANDLERS: Mapping[str, str] = {
-    "llava-1-5": "Llava15ChatHandler",  # LLaVA 1.5, BakLLaVA, ShareGPT4V, obsidian
-    "llava-1-6": "Llava16ChatHandler",  # LLaVA 1.6 / NeXT (mmproj with grid pinpoints)
-    "moondream": "MoondreamChatHandler",  # moondream2
-    "nanollava": "NanoLlavaChatHandler",  # nanoLLaVA (ChatML)
-    "qwen2.5-vl": "Qwen25VLChatHandler",  # Qwen2.5-VL (projector qwen2.5vl_merger)
-    "minicpm-v-2.6": "MiniCPMv26ChatHandler",  # MiniCPM-V 2.6 (projector resampler)
-}
-FAMILIES = ("auto", *CHAT_HANDLERS)
 # A rejected answer is regenerated hotter: small models at the paper's 0.3 often
 # copy their first variant N times, and the same temperature repeats the fault.
 RETRY_TEMPERATURE_STEP = 0.3
 MAX_RETRY_TEMPERATURE = 1.0
 _SETUP_HINT = "Run `make setup` to install it into the plugin's environment."
-
-# projector type -> (tensor, ggml axis) holding the size of the projected image
-# embeddings, as clip_n_mmproj_embd() reads it; it must equal the text model's n_embd.
-_PROJECTOR_OUTPUT = {
-    "mlp": ("mm.2.weight", 1),
-    "mlp_norm": ("mm.3.bias", 0),
-    "ldp": ("mm.model.mb_block.1.block.2.1.bias", 0),
-    "ldpv2": ("mm.model.peg.0.bias", 0),
-    "resampler": ("resampler.proj.weight", 0),
-    "qwen2vl_merger": ("mm.1.bias", 0),
-    "qwen2.5vl_merger": ("mm.1.bias", 0),
-    "gemma3": ("mm.input_projection.weight", 0),
-    "idefics3": ("mm.model.fc.weight", 1),
-}
-
-
-def projector_output_dim(mmproj: GgufInfo) -> int | None:
-    """Size of the image embeddings an mmproj produces, when its projector type is known."""
-    kind = str(mmproj.fields.get("clip.projector_type", ""))
-    if kind == "mlp" and "mm.3.weight" in mmproj.tensors:
-        kind = "mlp_norm"  # clip.cpp makes the same switch for Yi-style LLaVA
-    tensor, axis = _PROJECTOR_OUTPUT.get(kind, (None, 0))
-    shape = mmproj.tensors.get(tensor)
-    return int(shape[axis]) if shape is not None and len(shape) > axis else None
-
-
-def embedding_length(model: GgufInfo) -> int | None:
-    value = model.fields.get(f"{model.arch}.embedding_length")
-    return int(value) if value is not None else None
-
-
-def check_pair(model: GgufInfo, mmproj: GgufInfo) -> None:
-    """ModelError when the two files cannot work together, before llama.cpp loads them."""
-    if model.arch == "clip":
-        raise ModelError(
-            f"The model file {model.path} is a vision projector (mmproj), not a language model. "
-            "Give the text model GGUF as the model and this file as the mmproj."
-        )
-    if mmproj.arch != "clip":
-        raise ModelError(
-            f"The mmproj file {mmproj.path} is a '{mmproj.arch or 'unknown'}' model, not a vision "
-            "projector: a model without vision support cannot caption images. Give the mmproj "
-            "GGUF that belongs to the vision model (its name usually contains 'mmproj')."
-        )
-    has_vision = mmproj.fields.get("clip.has_vision_encoder")
-    if not has_vision:
-        raise ModelError(
-            f"The mmproj file {mmproj.path} has no vision encoder (an audio projector?). "
-            "Give the image projector of a vision-language model."
-        )
-    projected, expected = projector_output_dim(mmproj), embedding_length(model)
-    if projected and expected and projected != expected:
-        raise ModelError(
-            f"The mmproj file {mmproj.path} does not match the model {model.path}: it makes image "
-            f"embeddings of size {projected}, the model expects {expected}. Use the mmproj "
-            "released with this model."
-        )
-
-
-def guess_family(model: GgufInfo, mmproj: GgufInfo) -> str:
-    """The chat family from projector metadata, then file and model names; llava-1-5 otherwise."""
-    kind = str(mmproj.fields.get("clip.projector_type", ""))
-    if kind == "qwen2.5vl_merger":
-        return "qwen2.5-vl"
-    if kind == "resampler":
-        return "minicpm-v-2.6"
-    names = " ".join(
-        [model.path.name, mmproj.path.name, model.name, mmproj.name]
-    ).lower().replace("_", "-")
-    for needle, family in (
-        ("moondream", "moondream"),
-        ("nanollava", "nanollava"),
-        ("minicpm", "minicpm-v-2.6"),
-        ("qwen2.5-vl", "qwen2.5-vl"),
-        ("llava-v1.6", "llava-1-6"),
-        ("llava-1.6", "llava-1-6"),
-        ("llava-next", "llava-1-6"),
-    ):
-        if needle in names:
-            return family
-    if mmproj.fields.get("clip.vision.mm_patch_merge_type") == "spatial_unpad":
-        return "llava-1-6"  # LLaVA 1.6 tiles large images; 1.5 does not
-    return "llava-1-5"
 
 
 class _NativeLog:
@@ -182,13 +91,16 @@ class LlamaCppCaptioner:
         *,
         family: str = "auto",
         n_threads: int | None = None,
-        n_ctx: int = 4096,
+        n_ctx: int | None = None,
         n_gpu_layers: int = 0,
         seed: int = 0,
         temperature: float = 0.3,
         max_tokens: int | None = None,
         max_len: int | Mapping[str, int] | None = None,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        n_variants: int = 5,
+        image_px: int = DEFAULT_MAX_SIDE,
+        force_answer_tokens: int | None = None,
     ):
         if family not in FAMILIES:
             raise ModelError(
@@ -206,11 +118,46 @@ class LlamaCppCaptioner:
         self._fingerprints = {"model": file_fingerprint(model.path),
                               "mmproj": file_fingerprint(mmproj.path)}
         self.n_threads = n_threads
-        self.n_ctx, self.n_gpu_layers, self.seed = n_ctx, n_gpu_layers, seed
-        self.temperature, self.max_tokens, self.max_attempts = temperature, max_tokens, max_attempts
-        self.max_len = field_max_len(max_len)
+        self.n_gpu_layers, self.seed = n_gpu_layers, seed
+        self.temperature, self.max_attempts = temperature, max_attempts
+        # Benchmarks only: answers of exactly this many tokens (random weights never stop).
+        self.force_answer_tokens = force_answer_tokens
+        self._n_ctx_setting = "auto" if n_ctx is None else n_ctx
+        self.plan = self._plan_context(model, mmproj, n_ctx, field_max_len(max_len), n_variants, image_px)
+        self.n_ctx, self.max_len = self.plan.n_ctx, self.plan.max_len
+        self.max_tokens = min(max_tokens, self.plan.max_tokens) if max_tokens else self.plan.max_tokens
+        self.warnings = self.plan.warnings
+        self.last_stats: dict = {}
         self._llm = self._load()
         self.n_threads = self._llm.n_threads  # None picks half the CPUs (llama-cpp-python)
+        self._budget_completions(self._llm)
+
+    def _plan_context(self, model: GgufInfo, mmproj: GgufInfo, n_ctx, max_len, n_variants, image_px) -> ContextPlan:
+        return plan_model_context(model, mmproj, n_ctx, max_len, n_variants, image_px)
+
+    def _budget_completions(self, llm) -> None:
+        """Clamp every answer to the room the actual prompt + image leave in the context.
+
+        The chat handler evaluates text and image chunks, then calls create_completion
+        with the positions used so far as `prompt`: the one place the exact count is known.
+        """
+        complete = llm.create_completion
+        stats = self.last_stats
+
+        def budgeted(*args, prompt=None, max_tokens=None, **kwargs):
+            used = len(prompt) if prompt is not None else 0
+            room = llm.n_ctx() - used - 1
+            if room < 16:
+                raise CaptionError(
+                    f"this tile's prompt and image fill the context ({used} of n_ctx={llm.n_ctx()} "
+                    "tokens), leaving no room for an answer: raise n_ctx or lower the tile size")
+            budget = min(max_tokens or room, room)
+            stats.update(prompt_tokens=used, max_tokens=budget)
+            if self.force_answer_tokens:  # under the grammar a random model rarely closes early
+                budget = min(self.force_answer_tokens, room)
+            return complete(*args, prompt=prompt, max_tokens=budget, **kwargs)
+
+        llm.create_completion = budgeted
 
     def _load(self):
         llama_cpp, chat_format, native_log = _import_llama_cpp()
@@ -229,11 +176,7 @@ class LlamaCppCaptioner:
         except ValueError as exc:
             raise self._load_error("model", self.model_path, exc, native_log) from exc
         except Exception as exc:  # llama-cpp-python compiles the GGUF's chat template at load
-            raise ModelError(
-                f"The model file {self.model_path} carries a chat template llama-cpp-python cannot "
-                f"read ({type(exc).__name__}: {exc}). Use another copy of the model, or a model "
-                "file converted with a current llama.cpp."
-            ) from exc
+            raise _template_error(self.model_path, exc) from exc
         try:
             # The handler loads the projector on first use (a private method, hence
             # getattr); loading it now reports a bad mmproj at open, not on the first tile.
@@ -265,7 +208,7 @@ class LlamaCppCaptioner:
             "chat_handler": CHAT_HANDLERS[self.family],
             "prompt_version": PROMPT_VERSION,
             "settings": {
-                "n_ctx": self.n_ctx, "n_threads": self.n_threads,
+                "n_ctx": self.n_ctx, "n_ctx_setting": self._n_ctx_setting, "n_threads": self.n_threads,
                 "n_gpu_layers": self.n_gpu_layers, "seed": self.seed,
                 "temperature": self.temperature, "retry_temperature_step": RETRY_TEMPERATURE_STEP,
                 "max_tokens": self.max_tokens,
@@ -286,26 +229,32 @@ class LlamaCppCaptioner:
 
     def _generate(self, png: bytes, n_variants: int, attempt: int) -> tuple[str, int]:
         uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-        messages = [{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": uri}},
-            {"type": "text", "text": build_prompt(n_variants)},
-        ]}]
         schema = response_schema(n_variants, self.max_len)
         try:
             answer = self._llm.create_chat_completion(
-                messages=messages,
+                messages=build_messages(uri, n_variants, self.family),
                 response_format={"type": "json_object", "schema": schema},
                 temperature=self._temperature(attempt),
-                # None: bounded by the schema's maxLength and by n_ctx. A fixed
-                # default cuts answers off: tiny models spend up to 4 byte tokens a character.
+                # Clamped per tile to the room the prompt and image leave (_budget_completions).
                 max_tokens=self.max_tokens,
                 # A new seed per attempt: the same seed would repeat a rejected answer.
                 seed=(self.seed + attempt) & 0xFFFFFFFF,
             )
         except ValueError as exc:
             raise self._generation_error(exc) from exc
-        text = answer["choices"][0]["message"].get("content") or ""
-        return text, int(answer.get("usage", {}).get("completion_tokens", 0))
+        except RuntimeError as exc:  # llama_decode failed: this tile's call, not the model
+            raise CaptionError(
+                f"llama.cpp failed while answering for this tile ({exc}); n_ctx={self.n_ctx}. "
+                "It is retried on the next run; raise n_ctx if it keeps failing") from exc
+        choice = answer["choices"][0]
+        text = choice["message"].get("content") or ""
+        used = int(answer.get("usage", {}).get("completion_tokens", 0) or 0)
+        self.last_stats.update(completion_tokens=used, finish_reason=choice.get("finish_reason"))
+        if choice.get("finish_reason") == "length" and not self.force_answer_tokens:
+            raise CaptionError(
+                f"the answer was cut off at its budget of {used} tokens before the JSON closed "
+                f"(n_ctx={self.n_ctx}); a model that rambles needs a larger n_ctx or fewer variants")
+        return text, used
 
     def _temperature(self, attempt: int) -> float:
         ceiling = max(MAX_RETRY_TEMPERATURE, self.temperature)
@@ -313,11 +262,13 @@ class LlamaCppCaptioner:
 
     def _generation_error(self, exc: ValueError) -> Exception:
         message = str(exc)
-        if "n_ctx" in message or "context window" in message:
-            return ModelError(
-                f"The prompt and image of {self.model_path.name} do not fit in the context "
-                f"(n_ctx={self.n_ctx}): {message}. Raise n_ctx in the captioning settings."
-            )
+        if "n_ctx" in message or "context window" in message or "broadcast" in message:
+            # This tile's prompt + image did not fit: the tile fails, the run goes on (and
+            # stops by itself if every tile fails the same way).
+            return CaptionError(
+                f"the prompt and image of this tile do not fit in the context of "
+                f"{self.model_path.name} (n_ctx={self.n_ctx}): {message}. Raise n_ctx in the "
+                "captioning settings (or leave it on auto), or lower the tile's pixel size.")
         return CaptionError(f"llama.cpp failed on this tile: {message}")
 
     def close(self) -> None:
@@ -331,6 +282,45 @@ class LlamaCppCaptioner:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+def plan_model_context(model: GgufInfo, mmproj: GgufInfo, n_ctx, max_len, n_variants: int,
+                       image_px: int = DEFAULT_MAX_SIDE) -> ContextPlan:
+    """The context size and answer budget for one sequence, from the vocabulary alone.
+
+    The vocabulary loads in a blink (no weights): it tells how long the prompt is and how
+    many tokens a character of caption costs with this model.
+    """
+    if n_ctx is not None and (isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or n_ctx < 1):
+        raise ModelError(f"n_ctx must be a positive number of tokens (or auto), not {n_ctx!r}.")
+    llama_cpp, _, native_log = _import_llama_cpp()
+    try:
+        vocab = llama_cpp.Llama(model_path=str(model.path), vocab_only=True, verbose=False)
+    except ValueError as exc:
+        raise ModelError(f"llama.cpp cannot load the model file {model.path} (reading its vocabulary): "
+                         f"{exc}.{native_log.take()} Check that it is a complete GGUF that this "
+                         "llama-cpp-python supports.") from exc
+    except Exception as exc:  # llama-cpp-python compiles the GGUF's chat template at load
+        raise _template_error(model.path, exc) from exc
+    try:
+        sample = SAMPLE_ANSWER.encode("utf-8")
+        per_char = len(vocab.tokenize(sample, add_bos=False)) / len(sample)
+        prompt_tokens = len(vocab.tokenize(build_prompt(n_variants).encode("utf-8")))
+    finally:
+        vocab.close()
+    trained = model.fields.get(f"{model.arch}.context_length")
+    return plan_context(
+        n_variants=n_variants, max_len=max_len, tokens_per_char=per_char,
+        prompt_tokens=prompt_tokens, image_tokens=estimate_image_tokens(mmproj, image_px),
+        requested_n_ctx=n_ctx, n_ctx_train=int(trained) if trained else None,
+        model_name=model.path.name)
+
+
+def _template_error(path, exc: Exception) -> ModelError:
+    return ModelError(
+        f"The model file {path} carries a chat template llama-cpp-python cannot read "
+        f"({type(exc).__name__}: {exc}). Use another copy of the model, or a model file "
+        "converted with a current llama.cpp.")
 
 
 def _llama_cpp_version() -> str:

@@ -1,0 +1,229 @@
+"""Starts, watches and stops one llama.cpp `llama-server` process that only we can use.
+
+It listens on 127.0.0.1 on a free port and wants a random API key made at each start,
+so no other local user or web page can use it; it dies with the process that started
+it (Linux: the kernel's parent-death signal; elsewhere atexit), so a killed worker or
+QGIS never leaves a model loaded in memory.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+from ..errors import EngineError, ModelError
+
+HEALTH_TIMEOUT_S = 600.0  # loading a 7B model from a slow disk takes minutes
+STOP_GRACE_S = 5.0
+_LOG_TAIL = 15
+# Built-in llama-server templates for families whose GGUFs often carry none (else the
+# GGUF's own). Always with --no-jinja: in jinja mode llama-server parses every answer for
+# tool calls and answers HTTP 500 "does not match the expected peg-native format" when a
+# weak model's text trips that parser; a built-in template there also lost the image marker.
+SERVER_TEMPLATES = {"llava-1-5": "vicuna", "llava-1-6": "vicuna"}
+_live: "weakref.WeakSet[LlamaServer]" = weakref.WeakSet()
+
+
+def find_llama_server(configured: Optional[str] = None) -> Path:
+    """The llama-server to run: the one configured, $TILESCRIBE_LLAMA_SERVER, the one setup
+    built into this environment, or one on PATH; ModelError saying how to get one."""
+    if configured:
+        if Path(configured).is_file() and os.access(configured, os.X_OK):
+            return Path(configured)
+        raise ModelError(f"The llama-server program {configured} does not exist or cannot be run: "
+                         "give the path of llama.cpp's llama-server (--llama-server, or the setting).")
+    candidates = [os.environ.get("TILESCRIBE_LLAMA_SERVER"), str(Path(sys.prefix) / "bin" / "llama-server"),
+                  shutil.which("llama-server")]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
+            return Path(candidate)
+    raise ModelError(
+        "llama.cpp's llama-server was not found (not built into this environment, not on PATH): run "
+        "`make setup` (it builds one), install llama.cpp from your package manager, or give its path "
+        "with --llama-server; or use --engine llama-cpp-python.")
+
+
+@dataclass
+class ServerOptions:
+    model: Path
+    mmproj: Path
+    slots: int = 4
+    ctx_per_slot: int = 4096
+    threads: Optional[int] = None
+    gpu_layers: int = 0
+    chat_template: Optional[str] = None
+    extra_args: Sequence[str] = field(default_factory=tuple)
+
+
+class LlamaServer:
+    """One llama-server child process; `url` and `api_key` are valid while it runs."""
+
+    def __init__(self, binary: Path, options: ServerOptions, *, health_timeout_s: float = HEALTH_TIMEOUT_S):
+        self.binary, self.options, self.health_timeout_s = Path(binary), options, health_timeout_s
+        self.process: Optional[subprocess.Popen] = None
+        self.url = ""
+        self.api_key = ""
+        self.starts = 0
+        self._log_dir = tempfile.mkdtemp(prefix="tilescribe-llama-server-")
+        self._log_path = Path(self._log_dir) / "llama-server.log"
+        self._lock = threading.Lock()
+        _live.add(self)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> "LlamaServer":
+        """Start the process and wait until it has loaded the model (ModelError if it cannot)."""
+        with self._lock:
+            self._stop_locked()
+            port = _free_port()
+            self.api_key = secrets.token_urlsafe(24)
+            self.url = f"http://127.0.0.1:{port}"
+            command = self.command(port)
+            log = self._log_path.open("ab")
+            try:
+                self.process = subprocess.Popen(
+                    command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+            except OSError as exc:
+                raise ModelError(f"Cannot start {self.binary}: {exc}. Check that it is a llama-server "
+                                 "built for this machine (or run `make setup`).") from exc
+            finally:
+                log.close()
+            self.starts += 1
+            self._wait_healthy()
+        return self
+
+    def command(self, port: int) -> list[str]:
+        o = self.options
+        command = [str(self.binary), "-m", str(o.model), "--mmproj", str(o.mmproj),
+                   "--host", "127.0.0.1", "--port", str(port), "--api-key", self.api_key,
+                   "-np", str(o.slots), "-c", str(o.ctx_per_slot * o.slots), "--no-webui", "--no-jinja",
+                   "-ngl", str(o.gpu_layers)]
+        if o.threads:
+            command += ["-t", str(o.threads)]
+        if o.chat_template:
+            command += ["--chat-template", o.chat_template]
+        return command + list(o.extra_args)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stop_locked()
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self._log_dir, ignore_errors=True)
+
+    def _stop_locked(self) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    # -- what it says -----------------------------------------------------------------------
+
+    def log_tail(self) -> str:
+        try:
+            lines = self._log_path.read_text("utf-8", "replace").splitlines()
+        except OSError:
+            return ""
+        interesting = [line for line in lines if line.strip()]
+        return "\n".join(collections.deque(interesting, maxlen=_LOG_TAIL))
+
+    def props(self) -> dict:
+        """llama-server's /props (build, slots, context), for the run record and the log."""
+        return json.loads(self._get("/props", timeout=10))
+
+    def _wait_healthy(self) -> None:
+        deadline = time.monotonic() + self.health_timeout_s
+        while time.monotonic() < deadline:
+            if not self.alive():
+                code = self.process.returncode if self.process else None
+                self.process = None
+                raise ModelError(
+                    f"llama-server stopped while loading {self.options.model.name} (exit status {code}). "
+                    f"It said:\n{self.log_tail()}\nCheck the model files, the context size and free memory.")
+            try:
+                self._get("/health", timeout=5)
+                return
+            except urllib.error.HTTPError as exc:
+                if exc.code == 401:  # another program answers on this port: not ours
+                    self._stop_locked()
+                    raise ModelError("Another program answered on the port chosen for llama-server; try again.")
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.2)
+        self._stop_locked()
+        raise ModelError(f"llama-server did not finish loading {self.options.model.name} within "
+                         f"{self.health_timeout_s:.0f} s. It said:\n{self.log_tail()}")
+
+    def _get(self, path: str, timeout: float) -> bytes:
+        request = urllib.request.Request(self.url + path, headers={"Authorization": f"Bearer {self.api_key}"})
+        with _NO_PROXY.open(request, timeout=timeout) as response:
+            return response.read(1 << 20)
+
+    def ensure_running(self, reason: str) -> None:
+        """Restart a server that died mid-run, once; EngineError the second time."""
+        if self.alive():
+            return
+        if self.starts >= 2:
+            raise EngineError(
+                f"llama-server stopped again ({reason}) after a restart: captioning cannot go on. Indexed "
+                f"tiles are kept; run again to continue. It said:\n{self.log_tail()}")
+        self.start()
+
+
+# A local server must never be reached through the user's HTTP proxy.
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM it when the parent dies (Linux prctl), even by SIGKILL.
+
+    The kernel watches the thread that started the child: start and use the server from
+    the same thread (the indexing job's), as the CLI and the worker do.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+@atexit.register
+def _stop_all() -> None:
+    for server in list(_live):
+        server.close()

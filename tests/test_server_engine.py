@@ -1,0 +1,122 @@
+"""The managed llama-server engine: real llama-server (built by setup) running the tiny pair."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+from helpers import in_process_cli
+from rasters import write_raster
+from tilescribe.plugin.core.captioning.llama_server import find_llama_server
+from tilescribe.plugin.core.errors import EngineError, ModelError
+
+pytestmark = pytest.mark.slow
+SHORT = 16
+
+
+def _server_or_skip():
+    try:
+        return find_llama_server()
+    except ModelError as exc:
+        pytest.skip(f"no llama-server: {exc}")
+
+
+@pytest.fixture
+def server_captioner(tiny_pair):
+    _server_or_skip()
+    from tilescribe.plugin.core.captioning.server_engine import LlamaServerCaptioner
+
+    captioner = LlamaServerCaptioner(*tiny_pair, slots=2, max_len=SHORT, n_variants=3)
+    yield captioner
+    captioner.close()
+
+
+def test_captions_a_tile_through_its_own_server(server_captioner, tile_png):
+    result = server_captioner.caption(tile_png, 3)
+    assert len(result.variants) == 3
+    record = server_captioner.describe()
+    assert record["engine"] == "llama-server" and record["settings"]["slots"] == 2
+    assert server_captioner.server.api_key not in json.dumps(record)
+
+
+def test_the_server_listens_on_loopback_and_wants_its_random_key(server_captioner):
+    url = server_captioner.server.url
+    assert url.startswith("http://127.0.0.1:")
+    anonymous = urllib.request.Request(url + "/v1/models")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.build_opener(urllib.request.ProxyHandler({})).open(anonymous, timeout=10)
+    assert refused.value.code == 401
+
+
+def test_a_server_that_dies_is_restarted_once_then_the_run_ends(server_captioner, tile_png):
+    server = server_captioner.server
+    first_key = server.api_key
+    server.process.kill()
+    server.process.wait()
+    assert len(server_captioner.caption(tile_png, 3).variants) == 3  # restarted, new port and key
+    assert server.starts == 2 and server.api_key != first_key
+    server.process.kill()
+    server.process.wait()
+    with pytest.raises(EngineError, match="stopped again"):
+        server_captioner.caption(tile_png, 3)
+
+
+def test_closing_stops_the_server(server_captioner):
+    process = server_captioner.server.process
+    server_captioner.close()
+    assert process.poll() is not None
+
+
+def test_a_killed_parent_never_leaves_the_server_behind(tiny_pair, tmp_path):
+    _server_or_skip()
+    script = (
+        "import sys, time\n"
+        "from tilescribe.plugin.core.captioning.server_engine import LlamaServerCaptioner\n"
+        f"c = LlamaServerCaptioner({str(tiny_pair[0])!r}, {str(tiny_pair[1])!r}, slots=1, max_len=16)\n"
+        "print(c.server.process.pid, flush=True)\n"
+        "time.sleep(60)\n")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    server_pid = int(parent.stdout.readline())
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    for _ in range(50):
+        if not _running(server_pid):
+            break
+        time.sleep(0.1)
+    assert not _running(server_pid), "llama-server outlived the process that started it"
+
+
+def test_index_command_with_the_server_engine(tmp_path, tiny_pair, monkeypatch, capsys, hashing_embedder):
+    _server_or_skip()
+    cli_run = in_process_cli(monkeypatch, capsys, hashing_embedder)
+    data = np.random.default_rng(1).integers(1, 250, size=(3, 64, 128)).astype("uint8")
+    raster = write_raster(tmp_path / "r.tif", width=128, height=64, data=data)
+    code, out, err = cli_run("index", str(raster), "--model", str(tiny_pair[0]), "--mmproj", str(tiny_pair[1]),
+                             "--engine", "server", "--slots", "2", "--tile-size", "64", "--variants", "2")
+    assert "captioning with llama-server" in err and "2 slots, CPU" in err
+    assert "of 2 tiles captioned" in err and code in (0, 1)  # random weights may write invalid answers
+
+
+def test_a_missing_llama_server_says_how_to_get_one(tiny_pair, monkeypatch, tmp_path):
+    from tilescribe.plugin.core.captioning.server_engine import LlamaServerCaptioner
+
+    with pytest.raises(ModelError, match=r"does not exist or cannot be run.*--llama-server"):
+        LlamaServerCaptioner(*tiny_pair, llama_server=str(tmp_path / "nope"), max_len=SHORT)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:  # a zombie has exited: only its parent must reap it
+        return stat.read().split()[2] != "Z"
