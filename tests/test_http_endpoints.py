@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from fixtures_server import Reply, Seen, completion, variants_asked
+from helpers import in_process_cli
 from index_checks import index_state
 from rasters import write_raster
 
@@ -178,3 +179,18 @@ def test_several_servers_from_the_environment(monkeypatch):
     monkeypatch.setenv("TILESCRIBE_SERVER_MODEL", "m")
     cap = make_captioner(CaptionerSettings.from_environment())
     assert cap.urls == ["http://a:1/v1", "http://b:2"] and cap.parallel_requests == 8
+
+
+def test_the_index_command_spreads_tiles_over_several_servers(scripted_servers, tmp_path, hashing_embedder,
+                                                              monkeypatch, capsys):
+    servers = [scripted_servers() for _ in range(2)]
+    for server in servers:
+        server.script = answering()
+    raster = write_raster(tmp_path / "r.tif", width=192, height=128)
+    cli = in_process_cli(monkeypatch, capsys, hashing_embedder)
+    code, _, err = cli("index", raster, "--db", tmp_path / "r.tilescribe.sqlite", "--tile-size", 32,
+                       "--variants", 2, "--server", servers[0].url, servers[1].url, "--server-model", "m",
+                       "--parallel", 2, "--timeout", 10)
+    assert code == 0, err
+    assert "24 of 24 tiles captioned" in err and f"at {servers[0].url} {servers[1].url}" in err
+    assert all(len(s.seen) >= 4 for s in servers) and sum(len(s.seen) for s in servers) == 24
