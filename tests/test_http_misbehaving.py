@@ -224,3 +224,23 @@ def test_cancel_during_indexing_ends_the_run_at_once_and_keeps_committed_tiles(
     state = index_state(db, 2)
     assert sum(status == "done" for status, _, _ in state.values()) >= 1  # committed tiles kept
     assert {status for status, _, _ in state.values()} <= {"done", "pending"}
+
+
+def _timed(delay_s: float) -> dict:
+    body = completion(1)
+    body["timings"] = {"prompt_n": 300, "prompt_ms": 0.2 * delay_s * 1000, "predicted_ms": 0.8 * delay_s * 1000}
+    return body
+
+
+@pytest.mark.parametrize("serial, limit", [(True, 2), (False, 4)], ids=["one-slot", "four-slots"])
+def test_the_limit_follows_what_the_server_says_it_sustains(scripted_server, tile_png, serial, limit):
+    # llama-server reports the time it spent on each request: one slot serving 4 requests
+    # in flight keeps 3 waiting in its queue; 2 in flight (1 served, 1 ready) is enough.
+    scripted_server.serial = serial
+    scripted_server.script = [Reply(200, _timed(0.1), delay_s=0.1)]
+    cap = captioner(scripted_server.url, parallel_requests=4)
+    with ThreadPoolExecutor(max_workers=cap.parallel_requests) as pool:
+        results = list(pool.map(lambda _: cap.caption(tile_png, 1), range(24)))
+    assert all(len(r.variants) == 1 for r in results)
+    (stats,) = cap.stats()
+    assert stats["limit"] == limit and stats["abandoned"] == 0, stats

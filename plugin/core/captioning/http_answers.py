@@ -22,6 +22,9 @@ _EXCERPT = 200
 _TOKENS_CAP = 10 ** 9
 
 
+_TIMING = re.compile(rb'"(prompt_ms|predicted_ms)"\s*:\s*([0-9][0-9.eE+-]*)')
+
+
 class TileRefused(CaptionError):
     """The server refused this tile's request: asking the same again cannot help."""
 
@@ -41,6 +44,13 @@ def lenient_count(value) -> int:
     except (TypeError, ValueError, OverflowError):
         return 0
     return int(number) if math.isfinite(number) and 0 <= number < _TOKENS_CAP else 0
+
+
+def service_seconds(body: bytes) -> float | None:
+    """Seconds the server spent on a request, from llama-server's `timings` (prompt +
+    generation); None when the answer has none. Read without decoding the whole answer."""
+    found = dict((name, lenient_count(value)) for name, value in _TIMING.findall(body[-4096:]))
+    return sum(found.values()) / 1000 if found else None
 
 
 class AnswerReader:

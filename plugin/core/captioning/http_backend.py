@@ -15,7 +15,7 @@ from typing import Mapping, Optional, Sequence
 from ..errors import CaptionError, Cancelled, ModelError
 from .base import DEFAULT_MAX_ATTEMPTS, CaptionResult
 from .http_answers import (RETRY_STATUS, AnswerReader, TileRefused, answer_limit_bytes, rejects_format,
-                           worst_case_chars)
+                           service_seconds, worst_case_chars)
 from .http_pool import Endpoint, EndpointPool, Ticket
 from .http_transport import (Aborted, Answer, Exchange, Target, TooLarge, TransportError, check_url,
                              redact_one)
@@ -313,7 +313,7 @@ class OpenAICompatibleCaptioner:
             self._pool.failed(ticket, reason, retry_after=_seconds(answer.headers.get("Retry-After")),
                               answered=True)
             return reason
-        self._pool.answered(ticket, refused=answer.status >= 300)
+        self._pool.answered(ticket, refused=answer.status >= 300, service_s=service_seconds(answer.body))
         return answer
 
     def _transport_failure(self, ticket: Ticket, exc: TransportError) -> str:

@@ -38,6 +38,8 @@ class Endpoint:
     gone: Optional[str] = None  # why it left the run
     last_progress: float = -math.inf  # when it last answered anything
     good_in_a_row: int = 0
+    sustained: Optional[float] = None  # requests it serves at once, measured (EWMA)
+    served: Optional[float] = None  # share of a request's time the server spent on it (EWMA)
     counts: dict = field(default_factory=lambda: dict.fromkeys(
         ("sent", "answered", "failed", "abandoned", "refused", "peak"), 0))
 
@@ -98,19 +100,44 @@ class EndpointPool:
                 wake = min((e.backoff_until for e in usable if e.backoff_until > now), default=now + 1)
                 self._cond.wait(min(_WAIT_SLICE_S, max(0.001, wake - now)))
 
-    def answered(self, ticket: Ticket, refused: bool = False) -> None:
-        """The endpoint answered (any answer that is not a retryable error): it is alive."""
+    def answered(self, ticket: Ticket, refused: bool = False, service_s: Optional[float] = None) -> None:
+        """The endpoint answered (any answer that is not a retryable error): it is alive.
+        `service_s`: the time the server says it spent on the request (llama-server's timings)."""
         with self._cond:
             e = ticket.endpoint
             self._release(e)
+            now = time.monotonic()
             e.reached = True
-            e.last_progress = time.monotonic()
+            e.last_progress = now
             e.rounds, e.round_started, e.backoff_until = 0, -math.inf, 0.0
             e.counts["refused" if refused else "answered"] += 1
+            keeps_up = self._measure(e, ticket, now, service_s)
             e.good_in_a_row += 1
-            if e.good_in_a_row >= e.limit and e.limit < e.max_limit:
+            if keeps_up and e.good_in_a_row >= e.limit and e.limit < e.max_limit:
                 e.limit += 1  # probe upward: the server kept up with this many
                 e.good_in_a_row = 0
+
+    @staticmethod
+    def _measure(e: Endpoint, ticket: Ticket, now: float, service_s: Optional[float]) -> bool:
+        """Whether the server keeps up with what we send. From its own service time: a request
+        that waited behind `ahead` others for `latency` s was served by about
+        (ahead + 1) x service / latency slots. More in flight than that + 1 only wait in its
+        queue (where another server could have taken them), so the limit comes down to it."""
+        latency = now - ticket.sent_at
+        if not service_s or service_s <= 0 or latency <= 0:
+            return True  # the server does not say (vLLM, Ollama): only timeouts lower the limit
+        served = min(service_s / latency, 1.0)
+        slots = (ticket.ahead + 1) * served
+        e.sustained = slots if e.sustained is None else 0.7 * e.sustained + 0.3 * slots
+        e.served = served if e.served is None else 0.7 * e.served + 0.3 * served
+        # Only when most of the time went to waiting: a server's own figure may leave out
+        # some of its work, and that must not cut a server that serves all we send.
+        if e.served < 0.5:
+            target = max(1, min(e.max_limit, math.ceil(e.sustained - 0.25) + 1))
+            if target < e.limit:
+                e.limit, e.good_in_a_row = target, 0
+            return False
+        return True
 
     def failed(self, ticket: Ticket, reason: str, *, retry_after: Optional[float] = None,
                timed_out: bool = False, answered: bool = False, connected: bool = True) -> None:
@@ -189,4 +216,6 @@ class EndpointPool:
 
     def stats(self) -> list[dict]:
         with self._cond:
-            return [{"url": e.url, "limit": e.limit, "gone": e.gone, **e.counts} for e in self.endpoints]
+            return [{"url": e.url, "limit": e.limit, "gone": e.gone, **e.counts,
+                     "sustained": None if e.sustained is None else round(e.sustained, 2)}
+                    for e in self.endpoints]
