@@ -194,3 +194,10 @@ def test_the_index_command_spreads_tiles_over_several_servers(scripted_servers, 
     assert code == 0, err
     assert "24 of 24 tiles captioned" in err and f"at {servers[0].url} {servers[1].url}" in err
     assert all(len(s.seen) >= 4 for s in servers) and sum(len(s.seen) for s in servers) == 24
+
+
+def test_a_missing_model_name_is_asked_for_without_showing_a_password():
+    settings = CaptionerSettings(server_url=("http://me:hunter22@a:1/v1", "http://b:2"))
+    with pytest.raises(ModelError, match=r"ask http://\*\*\*@a:1/v1 http://b:2 for \(--server-model\)") as err:
+        make_captioner(settings)
+    assert "hunter22" not in str(err.value)

@@ -76,9 +76,10 @@ class CaptionerSettings:
 def make_captioner(settings: CaptionerSettings):
     """Build (and load) the captioner the settings describe."""
     if settings.server_url:
-        if not settings.server_model:
-            raise ModelError(f"Give the model name to ask {settings.server_url} for (--server-model).")
-        from .http_backend import OpenAICompatibleCaptioner
+        from .http_backend import OpenAICompatibleCaptioner, redact_url
+
+        if not settings.server_model:  # the URL may hold a password: shown redacted
+            raise ModelError(f"Give the model name to ask {redact_url(settings.server_url)} for (--server-model).")
 
         return OpenAICompatibleCaptioner(
             settings.server_url, settings.server_model, api_key_env=settings.api_key_env,
