@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -201,3 +202,19 @@ def test_a_missing_model_name_is_asked_for_without_showing_a_password():
     with pytest.raises(ModelError, match=r"ask http://\*\*\*@a:1/v1 http://b:2 for \(--server-model\)") as err:
         make_captioner(settings)
     assert "hunter22" not in str(err.value)
+
+
+def test_each_servers_password_is_sent_to_it_alone_and_never_shown(scripted_servers, tile_png):
+    servers = [scripted_servers() for _ in range(2)]
+    for server, password in zip(servers, ("first-pa55word", "second-pa55word")):
+        server.script = [Reply(500, {"error": {"message": f"no database for {password}"}})]
+    urls = [s.url.replace("http://", f"http://u{i}:{p}@") for i, (s, p) in
+            enumerate(zip(servers, ("first-pa55word", "second-pa55word")))]
+    cap = captioner(urls, max_retries=0)
+    with pytest.raises(EngineError) as err:
+        cap.caption(tile_png, 1)
+    shown = str(err.value) + json.dumps(cap.describe())
+    assert "pa55word" not in shown and shown.count("***") >= 4
+    for i, server in enumerate(servers):
+        expected = base64.b64encode(f"u{i}:{('first', 'second')[i]}-pa55word".encode()).decode()
+        assert {s.headers["Authorization"] for s in server.seen} == {f"Basic {expected}"}
