@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import threading
@@ -52,10 +53,15 @@ def add_captioner_arguments(parser) -> None:
                             "llama.cpp's llama-server with --slots tiles decoded together (faster)")
     group.add_argument("--slots", type=positive_int, default=4, help="llama-server slots (default 4)")
     group.add_argument("--llama-server", metavar="PATH", help="llama-server program (default: built by setup, else PATH)")
-    group.add_argument("--server", help="OpenAI-compatible server URL instead of a local model")
+    group.add_argument("--server", nargs="+", action="extend", metavar="URL",
+                       help="OpenAI-compatible server URL instead of a local model; several share the tiles")
     group.add_argument("--server-model", help="model name to ask the server for")
     group.add_argument("--api-key-env", help="environment variable holding the server's API key")
-    group.add_argument("--parallel", type=positive_int, default=4, help="server requests in flight (default 4)")
+    group.add_argument("--parallel", type=positive_int, default=4,
+                       help="requests in flight per server (default 4)")
+    group.add_argument("--timeout", type=_seconds, default=120.0, metavar="SECONDS",
+                       help="give up a server request after this long without an answer from that "
+                            "server (default 120)")
     group.add_argument("--test-model", action="store_true",
                        help="tiny random-weight model: tests the pipeline, captions are meaningless")
 
@@ -68,11 +74,29 @@ def captioner_settings(args) -> CaptionerSettings:
     if not (args.model or args.mmproj or args.server or args.test_model):
         return CaptionerSettings.from_environment()
     return CaptionerSettings(
-        model=args.model, mmproj=args.mmproj, family=args.family, server_url=args.server,
+        model=args.model, mmproj=args.mmproj, family=args.family, server_url=_servers(args.server),
         server_model=args.server_model, api_key_env=args.api_key_env, parallel_requests=args.parallel,
+        timeout_s=args.timeout,
         n_threads=args.threads, n_ctx=args.n_ctx, n_gpu_layers=args.gpu_layers, test_model=args.test_model,
         engine=args.engine, slots=args.slots, llama_server=args.llama_server,
     )
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0 (got {text})")
+    return value
+
+
+def _servers(urls):
+    """One URL as a string, as before; several as a tuple."""
+    if not urls:
+        return None
+    return urls[0] if len(urls) == 1 else tuple(urls)
 
 
 def context_size(text: str):
