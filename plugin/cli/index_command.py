@@ -137,7 +137,7 @@ def _index(args, db: Path, settings: CaptionerSettings, index_settings: IndexSet
     say(f"captioning with {describe_engine(captioner)}")
     for warning in getattr(captioner, "warnings", ()):
         say(f"warning: {warning}")
-    previous = signal.signal(signal.SIGINT, lambda *_: _first_interrupt(stop, previous))
+    previous = signal.signal(signal.SIGINT, lambda *_: _first_interrupt(stop, previous, captioner))
     bar = ProgressBar()
     try:
         embedder = load_embedder(args.embedder)
@@ -176,7 +176,14 @@ def _terminate(stop: threading.Event, terminated: threading.Event) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends it at once
 
 
-def _first_interrupt(stop: threading.Event, previous) -> None:
+def _first_interrupt(stop: threading.Event, previous, captioner) -> None:
     say("\nstopping after the tile in progress (Ctrl-C again to abort now; committed tiles are kept)")
     stop.set()
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGINT, lambda *_: _second_interrupt(captioner))
+
+
+def _second_interrupt(captioner) -> None:
+    cancel = getattr(captioner, "cancel", None)
+    if cancel is not None:
+        cancel()  # requests under way end within a second (no lock: safe in a signal handler)
+    raise KeyboardInterrupt

@@ -228,7 +228,9 @@ def _low_on_space(path: Path, conn: Optional[sqlite3.Connection]) -> bool:
 OPERATIONAL_SETTINGS = frozenset({
     "parallel_requests", "timeout_s", "max_retries", "backoff_s", "max_attempts",
     "n_threads", "n_gpu_layers", "n_ctx", "n_ctx_setting", "max_tokens", "response_format",
-    "llama_cpp_version", "family_setting", "engine", "slots", "endpoints",
+    "llama_cpp_version", "llama_server_build", "family_setting", "slots", "endpoints",
+    # Which and how many servers answer (their model name stays part of the identity).
+    "url", "endpoint", "api_key_env",
 })
 
 

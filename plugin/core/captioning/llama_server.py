@@ -76,8 +76,10 @@ class ServerOptions:
 class LlamaServer:
     """One llama-server child process; `url` and `api_key` are valid while it runs."""
 
-    def __init__(self, binary: Path, options: ServerOptions, *, health_timeout_s: float = HEALTH_TIMEOUT_S):
+    def __init__(self, binary: Path, options: ServerOptions, *, health_timeout_s: float = HEALTH_TIMEOUT_S,
+                 api_key: Optional[str] = None):
         self.binary, self.options, self.health_timeout_s = Path(binary), options, health_timeout_s
+        self._fixed_key = api_key  # None: a new random key at every start
         self.process: Optional[subprocess.Popen] = None
         self.url = ""
         self.api_key = ""
@@ -94,7 +96,7 @@ class LlamaServer:
         with self._lock:
             self._stop_locked()
             port = _free_port()
-            self.api_key = secrets.token_urlsafe(24)
+            self.api_key = self._fixed_key or secrets.token_urlsafe(24)
             self.url = f"http://127.0.0.1:{port}"
             command = self.command(port)
             log = self._log_path.open("ab")
