@@ -35,37 +35,62 @@ FILL_COLOUR = 'color_rgba(255, 110, 0, max(20, 100 - 10 * ("rank" - 1)))'
 
 
 class ResultsLayer:
-    """One memory layer owned by the project, replaced on each search, removed on clear/unload."""
+    """One memory layer owned by the project, replaced on each search, removed on clear/unload.
 
-    def __init__(self, project: Optional[QgsProject] = None):
+    A scratch layer of ours: QGIS must not ask to save it on quit, nor mark the project modified.
+    """
+
+    def __init__(self, project: Optional[QgsProject] = None, canvas=None):
         self.project = project or QgsProject.instance()
+        self.canvas = canvas
         self._layer_id: Optional[str] = None
+        self.last_id: Optional[str] = None  # also after removal: the project's signals name it then
 
     def layer(self) -> Optional[QgsVectorLayer]:
         return self.project.mapLayer(self._layer_id) if self._layer_id else None
 
     def show(self, title: str, hits: Sequence[Hit], crs: QgsCoordinateReferenceSystem) -> QgsVectorLayer:
-        self.clear()
-        layer = _memory_layer(crs, f"{LAYER_NAME}: {title}"[:80])
-        features = []
-        for hit in hits:
-            feature = QgsFeature(layer.fields())
-            feature.setAttributes([hit.rank, round(hit.score, 4), hit.caption, hit.tile_id, hit.tile_db_id])
-            feature.setGeometry(QgsGeometry.fromRect(hit.rectangle()))
-            features.append(feature)
-        layer.dataProvider().addFeatures(features)
-        layer.updateExtents()
-        _style(layer)
+        was_dirty = self.project.isDirty()
+        self._remove()
+        layer = results_layer(title, hits, crs)
+        self.last_id = layer.id()
         self.project.addMapLayer(layer, False)
         self.project.layerTreeRoot().insertLayer(0, layer)  # on top of the raster it marks
         self._layer_id = layer.id()
+        self.project.setDirty(was_dirty)
         return layer
 
     def clear(self) -> None:
+        was_dirty = self.project.isDirty()
+        if self._remove() and self.canvas is not None:
+            # The canvas keeps its last picture until it redraws: without this the outlines and
+            # rank labels stay painted after the layer is gone.
+            self.canvas.refreshAllLayers()
+        self.project.setDirty(was_dirty)
+
+    def _remove(self) -> bool:
         layer = self.layer()
-        if layer is not None:
-            self.project.removeMapLayer(layer.id())
         self._layer_id = None
+        if layer is None:
+            return False
+        self.project.removeMapLayer(layer.id())
+        return True
+
+
+def results_layer(title: str, hits: Sequence[Hit], crs: QgsCoordinateReferenceSystem) -> QgsVectorLayer:
+    """The hits as a styled memory layer (not added to any project)."""
+    layer = _memory_layer(crs, f"{LAYER_NAME}: {title}"[:80])
+    features = []
+    for hit in hits:
+        feature = QgsFeature(layer.fields())
+        feature.setAttributes([hit.rank, round(hit.score, 4), hit.caption, hit.tile_id, hit.tile_db_id])
+        feature.setGeometry(QgsGeometry.fromRect(hit.rectangle()))
+        features.append(feature)
+    layer.dataProvider().addFeatures(features)
+    layer.updateExtents()
+    _style(layer)
+    layer.setCustomProperty("skipMemoryLayersCheck", 1)  # QGIS asks to save scratch layers on quit
+    return layer
 
 
 def _memory_layer(crs: QgsCoordinateReferenceSystem, name: str) -> QgsVectorLayer:
@@ -134,7 +159,7 @@ def export_geopackage(layer: QgsVectorLayer, path: str) -> None:
     options = QgsVectorFileWriter.SaveVectorOptions()
     options.driverName = "GPKG"
     options.layerName = "tilescribe_results"
-    result = QgsVectorFileWriter.writeAsVectorFormatV2(layer, path, QgsProject.instance().transformContext(),
+    result = QgsVectorFileWriter.writeAsVectorFormatV3(layer, path, QgsProject.instance().transformContext(),
                                                        options)
     if result[0] != QgsVectorFileWriter.NoError:
         raise TileScribeError(f"Could not write {path}: {result[1]}. Pick a folder you can write to.")

@@ -7,6 +7,7 @@ import signal
 import sqlite3
 
 import pytest
+from gui_events import newest_task
 
 pytestmark = [pytest.mark.qgis, pytest.mark.slow]
 
@@ -44,7 +45,7 @@ def _index_from_the_dialog(plugin, wait_task):
     dialog.tileSizeSpin.setValue(200)
     dialog.variantsSpin.setValue(VARIANTS)
     dialog.buttonBox.button(dialog.buttonBox.Ok).click()
-    [task] = plugin.runner.tasks
+    task = newest_task(plugin)
     progress = []  # what the task manager's progress bar showed
     task.progressChanged.connect(progress.append)
     return progress, wait_task(task, 240)
@@ -96,7 +97,7 @@ def test_interrupted_indexing_keeps_its_work_resumes_and_is_searchable(plugin, f
 
     plugin.dock.queryEdit.setText("trees")
     qtbot.keyClick(plugin.dock.queryEdit, Qt.Key_Return)
-    [task] = plugin.runner.tasks
+    task = newest_task(plugin)
     wait_task(task, 90)
     highlight = plugin.search.results.layer()
     assert highlight.featureCount() == 4 and highlight.crs().authid() == "EPSG:32617"
