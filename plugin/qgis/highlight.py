@@ -23,7 +23,7 @@ from qgis.core import (
     QgsVectorLayer,
     QgsVectorLayerSimpleLabeling,
 )
-from qgis.PyQt.QtCore import QVariant
+from qgis.PyQt.QtCore import QTimer, QVariant
 from qgis.PyQt.QtGui import QColor, QFont
 
 from ..core.errors import TileScribeError
@@ -57,7 +57,7 @@ class ResultsLayer:
         self.project.addMapLayer(layer, False)
         self.project.layerTreeRoot().insertLayer(0, layer)  # on top of the raster it marks
         self._layer_id = layer.id()
-        self.project.setDirty(was_dirty)
+        self._keep_dirty(was_dirty)
         return layer
 
     def clear(self) -> None:
@@ -66,7 +66,12 @@ class ResultsLayer:
             # The canvas keeps its last picture until it redraws: without this the outlines and
             # rank labels stay painted after the layer is gone.
             self.canvas.refreshAllLayers()
-        self.project.setDirty(was_dirty)
+        self._keep_dirty(was_dirty)
+
+    def _keep_dirty(self, was_dirty: bool) -> None:
+        """The project's modified flag as before: the layer tree marks it one event-loop turn later."""
+        if not was_dirty:
+            QTimer.singleShot(0, lambda: self.project.setDirty(False))
 
     def _remove(self) -> bool:
         layer = self.layer()

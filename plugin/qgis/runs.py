@@ -57,7 +57,7 @@ def _file_name(value) -> str:
 
 def is_placeholder(captioner: dict) -> bool:
     """Written by the tiny random-weight test model (the run record names its files)."""
-    if captioner.get("test_model"):
+    if captioner.get("test_model"):  # the worker's settings record, should a run keep one
         return True
     projector = Path(_file_name(captioner.get("mmproj"))).name
     return (Path(_file_name(captioner.get("model"))).name in TEST_MODEL_FILES

@@ -102,6 +102,8 @@ class SearchController:
 
     def _index_changed(self, db: str) -> None:
         self.messages.dismiss(OFFER_KEY)
+        if self.outcome is not None and self.outcome.db != db:
+            self.clear()  # the list and the map show the chosen index's results, or none
         if self.dock.statusLabel.text().startswith("Choose an index first"):
             self.dock.set_status("")
         if db:

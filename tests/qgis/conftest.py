@@ -89,17 +89,22 @@ class FakeIface:
     def __init__(self):
         from qgis.core import QgsProject
         from qgis.gui import QgsLayerTreeMapCanvasBridge, QgsMapCanvas
-        from qgis.PyQt.QtWidgets import QMainWindow
+        from qgis.PyQt.QtWidgets import QMainWindow, QVBoxLayout, QWidget
 
         self.window = QMainWindow()
         self.window.resize(1200, 700)
-        self.canvas = QgsMapCanvas(self.window)
+        centre = QWidget(self.window)
+        self.canvas = QgsMapCanvas(centre)
         self.canvas.setObjectName("theMapCanvas")
-        self.window.setCentralWidget(self.canvas)
+        self.window.setCentralWidget(centre)
         # As in QGIS: the layer tree decides what the canvas draws (results layer included).
         self.bridge = QgsLayerTreeMapCanvasBridge(QgsProject.instance().layerTreeRoot(), self.canvas)
         self.pushed = []  # (level, "title: text") in the order the plugin pushed them
-        self.bar = _recording_bar(self.window, self.pushed)
+        self.bar = _recording_bar(centre, self.pushed)
+        layout = QVBoxLayout(centre)  # as in QGIS: the message bar above the map
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.bar)
+        layout.addWidget(self.canvas, 1)
         self.mock = MagicMock(name="iface")
         self.mock.mainWindow.return_value = self.window
         self.mock.mapCanvas.return_value = self.canvas

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from gui_events import newest_task
+from gui_events import newest_task, wait_idle
 
 pytestmark = [pytest.mark.qgis, pytest.mark.slow]
 
@@ -153,6 +153,7 @@ def test_open_index_file_without_its_raster_and_bad_queries(plugin_on_shared_wor
     assert "Choose an index first" in plugin.dock.statusLabel.text()
 
     plugin.dock.open_index_file(db)
+    wait_idle(plugin, qtbot)  # its runs are read
     plugin.dock.searchButton.click()  # empty query
     assert "Type what you look for" in plugin.dock.statusLabel.text() and not plugin.runner.tasks
 
