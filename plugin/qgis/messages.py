@@ -107,14 +107,15 @@ class Messages:
         text = " ".join(part for part in (f"{what}: {first}", after) if part)
         self.push(text, Qgis.Critical, rest.strip(), duration=0, key=key)
 
-    def _drop_qgis_task_notice(self, item: QgsMessageBarItem) -> None:
-        if item.title() in QGIS_TASK_NOTICES and item.text().startswith(TASK_PREFIX):
-            QTimer.singleShot(0, lambda: self._pop(item))
+    def _drop_qgis_task_notice(self, _widget=None) -> None:
+        QTimer.singleShot(0, self._pop_qgis_task_notices)  # after the bar has shown it
 
-    def _pop(self, item: QgsMessageBarItem) -> None:
+    def _pop_qgis_task_notices(self) -> None:
         try:
-            self.bar().popWidget(item)
-        except RuntimeError:
+            for item in self.bar().items():
+                if item.title() in QGIS_TASK_NOTICES and item.text().startswith(TASK_PREFIX):
+                    self.bar().popWidget(item)
+        except RuntimeError:  # the bar went away (QGIS closing)
             pass
 
     def show_environment_problem(self, text: str) -> QMessageBox:
