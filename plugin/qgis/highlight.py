@@ -50,6 +50,16 @@ class ResultsLayer:
         return self.project.mapLayer(self._layer_id) if self._layer_id else None
 
     def show(self, title: str, hits: Sequence[Hit], crs: QgsCoordinateReferenceSystem) -> QgsVectorLayer:
+        """The hits on the map: the layer already shown gets the new features (no layer-tree churn,
+        the canvas redraws only it), else a new layer goes on top of the Layers panel."""
+        layer = self.layer()
+        if layer is not None and layer.crs() == crs:
+            layer.setName(layer_title(title))
+            layer.dataProvider().truncate()
+            layer.dataProvider().addFeatures(hit_features(layer, hits))
+            layer.updateExtents()
+            layer.triggerRepaint()
+            return layer
         was_dirty = self.project.isDirty()
         self._remove()
         layer = results_layer(title, hits, crs)
@@ -82,16 +92,24 @@ class ResultsLayer:
         return True
 
 
-def results_layer(title: str, hits: Sequence[Hit], crs: QgsCoordinateReferenceSystem) -> QgsVectorLayer:
-    """The hits as a styled memory layer (not added to any project)."""
-    layer = _memory_layer(crs, f"{LAYER_NAME}: {title}"[:80])
+def layer_title(title: str) -> str:
+    return f"{LAYER_NAME}: {title}"[:80]
+
+
+def hit_features(layer: QgsVectorLayer, hits: Sequence[Hit]) -> list[QgsFeature]:
     features = []
     for hit in hits:
         feature = QgsFeature(layer.fields())
         feature.setAttributes([hit.rank, round(hit.score, 4), hit.caption, hit.tile_id, hit.tile_db_id])
         feature.setGeometry(QgsGeometry.fromRect(hit.rectangle()))
         features.append(feature)
-    layer.dataProvider().addFeatures(features)
+    return features
+
+
+def results_layer(title: str, hits: Sequence[Hit], crs: QgsCoordinateReferenceSystem) -> QgsVectorLayer:
+    """The hits as a styled memory layer (not added to any project)."""
+    layer = _memory_layer(crs, layer_title(title))
+    layer.dataProvider().addFeatures(hit_features(layer, hits))
     layer.updateExtents()
     _style(layer)
     layer.setCustomProperty("skipMemoryLayersCheck", 1)  # QGIS asks to save scratch layers on quit

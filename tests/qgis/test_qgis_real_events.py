@@ -71,11 +71,15 @@ def test_clear_takes_the_highlight_off_the_painted_map(plugin_on_shared_worker, 
     plugin = plugin_on_shared_worker
     layer = add_raster(captioned_index)
     canvas = _shown_canvas(fake_iface, qgis_app, layer)
-    pond = _tile(layer, 200, 200)
-    search_by_typing(plugin, qtbot, "a pond with dark water")
-    assert plugin.dock.resultsList.count() == 4
-    canvas.setExtent(layer.extent())  # the click on a result zoomed nowhere: the whole raster in view
-    assert orange_pixels_on_outline(render_canvas(qgis_app, canvas), canvas, pond) > 20
+    pond, road = _tile(layer, 200, 200), _tile(layer, 0, 200)
+    plugin.dock.kSpin.setValue(1)
+    search_by_typing(plugin, qtbot, "a dirt road")
+    assert orange_pixels_on_outline(render_canvas(qgis_app, canvas), canvas, road) > 20
+    search_by_typing(plugin, qtbot, "a pond with dark water")  # the next search redraws the highlight
+    assert plugin.dock.resultsList.count() == 1
+    image = render_canvas(qgis_app, canvas)
+    assert orange_pixels_on_outline(image, canvas, pond) > 20
+    assert orange_pixels_on_outline(image, canvas, road) < orange_pixels_on_outline(image, canvas, pond) / 2
 
     qtbot.mouseClick(plugin.dock.clearButton, Qt.LeftButton)
     assert plugin.dock.resultsList.count() == 0 and plugin.search.results.layer() is None
