@@ -43,13 +43,30 @@ def install_profile(profiles: Path, archive: Path) -> Path:
     (profile / "QGIS" / "QGIS3.ini").write_text(
         "[PythonPlugins]\ntilescribe=true\n\n"
         f"[tilescribe]\nworker_python={sys.executable}\n\n"
-        "[qgis]\nshowTips322=false\ncheckVersion=false\n", encoding="utf-8")
+        "[qgis]\nshowTips322=false\ncheckVersion=false\n\n"
+        # QGIS's own notice for every task, however short: the plugin must take it off the bar.
+        "[General]\nminTaskLengthForSystemNotification=0\n", encoding="utf-8")
     return plugins / "tilescribe"
+
+
+def small_raster(work: Path) -> Path:
+    """A 64 x 64 px GeoTIFF beside the mosaic (one tile), for the Index layer step."""
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_origin
+
+    path = work / "small.tif"
+    data = np.random.default_rng(0).integers(1, 200, size=(3, 64, 64)).astype("uint8")
+    with rasterio.open(path, "w", driver="GTiff", width=64, height=64, count=3, dtype="uint8",
+                       crs="EPSG:32618", transform=from_origin(500000.0, 4200000.0, 1.0, 1.0)) as ds:
+        ds.write(data)
+    return path
 
 
 def run_qgis(profiles: Path, raster: Path, out: Path) -> subprocess.CompletedProcess:
     env = {key: value for key, value in os.environ.items() if key not in ("QT_QPA_PLATFORM", "PYTHONPATH")}
     env.update(GUI_SMOKE_OUT=str(out), GUI_SMOKE_RASTER=str(raster), HF_HUB_OFFLINE="1",
+               GUI_SMOKE_SMALL_RASTER=str(small_raster(raster.parent)),
                OMP_WAIT_POLICY="PASSIVE")
     command = ["xvfb-run", "-a", "-s", f"-screen 0 {SCREEN}", "qgis", "--profiles-path", str(profiles),
                "--nologo", "--noversioncheck", "--code", str(ROOT / "scripts" / "gui_smoke_session.py")]

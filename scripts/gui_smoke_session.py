@@ -16,11 +16,12 @@ from qgis.core import QgsApplication, QgsPointXY, QgsProject, QgsRasterLayer
 from qgis.PyQt.QtCore import QPoint, Qt, QTimer
 from qgis.PyQt.QtGui import QColor
 from qgis.PyQt.QtTest import QTest
-from qgis.PyQt.QtWidgets import QApplication, QLabel
+from qgis.PyQt.QtWidgets import QApplication, QLabel, QPushButton
 from qgis.utils import iface, plugins
 
 OUT = Path(os.environ["GUI_SMOKE_OUT"])
 RASTER = os.environ["GUI_SMOKE_RASTER"]
+SMALL_RASTER = os.environ["GUI_SMOKE_SMALL_RASTER"]  # one 64 px tile: indexed with the test model
 QUERY = os.environ.get("GUI_SMOKE_QUERY", "an airplane parked at an airport")
 REPORT = {"steps": [], "python_errors": [], "messages": [], "screenshots": []}
 
@@ -33,6 +34,18 @@ def log_message(message, tag, level):
 
 
 QgsApplication.messageLog().messageReceived.connect(log_message)
+
+
+def record_bar_item(_widget):
+    """Every notice QGIS itself puts on the bar (ours have no title), to see which were taken off."""
+    for item in iface.messageBar().items():
+        if item.title():
+            notice = f"{item.title()}: {item.text()}"
+            if notice not in REPORT.setdefault("qgis_notices", []):
+                REPORT["qgis_notices"].append(notice)
+
+
+iface.messageBar().widgetAdded.connect(record_bar_item)
 
 
 def wait(condition, timeout_s=120.0, what="the plugin"):
@@ -194,6 +207,35 @@ def clear(plugin, layer):
     step("cleared", outline_pixels_before=before, outline_pixels_after=after, bar=bar_texts())
 
 
+def index_another(plugin):
+    """Index a second raster while the dock searches the mosaic: the dock keeps its index and offers
+    the new one; QGIS's own "Task complete" notice for our task does not stay on the bar."""
+    searched = plugin.dock.current_db()
+    small = QgsRasterLayer(SMALL_RASTER, "small")
+    QgsProject.instance().addMapLayer(small)
+    iface.setActiveLayer(small)
+    QgsProject.instance().setDirty(False)
+    toolbar = iface.mainWindow().findChild(type(plugin.toolbar), "TileScribeToolbar")
+    QTest.mouseClick(toolbar.widgetForAction(plugin.index_action), Qt.LeftButton)
+    dialog = plugin.index_dialog
+    wait(lambda: dialog.isVisible(), 10, "the Index layer dialog")
+    QTest.mouseClick(dialog.testRadio, Qt.LeftButton)
+    dialog.tileSizeSpin.setValue(64)
+    dialog.variantsSpin.setValue(1)
+    settle(0.2)
+    shoot("index_dialog")
+    QTest.mouseClick(dialog.buttonBox.button(dialog.buttonBox.Ok), Qt.LeftButton)
+    idle(plugin, 300)
+    settle(0.5)
+    texts = bar_texts()
+    assert plugin.dock.current_db() == searched, "the dock switched index under the user"
+    assert any("Search small.tilescribe.sqlite" in b.text() for b in iface.messageBar().findChildren(QPushButton)), texts
+    assert not [t for t in texts if t.startswith(("Task complete", "Task failed"))], texts
+    step("indexed_another", bar=texts, dock_index=plugin.dock.indexCombo.currentText())
+    QgsProject.instance().removeMapLayer(small.id())
+    QgsProject.instance().setDirty(False)
+
+
 def quit_qgis(plugin):
     """Quit with results on the map: QGIS must ask nothing (no 'save the scratch layer?')."""
     QTest.keyClicks(plugin.dock.queryEdit, " ")
@@ -229,6 +271,7 @@ def run():
         click_result(plugin)
         similar(plugin, inspect(plugin, layer))
         clear(plugin, layer)
+        index_another(plugin)
         quit_qgis(plugin)
     except Exception:
         REPORT["failure"] = traceback.format_exc()
