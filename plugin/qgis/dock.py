@@ -74,8 +74,10 @@ class SearchDock(QgsDockWidget, FORM_CLASS):
     def set_indexes(self, found: Sequence[IndexSource]) -> None:
         """List the indexes found in the project plus the opened ones; keep the user's choice."""
         current = self.current_db()
+        kept = [IndexSource(current, self.indexCombo.currentText())] if current else []
         sources, seen = [], set()
-        for source in list(found) + self._opened:
+        # The chosen index stays listed (and chosen) when its raster layer leaves the project.
+        for source in list(found) + self._opened + kept:
             if source.db not in seen:
                 seen.add(source.db)
                 sources.append(source)

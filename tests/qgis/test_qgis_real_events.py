@@ -116,6 +116,7 @@ def test_results_layer_is_a_quiet_scratch_layer_and_exports_after_removal(plugin
 def test_index_box_is_never_switched_under_the_user(plugin_on_shared_worker, fake_iface, captioned_index,
                                                    add_raster, qtbot, tmp_path):
     """An index job that ends offers its index with a button; the dock keeps searching the chosen one."""
+    from qgis.core import QgsProject
     from qgis.PyQt.QtCore import Qt
     from qgis.PyQt.QtWidgets import QPushButton
     from rasters import write_raster
@@ -142,6 +143,8 @@ def test_index_box_is_never_switched_under_the_user(plugin_on_shared_worker, fak
     assert plugin.dock.resultsList.count() == 0  # the list never shows another index's results
     wait_idle(plugin, qtbot)
     assert "test model" in plugin.dock.runCombo.currentText()
+    QgsProject.instance().removeMapLayer(small.id())  # its index stays the chosen one
+    assert plugin.dock.current_db() == str((tmp_path / "small.tilescribe.sqlite").resolve())
 
 
 def test_runs_are_listed_and_the_chosen_one_answers(plugin_on_shared_worker, shared_data, minilm, add_raster,
