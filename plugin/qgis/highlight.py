@@ -52,15 +52,15 @@ class ResultsLayer:
     def show(self, title: str, hits: Sequence[Hit], crs: QgsCoordinateReferenceSystem) -> QgsVectorLayer:
         """The hits on the map: the layer already shown gets the new features (no layer-tree churn,
         the canvas redraws only it), else a new layer goes on top of the Layers panel."""
-        layer = self.layer()
+        layer, was_dirty = self.layer(), self.project.isDirty()
         if layer is not None and layer.crs() == crs:
             layer.setName(layer_title(title))
             layer.dataProvider().truncate()
             layer.dataProvider().addFeatures(hit_features(layer, hits))
             layer.updateExtents()
             layer.triggerRepaint()
+            self._keep_dirty(was_dirty)
             return layer
-        was_dirty = self.project.isDirty()
         self._remove()
         layer = results_layer(title, hits, crs)
         self.last_id = layer.id()

@@ -96,7 +96,8 @@ def test_results_layer_is_a_quiet_scratch_layer_and_exports_after_removal(plugin
     add_raster(captioned_index)
     qtbot.wait(50)  # the layer tree marks the project modified one event-loop turn later
     QgsProject.instance().setDirty(False)
-    search_by_typing(plugin, qtbot, "a dirt road")
+    search_by_typing(plugin, qtbot, "a pond")
+    search_by_typing(plugin, qtbot, "a dirt road")  # the same layer, new features and name
     highlight = plugin.search.results.layer()
     assert highlight.customProperty("skipMemoryLayersCheck") == 1  # QGIS's "save scratch layers?" check
     qtbot.wait(50)
