@@ -23,6 +23,8 @@ CAPTION_CHARS = 160
 NO_INDEX = "No index yet: Index layer, or Open…"
 PLACEHOLDER_NOTE = ("Placeholder captions: this run was indexed with the test model, so its captions "
                     "say nothing about the tiles and the ranking means nothing. Index with a real model.")
+RUN_TIP = ("One index file can hold several runs (the raster indexed with another model or tile size): "
+           "the search uses the run chosen here")
 THUMBNAILS_PER_TICK = 4  # rendered between event-loop turns, so the list stays responsive
 
 
@@ -61,6 +63,7 @@ class SearchDock(QgsDockWidget, FORM_CLASS):
         self.searchButton.clicked.connect(self.searchRequested)
         self.openIndexButton.clicked.connect(self.choose_index_file)
         self.indexCombo.currentIndexChanged.connect(self._index_selected)
+        self.runCombo.currentIndexChanged.connect(self._show_run_tip)
         self.resultsList.itemClicked.connect(self._item_clicked)
         self.zoomAllButton.clicked.connect(self.zoomAllRequested)
         self.exportButton.clicked.connect(self.exportRequested)
@@ -141,13 +144,20 @@ class SearchDock(QgsDockWidget, FORM_CLASS):
         self.runCombo.clear()
         for run in self.runs:
             self.runCombo.addItem(run.label(), run.id)
-            self.runCombo.setItemData(self.runCombo.count() - 1, f"run {run.id}: {run.raster}", Qt.ToolTipRole)
+            self.runCombo.setItemData(self.runCombo.count() - 1, f"run {run.id}: {run.label()}\n{run.raster}",
+                                      Qt.ToolTipRole)
         position = self.runCombo.findData(keep) if keep is not None else -1
         if position < 0:
             position = next((i for i, run in enumerate(self.runs) if run.tiles_done), 0)
         self.runCombo.setCurrentIndex(position if self.runs else -1)
         self.runCombo.blockSignals(False)
+        self._show_run_tip()
         self.runCombo.setEnabled(len(self.runs) > 1)
+
+    def _show_run_tip(self, *_args) -> None:
+        """The whole label of the chosen run: the box is narrower than it."""
+        run = self.current_run()
+        self.runCombo.setToolTip(f"run {run.id}: {run.label()}" if run else RUN_TIP)
 
     def current_run(self) -> Optional[RunChoice]:
         position = self.runCombo.currentIndex()
