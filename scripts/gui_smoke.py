@@ -43,9 +43,7 @@ def install_profile(profiles: Path, archive: Path) -> Path:
     (profile / "QGIS" / "QGIS3.ini").write_text(
         "[PythonPlugins]\ntilescribe=true\n\n"
         f"[tilescribe]\nworker_python={sys.executable}\n\n"
-        "[qgis]\nshowTips322=false\ncheckVersion=false\n\n"
-        # QGIS's own notice for every task, however short: the plugin must take it off the bar.
-        "[General]\nminTaskLengthForSystemNotification=0\n", encoding="utf-8")
+        "[qgis]\nshowTips322=false\ncheckVersion=false\n", encoding="utf-8")
     return plugins / "tilescribe"
 
 
