@@ -65,9 +65,14 @@ def settle(seconds=0.3):
 
 
 def rendered():
+    """Until the canvas has drawn what it shows now: one fresh render, started and finished."""
     canvas = iface.mapCanvas()
-    settle(0.1)
-    wait(lambda: not canvas.isDrawing(), 60, "the map canvas")
+    done = []
+    count = lambda: done.append(1)  # noqa: E731
+    canvas.mapCanvasRefreshed.connect(count)
+    canvas.refresh()
+    wait(lambda: done and not canvas.isDrawing(), 60, "the map canvas")
+    canvas.mapCanvasRefreshed.disconnect(count)
     settle(0.2)
 
 
