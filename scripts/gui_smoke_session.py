@@ -64,6 +64,14 @@ def settle(seconds=0.3):
         time.sleep(0.01)
 
 
+def painted_by_itself():
+    """Until the canvas is idle, without asking it to redraw: what the plugin left it showing."""
+    canvas = iface.mapCanvas()
+    settle(0.5)
+    wait(lambda: not canvas.isDrawing(), 60, "the map canvas")
+    settle(0.2)
+
+
 def rendered():
     """Until the canvas has drawn what it shows now: one fresh render, started and finished."""
     canvas = iface.mapCanvas()
@@ -209,7 +217,7 @@ def clear(plugin, layer):
     tile = plugin.search.outcome.hits[0].rectangle()
     before = outline_orange(tile)
     QTest.mouseClick(plugin.dock.clearButton, Qt.LeftButton)
-    rendered()
+    painted_by_itself()  # a forced redraw here would hide a canvas left showing the old highlight
     after = outline_orange(tile)
     assert before > 0 and after == 0, (before, after)
     assert plugin.dock.resultsList.count() == 0 and plugin.search.results.layer() is None
