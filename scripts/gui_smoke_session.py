@@ -268,7 +268,7 @@ def quit_qgis(plugin):
 def prompt_watchdog():
     """Still running 4 s after Quit: a dialog asks something. Record it, answer it, fail."""
     modal = QApplication.activeModalWidget()
-    text = modal.findChild(QLabel).text() if modal is not None and modal.findChild(QLabel) else ""
+    text = " ".join(label.text() for label in modal.findChildren(QLabel) if label.text()) if modal else ""
     REPORT["quit_prompt"] = f"{modal.windowTitle() if modal else '?'}: {text}"
     shoot("quit_prompt")
     finish(ok=False)
