@@ -112,7 +112,8 @@ def outline_orange(rect):
     """Highlight-orange pixels on a tile's outline, as the canvas paints it now."""
     canvas = iface.mapCanvas()
     image = canvas.viewport().grab().toImage()
-    a, b = pixel_of(QgsPointXY(rect.xMinimum(), rect.yMinimum())), pixel_of(QgsPointXY(rect.xMaximum(), rect.yMaximum()))
+    a = pixel_of(QgsPointXY(rect.xMinimum(), rect.yMinimum()))
+    b = pixel_of(QgsPointXY(rect.xMaximum(), rect.yMaximum()))
     count = 0
     for x in range(min(a.x(), b.x()), max(a.x(), b.x()) + 1, 2):
         for y in (a.y(), b.y()):
@@ -246,7 +247,8 @@ def index_another(plugin):
     settle(0.5)
     texts = bar_texts()
     assert plugin.dock.current_db() == searched, "the dock switched index under the user"
-    assert any("Search small.tilescribe.sqlite" in b.text() for b in iface.messageBar().findChildren(QPushButton)), texts
+    buttons = [button.text() for button in iface.messageBar().findChildren(QPushButton)]
+    assert "Search small.tilescribe.sqlite" in buttons, (buttons, texts)
     assert not [t for t in texts if t.startswith(("Task complete", "Task failed"))], texts
     step("indexed_another", bar=texts, dock_index=plugin.dock.indexCombo.currentText())
     QgsProject.instance().removeMapLayer(small.id())

@@ -21,7 +21,7 @@ def index_summary(store: Store) -> dict:
 def run_choices(store: Store) -> list[dict]:
     """The runs a user can search, newest first, from what the index maintains (no vector scan).
 
-    `vectors` is runs.vector_count; `tiles` counts captioned tiles on the (run_id, status) index.
+    `vectors` is runs.vector_count; `tiles_done` counts captioned tiles on the (run_id, status) index.
     """
     rasters = {r["id"]: r for r in store.rasters()}
     choices = []

@@ -29,8 +29,8 @@ class Worker:
         self._jobs: dict[object, threading.Event] = {}
         self._threads: list[threading.Thread] = []
         self.handlers: dict[str, Callable[[dict], object]] = {
-            "hello": self.hello, "info": self.info, "runs": self.runs, "search": self.search, "similar": self.similar,
-            "tile_at": self.tile_at, "captions": self.captions, "cancel": self.cancel,
+            "hello": self.hello, "info": self.info, "runs": self.runs, "search": self.search,
+            "similar": self.similar, "tile_at": self.tile_at, "captions": self.captions, "cancel": self.cancel,
         }
 
     # -- plumbing ---------------------------------------------------------------------------
