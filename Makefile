@@ -5,7 +5,7 @@ export QT_QPA_PLATFORM := offscreen
 export HF_HUB_OFFLINE := 1
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: setup test test-fast demo package install-plugin clean
+.PHONY: setup test test-fast demo package install-plugin clean gui-smoke bench-dock
 
 setup:
 	@bash scripts/setup.sh
@@ -21,7 +21,16 @@ demo: setup
 	$(PY) scripts/demo.py
 
 clean:
-	rm -rf build dist .pytest_cache demo-output
+	rm -rf build dist .pytest_cache demo-output gui-smoke
+
+# The real QGIS under Xvfb with the plugin from `make package`'s ZIP: a user's session, one
+# screenshot per step in gui-smoke/ (or $$GUI_SMOKE_OUT); fails on any Python error in QGIS.
+gui-smoke: setup
+	env -u QT_QPA_PLATFORM $(PY) scripts/gui_smoke.py $${GUI_SMOKE_OUT:-gui-smoke}
+
+# Enter-to-painted latency of the real dock against a warm worker, beside the worker-only time.
+bench-dock: setup
+	$(PY) scripts/bench_dock.py
 
 # dist/tilescribe-<version>.zip for QGIS's "Install from ZIP" (stdlib only: no setup needed).
 package:

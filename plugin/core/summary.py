@@ -16,3 +16,24 @@ def index_summary(store: Store) -> dict:
     keys = ("id", "path", "width", "height", "band_count", "dtype", "crs_label", "crs_wkt")
     rasters = [{k: r[k] for k in keys} for r in store.rasters()]
     return {"index": str(store.path), "rasters": rasters, "runs": runs}
+
+
+def run_choices(store: Store) -> list[dict]:
+    """The runs a user can search, newest first, from what the index maintains (no vector scan).
+
+    `vectors` is runs.vector_count; `tiles_done` counts captioned tiles on the (run_id, status) index.
+    """
+    rasters = {r["id"]: r for r in store.rasters()}
+    choices = []
+    for run in reversed(store.runs()):
+        raster = rasters.get(run["raster_id"], {})
+        done = store.conn.execute("select count(*) from tiles where run_id = ? and status = 'done'",
+                                  (run["id"],)).fetchone()[0]
+        choices.append({
+            "id": run["id"], "captioner": run["captioner"], "embedder": run["embedder"],
+            "tile_size": run["tile_size"], "overlap": run["overlap"], "variants": run["variants"],
+            "started_at": run["started_at"], "finished_at": run["finished_at"], "tiles_done": done,
+            "vectors": store.vector_state(run["id"])[0], "raster": raster.get("path", ""),
+            "crs_wkt": raster.get("crs_wkt", ""),
+        })
+    return choices

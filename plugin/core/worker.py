@@ -30,8 +30,8 @@ class Worker:
         self._jobs: dict[object, threading.Event] = {}
         self._threads: list[threading.Thread] = []
         self.handlers: dict[str, Callable[[dict], object]] = {
-            "hello": self.hello, "info": self.info, "search": self.search, "similar": self.similar,
-            "tile_at": self.tile_at, "captions": self.captions, "cancel": self.cancel,
+            "hello": self.hello, "info": self.info, "runs": self.runs, "search": self.search,
+            "similar": self.similar, "tile_at": self.tile_at, "captions": self.captions, "cancel": self.cancel,
         }
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -133,6 +133,14 @@ class Worker:
 
         with Store(request["db"], readonly=True) as store:
             return index_summary(store)
+
+    def runs(self, request: dict) -> list:
+        """The index's runs for the dock's run picker: cheap reads only (info counts every vector)."""
+        from .store import Store
+        from .summary import run_choices
+
+        with Store(request["db"], readonly=True) as store:
+            return run_choices(store)
 
     def search(self, request: dict) -> list:
         from .search import SearchRequest, check_query, search

@@ -23,7 +23,7 @@ from qgis.core import (
     QgsVectorLayer,
     QgsVectorLayerSimpleLabeling,
 )
-from qgis.PyQt.QtCore import QVariant
+from qgis.PyQt.QtCore import QTimer, QVariant
 from qgis.PyQt.QtGui import QColor, QFont
 
 from ..core.errors import TileScribeError
@@ -35,37 +35,85 @@ FILL_COLOUR = 'color_rgba(255, 110, 0, max(20, 100 - 10 * ("rank" - 1)))'
 
 
 class ResultsLayer:
-    """One memory layer owned by the project, replaced on each search, removed on clear/unload."""
+    """One memory layer owned by the project, replaced on each search, removed on clear/unload.
 
-    def __init__(self, project: Optional[QgsProject] = None):
+    A scratch layer of ours: QGIS must not ask to save it on quit, nor mark the project modified.
+    """
+
+    def __init__(self, project: Optional[QgsProject] = None, canvas=None):
         self.project = project or QgsProject.instance()
+        self.canvas = canvas
         self._layer_id: Optional[str] = None
+        self.last_id: Optional[str] = None  # also after removal: the project's signals name it then
 
     def layer(self) -> Optional[QgsVectorLayer]:
         return self.project.mapLayer(self._layer_id) if self._layer_id else None
 
     def show(self, title: str, hits: Sequence[Hit], crs: QgsCoordinateReferenceSystem) -> QgsVectorLayer:
-        self.clear()
-        layer = _memory_layer(crs, f"{LAYER_NAME}: {title}"[:80])
-        features = []
-        for hit in hits:
-            feature = QgsFeature(layer.fields())
-            feature.setAttributes([hit.rank, round(hit.score, 4), hit.caption, hit.tile_id, hit.tile_db_id])
-            feature.setGeometry(QgsGeometry.fromRect(hit.rectangle()))
-            features.append(feature)
-        layer.dataProvider().addFeatures(features)
-        layer.updateExtents()
-        _style(layer)
+        """The hits on the map: the layer already shown gets the new features (no layer-tree churn,
+        the canvas redraws only it), else a new layer goes on top of the Layers panel."""
+        layer, was_dirty = self.layer(), self.project.isDirty()
+        if layer is not None and layer.crs() == crs:
+            layer.setName(layer_title(title))
+            layer.dataProvider().truncate()
+            layer.dataProvider().addFeatures(hit_features(layer, hits))
+            layer.updateExtents()
+            layer.triggerRepaint()
+            self._keep_dirty(was_dirty)
+            return layer
+        self._remove()
+        layer = results_layer(title, hits, crs)
+        self.last_id = layer.id()
         self.project.addMapLayer(layer, False)
         self.project.layerTreeRoot().insertLayer(0, layer)  # on top of the raster it marks
         self._layer_id = layer.id()
+        self._keep_dirty(was_dirty)
         return layer
 
     def clear(self) -> None:
+        was_dirty = self.project.isDirty()
+        if self._remove() and self.canvas is not None:
+            # The canvas keeps its last picture until it redraws: without this the outlines and
+            # rank labels stay painted after the layer is gone.
+            self.canvas.refreshAllLayers()
+        self._keep_dirty(was_dirty)
+
+    def _keep_dirty(self, was_dirty: bool) -> None:
+        """The project's modified flag as before: the layer tree marks it one event-loop turn later."""
+        if not was_dirty:
+            QTimer.singleShot(0, lambda: self.project.setDirty(False))
+
+    def _remove(self) -> bool:
         layer = self.layer()
-        if layer is not None:
-            self.project.removeMapLayer(layer.id())
         self._layer_id = None
+        if layer is None:
+            return False
+        self.project.removeMapLayer(layer.id())
+        return True
+
+
+def layer_title(title: str) -> str:
+    return f"{LAYER_NAME}: {title}"[:80]
+
+
+def hit_features(layer: QgsVectorLayer, hits: Sequence[Hit]) -> list[QgsFeature]:
+    features = []
+    for hit in hits:
+        feature = QgsFeature(layer.fields())
+        feature.setAttributes([hit.rank, round(hit.score, 4), hit.caption, hit.tile_id, hit.tile_db_id])
+        feature.setGeometry(QgsGeometry.fromRect(hit.rectangle()))
+        features.append(feature)
+    return features
+
+
+def results_layer(title: str, hits: Sequence[Hit], crs: QgsCoordinateReferenceSystem) -> QgsVectorLayer:
+    """The hits as a styled memory layer (not added to any project)."""
+    layer = _memory_layer(crs, layer_title(title))
+    layer.dataProvider().addFeatures(hit_features(layer, hits))
+    layer.updateExtents()
+    _style(layer)
+    layer.setCustomProperty("skipMemoryLayersCheck", 1)  # QGIS asks to save scratch layers on quit
+    return layer
 
 
 def _memory_layer(crs: QgsCoordinateReferenceSystem, name: str) -> QgsVectorLayer:
@@ -134,7 +182,7 @@ def export_geopackage(layer: QgsVectorLayer, path: str) -> None:
     options = QgsVectorFileWriter.SaveVectorOptions()
     options.driverName = "GPKG"
     options.layerName = "tilescribe_results"
-    result = QgsVectorFileWriter.writeAsVectorFormatV2(layer, path, QgsProject.instance().transformContext(),
+    result = QgsVectorFileWriter.writeAsVectorFormatV3(layer, path, QgsProject.instance().transformContext(),
                                                        options)
     if result[0] != QgsVectorFileWriter.NoError:
         raise TileScribeError(f"Could not write {path}: {result[1]}. Pick a folder you can write to.")

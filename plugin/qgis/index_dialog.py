@@ -14,6 +14,7 @@ from qgis.PyQt.QtWidgets import QDialog, QDialogButtonBox
 from ..core.errors import TileScribeError
 from ..core.store import INDEX_SUFFIX
 from .indexing import IndexRequest, captioner_settings, default_index_path, raster_file
+from .messages import push_wrapped
 from .model_fields import model_field_values, show_model_fields
 from .model_picker import add_model_picker_button
 from .settings import CAPTIONER_LOCAL, CAPTIONER_SERVER, CAPTIONER_TEST, PluginSettings
@@ -44,6 +45,7 @@ class IndexDialog(QDialog, FORM_CLASS):
         for radio in (self.localRadio, self.serverRadio, self.testRadio):
             radio.toggled.connect(self._enable_model_fields)
         self.pickerButton = add_model_picker_button(self, lambda: self.settings, self._store_models_dir)
+        self._clear_problem_on_change()
         self._load(settings)
         self.layerCombo.setLayer(layer)
         self._layer_changed(layer)
@@ -81,11 +83,27 @@ class IndexDialog(QDialog, FORM_CLASS):
         try:
             self.index_request = self.build_request()
         except TileScribeError as exc:
-            self.messageBar.clearWidgets()
-            self.messageBar.pushMessage("Cannot index yet", str(exc), Qgis.Warning, 0)
+            self.show_problem(f"Cannot index yet: {exc}")
             return
         self.settings = self.chosen_settings()
         super().accept()
+
+    def show_problem(self, text: str) -> None:
+        """One wrapped message (the bar's own text view clipped long ones); it goes at the next change."""
+        self.messageBar.clearWidgets()
+        push_wrapped(self.messageBar, text, Qgis.Warning)
+
+    def _clear_problem_on_change(self) -> None:
+        """Any edit may fix what the message names: an outdated message misleads, so it goes."""
+        clear = lambda *_args: self.messageBar.clearWidgets()  # noqa: E731
+        for radio in (self.localRadio, self.serverRadio, self.testRadio):
+            radio.toggled.connect(clear)
+        for widget in (self.modelFile, self.mmprojFile, self.indexFile):
+            widget.fileChanged.connect(clear)
+        for edit in (self.serverUrlEdit, self.serverModelEdit, self.apiKeyEnvEdit):
+            edit.textChanged.connect(clear)
+        for spin in (self.tileSizeSpin, self.overlapSpin):
+            spin.valueChanged.connect(clear)
 
     def _layer_changed(self, layer) -> None:
         self.messageBar.clearWidgets()
@@ -94,7 +112,7 @@ class IndexDialog(QDialog, FORM_CLASS):
         except TileScribeError as exc:
             self.indexFile.setFilePath("")
             if layer is not None:  # an empty choice is explained when the user presses Index
-                self.messageBar.pushMessage("", str(exc), Qgis.Warning, 0)
+                self.show_problem(str(exc))
 
     def _store_models_dir(self, settings: PluginSettings) -> None:
         self.settings = replace(self.settings, models_dir=settings.models_dir)

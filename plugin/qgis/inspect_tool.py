@@ -28,7 +28,7 @@ class InspectTool(QgsMapToolEmitPoint):
 class CaptionsDialog(QDialog, FORM_CLASS):
     """Non-modal: the user keeps clicking tiles while it is open; each click updates it."""
 
-    similarRequested = pyqtSignal(str, int, str)  # index file, tile db id, tile id
+    similarRequested = pyqtSignal(str, int, str, int)  # index file, tile db id, tile id, run id
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -38,13 +38,15 @@ class CaptionsDialog(QDialog, FORM_CLASS):
         self.buttonBox.rejected.connect(self.close)
         self.similarButton.clicked.connect(self._similar)
 
-    def show_tile(self, db: str, record: dict) -> None:
+    def show_tile(self, db: str, record: dict, placeholder: bool = False) -> None:
         self.db, self.record = db, record
         captions = record.get("captions") or []
         status = record.get("status", "")
         state = f"{len(captions)} captions" if status == "done" else f"{status}, no captions"
+        note = ("<br/><i>Placeholder captions from the test model: they say nothing about this tile.</i>"
+                if placeholder else "")
         self.titleLabel.setText(
-            f"<b>Tile {html.escape(record['tile_id'])}</b> of {html.escape(Path(db).name)}: {state}")
+            f"<b>Tile {html.escape(record['tile_id'])}</b> of {html.escape(Path(db).name)}: {state}{note}")
         self.captionsView.setHtml(captions_html(record))
         self.similarButton.setEnabled(record.get("status") == "done" and bool(captions))
         self.show()
@@ -52,7 +54,8 @@ class CaptionsDialog(QDialog, FORM_CLASS):
 
     def _similar(self) -> None:
         if self.record is not None:
-            self.similarRequested.emit(self.db, int(self.record["tile_db_id"]), self.record["tile_id"])
+            self.similarRequested.emit(self.db, int(self.record["tile_db_id"]), self.record["tile_id"],
+                                       int(self.record["run_id"]))
 
 
 def captions_html(record: dict) -> str:

@@ -2,36 +2,100 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
-from qgis.core import Qgis
-from qgis.PyQt.QtCore import Qt
-from qgis.PyQt.QtWidgets import QMessageBox
+from qgis.core import Qgis, QgsMessageLog
+from qgis.gui import QgsMessageBar, QgsMessageBarItem
+from qgis.PyQt.QtCore import Qt, QTimer
+from qgis.PyQt.QtWidgets import QHBoxLayout, QLabel, QMessageBox, QPushButton, QSizePolicy, QWidget
 
 from .worker_client import WorkerCrashed, WorkerUnavailable
 
 TITLE = "TileScribe"
+TASK_PREFIX = "TileScribe:"  # every task's description starts so (see tasks.py)
+# QGIS's own notices for long tasks; ours say more (what was done, what is kept), so theirs go.
+QGIS_TASK_NOTICES = ("Task complete", "Task failed")
+
+
+class WrappedMessage(QWidget):
+    """A message bar item's body that shows every line (the bar's own text view shows ~1.5 lines)."""
+
+    def __init__(self, text: str, details: str = "", parent=None):
+        super().__init__(parent)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.label = QLabel(text, self)
+        self.label.setObjectName("tilescribeMessageText")
+        self.label.setWordWrap(True)
+        self.label.setTextFormat(Qt.PlainText)
+        self.label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.label.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Minimum)
+        if details:
+            self.label.setToolTip(details)
+        layout.addWidget(self.label, 1)
+
+    def add_button(self, text: str, slot: Callable[[], None]) -> QPushButton:
+        button = QPushButton(text, self)
+        button.clicked.connect(slot)
+        self.layout().addWidget(button, 0, Qt.AlignTop)
+        return button
+
+
+def push_wrapped(bar: QgsMessageBar, text: str, level=Qgis.Info, duration: int = 0,
+                 details: str = "") -> QgsMessageBarItem:
+    """Push `text` (all of it, wrapped) to a message bar; `details` go below it."""
+    body = WrappedMessage(f"{text}\n{details}".strip() if details else text)
+    item = QgsMessageBarItem(body, level, duration)
+    item.body = body  # python reference: the caller adds buttons
+    bar.pushItem(item)
+    return item
 
 
 class Messages:
+    """Pushes messages; one item per `key`, so a newer message on a subject replaces the older one."""
+
     def __init__(self, iface):
         self.iface = iface
         self.environment_dialog: Optional[QMessageBox] = None
+        self._items: dict[str, QgsMessageBarItem] = {}
+        self.bar().widgetAdded.connect(self._drop_qgis_task_notice)
 
-    def push(self, text: str, level=Qgis.Info, details: str = "", duration: int = 8) -> None:
-        bar = self.iface.messageBar()
-        if details:
-            bar.pushMessage(TITLE, text, details, level, duration)
-        else:
-            bar.pushMessage(TITLE, text, level, duration)
+    def bar(self) -> QgsMessageBar:
+        return self.iface.messageBar()
 
-    def success(self, text: str) -> None:
-        self.push(text, Qgis.Success)
+    def push(self, text: str, level=Qgis.Info, details: str = "", duration: int = 8,
+             key: str = "") -> QgsMessageBarItem:
+        self.dismiss(key)
+        QgsMessageLog.logMessage(f"{text}\n{details}".strip(), TITLE, level)
+        item = push_wrapped(self.bar(), text, level, duration, details)
+        if key:
+            self._items[key] = item
+        return item
 
-    def warning(self, text: str, details: str = "") -> None:
-        self.push(text, Qgis.Warning, details, duration=0)
+    def offer(self, text: str, button: str, slot: Callable[[], None], key: str) -> QgsMessageBarItem:
+        """A message with one button that does what the text offers (and then goes away)."""
+        item = self.push(text, Qgis.Info, duration=0, key=key)
+        item.body.add_button(button, lambda: (self.dismiss(key), slot()))
+        return item
 
-    def error(self, what: str, error: Exception, after: str = "") -> None:
+    def dismiss(self, key: str) -> None:
+        """Take a message off the bar: it no longer holds (a resumed run finished, an index was chosen)."""
+        item = self._items.pop(key, None) if key else None
+        if item is None:
+            return
+        try:
+            if item in self.bar().items():
+                self.bar().popWidget(item)
+        except RuntimeError:  # already deleted by the bar (timed out, closed by the user)
+            pass
+
+    def success(self, text: str, key: str = "") -> None:
+        self.push(text, Qgis.Success, key=key)
+
+    def warning(self, text: str, details: str = "", key: str = "") -> None:
+        self.push(text, Qgis.Warning, details, duration=0, key=key)
+
+    def error(self, what: str, error: Exception, after: str = "", key: str = "") -> None:
         """`what` went wrong because of `error`; `after` says what happens to the user's work."""
         if isinstance(error, WorkerUnavailable):
             self.show_environment_problem(str(error))
@@ -41,7 +105,18 @@ class Messages:
         if isinstance(error, WorkerCrashed):
             first += " TileScribe restarts the worker on the next use."
         text = " ".join(part for part in (f"{what}: {first}", after) if part)
-        self.push(text, Qgis.Critical, rest.strip(), duration=0)
+        self.push(text, Qgis.Critical, rest.strip(), duration=0, key=key)
+
+    def _drop_qgis_task_notice(self, _widget=None) -> None:
+        QTimer.singleShot(0, self._pop_qgis_task_notices)  # after the bar has shown it
+
+    def _pop_qgis_task_notices(self) -> None:
+        try:
+            for item in self.bar().items():
+                if item.title() in QGIS_TASK_NOTICES and item.text().startswith(TASK_PREFIX):
+                    self.bar().popWidget(item)
+        except RuntimeError:  # the bar went away (QGIS closing)
+            pass
 
     def show_environment_problem(self, text: str) -> QMessageBox:
         """One non-blocking dialog (reused) naming what is missing and the command that fixes it."""
@@ -56,6 +131,12 @@ class Messages:
         return box
 
     def close(self) -> None:
+        try:
+            self.bar().widgetAdded.disconnect(self._drop_qgis_task_notice)
+        except (TypeError, RuntimeError):
+            pass
+        for key in list(self._items):
+            self.dismiss(key)
         if self.environment_dialog is not None:
             self.environment_dialog.close()
             self.environment_dialog.deleteLater()

@@ -23,7 +23,7 @@ from .setup_task import EnvironmentSetup
 from .tasks import IndexTask, TaskResult, TaskRunner, TileAtTask
 from .worker_client import WorkerClient
 
-MENU = "&TileScribe"
+MENU = "&TileScribe"  # under the Raster menu (Raster > TileScribe)
 ICON = str(Path(__file__).resolve().parents[2] / "resources" / "icon.svg")
 
 
@@ -132,7 +132,7 @@ class TileScribePlugin:
                    if layer.type() == QgsMapLayerType.RasterLayer]
         if not rasters:
             self.messages.warning("No raster layer to index: add a raster (GeoTIFF, VRT…) to the project, "
-                                  "select it, then click Index layer.")
+                                  "select it, then click Index layer.", key="index")
             return None
         active = self.iface.activeLayer()
         layer = active if active in rasters else rasters[0]
@@ -151,23 +151,25 @@ class TileScribePlugin:
 
     def start_index(self, request: IndexRequest) -> IndexTask:
         task = IndexTask(self.client(), request, lambda result: self._index_done(request, result))
+        # One message per index file: this replaces an earlier run's "stopped" warning for good.
         self.messages.push(f"Indexing {request.layer_name} in the background: progress and Cancel are in "
-                           "the task manager (bottom right).")
+                           "the task manager (bottom right).", key=index_key(request.db))
         return self.runner.start(task)
 
     def _index_done(self, request: IndexRequest, result: TaskResult) -> None:
+        key = index_key(request.db)
         if result.error is not None:
             self.messages.error(f"Indexing {request.layer_name} stopped", result.error,
                                 f"Tiles captioned so far are kept in {Path(request.db).name}: "
-                                "run Index layer again with the same settings to resume.")
+                                "run Index layer again with the same settings to resume.", key=key)
             return
         outcome = result.value
         if outcome.cancelled or outcome.failed:
-            self.messages.warning(outcome.summary())
+            self.messages.warning(outcome.summary(), key=key)
         else:
-            self.messages.success(outcome.summary())
+            self.messages.success(outcome.summary(), key=key)
         if outcome.done:
-            self.search.refresh_indexes(select=request.db)
+            self.search.offer_index(request.db, f"{request.layer_name} is indexed in {Path(request.db).name}.")
             self.dock.setUserVisible(True)
 
     # -- inspect -----------------------------------------------------------------------
@@ -180,29 +182,33 @@ class TileScribePlugin:
             canvas.unsetMapTool(self.inspect_tool)
 
     def inspect_at(self, point, _button=None) -> Optional[TileAtTask]:
+        """`point` lives in the map tool's mouse event: TileAtTask copies it before this returns."""
         db = self.dock.current_db() or index_path_beside(self.iface.activeLayer())
         if not db:
             self.messages.warning("No index to inspect: index this raster (Index layer) or choose its "
-                                  "index in the TileScribe dock.")
+                                  "index in the TileScribe dock.", key="inspect")
             return None
         canvas = self.iface.mapCanvas()
-        task = TileAtTask(self.client(), db, point, canvas.mapSettings().destinationCrs(),
+        run = self.dock.current_run() if db == self.dock.current_db() else None
+        task = TileAtTask(self.client(), db, run, point, canvas.mapSettings().destinationCrs(),
                           QgsProject.instance().transformContext(), self._tile_at_done)
         return self.runner.start(task)
 
     def _tile_at_done(self, result: TaskResult) -> None:
         if result.error is not None:
-            self.messages.error("Cannot show the tile's captions", result.error)
+            self.messages.error("Cannot show the tile's captions", result.error, key="inspect")
             return
         found = result.value
         if found.record is None:
-            self.messages.push(f"No indexed tile of {Path(found.db).name} here: click inside the indexed raster.")
+            self.messages.push(f"No indexed tile of {Path(found.db).name} ({found.run.short()}) here: click "
+                               "inside the indexed raster.", key="inspect")
             return
+        self.messages.dismiss("inspect")
         if self.captions_dialog is None:
             self.captions_dialog = CaptionsDialog(self.iface.mainWindow())
             self.captions_dialog.similarRequested.connect(self.search.similar)
-        self.captions_dialog.show_tile(found.db, found.record)
-        crs = self.search.display_crs(found.crs, found.raster)
+        self.captions_dialog.show_tile(found.db, found.record, found.run.placeholder)
+        crs = self.search.display_crs(found.run.crs(), found.run.raster)
         flash(self.iface.mapCanvas(), QgsRectangle(*found.record["bbox"]), crs)
 
     # -- settings ----------------------------------------------------------------------
@@ -214,3 +220,8 @@ class TileScribePlugin:
         dialog.finished.connect(lambda _code: dialog.deleteLater())
         dialog.open()
         return dialog
+
+
+def index_key(db: str) -> str:
+    """The message-bar subject of an index file's jobs."""
+    return f"index:{Path(db).resolve()}"

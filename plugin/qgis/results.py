@@ -15,6 +15,7 @@ from qgis.core import (
 )
 
 from ..core.errors import QueryError
+from .runs import RunChoice
 
 
 @dataclass(frozen=True)
@@ -41,13 +42,18 @@ class Hit:
         return QgsRectangle(*self.bbox)
 
 
-@dataclass
 class ExtentFilter:
-    """The map extent a search is limited to, in the canvas CRS (transformed in the task)."""
+    """The map extent a search is limited to, in the canvas CRS (transformed in the task).
 
-    rect: QgsRectangle
-    crs: QgsCoordinateReferenceSystem
-    context: QgsCoordinateTransformContext = field(default_factory=QgsCoordinateTransformContext)
+    Copies of the canvas's values, made in the GUI thread: the task reads them in another thread.
+    """
+
+    def __init__(self, rect: QgsRectangle, crs: QgsCoordinateReferenceSystem,
+                 context: Optional[QgsCoordinateTransformContext] = None):
+        self.rect = QgsRectangle(rect)
+        self.crs = QgsCoordinateReferenceSystem(crs)
+        self.context = QgsCoordinateTransformContext(context) if context is not None \
+            else QgsCoordinateTransformContext()
 
     def in_crs(self, target: QgsCoordinateReferenceSystem) -> list[float]:
         rect = self.rect
@@ -65,33 +71,23 @@ class SearchParams:
     query: str
     k: int = 10
     extent: Optional[ExtentFilter] = None
+    run: Optional[RunChoice] = None  # None: the task reads the runs and takes the newest captioned one
 
 
 @dataclass
 class SearchOutcome:
-    """What the dock lists and the highlight layer draws."""
+    """What the dock lists and the highlight layer draws; `run` answered, `runs` are set when the task read them."""
 
     title: str
     db: str
     hits: list[Hit]
-    crs: QgsCoordinateReferenceSystem
-    raster: str = ""
+    run: RunChoice
+    runs: Optional[list] = None
+    crs: QgsCoordinateReferenceSystem = field(default_factory=QgsCoordinateReferenceSystem)
 
-
-def searchable_run(info: dict) -> tuple[Optional[int], dict]:
-    """(latest run with captioned tiles, its raster) from a worker `info` reply."""
-    runs = [run for run in info.get("runs", []) if run.get("tiles", {}).get("done")]
-    if not runs:
-        return None, {}
-    run = max(runs, key=lambda r: r["id"])
-    raster = next((r for r in info.get("rasters", []) if r["id"] == run["raster_id"]), {})
-    return run["id"], raster
-
-
-def raster_crs(raster: dict) -> QgsCoordinateReferenceSystem:
-    """The CRS recorded in the index; invalid for a raster in pixel coordinates."""
-    wkt = raster.get("crs_wkt") or ""
-    return QgsCoordinateReferenceSystem.fromWkt(wkt) if wkt else QgsCoordinateReferenceSystem()
+    @property
+    def raster(self) -> str:
+        return self.run.raster
 
 
 def point_in_crs(point: QgsPointXY, source: QgsCoordinateReferenceSystem,

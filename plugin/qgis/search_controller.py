@@ -1,4 +1,4 @@
-"""Drives the dock: starts search tasks, shows hits in the list and on the map, zooms, exports."""
+"""Drives the dock: reads an index's runs, starts search tasks, shows hits in the list and on the map."""
 
 from __future__ import annotations
 
@@ -10,16 +10,18 @@ from qgis.PyQt.QtWidgets import QFileDialog
 
 from ..core.errors import TileScribeError
 from .dock import IndexSource, SearchDock
-from .highlight import ResultsLayer, export_geopackage, flash, zoom_to
-from .indexing import index_path_beside
+from .highlight import ResultsLayer, export_geopackage, flash, results_layer, zoom_to
+from .indexing import index_path_beside, raster_file
 from .messages import Messages
 from .results import ExtentFilter, Hit, SearchOutcome, SearchParams
-from .tasks import SearchTask, SimilarTask, TaskResult, TaskRunner
+from .runs import RunChoice
+from .tasks import RunsTask, SearchTask, SimilarTask, TaskResult, TaskRunner
 from .thumbnails import raster_layer_for, tile_thumbnail
 from .worker_client import WorkerClient, WorkerError
 
 # Errors about what the user typed are shown in the dock, not in the message bar.
 INLINE_ERRORS = {"QueryError"}
+OFFER_KEY = "offer-index"
 
 
 def indexes_in_project(project: QgsProject) -> list[IndexSource]:
@@ -33,37 +35,90 @@ def indexes_in_project(project: QgsProject) -> list[IndexSource]:
     return sorted(found, key=lambda source: source.label.lower())
 
 
+def rasters_folder(project: QgsProject) -> str:
+    """Where Open… starts: beside the project's first raster file, else the project's folder."""
+    for layer in project.mapLayers().values():
+        if layer.type() == QgsMapLayerType.RasterLayer:
+            try:
+                return str(Path(raster_file(layer)).parent)
+            except TileScribeError:
+                continue
+    return project.homePath()
+
+
 class SearchController:
     def __init__(self, iface, dock: SearchDock, client: Callable[[], WorkerClient], runner: TaskRunner,
                  messages: Messages, k_default: int = 10):
         self.iface, self.dock, self.client, self.runner, self.messages = iface, dock, client, runner, messages
         self.project = QgsProject.instance()
-        self.results = ResultsLayer(self.project)
+        self.results = ResultsLayer(self.project, iface.mapCanvas())
         self.outcome: Optional[SearchOutcome] = None
         self._serial = 0  # only the latest search's results are shown, whichever finishes first
         dock.kSpin.setValue(k_default)
+        dock.start_folder = lambda: rasters_folder(self.project)
         dock.searchRequested.connect(self.search)
         dock.hitActivated.connect(self.activate)
         dock.zoomAllRequested.connect(self.zoom_all)
         dock.exportRequested.connect(self.export)
         dock.clearRequested.connect(self.clear)
-        self.project.layersAdded.connect(self.refresh_indexes)
-        self.project.layersRemoved.connect(self.refresh_indexes)
+        dock.indexChanged.connect(self._index_changed)
+        self.project.layersAdded.connect(self._layers_changed)
+        self.project.layersRemoved.connect(self._layers_changed)
         self.refresh_indexes()
 
     def unload(self) -> None:
-        self.project.layersAdded.disconnect(self.refresh_indexes)
-        self.project.layersRemoved.disconnect(self.refresh_indexes)
+        self.project.layersAdded.disconnect(self._layers_changed)
+        self.project.layersRemoved.disconnect(self._layers_changed)
         self.results.clear()
 
-    def refresh_indexes(self, *_args, select: str = "") -> None:
+    # -- indexes and runs --------------------------------------------------------------
+
+    def _layers_changed(self, layers) -> None:
+        """Raster layers come and go with their indexes; our own results layer changes nothing."""
+        ids = [layer if isinstance(layer, str) else layer.id() for layer in layers]
+        if any(layer_id != self.results.last_id for layer_id in ids):
+            self.refresh_indexes()
+
+    def refresh_indexes(self) -> None:
         self.dock.set_indexes(indexes_in_project(self.project))
-        if select:
-            select = str(Path(select).resolve())
-            if self.dock.indexCombo.findData(select) < 0:
-                self.dock.open_index_file(select)  # not beside a layer of the project
-            else:
-                self.dock.select_db(select)
+
+    def offer_index(self, db: str, why: str) -> None:
+        """A new or updated index: chosen when the user had none, else offered, never switched to silently."""
+        db, current = str(Path(db).resolve()), self.dock.current_db()
+        self.refresh_indexes()  # lists it when it lies beside a raster of the project; keeps the choice
+        if current is None or current == db:
+            self.choose_index(db)
+            if current == db:
+                self.load_runs(db)  # same index, maybe a new run: the chosen run stays chosen
+            return
+        self.messages.offer(f"{why} The dock still searches {Path(current).name}.",
+                            f"Search {Path(db).name}", lambda: self.choose_index(db), key=OFFER_KEY)
+
+    def choose_index(self, db: str) -> None:
+        if self.dock.indexCombo.findData(db) < 0:
+            self.dock.open_index_file(db)
+        else:
+            self.dock.select_db(db)
+
+    def _index_changed(self, db: str) -> None:
+        self.messages.dismiss(OFFER_KEY)
+        if self.outcome is not None and self.outcome.db != db:
+            self.clear()  # the list and the map show the chosen index's results, or none
+        if self.dock.statusLabel.text().startswith("Choose an index first"):
+            self.dock.set_status("")
+        if db:
+            self.load_runs(db)
+
+    def load_runs(self, db: str) -> RunsTask:
+        return self.runner.start(RunsTask(self.client(), db, lambda result: self._runs_loaded(db, result)))
+
+    def _runs_loaded(self, db: str, result: TaskResult) -> None:
+        if db != self.dock.current_db():
+            return  # the user chose another index meanwhile
+        if result.error is not None:
+            self.dock.set_status(str(result.error).partition("\n")[0])
+            return
+        self.dock.set_runs(result.value)
 
     # -- searching ---------------------------------------------------------------------
 
@@ -81,13 +136,14 @@ class SearchController:
             extent = ExtentFilter(canvas.extent(), canvas.mapSettings().destinationCrs(),
                                   self.project.transformContext())
         self.dock.set_busy(True, f"Searching “{query}”…")
-        return self.runner.start(SearchTask(self.client(), SearchParams(db, query, self.dock.k(), extent),
-                                            self._latest_only()))
+        params = SearchParams(db, query, self.dock.k(), extent, self.dock.current_run())
+        return self.runner.start(SearchTask(self.client(), params, self._latest_only()))
 
-    def similar(self, db: str, tile_db_id: int, tile_id: str) -> SimilarTask:
+    def similar(self, db: str, tile_db_id: int, tile_id: str, run_id: int) -> SimilarTask:
         self.dock.setUserVisible(True)
         self.dock.set_busy(True, f"Looking for tiles like {tile_id}…")
-        return self.runner.start(SimilarTask(self.client(), db, tile_db_id, tile_id, self.dock.k(),
+        run = self.dock.run_by_id(run_id) if db == self.dock.current_db() else None
+        return self.runner.start(SimilarTask(self.client(), db, tile_db_id, tile_id, self.dock.k(), run, run_id,
                                              self._latest_only()))
 
     def _latest_only(self) -> Callable[[TaskResult], None]:
@@ -100,9 +156,13 @@ class SearchController:
         if result.error is not None:
             self.dock.set_status(str(result.error).partition("\n")[0])
             if getattr(result.error, "kind", type(result.error).__name__) not in INLINE_ERRORS:
-                self.messages.error("Search failed", result.error)
+                self.messages.error("Search failed", result.error, key="search")
             return
-        self.show_outcome(result.value)
+        self.messages.dismiss("search")
+        outcome = result.value
+        if outcome.runs is not None and outcome.db == self.dock.current_db():
+            self.dock.set_runs(outcome.runs, select=outcome.run.id)
+        self.show_outcome(outcome)
 
     def display_crs(self, crs: QgsCoordinateReferenceSystem, raster: str) -> QgsCoordinateReferenceSystem:
         """The index's CRS, or for a raster without one, the CRS QGIS gave its layer (same pixel coordinates)."""
@@ -113,9 +173,10 @@ class SearchController:
 
     def show_outcome(self, outcome: SearchOutcome) -> None:
         layer = raster_layer_for(outcome.raster, self.project)
-        outcome.crs = self.display_crs(outcome.crs, outcome.raster)
+        outcome.crs = self.display_crs(outcome.run.crs(), outcome.raster)
         self.outcome = outcome
-        self.dock.show_hits(outcome.title, outcome.hits, lambda hit: tile_thumbnail(layer, hit.rectangle()))
+        thumbnail = (lambda hit: tile_thumbnail(layer, hit.rectangle())) if layer is not None else None
+        self.dock.show_hits(outcome_status(outcome), outcome.hits, thumbnail, outcome.run.placeholder)
         if outcome.hits:
             self.results.show(outcome.title, outcome.hits, outcome.crs)
         else:
@@ -135,8 +196,7 @@ class SearchController:
             zoom_to(self.iface.mapCanvas(), [hit.rectangle() for hit in self.outcome.hits], self.outcome.crs)
 
     def export(self, path: Optional[str] = None) -> Optional[str]:
-        layer = self.results.layer()
-        if layer is None:
+        if self.outcome is None or not self.outcome.hits:
             self.dock.set_status("Nothing to export: search first.")
             return None
         if path is None:
@@ -144,15 +204,25 @@ class SearchController:
                                                   "GeoPackage (*.gpkg)")
         if not path:
             return None
+        # From the listed results, not the map layer: the user may have removed that layer.
+        layer = results_layer(self.outcome.title, self.outcome.hits, self.outcome.crs)
         try:
             export_geopackage(layer, path)
         except (TileScribeError, WorkerError) as exc:
-            self.messages.error("Export failed", exc)
+            self.messages.error("Export failed", exc, key="export")
             return None
-        self.messages.success(f"Exported {layer.featureCount()} results to {path}.")
+        self.messages.success(f"Exported {layer.featureCount()} results to {path}.", key="export")
         return path
 
     def clear(self) -> None:
         self.results.clear()
         self.dock.clear_results()
         self.outcome = None
+
+
+def outcome_status(outcome: SearchOutcome) -> str:
+    """The dock's status line: how many results, for what, and which run of which index answered."""
+    source = f"{Path(outcome.db).name}, {outcome.run.short()}"
+    if not outcome.hits:
+        return f"No results for “{outcome.title}” in {source}."
+    return f"{len(outcome.hits)} results for “{outcome.title}” from {source}"

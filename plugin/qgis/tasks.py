@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import traceback
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Optional
 
 from qgis.core import QgsApplication, QgsCoordinateReferenceSystem, QgsCoordinateTransformContext, QgsPointXY, QgsTask
 
-from ..core.errors import QueryError, TileScribeError
+from ..core.errors import TileScribeError
 from .deps import SEARCH_MODULES, check_environment
 from .indexing import IndexOutcome, IndexRequest
-from .results import Hit, SearchOutcome, SearchParams, point_in_crs, raster_crs, searchable_run
+from .results import Hit, SearchOutcome, SearchParams, point_in_crs
+from .runs import RunChoice, runs_from_reply, searchable
 from .worker_client import WorkerClient
 
 
@@ -50,13 +52,9 @@ class WorkerTask(QgsTask):
     def work(self):
         raise NotImplementedError
 
-    def index_info(self, db: str) -> tuple[Optional[int], QgsCoordinateReferenceSystem, str]:
-        """(searchable run, raster CRS, raster path) of an index file."""
-        info = self.client.request("info", db=db)
-        run_id, raster = searchable_run(info)
-        if run_id is None:
-            raise QueryError(f"{db} has no captioned tiles yet: index a raster into it first.")
-        return run_id, raster_crs(raster), raster.get("path", "")
+    def runs_of(self, db: str) -> list[RunChoice]:
+        """The index's runs, newest first: cheap reads in the worker (no count over the vectors)."""
+        return runs_from_reply(db, self.client.request("runs", db=db))
 
 
 class IndexTask(WorkerTask):
@@ -75,69 +73,95 @@ class IndexTask(WorkerTask):
             self.setProgress(100.0 * data["finished"] / data["total"])
 
 
+class RunsTask(WorkerTask):
+    """Lists an index's runs for the dock's run picker."""
+
+    def __init__(self, client: WorkerClient, db: str, on_done):
+        super().__init__(f"TileScribe: reading {Path(db).name}", client, on_done)
+        self.db = db
+
+    def work(self) -> list[RunChoice]:
+        return self.runs_of(self.db)
+
+
 class SearchTask(WorkerTask):
+    """One `search` request on the run the dock chose (its runs are fetched first only when unknown)."""
+
     def __init__(self, client: WorkerClient, params: SearchParams, on_done):
         super().__init__(f"TileScribe: searching '{params.query[:40]}'", client, on_done)
         self.params = params
 
     def work(self) -> SearchOutcome:
-        run_id, crs, raster = self.index_info(self.params.db)
-        extent = self.params.extent.in_crs(crs) if self.params.extent else None
-        hits = self.client.request("search", db=self.params.db, query=self.params.query, k=self.params.k,
-                                   run_id=run_id, extent=extent)
-        return SearchOutcome(self.params.query, self.params.db, [Hit.from_json(h) for h in hits], crs, raster)
+        params = self.params
+        runs = None if params.run is not None else self.runs_of(params.db)
+        run = params.run or searchable(params.db, runs)
+        extent = params.extent.in_crs(run.crs()) if params.extent else None
+        hits = self.client.request("search", db=params.db, query=params.query, k=params.k, run_id=run.id,
+                                   extent=extent)
+        return SearchOutcome(params.query, params.db, [Hit.from_json(h) for h in hits], run, runs)
 
 
 class SimilarTask(WorkerTask):
-    def __init__(self, client: WorkerClient, db: str, tile_db_id: int, tile_id: str, k: int, on_done):
+    def __init__(self, client: WorkerClient, db: str, tile_db_id: int, tile_id: str, k: int,
+                 run: Optional[RunChoice], run_id: int, on_done):
         super().__init__(f"TileScribe: tiles similar to {tile_id}", client, on_done)
         self.db, self.tile_db_id, self.tile_id, self.k = db, tile_db_id, tile_id, k
+        self.run, self.run_id = run, run_id
 
     def work(self) -> SearchOutcome:
-        _, crs, raster = self.index_info(self.db)
+        runs = None if self.run is not None else self.runs_of(self.db)
+        run = self.run or searchable(self.db, runs, self.run_id)
         hits = self.client.request("similar", db=self.db, tile_db_id=self.tile_db_id, k=self.k)
         return SearchOutcome(f"similar to tile {self.tile_id}", self.db, [Hit.from_json(h) for h in hits],
-                             crs, raster)
+                             run, runs)
 
 
 @dataclass
 class TileCaptions:
     db: str
     record: Optional[dict]  # the worker's tile record (captions, bbox, window), None: no tile there
-    crs: QgsCoordinateReferenceSystem
-    raster: str
+    run: RunChoice
+    runs: Optional[list] = None  # the index's runs when the task had to read them
 
 
 class TileAtTask(WorkerTask):
-    def __init__(self, client: WorkerClient, db: str, point: QgsPointXY, point_crs: QgsCoordinateReferenceSystem,
-                 context: QgsCoordinateTransformContext, on_done):
+    """The tile under a clicked point. Every value is copied here, in the GUI thread: the map tool's
+    point is a reference into its mouse event, freed once the click is handled (read later in run(),
+    it held garbage such as 6.9e-310)."""
+
+    def __init__(self, client: WorkerClient, db: str, run: Optional[RunChoice], point: QgsPointXY,
+                 point_crs: QgsCoordinateReferenceSystem, context: QgsCoordinateTransformContext, on_done):
         super().__init__("TileScribe: captions of a tile", client, on_done)
-        self.db, self.point, self.point_crs, self.context = db, point, point_crs, context
+        self.db, self.run = db, run
+        self.point = QgsPointXY(point.x(), point.y())
+        self.point_crs = QgsCoordinateReferenceSystem(point_crs)
+        self.context = QgsCoordinateTransformContext(context)
 
     def work(self) -> TileCaptions:
-        run_id, crs, raster = self.index_info(self.db)
-        point = point_in_crs(self.point, self.point_crs, crs, self.context)
-        record = self.client.request("tile_at", db=self.db, run_id=run_id, x=point.x(), y=point.y())
-        return TileCaptions(self.db, record, crs, raster)
+        runs = None if self.run is not None else self.runs_of(self.db)
+        run = self.run or searchable(self.db, runs)
+        point = point_in_crs(self.point, self.point_crs, run.crs(), self.context)
+        record = self.client.request("tile_at", db=self.db, run_id=run.id, x=point.x(), y=point.y())
+        return TileCaptions(self.db, record, run, runs)
 
 
 class TaskRunner:
     """Keeps started tasks alive until they finish; after close() their results are dropped."""
 
     def __init__(self):
-        self.tasks: set = set()
+        self.tasks: dict = {}  # a dict keeps the order they started in
         self.closed = False
 
     def start(self, task: WorkerTask) -> WorkerTask:
         on_done = task.on_done
 
         def done(result: TaskResult, task=task):
-            self.tasks.discard(task)
+            self.tasks.pop(task, None)
             if not self.closed:  # the plugin was unloaded: its widgets are gone
                 on_done(result)
 
         task.on_done = done
-        self.tasks.add(task)
+        self.tasks[task] = None
         QgsApplication.taskManager().addTask(task)
         return task
 

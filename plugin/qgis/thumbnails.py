@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Optional
 
 from qgis.core import QgsMapLayerType, QgsProject, QgsProviderRegistry, QgsRasterLayer, QgsRectangle
-from qgis.PyQt.QtGui import QPixmap
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtGui import QImage, QPainter, QPixmap
 
 THUMBNAIL_PX = 72
 
@@ -33,7 +34,9 @@ def raster_layer_for(path: str, project: Optional[QgsProject] = None) -> Optiona
 
 
 def tile_thumbnail(layer: Optional[QgsRasterLayer], rect: QgsRectangle, size: int = THUMBNAIL_PX) -> Optional[QPixmap]:
-    """The tile as the layer draws it; GDAL reads overviews, so this stays fast on big rasters."""
+    """The tile as the layer draws it, centred on a square (thin edge tiles keep the rows aligned).
+
+    GDAL reads overviews, so this stays fast on big rasters."""
     if layer is None or layer.renderer() is None or rect.isEmpty():
         return None
     aspect = rect.width() / rect.height()
@@ -42,4 +45,11 @@ def tile_thumbnail(layer: Optional[QgsRasterLayer], rect: QgsRectangle, size: in
     if block is None or not block.isValid():
         return None
     image = block.image()
-    return None if image.isNull() else QPixmap.fromImage(image)
+    if image.isNull():
+        return None
+    square = QImage(size, size, QImage.Format_ARGB32_Premultiplied)
+    square.fill(Qt.transparent)
+    painter = QPainter(square)
+    painter.drawImage((size - image.width()) // 2, (size - image.height()) // 2, image)
+    painter.end()
+    return QPixmap.fromImage(square)

@@ -251,12 +251,14 @@ class WorkerClient:
         deadline = None if timeout is None else time.monotonic() + timeout
         cancel_sent = False
         while True:
+            # Checked between messages too: a job that reports progress more often than POLL_S
+            # would otherwise never hear the Cancel.
+            if cancelled is not None and not cancel_sent and cancelled():
+                process.send("cancel", {"target": rid}, expect_reply=False)
+                cancel_sent = True
             try:
                 message = inbox.get(timeout=POLL_S)
             except queue.Empty:
-                if cancelled is not None and not cancel_sent and cancelled():
-                    process.send("cancel", {"target": rid}, expect_reply=False)
-                    cancel_sent = True
                 if deadline is not None and time.monotonic() > deadline:
                     raise WorkerTimeout(f"The TileScribe worker did not answer '{cmd}' within {timeout:.0f} s.")
                 continue

@@ -74,6 +74,12 @@ def _recording_bar(parent, log: list):
             log.append((level, f"{title}: {text}"))
             super().pushMessage(title, text, *rest)
 
+        def pushItem(self, item):
+            body = getattr(item, "body", None)  # the plugin's wrapped message: its label is what shows
+            text = body.label.text() if body is not None else item.text()
+            log.append((item.level(), f"TileScribe: {text}" if body is not None else f"{item.title()}: {text}"))
+            super().pushItem(item)
+
     return RecordingBar(parent)
 
 
@@ -81,15 +87,24 @@ class FakeIface:
     """What the plugin uses of QgisInterface: real widgets where the plugin touches them."""
 
     def __init__(self):
-        from qgis.gui import QgsMapCanvas
-        from qgis.PyQt.QtWidgets import QMainWindow
+        from qgis.core import QgsProject
+        from qgis.gui import QgsLayerTreeMapCanvasBridge, QgsMapCanvas
+        from qgis.PyQt.QtWidgets import QMainWindow, QVBoxLayout, QWidget
 
         self.window = QMainWindow()
         self.window.resize(1200, 700)
-        self.canvas = QgsMapCanvas(self.window)
-        self.window.setCentralWidget(self.canvas)
+        centre = QWidget(self.window)
+        self.canvas = QgsMapCanvas(centre)
+        self.canvas.setObjectName("theMapCanvas")
+        self.window.setCentralWidget(centre)
+        # As in QGIS: the layer tree decides what the canvas draws (results layer included).
+        self.bridge = QgsLayerTreeMapCanvasBridge(QgsProject.instance().layerTreeRoot(), self.canvas)
         self.pushed = []  # (level, "title: text") in the order the plugin pushed them
-        self.bar = _recording_bar(self.window, self.pushed)
+        self.bar = _recording_bar(centre, self.pushed)
+        layout = QVBoxLayout(centre)  # as in QGIS: the message bar above the map
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.bar)
+        layout.addWidget(self.canvas, 1)
         self.mock = MagicMock(name="iface")
         self.mock.mainWindow.return_value = self.window
         self.mock.mapCanvas.return_value = self.canvas
@@ -105,6 +120,7 @@ class FakeIface:
         return list(self.pushed)
 
     def close(self) -> None:
+        self.bridge.deleteLater()
         self.bar.clearWidgets()
         self.window.close()
         self.window.deleteLater()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from gui_events import bar_texts, newest_task
 
 pytestmark = pytest.mark.qgis
 
 
 def _dialog_messages(dialog) -> str:
-    return " | ".join(item.text() for item in dialog.messageBar.items())
+    return " | ".join(bar_texts(dialog.messageBar))
 
 
 def test_no_raster_in_the_project(plugin, fake_iface):
@@ -83,7 +84,7 @@ def test_worker_python_missing(plugin, rgb_raster, add_raster, wait_task, tmp_pa
     dialog = plugin.index_layer()
     dialog.testRadio.setChecked(True)
     dialog.buttonBox.button(dialog.buttonBox.Ok).click()
-    [task] = plugin.runner.tasks
+    task = newest_task(plugin)
     result = wait_task(task, 30)
     assert result.error is not None
     box = plugin.messages.environment_dialog
@@ -100,7 +101,7 @@ def test_worker_python_lacking_the_model_libraries(plugin, rgb_raster, add_raste
     dialog = plugin.index_layer()
     dialog.testRadio.setChecked(True)
     dialog.buttonBox.button(dialog.buttonBox.Ok).click()
-    [task] = plugin.runner.tasks
+    task = newest_task(plugin)
     wait_task(task, 60)
     text = plugin.messages.environment_dialog.text()
     assert "(/usr/bin/python3) lacks: sentence-transformers, sqlite-vec, llama-cpp-python" in text

@@ -7,6 +7,7 @@ import signal
 import sqlite3
 
 import pytest
+from gui_events import bar_texts, newest_task, search_by_typing
 
 pytestmark = [pytest.mark.qgis, pytest.mark.slow]
 
@@ -44,18 +45,21 @@ def _index_from_the_dialog(plugin, wait_task):
     dialog.tileSizeSpin.setValue(200)
     dialog.variantsSpin.setValue(VARIANTS)
     dialog.buttonBox.button(dialog.buttonBox.Ok).click()
-    [task] = plugin.runner.tasks
+    task = newest_task(plugin)
     progress = []  # what the task manager's progress bar showed
     task.progressChanged.connect(progress.append)
     return progress, wait_task(task, 240)
 
 
-def _cancel_then_crash(plugin, fake_iface, wait_task, monkeypatch, db) -> int:
+def _cancel_then_crash(plugin, fake_iface, wait_task, monkeypatch, db, qgis_app) -> int:
     """Cancel after one tile, then kill the worker after the next: returns the tiles kept."""
     from qgis.core import Qgis
 
     _interrupt_after_first_tile(monkeypatch, lambda task: task.cancel())  # the task manager's Cancel
     _, cancelled = _index_from_the_dialog(plugin, wait_task)
+    fake_iface.bar.pushInfo("Task complete", "TileScribe: indexing neon")  # what QGIS adds for a long task
+    qgis_app.processEvents()
+    assert [t for t in bar_texts(fake_iface.bar) if t.startswith("Task complete")] == []
     assert cancelled.value.cancelled and _tile_counts(db)["done"] == cancelled.value.done >= 1
     level, text = fake_iface.messages()[-1]
     assert level == Qgis.Warning and "stopped" in text and "Run Index layer again to continue" in text
@@ -75,13 +79,12 @@ def _cancel_then_crash(plugin, fake_iface, wait_task, monkeypatch, db) -> int:
 
 
 def test_interrupted_indexing_keeps_its_work_resumes_and_is_searchable(plugin, fake_iface, neon_raster, add_raster,
-                                                                       qtbot, wait_task, monkeypatch):
+                                                                       qtbot, wait_task, monkeypatch, qgis_app):
     from qgis.core import Qgis
-    from qgis.PyQt.QtCore import Qt
 
     add_raster(neon_raster)
     db = neon_raster.with_name("neon.tilescribe.sqlite")
-    kept = _cancel_then_crash(plugin, fake_iface, wait_task, monkeypatch, db)
+    kept = _cancel_then_crash(plugin, fake_iface, wait_task, monkeypatch, db, qgis_app)
 
     progress, resumed = _index_from_the_dialog(plugin, wait_task)  # a fresh worker takes over
     assert resumed.error is None and progress[-1] == 100
@@ -90,16 +93,20 @@ def test_interrupted_indexing_keeps_its_work_resumes_and_is_searchable(plugin, f
     level, text = fake_iface.messages()[-1]
     assert level == Qgis.Success and "Indexed neon: 4 of 4 tiles captioned" in text and "placeholder" in text
     assert plugin.dock.isUserVisible() and plugin.dock.current_db() == str(db.resolve())
+    # The earlier runs' "stopped" messages are gone, also once the success message times out.
+    assert [t for t in bar_texts(fake_iface.bar) if "stopped" in t] == []
+    fake_iface.bar.popWidget()
+    assert [t for t in bar_texts(fake_iface.bar) if "stopped" in t] == []
 
     again = _run_directly(plugin, plugin.index_dialog.index_request)
     assert "4 of 4 tiles captioned, 0 in this run" in again.summary()
 
-    plugin.dock.queryEdit.setText("trees")
-    qtbot.keyClick(plugin.dock.queryEdit, Qt.Key_Return)
-    [task] = plugin.runner.tasks
-    wait_task(task, 90)
+    search_by_typing(plugin, qtbot, "trees")
     highlight = plugin.search.results.layer()
     assert highlight.featureCount() == 4 and highlight.crs().authid() == "EPSG:32617"
+    assert "test model" in plugin.dock.runCombo.currentText()
+    note = plugin.dock.resultsList.item(0)  # said plainly, above the results
+    assert note.text().startswith("Placeholder captions") and plugin.dock.resultsList.count() == 5
 
 
 def _run_directly(plugin, request):

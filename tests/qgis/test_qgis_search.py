@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from gui_events import newest_task, wait_idle
 
 pytestmark = [pytest.mark.qgis, pytest.mark.slow]
 
@@ -34,7 +35,7 @@ def _search(plugin, qtbot, wait_task, query: str):
 
     plugin.dock.queryEdit.setText(query)
     qtbot.keyClick(plugin.dock.queryEdit, Qt.Key_Return)  # Enter searches
-    [task] = plugin.runner.tasks
+    task = newest_task(plugin)
     result = wait_task(task, 90)
     assert result.error is None, result.error
     return plugin.dock.hits
@@ -120,7 +121,7 @@ def test_inspect_tool_shows_captions_and_finds_similar(plugin_on_shared_worker, 
     plugin.inspect_action.trigger()
     assert fake_iface.canvas.mapTool() is plugin.inspect_tool
     plugin.inspect_tool.canvasClicked.emit(pond, 1)
-    [task] = plugin.runner.tasks
+    task = newest_task(plugin)
     wait_task(task, 90)
     dialog = plugin.captions_dialog
     assert dialog.isVisible() and "200_200_200x200" in dialog.titleLabel.text()
@@ -128,7 +129,7 @@ def test_inspect_tool_shows_captions_and_finds_similar(plugin_on_shared_worker, 
     assert "dark water of a small pond" in text and "a wet marsh among trees" in text
 
     dialog.similarButton.click()
-    [task] = plugin.runner.tasks
+    task = newest_task(plugin)
     wait_task(task, 90)
     assert len(plugin.dock.hits) == 3 and "200_200_200x200" not in [h.tile_id for h in plugin.dock.hits]
     assert "similar to tile 200_200_200x200" in plugin.dock.statusLabel.text()
@@ -137,7 +138,7 @@ def test_inspect_tool_shows_captions_and_finds_similar(plugin_on_shared_worker, 
     outside = layer.extent().center()
     outside.setX(outside.x() + 100)
     plugin.inspect_tool.canvasClicked.emit(outside, 1)
-    [task] = plugin.runner.tasks
+    task = newest_task(plugin)
     wait_task(task, 30)
     level, text = fake_iface.messages()[-1]
     assert level == Qgis.Info and "No indexed tile" in text
@@ -152,12 +153,13 @@ def test_open_index_file_without_its_raster_and_bad_queries(plugin_on_shared_wor
     assert "Choose an index first" in plugin.dock.statusLabel.text()
 
     plugin.dock.open_index_file(db)
+    wait_idle(plugin, qtbot)  # its runs are read
     plugin.dock.searchButton.click()  # empty query
     assert "Type what you look for" in plugin.dock.statusLabel.text() and not plugin.runner.tasks
 
     plugin.dock.queryEdit.setText("x" * 2500)
     plugin.dock.searchButton.click()
-    [task] = plugin.runner.tasks
+    task = newest_task(plugin)
     result = wait_task(task, 90)
     assert "keep it under 2000" in plugin.dock.statusLabel.text() and result.error is not None
     assert not fake_iface.messages()  # a query problem is shown in the dock, not as an alarm
