@@ -15,7 +15,7 @@ from ..core.errors import TileScribeError
 from ..core.store import INDEX_SUFFIX
 from .indexing import IndexRequest, captioner_settings, default_index_path, raster_file
 from .messages import push_wrapped
-from .model_fields import model_field_values, show_model_fields
+from .model_fields import enable_slots, fill_engine_choices, model_field_values, show_model_fields
 from .model_picker import add_model_picker_button
 from .settings import CAPTIONER_LOCAL, CAPTIONER_SERVER, CAPTIONER_TEST, PluginSettings
 
@@ -45,6 +45,7 @@ class IndexDialog(QDialog, FORM_CLASS):
         for radio in (self.localRadio, self.serverRadio, self.testRadio):
             radio.toggled.connect(self._enable_model_fields)
         self.pickerButton = add_model_picker_button(self, lambda: self.settings, self._store_models_dir)
+        fill_engine_choices(self)
         self._clear_problem_on_change()
         self._load(settings)
         self.layerCombo.setLayer(layer)
@@ -119,8 +120,10 @@ class IndexDialog(QDialog, FORM_CLASS):
 
     def _enable_model_fields(self, *_args) -> None:
         local, server = self.localRadio.isChecked(), self.serverRadio.isChecked()
-        for widget in (self.modelFile, self.mmprojFile, self.modelLabel, self.mmprojLabel, self.pickerButton):
+        for widget in (self.modelFile, self.mmprojFile, self.modelLabel, self.mmprojLabel, self.pickerButton,
+                       self.engineLabel, self.engineCombo):
             widget.setEnabled(local)
+        enable_slots(self)
         for widget in (self.serverUrlEdit, self.serverModelEdit, self.apiKeyEnvEdit, self.serverUrlLabel,
                        self.serverModelLabel, self.apiKeyEnvLabel):
             widget.setEnabled(server)

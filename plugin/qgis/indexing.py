@@ -51,13 +51,14 @@ class IndexOutcome:
     placeholder: bool
     captioned_now: int = 0  # tiles captioned by this job (a resumed job skips those done before)
     failures: list = field(default_factory=list)
+    engine: str = ""  # which engine, llama.cpp build and device captioned (core engine_info)
 
     @classmethod
     def from_result(cls, request: IndexRequest, result: dict) -> "IndexOutcome":
         return cls(request.layer_name, request.db, result["run_id"], result["total"], result["done"],
                    result["skipped"], result["failed"], bool(result["cancelled"]),
                    bool(result.get("placeholder")), int(result.get("captioned_now", 0)),
-                   list(result.get("failures") or []))
+                   list(result.get("failures") or []), str(result.get("engine") or ""))
 
     def summary(self) -> str:
         parts = [f"{self.done} of {self.total} tiles captioned"]
@@ -69,6 +70,8 @@ class IndexOutcome:
             reason = f" ({self.failures[0][1]})" if self.failures else ""
             parts.append(f"{self.failed} failed{reason}")
         text = f"{', '.join(parts)}, in {Path(self.db).name}."
+        if self.engine:
+            text += f" Captioned with {self.engine}."
         if self.cancelled:
             return f"Indexing of {self.layer_name} stopped: {text} Run Index layer again to continue."
         if self.placeholder:
@@ -128,4 +131,5 @@ def captioner_settings(settings: PluginSettings) -> CaptionerSettings:
         if not Path(value).is_file():
             raise ModelError(f"The {label} file was not found: {value}. Pick an existing GGUF file.")
     return CaptionerSettings(model=settings.model_path, mmproj=settings.mmproj_path,
-                             family=family_for_model(settings.model_path))
+                             family=family_for_model(settings.model_path), engine=settings.engine,
+                             slots=settings.slots)

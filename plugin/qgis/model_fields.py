@@ -4,11 +4,25 @@ from __future__ import annotations
 
 from .settings import PluginSettings
 
+# core.captioning.factory.ENGINES, in words a user reads (the QGIS side stays free of the core's imports).
+ENGINE_CHOICES = (("llama-cpp-python", "In the worker, one tile at a time"),
+                  ("server", "llama-server, several tiles at once (faster)"))
+
+
+def fill_engine_choices(form) -> None:
+    """The engine combo's entries, and the slots box enabled only for llama-server."""
+    for value, label in ENGINE_CHOICES:
+        form.engineCombo.addItem(label, value)
+    form.engineCombo.currentIndexChanged.connect(lambda *_: enable_slots(form))
+
 
 def show_model_fields(form, settings: PluginSettings) -> None:
     """Put the settings into a form's model, server and tile widgets (same names in both .ui files)."""
     form.modelFile.setFilePath(settings.model_path)
     form.mmprojFile.setFilePath(settings.mmproj_path)
+    form.engineCombo.setCurrentIndex(max(form.engineCombo.findData(settings.engine), 0))
+    form.slotsSpin.setValue(settings.slots)
+    enable_slots(form)
     form.serverUrlEdit.setText(settings.server_url)
     form.serverModelEdit.setText(settings.server_model)
     form.apiKeyEnvEdit.setText(settings.api_key_env)
@@ -21,7 +35,15 @@ def model_field_values(form) -> dict:
     """The PluginSettings fields as a form's widgets show them."""
     return dict(
         model_path=form.modelFile.filePath().strip(), mmproj_path=form.mmprojFile.filePath().strip(),
+        engine=form.engineCombo.currentData() or "llama-cpp-python", slots=form.slotsSpin.value(),
         server_url=form.serverUrlEdit.text().strip(), server_model=form.serverModelEdit.text().strip(),
         api_key_env=form.apiKeyEnvEdit.text().strip(), tile_size=form.tileSizeSpin.value(),
         overlap=form.overlapSpin.value(), variants=form.variantsSpin.value(),
     )
+
+
+def enable_slots(form) -> None:
+    """The slots box matters only for llama-server."""
+    enabled = form.engineCombo.isEnabled() and form.engineCombo.currentData() == "server"
+    form.slotsSpin.setEnabled(enabled)
+    form.slotsLabel.setEnabled(enabled)

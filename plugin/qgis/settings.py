@@ -29,6 +29,8 @@ class PluginSettings:
     captioner: str = CAPTIONER_LOCAL
     model_path: str = ""           # GGUF vision-language model
     mmproj_path: str = ""          # its GGUF vision projector
+    engine: str = "llama-cpp-python"  # or "server": a llama-server TileScribe starts (core ENGINES)
+    slots: int = 4                 # tiles the llama-server engine decodes together
     models_dir: str = ""           # where downloads go; empty: the default (core.models.folder)
     server_url: str = ""           # OpenAI-compatible endpoint
     server_model: str = ""

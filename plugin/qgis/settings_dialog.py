@@ -8,7 +8,7 @@ from pathlib import Path
 from qgis.PyQt import uic
 from qgis.PyQt.QtWidgets import QDialog
 
-from .model_fields import model_field_values, show_model_fields
+from .model_fields import fill_engine_choices, model_field_values, show_model_fields
 from .model_picker import add_model_picker_button
 from .settings import PluginSettings, default_worker_python
 
@@ -27,6 +27,7 @@ class SettingsDialog(QDialog, FORM_CLASS):
         self.buttonBox.accepted.connect(self.accept)
         self.buttonBox.rejected.connect(self.reject)
         self.pythonFile.setFilePath(settings.worker_python)
+        fill_engine_choices(self)
         show_model_fields(self, settings)
         self.kSpin.setValue(settings.k)
         self.pickerButton = add_model_picker_button(self, lambda: self.original, self._store_models_dir)
