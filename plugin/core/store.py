@@ -16,6 +16,7 @@ import numpy as np
 from .captions import CaptionVariant
 from .errors import IndexFileError
 from .migrations import MIGRATIONS, SCHEMA_VERSION
+from .store_reads import VectorReader
 from .store_writes import TileCaptions, write_captions
 from .tiling import RasterInfo, Tile, Window
 
@@ -23,6 +24,10 @@ from .tiling import RasterInfo, Tile, Window
 APPLICATION_ID = 0x54534352
 SQLITE_HEADER = b"SQLite format 3\x00"
 INDEX_SUFFIX = ".tilescribe.sqlite"
+# Vectors are read by offset inside sqlite-vec's chunk blobs; memory-mapped, walking a
+# blob's overflow pages costs pointer reads instead of one read() per page (store_reads.py).
+# SQLite caps it at its build's maximum (2 GB in common builds); beyond it reads stay correct.
+MMAP_BYTES = 1 << 31
 
 
 def now() -> str:
@@ -68,6 +73,7 @@ class Store:
         try:
             self.conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
             self.conn.execute("pragma busy_timeout = 5000")
+            self.conn.execute(f"pragma mmap_size = {MMAP_BYTES}")
         except sqlite3.Error as exc:
             raise IndexFileError(f"Cannot open index {self.path}: {exc}.") from exc
         self.readonly = readonly
@@ -322,15 +328,20 @@ class Store:
 
     def vectors_of(self, tile_id: int) -> np.ndarray:
         """The stored vectors of a tile's variants (for "find similar")."""
-        (dim,) = self.conn.execute(
-            "select e.dim from tiles t join runs r on r.id = t.run_id"
-            " join embedders e on e.id = r.embedder_id where t.id = ?", (tile_id,)
-        ).fetchone()
-        rows = self.conn.execute(
-            "select e.embedding from caption_embeddings e join captions c on c.id = e.caption_id"
-            " where c.tile_id = ? order by c.variant", (tile_id,)
-        ).fetchall()
-        return np.array([np.frombuffer(r[0], dtype=np.float32) for r in rows]).reshape(-1, dim)
+        (run_id,) = self.conn.execute("select run_id from tiles where id = ?", (tile_id,)).fetchone()
+        reader = self.vector_reader(run_id)
+        caption_ids = [row[0] for row in self.conn.execute(
+            "select id from captions where tile_id = ? order by variant", (tile_id,))]
+        found, vectors = reader.read(np.array(caption_ids, dtype=np.int64))
+        if len(found) != len(caption_ids):
+            raise IndexFileError(f"Index {self.path} lacks vectors of tile {tile_id}; it may be damaged. "
+                                 "Re-create it or restore a copy.")
+        return vectors[np.searchsorted(found, caption_ids)]
+
+    def vector_reader(self, run_id: int) -> VectorReader:
+        """Reads the run's float vectors by caption id (their one copy, in the vec0 table)."""
+        run = self.run_info(run_id)
+        return VectorReader(self.conn, self.path, vec_table(run["embedder_id"]), run["dim"])
 
     # -- overview ---------------------------------------------------------------------------
 

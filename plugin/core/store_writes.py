@@ -56,7 +56,7 @@ class _Rows:
     """The rows of one write, gathered per table so each table gets one executemany."""
 
     def __init__(self, stamp: str):
-        self.captions, self.embeddings, self.fts, self.tiles = [], [], [], []
+        self.captions, self.fts, self.tiles = [], [], []
         self.vec: dict[int, list] = defaultdict(list)
         self.stamp = stamp
 
@@ -68,7 +68,6 @@ class _Rows:
             self.captions.append((next_id, entry.tile_id, number, variant.one_sentence, variant.feature,
                                   variant.caption))
             self.vec[embedder_id].append((next_id, blob, run_id, *bbox, entry.tile_id))
-            self.embeddings.append((next_id, blob))
             self.fts.append((next_id, variant.embedding_text()))
             next_id += 1
         self.tiles.append((entry.raw, self.stamp, entry.tile_id))
@@ -80,7 +79,6 @@ class _Rows:
         for embedder_id, rows in self.vec.items():
             conn.executemany(f"insert into {vec_table(embedder_id)} (caption_id, embedding, run_id,"
                              " minx, miny, maxx, maxy, tile_id) values (?,?,?,?,?,?,?,?)", rows)
-        conn.executemany("insert into caption_embeddings (caption_id, embedding) values (?,?)", self.embeddings)
         conn.executemany("insert into caption_fts (rowid, text) values (?, ?)", self.fts)
         conn.executemany("update tiles set status = 'done', reason = '', raw = ?, updated_at = ?"
                          " where id = ?", self.tiles)
@@ -112,7 +110,6 @@ def _delete_captions(conn: sqlite3.Connection, tile_ids: Sequence[int], vec_tabl
         by_embedder[embedder_id].append((caption_id,))
     for embedder_id, ids in by_embedder.items():
         conn.executemany(f"delete from {vec_table(embedder_id)} where caption_id = ?", ids)
-        conn.executemany("delete from caption_embeddings where caption_id = ?", ids)
         conn.executemany("delete from caption_fts where rowid = ?", ids)
         conn.executemany("delete from captions where id = ?", ids)
     return Counter(run_id for _, run_id, _ in rows)
