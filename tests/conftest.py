@@ -40,7 +40,7 @@ def minilm():
 
 @pytest.fixture
 def hashing_embedder():
-    from tilescribe.plugin.core.embedding import HashingEmbedder
+    from fakes import HashingEmbedder
 
     return HashingEmbedder()
 

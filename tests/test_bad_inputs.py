@@ -25,14 +25,13 @@ from fixtures_server import Reply
 from gguf import GGUFWriter
 from rasterio.transform import Affine
 
-from fakes import FakeCaptioner
+from fakes import FakeCaptioner, HashingEmbedder
 from helpers import in_process_cli
 from index_checks import index_state
 from rasters import write_raster
 from tilescribe.plugin.cli import index_command
 from tilescribe.plugin.core import indexer
 from tilescribe.plugin.core.captioning import tiny_gguf
-from tilescribe.plugin.core.embedding import HashingEmbedder
 from tilescribe.plugin.core.migrations import SCHEMA_VERSION
 from tilescribe.plugin.core.store import Store
 from tilescribe.plugin.core.tiling import TileGrid, open_raster, read_info

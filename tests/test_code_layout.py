@@ -43,3 +43,38 @@ def test_plugin_entry_holds_only_class_factory():
     functions = [node.name for node in tree.body if isinstance(node, ast.FunctionDef)]
     imports = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
     assert functions == ["classFactory"] and not imports  # importing the package loads nothing
+
+
+def local_imports(path: Path) -> set[Path]:
+    """Files of this repository that `path` imports with relative imports, at any depth in the file."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = path.parent
+            for _ in range(node.level - 1):
+                base = base.parent
+            target = base.joinpath(*(node.module or "").split(".")) if node.module else base
+            candidates = [target.with_suffix(".py"), target / "__init__.py"]
+            candidates += [target / f"{alias.name}.py" for alias in node.names]
+            found.update(c.resolve() for c in candidates if c.is_file())
+    return found
+
+
+def test_no_import_cycles_between_modules():
+    graph = {path.resolve(): local_imports(path) for path in (REPO / "plugin").rglob("*.py")}
+    cycles = []
+
+    def visit(node, trail):
+        for child in graph.get(node, ()):
+            if child in trail:
+                cycles.append([p.name for p in trail[trail.index(child):]] + [child.name])
+            elif child not in done:
+                visit(child, trail + [child])
+        done.add(node)
+
+    done: set = set()
+    for start in graph:
+        if start not in done:
+            visit(start, [start])
+    assert not [c for c in cycles if "__init__.py" not in c], cycles
+

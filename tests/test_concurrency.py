@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from fakes import HashingEmbedder
 from index_checks import index_state
 from rasters import write_raster
-from tilescribe.plugin.core.embedding import HashingEmbedder
 from tilescribe.plugin.core.search import SearchRequest, search
 from tilescribe.plugin.core.store import Store
 

@@ -24,6 +24,8 @@ def register(subparsers) -> None:
     parser.add_argument("--run", type=int, default=None, help="run to search (default: the latest)")
     parser.add_argument("--extent", type=float, nargs=4, metavar=("MINX", "MINY", "MAXX", "MAXY"),
                         help="only tiles meeting this box (in the raster's CRS)")
+    parser.add_argument("--no-lexical", dest="lexical", action="store_false",
+                        help="rank by caption embeddings only (default: fused with BM25 word matches)")
     parser.add_argument("--output", "-o", default=None, help="write to this file instead of stdout")
     parser.set_defaults(func=run)
 
@@ -36,7 +38,8 @@ def run(args) -> int:
     with Store(args.db, readonly=not _writable(Path(args.db))) as store:
         embedder = load_embedder(args.embedder)
         hits = search(store, embedder, SearchRequest(args.query, args.k, args.run,
-                                                     tuple(args.extent) if args.extent else None))
+                                                     tuple(args.extent) if args.extent else None,
+                                                     lexical=args.lexical))
     text = FORMATTERS[args.format](hits)
     if args.output:
         try:

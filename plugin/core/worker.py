@@ -134,7 +134,8 @@ class Worker:
         with Store(request["db"], readonly=True) as store:
             hits = search(store, self.embedder(request.get("embedder")),
                           SearchRequest(request["query"], request.get("k", 10), request.get("run_id"), extent,
-                                        mode=request.get("mode", "auto")), self.fast_cache())
+                                        mode=request.get("mode", "auto"),
+                                        lexical=bool(request.get("lexical", True))), self.fast_cache())
             return [dict(hit.to_json(), tile_db_id=hit.tile_db_id) for hit in hits]
 
     def similar(self, request: dict) -> list:

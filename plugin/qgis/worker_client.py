@@ -181,12 +181,20 @@ class _Process:
         self.exited.wait(5.0)
 
 
+def _settings_hint(python: Path, plugin_dir: Path) -> str:
+    return "Check the worker Python in TileScribe's settings, or clear it to use the plugin's own environment."
+
+
 class WorkerClient:
     """Thread-safe: requests may come from several tasks at once; each waits for its own reply."""
 
-    def __init__(self, python: Path, plugin_dir: Path):
+    def __init__(self, python: Path, plugin_dir: Path,
+                 setup_hint: Optional[Callable[[Path, Path], str]] = None):
         self.python = Path(python)
         self.plugin_dir = Path(plugin_dir)
+        # What to tell the user when the worker's Python fails: deps.setup_hint, passed in
+        # (deps builds on this client; importing it here would make a cycle).
+        self._setup_hint = setup_hint or _settings_hint
         self._process: Optional[_Process] = None
         self._lock = threading.Lock()
 
@@ -206,8 +214,7 @@ class WorkerClient:
             return self._process
 
     def _start(self) -> _Process:
-        from .deps import setup_hint
-
+        setup_hint = self._setup_hint
         if not self.python.is_file():
             raise WorkerUnavailable(
                 f"The Python that runs the TileScribe worker was not found: {self.python}.\n\n"
