@@ -14,8 +14,9 @@ from typing import Callable, Iterator, Optional, Sequence
 from .captioning.base import CaptionResult
 from .embedding import Embedder
 from .errors import CaptionError, IndexingError, TileScribeError
+from .index_settings import IndexSettings
 from .locking import IndexerLock
-from .rendering import RenderSettings, choose_bands, render_tile_png
+from .rendering import choose_bands, render_tile_png
 from .store import Store, StoredTile
 from .tiling import (Tile, TileGrid, content_skip_reason, gdal_errors_as_exceptions, open_raster, read_info,
                      read_window)
@@ -30,16 +31,6 @@ MAX_TILE_ATTEMPTS = 3
 # Unexpected errors (not a bad answer: a crash inside the engine) on this many tiles in a
 # row mean the engine is broken, not the tiles: stop instead of failing the whole raster.
 CONSECUTIVE_CRASH_LIMIT = 5
-
-
-@dataclass(frozen=True)
-class IndexSettings:
-    tile_size: int = 512
-    overlap: int = 0
-    variants: int = 5
-    render: RenderSettings = RenderSettings()
-    # A resumed run retries failed tiles up to MAX_TILE_ATTEMPTS runs; True retries them all.
-    retry_failed: bool = False
 
 
 @dataclass

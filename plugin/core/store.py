@@ -15,6 +15,7 @@ import numpy as np
 
 from .captions import CaptionVariant
 from .errors import IndexFileError
+from .index_settings import INDEX_SUFFIX
 from .migrations import MIGRATIONS, SCHEMA_VERSION
 from .store_reads import VectorReader
 from .store_writes import TileCaptions, write_captions
@@ -23,7 +24,6 @@ from .tiling import RasterInfo, Tile, Window
 # "TSCR": marks a file as a TileScribe index, so another program's SQLite file is refused.
 APPLICATION_ID = 0x54534352
 SQLITE_HEADER = b"SQLite format 3\x00"
-INDEX_SUFFIX = ".tilescribe.sqlite"
 # Vectors are read by offset inside sqlite-vec's chunk blobs; memory-mapped, walking a
 # blob's overflow pages costs pointer reads instead of one read() per page (store_reads.py).
 # SQLite caps it at its build's maximum (2 GB in common builds); beyond it reads stay correct.

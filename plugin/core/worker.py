@@ -182,14 +182,12 @@ class Worker:
 
     def _index(self, rid, request: dict, stop: threading.Event) -> dict:
         from .captioning.factory import CaptionerSettings, make_captioner
-        from .indexer import IndexSettings, index_raster
-        from .rendering import RenderSettings
+        from .index_settings import KEYS, IndexSettings
+        from .indexer import index_raster
         from .store import Store
 
         settings = CaptionerSettings.from_dict(request.get("captioner") or {"test_model": True})
-        bands = tuple(request["bands"]) if request.get("bands") else None
-        index_settings = IndexSettings(int(request.get("tile_size", 512)), int(request.get("overlap", 0)),
-                                       int(request.get("variants", 5)), RenderSettings(bands=bands))
+        index_settings = IndexSettings.from_dict({key: request[key] for key in KEYS if key in request})
         embedder = self.embedder(request.get("embedder"))
         self.send({"id": rid, "event": "status", "data": {"message": "loading the captioning model"}})
         captioner = make_captioner(settings)

@@ -12,7 +12,7 @@ from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtGui import QIcon, QPixmap
 from qgis.PyQt.QtWidgets import QFileDialog, QListWidgetItem
 
-from ..core.store import INDEX_SUFFIX
+from ..core.index_settings import INDEX_SUFFIX
 from .results import Hit
 
 UI_DIR = Path(__file__).resolve().parents[2] / "ui"

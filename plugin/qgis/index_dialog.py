@@ -12,7 +12,7 @@ from qgis.PyQt import uic
 from qgis.PyQt.QtWidgets import QDialog, QDialogButtonBox
 
 from ..core.errors import TileScribeError
-from ..core.store import INDEX_SUFFIX
+from ..core.index_settings import INDEX_SUFFIX
 from .indexing import IndexRequest, captioner_settings, default_index_path, raster_file
 from .model_fields import model_field_values, show_model_fields
 from .model_picker import add_model_picker_button

@@ -9,6 +9,8 @@ from typing import Optional
 
 from qgis.core import QgsSettings
 
+from ..core.index_settings import IndexSettings
+
 PREFIX = "tilescribe/"
 # Not resolved: installed as a symlink, the folder must keep its link name (`tilescribe`).
 PLUGIN_DIR = Path(__file__).parents[2]
@@ -30,9 +32,9 @@ class PluginSettings:
     server_url: str = ""           # OpenAI-compatible endpoint
     server_model: str = ""
     api_key_env: str = ""          # NAME of the environment variable holding the key, never the key
-    tile_size: int = 512
-    overlap: int = 0
-    variants: int = 5
+    tile_size: int = IndexSettings.tile_size
+    overlap: int = IndexSettings.overlap
+    variants: int = IndexSettings.variants
     k: int = 10
 
     def python(self) -> Path:
