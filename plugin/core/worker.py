@@ -11,13 +11,15 @@ a running job is cancelled, commits what it has, and the worker exits.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import threading
-import traceback
 from typing import Callable, Optional
 
 PROTOCOL_VERSION = 1
+
+log = logging.getLogger(__name__)
 
 
 class Worker:
@@ -80,7 +82,7 @@ class Worker:
         except TileScribeError as exc:
             self.send({"id": rid, "ok": False, "error": {"type": type(exc).__name__, "message": str(exc)}})
         except Exception as exc:  # report, keep serving: one bad request must not kill the worker
-            traceback.print_exc(file=sys.stderr)
+            log.error("request %s failed", rid, exc_info=exc)
             self.send({"id": rid, "ok": False, "error": {"type": "InternalError", "message": repr(exc)}})
 
     def stop_jobs(self) -> None:
@@ -239,6 +241,9 @@ def main() -> int:
     # Before any library starts OpenMP: busy-waiting threads starve the threads that
     # sample under the grammar and answer searches (measured 4-10x slower when loaded).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # Messages go to stderr, which the QGIS side keeps to quote when the worker fails.
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="tilescribe worker: %(levelname)s: %(message)s")
     worker = Worker(protocol_stream())
     worker.send({"id": None, "event": "ready", "data": {"protocol": PROTOCOL_VERSION, "pid": os.getpid()}})
     worker.serve(sys.stdin)
