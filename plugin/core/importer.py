@@ -11,7 +11,7 @@ from typing import Callable, Optional
 from .captions import FIELDS, CaptionVariant
 from .embedding import Embedder
 from .errors import CaptionImportError
-from .indexer import write_failure
+from .sqlite_errors import write_failure
 from .store import Store
 from .tiling import Tile, TileGrid, Window, open_raster, read_info
 

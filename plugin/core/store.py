@@ -16,6 +16,7 @@ import numpy as np
 from .captions import CaptionVariant
 from .errors import IndexFileError
 from .index_settings import INDEX_SUFFIX
+from .sqlite_errors import open_failure
 from .migrations import MIGRATIONS, SCHEMA_VERSION
 from .store_reads import VectorReader
 from .store_writes import TileCaptions, write_captions
@@ -87,7 +88,7 @@ class Store:
                 self._migrate()
         except sqlite3.DatabaseError as exc:
             self.conn.close()
-            raise IndexFileError(self._db_error_message(exc)) from exc
+            raise open_failure(self.path, exc) from exc
         except Exception:
             self.conn.close()
             raise
@@ -110,19 +111,6 @@ class Store:
                     f"{self.path} is not a TileScribe index (not an SQLite file). "
                     "Pick a *.tilescribe.sqlite file, or a new file name to create one."
                 )
-
-    def _db_error_message(self, exc: sqlite3.DatabaseError) -> str:
-        text = str(exc)
-        if "locked" in text or "busy" in text:
-            return f"Index {self.path} is locked by another program: close it there and try again."
-        if "readonly" in text or "read-only" in text:
-            return f"Index {self.path} is read-only: make it writable or copy it to a folder you can write."
-        if "full" in text:
-            return f"No space left for index {self.path}: free some space, then run the same command again."
-        if "unable to open" in text:
-            return (f"Cannot open index {self.path}: its folder may not be writable or the file may have "
-                    "moved. Copy it to a folder you can write, or check the path.")
-        return f"Index {self.path} cannot be used ({text}); it may be damaged. Re-create it or restore a copy."
 
     def _check_schema(self) -> None:
         app_id = self.conn.execute("pragma application_id").fetchone()[0]

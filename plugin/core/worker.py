@@ -18,6 +18,18 @@ import threading
 from typing import Callable, Optional
 
 PROTOCOL_VERSION = 1
+# Fields of each command: (required, optional). Anything else is a ProtocolError, not a KeyError.
+_INDEX_FIELDS = ("tile_size", "overlap", "variants", "bands", "retry_failed")
+FIELDS = {
+    "hello": ((), ()),
+    "info": (("db",), ()),
+    "search": (("db", "query"), ("k", "run_id", "extent", "mode", "lexical", "embedder")),
+    "similar": (("db", "tile_db_id"), ("k",)),
+    "tile_at": (("db", "x", "y"), ("run_id",)),
+    "captions": (("db", "tile_db_id"), ()),
+    "cancel": (("target",), ()),
+    "index": (("db", "raster"), ("captioner", "embedder", *_INDEX_FIELDS)),
+}
 
 log = logging.getLogger(__name__)
 
@@ -65,25 +77,41 @@ class Worker:
 
     def dispatch(self, request: dict) -> None:
         rid, cmd = request.get("id"), request.get("cmd")
+        problem = protocol_problem(request)
+        if problem:
+            self.send({"id": rid, "ok": False, "error": {"type": "ProtocolError", "message": problem}})
+            return
         if cmd == "index":
             self._start_index(rid, request)
             return
-        handler = self.handlers.get(cmd)
-        if handler is None:
-            self.send({"id": rid, "ok": False, "error": {"type": "ProtocolError", "message": f"unknown command {cmd!r}"}})
-            return
-        self._reply(rid, lambda: handler(request))
+        handler = self.handlers[cmd]
+        self._reply(rid, lambda: handler(request), request.get("db"))
 
-    def _reply(self, rid, call) -> None:
+    def _reply(self, rid, call, db=None) -> None:
+        import sqlite3
+
         from .errors import TileScribeError
+        from .sqlite_errors import read_failure, write_failure
 
         try:
             self.send({"id": rid, "ok": True, "result": call()})
         except TileScribeError as exc:
-            self.send({"id": rid, "ok": False, "error": {"type": type(exc).__name__, "message": str(exc)}})
+            self._error(rid, exc)
+        except sqlite3.Error as exc:  # the CLI's message for the same failure, with its type
+            failure = (read_failure(db, exc) or write_failure(db, exc)) if db else None
+            if failure is None:
+                self._internal(rid, exc)
+            else:
+                self._error(rid, failure)
         except Exception as exc:  # report, keep serving: one bad request must not kill the worker
-            log.error("request %s failed", rid, exc_info=exc)
-            self.send({"id": rid, "ok": False, "error": {"type": "InternalError", "message": repr(exc)}})
+            self._internal(rid, exc)
+
+    def _error(self, rid, exc: Exception) -> None:
+        self.send({"id": rid, "ok": False, "error": {"type": type(exc).__name__, "message": str(exc)}})
+
+    def _internal(self, rid, exc: Exception) -> None:
+        log.error("request %s failed", rid, exc_info=exc)
+        self.send({"id": rid, "ok": False, "error": {"type": "InternalError", "message": repr(exc)}})
 
     def stop_jobs(self) -> None:
         for event in self._jobs.values():
@@ -178,7 +206,7 @@ class Worker:
 
     def _run_index(self, rid, request: dict, stop: threading.Event) -> None:
         try:
-            self._reply(rid, lambda: self._index(rid, request, stop))
+            self._reply(rid, lambda: self._index(rid, request, stop), request.get("db"))
         finally:
             self._jobs.pop(rid, None)
 
@@ -226,6 +254,21 @@ def _tile_record(store, tile_db_id: int) -> Optional[dict]:
     return {"tile_db_id": tile.id, "tile_id": tile.window.key, "run_id": tile.run_id,
             "window": tile.window.as_list(), "bbox": list(tile.bbox), "status": tile.status,
             "reason": tile.reason, "captions": [v.to_dict() for v in store.captions_of(tile.id)]}
+
+
+def protocol_problem(request: dict) -> str:
+    """What is wrong with a request's shape ('' when nothing): unknown command or fields, missing fields."""
+    cmd = request.get("cmd")
+    if cmd not in FIELDS:
+        return f"unknown command {cmd!r}: the worker knows {', '.join(FIELDS)}"
+    required, optional = FIELDS[cmd]
+    missing = [name for name in required if request.get(name) is None]
+    unknown = sorted(set(request) - {"id", "cmd", *required, *optional})
+    if missing:
+        return f"{cmd} request lacks {', '.join(missing)}"
+    if unknown:
+        return f"{cmd} request has unknown fields {', '.join(unknown)}"
+    return ""
 
 
 def protocol_stream():

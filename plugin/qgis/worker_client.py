@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from ..core.errors import TileScribeError
+from ..core.errors import TileScribeError, error_class
 
 WORKER_MODULE = "tilescribe.plugin.core.worker"
 START_TIMEOUT_S = 60.0
@@ -45,6 +45,18 @@ class WorkerStopped(WorkerError):
 
 class WorkerTimeout(WorkerError):
     """The worker did not answer in time."""
+
+
+_REMOTE_CLASSES: dict[str, type] = {}
+
+
+def remote_error(kind: str, message: str) -> WorkerError:
+    """The worker's error as its core class (`except QueryError` works here too), still a WorkerError."""
+    core = error_class(kind)
+    if core is None or issubclass(WorkerError, core):
+        return WorkerError(message, kind)
+    cls = _REMOTE_CLASSES.setdefault(kind, type(kind, (WorkerError, core), {"__module__": __name__}))
+    return cls(message, kind)
 
 
 def worker_environment(plugin_dir: Path) -> dict:
@@ -276,7 +288,7 @@ class WorkerClient:
             if message.get("ok"):
                 return message.get("result")
             error = message.get("error") or {}
-            raise WorkerError(error.get("message", "unknown error"), error.get("type", "WorkerError"))
+            raise remote_error(error.get("type", "WorkerError"), error.get("message", "unknown error"))
 
     def _death_error(self, process: _Process, cmd: str) -> WorkerError:
         if process.stopping:
