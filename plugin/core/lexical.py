@@ -6,6 +6,7 @@ import re
 from typing import Iterable, Sequence
 
 from .store import Store
+from .store_reads import word_matches
 
 MAX_TERMS = 64
 RRF_K = 60  # the constant of Cormack et al. (2009), also SQLite/Elastic's usual default
@@ -28,16 +29,7 @@ def lexical_ranking(store: Store, run_id: int, text: str, limit: int = 200, exte
     query = fts_query(text)
     if not query:
         return []
-    where, params = "", ()
-    if extent is not None:
-        where, params = " and t.maxx >= ? and t.minx <= ? and t.maxy >= ? and t.miny <= ?", (
-            extent[0], extent[2], extent[1], extent[3])
-    rows = store.conn.execute(
-        "select c.tile_id, f.rowid from caption_fts f join captions c on c.id = f.rowid"
-        f" join tiles t on t.id = c.tile_id where caption_fts match ? and t.run_id = ?{where}"
-        " order by bm25(caption_fts) limit ?",
-        (query, run_id, *params, (limit + len(exclude)) * 8),
-    ).fetchall()
+    rows = word_matches(store.conn, query, run_id, extent, (limit + len(exclude)) * 8)
     seen, ranking = set(exclude), []
     for tile_id, caption_id in rows:
         if tile_id not in seen:

@@ -150,22 +150,24 @@ class Store:
     @contextlib.contextmanager
     def atomic(self) -> Iterator[sqlite3.Connection]:
         """A transaction; nested calls become savepoints. All or nothing on error."""
-        outermost = self._depth == 0
-        self.conn.execute("begin immediate" if outermost else f"savepoint sp{self._depth}")
+        outermost, savepoint = self._depth == 0, f"sp{self._depth}"
+        self.conn.execute("begin immediate" if outermost else f"savepoint {savepoint}")
         self._depth += 1
         try:
             yield self.conn
+            # Inside the try, as sqlite-utils does: a COMMIT that fails (a deferred constraint,
+            # a busy or full disk) rolls back instead of leaving the transaction open.
+            self.conn.execute("commit" if outermost else f"release {savepoint}")
         except BaseException:
-            self._depth -= 1
             if self.conn.in_transaction:  # after disk full or an I/O error SQLite rolled back already
                 if outermost:
                     self.conn.execute("rollback")
                 else:
-                    self.conn.execute(f"rollback to sp{self._depth}")
-                    self.conn.execute(f"release sp{self._depth}")
+                    self.conn.execute(f"rollback to {savepoint}")
+                    self.conn.execute(f"release {savepoint}")
             raise
-        self._depth -= 1
-        self.conn.execute("commit" if outermost else f"release sp{self._depth}")
+        finally:
+            self._depth -= 1
 
     # -- rasters, embedders, runs -------------------------------------------------------
 

@@ -1,14 +1,119 @@
-"""Reading the index: float vectors by caption id, straight from the sqlite-vec table's chunks."""
+"""The index's read queries (search, fast search, word matching): each a paged query, never one per tile.
+
+Beside store_writes.py; Store (store.py) opens the file and owns its schema.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+import json
 import sqlite3
 from pathlib import Path
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
 from .errors import IndexFileError
-from .store_writes import ids_param
+
+Extent = tuple[float, float, float, float]  # minx, miny, maxx, maxy in the raster's CRS
+
+
+def ids_param(ids) -> str:
+    """Many ids as one SQL parameter (`in (select value from json_each(?))`): no variable limit."""
+    return json.dumps([int(i) for i in ids])
+
+
+def extent_filter(extent: Optional[Extent], prefix: str = "") -> tuple[str, tuple]:
+    """SQL (starting with ' and') and parameters keeping rows whose box meets the extent."""
+    if extent is None:
+        return "", ()
+    minx, miny, maxx, maxy = extent
+    p = prefix
+    return (f" and {p}maxx >= ? and {p}minx <= ? and {p}maxy >= ? and {p}miny <= ?", (minx, maxx, miny, maxy))
+
+
+def nearest_variants(conn: sqlite3.Connection, table: str, vector: np.ndarray, k: int, run_id: int,
+                     extent: Optional[Extent]) -> list[tuple[int, int, float]]:
+    """[(tile id, caption id, cosine distance)] of the k nearest variants of a run (sqlite-vec KNN)."""
+    where, params = extent_filter(extent)
+    return conn.execute(
+        f"select tile_id, caption_id, distance from {table} where embedding match ? and k = ?"
+        f" and run_id = ?{where} order by distance", (vector.tobytes(), k, run_id, *params)).fetchall()
+
+
+def all_variants_by_distance(conn: sqlite3.Connection, table: str, vector: np.ndarray, run_id: int,
+                             extent: Optional[Extent]) -> list[tuple[int, int, float]]:
+    """Every variant of the run, nearest first: an exact scan past sqlite-vec's largest k."""
+    where, params = extent_filter(extent)
+    return conn.execute(
+        f"select tile_id, caption_id, vec_distance_cosine(embedding, ?) as d from {table}"
+        f" where run_id = ?{where} order by d", (vector.tobytes(), run_id, *params)).fetchall()
+
+
+def hit_rows(conn: sqlite3.Connection, tile_ids: Sequence[int], caption_ids: Sequence[int]) -> tuple[dict, dict]:
+    """({tile id: (col_off, row_off, width, height, minx, miny, maxx, maxy)},
+    {caption id: (one_sentence, feature, caption)}) of a page of hits, in two queries."""
+    tiles = {row[0]: row[1:] for row in conn.execute(
+        "select id, col_off, row_off, width, height, minx, miny, maxx, maxy from tiles"
+        " where id in (select value from json_each(?))", (ids_param(tile_ids),))}
+    captions = {row[0]: row[1:] for row in conn.execute(
+        "select id, one_sentence, feature, caption from captions"
+        " where id in (select value from json_each(?))", (ids_param(caption_ids),))}
+    return tiles, captions
+
+
+def tile_at(conn: sqlite3.Connection, run_id: int, x: float, y: float) -> Optional[int]:
+    """Id of the run's smallest captioned tile containing (x, y), if any."""
+    row = conn.execute(
+        "select id from tiles where run_id = ? and status = 'done' and minx <= ? and maxx >= ?"
+        " and miny <= ? and maxy >= ? order by (maxx - minx) * (maxy - miny), id limit 1",
+        (run_id, x, x, y, y),
+    ).fetchone()
+    return row[0] if row else None
+
+
+def word_matches(conn: sqlite3.Connection, fts_query: str, run_id: int, extent: Optional[Extent],
+                 limit: int) -> list[tuple[int, int]]:
+    """[(tile id, caption id)] of the run's variants matching an FTS5 query, best BM25 first."""
+    where, params = extent_filter(extent, "t.")
+    return conn.execute(
+        "select c.tile_id, f.rowid from caption_fts f join captions c on c.id = f.rowid"
+        f" join tiles t on t.id = c.tile_id where caption_fts match ? and t.run_id = ?{where}"
+        " order by bm25(caption_fts) limit ?", (fts_query, run_id, *params, limit)).fetchall()
+
+
+@contextlib.contextmanager
+def snapshot(conn: sqlite3.Connection) -> Iterator[None]:
+    """One read transaction, so several reads see the file at the same moment."""
+    if conn.in_transaction:
+        yield
+        return
+    conn.execute("begin")
+    try:
+        yield
+    finally:
+        conn.execute("commit")
+
+
+def run_caption_ids(conn: sqlite3.Connection, run_id: int, after: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(caption ids ascending, their tile ids) of a run's captions with ids above `after`."""
+    cursor = conn.execute(
+        "select c.id, c.tile_id from captions c join tiles t on t.id = c.tile_id"
+        " where t.run_id = ? and c.id > ? order by c.id", (run_id, after),
+    )
+    # Straight into numpy: a list of a million row tuples would cost ~100 MB for a moment.
+    pairs = np.fromiter(itertools.chain.from_iterable(cursor), dtype=np.int64).reshape(-1, 2)
+    return np.ascontiguousarray(pairs[:, 0]), np.ascontiguousarray(pairs[:, 1])
+
+
+def tile_boxes(conn: sqlite3.Connection, run_id: int, tile_ids: np.ndarray) -> np.ndarray:
+    """(minx, miny, maxx, maxy) rows for ascending tile ids of a run."""
+    rows = conn.execute(
+        "select id, minx, miny, maxx, maxy from tiles where run_id = ? and id in"
+        " (select value from json_each(?)) order by id", (run_id, ids_param(tile_ids)),
+    ).fetchall()
+    return np.array([row[1:] for row in rows], dtype=np.float64).reshape(-1, 4)
 
 # A chunk holding at least this many of the wanted vectors is read whole (one 1.5 MB
 # blob); fewer are read one by one through blob I/O, which with the memory-mapped file

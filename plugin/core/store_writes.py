@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from typing import Sequence
 import numpy as np
 
 from .captions import CaptionVariant
+from .store_reads import ids_param
 
 
 @dataclass(frozen=True)
@@ -21,11 +21,6 @@ class TileCaptions:
     variants: Sequence[CaptionVariant]
     vectors: np.ndarray
     raw: str = ""
-
-
-def ids_param(ids) -> str:
-    """Many ids as one SQL parameter (`in (select value from json_each(?))`): no variable limit."""
-    return json.dumps([int(i) for i in ids])
 
 
 def write_captions(conn: sqlite3.Connection, entries: Sequence[TileCaptions], vec_table, stamp: str) -> None:
