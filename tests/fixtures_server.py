@@ -10,6 +10,7 @@ import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
+from typing import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -19,12 +20,20 @@ SERVER_START_S = 90  # loading the tiny pair takes a second or two; a loaded CI 
 
 @dataclass
 class Reply:
-    """One scripted answer; status None drops the connection without answering."""
+    """One scripted answer; status None drops the connection without answering.
+
+    Misbehaviours: `trickle_s` sends the answer one byte at a time with this pause;
+    `endless` sends a chunked body that never ends (a 4 KiB chunk every trickle_s); `drop_after` sends that many bytes
+    of the answer, then drops the connection.
+    """
 
     status: int | None = 200
     body: bytes | str | dict = b""
     headers: dict = field(default_factory=dict)
     delay_s: float = 0.0
+    trickle_s: float = 0.0
+    endless: bool = False
+    drop_after: int | None = None
 
 
 @dataclass
@@ -41,11 +50,37 @@ class ScriptedServer(ThreadingHTTPServer):
 
     def __init__(self):
         super().__init__(("127.0.0.1", 0), _Handler)
-        self.script: list[Reply] = [Reply()]
+        # Replies in order, the last repeated; or a function of the request giving its reply.
+        self.script: list[Reply] | Callable[[Seen], Reply] = [Reply()]
         self.seen: list[Seen] = []
         self.in_flight = self.max_in_flight = 0
         self.lock = threading.Lock()
         self.stopping = threading.Event()  # cuts scripted delays short at teardown
+        self.killed = False
+        # One request at a time, like llama_cpp.server: each holds the server for delay_s,
+        # even when its client has gone (the server does not notice).
+        self.serial = False
+        self._queue = threading.Condition()
+        self._tickets = self._serving = 0  # first come, first served, as its queue does
+        self.clients_gone = 0  # answers nobody read any more: work wasted on abandoned requests
+
+    def one_at_a_time(self, work) -> None:
+        with self._queue:
+            ticket, self._tickets = self._tickets, self._tickets + 1
+            self._queue.wait_for(lambda: self._serving == ticket or self.stopping.is_set())
+        try:
+            work()
+        finally:
+            with self._queue:
+                self._serving += 1
+                self._queue.notify_all()
+
+    def kill(self) -> None:
+        """Like a killed process: stops listening, and every request under way is dropped."""
+        self.killed = True
+        self.stopping.set()
+        self.shutdown()
+        self.server_close()
 
     @property
     def url(self) -> str:
@@ -59,6 +94,8 @@ class ScriptedServer(ThreadingHTTPServer):
             self.seen.append(seen)
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            if callable(self.script):
+                return self.script(seen)
             return self.script.pop(0) if len(self.script) > 1 else self.script[0]
 
     def done(self) -> None:
@@ -83,26 +120,60 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.done()
 
     def _answer(self, reply: Reply) -> None:
-        if reply.delay_s:
-            self.server.stopping.wait(reply.delay_s)
-        if reply.status is None:
-            self.close_connection = True
-            self.connection.shutdown(socket.SHUT_RDWR)  # a reset, as a crashing server gives
+        if self.server.serial:
+            self.server.one_at_a_time(lambda: self._wait(reply.delay_s))
+        else:
+            self._wait(reply.delay_s)
+        if reply.status is None or self.server.killed:
+            self._drop()
             return
-        body = reply.body
-        if isinstance(body, dict):
-            body = json.dumps(body)
-        data = body.encode("utf-8") if isinstance(body, str) else body
-        self.send_response(reply.status)
+        data = reply.body
+        if isinstance(data, dict):
+            data = json.dumps(data)
+        data = data.encode("utf-8") if isinstance(data, str) else data
         headers = {"Content-Type": "application/json", **reply.headers}
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
+        head = [f"HTTP/1.1 {reply.status} Scripted"] + [f"{k}: {v}" for k, v in headers.items()]
+        head.append("Transfer-Encoding: chunked" if reply.endless else f"Content-Length: {len(data)}")
+        head = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
+        self.close_connection = True
         try:
-            self.wfile.write(data)
+            self._send(head, b"" if reply.endless else data, reply)
+            if reply.endless:
+                while not self.server.stopping.is_set():
+                    self.wfile.write(b"1000\r\n" + b" " * 0x1000 + b"\r\n")
+                    self.server.stopping.wait(reply.trickle_s or 0.001)
         except OSError:
-            pass  # the client timed out and left: that is what the test wanted
+            with self.server.lock:
+                self.server.clients_gone += 1  # the client timed out and left: what the test wanted
+
+    def _send(self, head: bytes, data: bytes, reply: Reply) -> None:
+        if reply.endless or not (reply.drop_after is not None or reply.trickle_s):
+            self.wfile.write(head)
+            self.wfile.write(data)  # not joined: a huge test answer is not copied here
+            return
+        wire = head + data
+        if reply.drop_after is not None:
+            self.wfile.write(wire[:reply.drop_after])
+            self.wfile.flush()
+            self._drop()
+        elif reply.trickle_s:
+            for i in range(len(wire)):
+                if self.server.stopping.is_set():
+                    return
+                self.wfile.write(wire[i:i + 1])
+                self.wfile.flush()
+                time.sleep(reply.trickle_s)
+
+    def _wait(self, seconds: float) -> None:
+        if seconds:
+            self.server.stopping.wait(seconds)
+
+    def _drop(self) -> None:
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)  # a reset, as a crashing server gives
+        except OSError:
+            pass
 
     def log_message(self, *args):
         pass  # keep pytest output clean
@@ -114,10 +185,35 @@ def scripted_server():
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield server
+    _stop(server, thread)
+
+
+def _stop(server: ScriptedServer, thread: threading.Thread) -> None:
     server.stopping.set()
-    server.shutdown()
-    server.server_close()
+    if not server.killed:
+        server.shutdown()
+        server.server_close()
     thread.join(timeout=5)
+
+
+def start_scripted_server() -> tuple[ScriptedServer, threading.Thread]:
+    server = ScriptedServer()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    return server, thread
+
+
+@pytest.fixture
+def scripted_servers():
+    """A function that starts another scripted server; all are stopped after the test."""
+    started = []
+
+    def start() -> ScriptedServer:
+        started.append(start_scripted_server())
+        return started[-1][0]
+    yield start
+    for server, thread in started:
+        _stop(server, thread)
 
 
 @pytest.fixture
@@ -181,3 +277,28 @@ def _wait_until_ready(url: str, process: subprocess.Popen, log_path) -> None:
             pass  # not listening yet
         time.sleep(0.2)
     pytest.fail(f"llama_cpp.server did not answer {url}/v1/models within {SERVER_START_S} s")
+
+
+def completion(n: int = 1, tokens=42, tag: str = "") -> dict:
+    """A well-formed chat completion whose content holds `n` distinct valid variants."""
+    variants = [
+        {"one_sentence": f"fields and a road {tag}{i}", "feature": f"a road runs north to south {tag}{i}",
+         "caption": f"green fields split by a grey road {tag}{i}"}
+        for i in range(n)
+    ]
+    return {
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": json.dumps({"variants": variants})},
+                     "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": tokens, "total_tokens": 52},
+    }
+
+
+def variants_asked(seen: Seen) -> int:
+    """How many variants a captioning request asks for (from its schema or its prompt)."""
+    fmt = seen.body.get("response_format") or {}
+    schema = fmt.get("json_schema", {}).get("schema") or fmt.get("schema")
+    if schema:
+        return schema["properties"]["variants"]["minItems"]
+    text = next(p["text"] for p in seen.body["messages"][0]["content"] if p["type"] == "text")
+    return int(text.split("Write ", 1)[1].split()[0])

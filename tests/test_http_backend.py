@@ -267,7 +267,9 @@ def test_concurrent_captions_overlap_and_all_succeed(scripted_server, tile_png):
     with ThreadPoolExecutor(max_workers=cap.parallel_requests) as pool:
         results = list(pool.map(lambda _: cap.caption(tile_png, 1), range(8)))
     assert all(len(r.variants) == 1 for r in results)
-    assert scripted_server.max_in_flight == 4
+    # The server sees them overlap; the captioner never has more than 4 in flight (the server's
+    # count may briefly read 5: it counts a request done only after its handler returns).
+    assert scripted_server.max_in_flight >= 4 and cap.stats()[0]["peak"] == 4
 
 
 def test_close_is_idempotent_and_stops_captioning(scripted_server, tile_png):

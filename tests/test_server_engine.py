@@ -120,3 +120,45 @@ def _running(pid: int) -> bool:
         return False
     with open(f"/proc/{pid}/stat") as stat:  # a zombie has exited: only its parent must reap it
         return stat.read().split()[2] != "Z"
+
+
+def test_three_llama_servers_share_a_run_and_one_killed_mid_run_loses_nothing(tmp_path, tiny_pair, hashing_embedder):
+    from tilescribe.plugin.core.captioning.http_backend import OpenAICompatibleCaptioner
+    from tilescribe.plugin.core.captioning.llama_server import LlamaServer, ServerOptions
+    from tilescribe.plugin.core.indexer import IndexSettings, index_raster
+    from tilescribe.plugin.core.store import Store
+
+    from tilescribe.plugin.core.captioning.gguf_header import read_gguf_info
+    from tilescribe.plugin.core.captioning.llama_backend import plan_model_context
+
+    binary = _server_or_skip()
+    key = "three-servers-test-key"
+    plan = plan_model_context(read_gguf_info(tiny_pair[0], "model"), read_gguf_info(tiny_pair[1], "mmproj"),
+                              None, {"one_sentence": SHORT, "feature": SHORT, "caption": SHORT}, 2)
+    servers = [LlamaServer(binary, ServerOptions(*tiny_pair, slots=1, ctx_per_slot=plan.n_ctx), api_key=key).start()
+               for _ in range(3)]
+    data = np.random.default_rng(4).integers(1, 250, size=(3, 96, 128)).astype("uint8")
+    raster = write_raster(tmp_path / "twelve-tiles.tif", width=128, height=96, data=data)
+    captioner = OpenAICompatibleCaptioner([s.url for s in servers], "tiny", api_key=key, parallel_requests=1,
+                                          max_len=SHORT, max_tokens=plan.max_tokens, max_retries=1, backoff_s=0.1,
+                                          timeout_s=60)
+
+    def kill_the_second_after_three_tiles(progress):
+        if progress.finished == 3 and servers[1].alive():
+            servers[1].process.kill()
+
+    try:
+        with Store(tmp_path / "i.tilescribe.sqlite", create=True) as store:
+            report = index_raster(store, captioner, hashing_embedder, str(raster),
+                                  IndexSettings(tile_size=32, variants=2), progress=kill_the_second_after_three_tiles)
+            counts = store.tile_counts(report.run_id)
+            per_tile = store.conn.execute(
+                "select count(c.id) from tiles t left join captions c on c.tile_id = t.id"
+                " where t.status = 'done' group by t.id").fetchall()
+    finally:
+        for server in servers:
+            server.close()
+    assert not servers[1].alive()
+    assert counts["pending"] == 0 and counts["done"] + counts["failed"] == 12
+    assert counts["done"] >= 9 and all(n == 2 for (n,) in per_tile), report.failures  # each done tile once
+    assert all("refused" not in reason.lower() for _, reason in report.failures)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 
 def add_db_argument(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
@@ -46,3 +48,8 @@ def non_negative_int(text: str) -> int:
 def say(message: str) -> None:
     """Progress and notes go to stderr, so stdout stays machine-readable."""
     print(message, file=sys.stderr, flush=True)
+
+
+def index_writable(db: Path) -> bool:
+    """Whether the index (and its folder, for the -wal and -shm files) can be written."""
+    return not db.is_file() or (os.access(db, os.W_OK) and os.access(db.resolve().parent, os.W_OK))

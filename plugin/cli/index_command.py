@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import threading
 from pathlib import Path
 
-from ..core.captioning.factory import ENGINES, CaptionerSettings, make_captioner
 from ..core.captioning.engine_info import describe_engine
+from ..core.captioning.factory import ENGINES, CaptionerSettings, make_captioner
+from ..core.errors import ModelError
 from ..core.index_settings import INDEX_SUFFIX, IndexSettings, default_index_path
 from ..core.indexer import MAX_TILE_ATTEMPTS, index_raster
 from ..core.locking import IndexerLock
@@ -55,23 +57,50 @@ def add_captioner_arguments(parser) -> None:
                             "llama.cpp's llama-server with --slots tiles decoded together (faster)")
     group.add_argument("--slots", type=positive_int, default=4, help="llama-server slots (default 4)")
     group.add_argument("--llama-server", metavar="PATH", help="llama-server program (default: built by setup, else PATH)")
-    group.add_argument("--server", help="OpenAI-compatible server URL instead of a local model")
+    group.add_argument("--server", nargs="+", action="extend", metavar="URL",
+                       help="OpenAI-compatible server URL instead of a local model; several share the tiles")
     group.add_argument("--server-model", help="model name to ask the server for")
     group.add_argument("--api-key-env", help="environment variable holding the server's API key")
-    group.add_argument("--parallel", type=positive_int, default=4, help="server requests in flight (default 4)")
+    group.add_argument("--parallel", type=positive_int, default=4,
+                       help="requests in flight per server (default 4)")
+    group.add_argument("--timeout", type=_seconds, default=120.0, metavar="SECONDS",
+                       help="give up a server request after this long without an answer from that "
+                            "server (default 120)")
     group.add_argument("--test-model", action="store_true",
                        help="tiny random-weight model: tests the pipeline, captions are meaningless")
 
 
 def captioner_settings(args) -> CaptionerSettings:
+    if args.test_model and (args.model or args.mmproj or args.server):
+        other = "--server" if args.server else "--model/--mmproj"
+        raise ModelError(f"--test-model and {other} both name a captioning model: give one of them "
+                         "(--test-model only tests the pipeline; its captions are meaningless).")
     if not (args.model or args.mmproj or args.server or args.test_model):
         return CaptionerSettings.from_environment()
     return CaptionerSettings(
-        model=args.model, mmproj=args.mmproj, family=args.family, server_url=args.server,
+        model=args.model, mmproj=args.mmproj, family=args.family, server_url=_servers(args.server),
         server_model=args.server_model, api_key_env=args.api_key_env, parallel_requests=args.parallel,
+        timeout_s=args.timeout,
         n_threads=args.threads, n_ctx=args.n_ctx, n_gpu_layers=args.gpu_layers, test_model=args.test_model,
         engine=args.engine, slots=args.slots, llama_server=args.llama_server,
     )
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0 (got {text})")
+    return value
+
+
+def _servers(urls):
+    """One URL as a string, as before; several as a tuple."""
+    if not urls:
+        return None
+    return urls[0] if len(urls) == 1 else tuple(urls)
 
 
 def context_size(text: str):
@@ -92,22 +121,35 @@ def run(args) -> int:
                                    RenderSettings(bands=tuple(args.bands) if args.bands else None),
                                    retry_failed=args.retry_failed)
     IndexerLock(db).check_free()  # a second indexer is refused before it spends time loading models
+    stop, terminated = threading.Event(), threading.Event()
+    previous_term = signal.signal(signal.SIGTERM, lambda *_: _terminate(stop, terminated))
+    try:
+        report = _index(args, db, settings, index_settings, stop)
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
+    code = _summary(args, db, report)
+    return 128 + signal.SIGTERM if terminated.is_set() else code  # the status a SIGTERM death has
+
+
+def _index(args, db: Path, settings: CaptionerSettings, index_settings: IndexSettings, stop: threading.Event):
     captioner = make_captioner(settings)  # first: a bad model file is reported in a second, not ten
     say(f"captioning with {describe_engine(captioner)}")
     for warning in getattr(captioner, "warnings", ()):
         say(f"warning: {warning}")
-    stop = threading.Event()
-    previous = signal.signal(signal.SIGINT, lambda *_: _first_interrupt(stop, previous))
+    previous = signal.signal(signal.SIGINT, lambda *_: _first_interrupt(stop, previous, captioner))
     bar = ProgressBar()
     try:
         embedder = load_embedder(args.embedder)
         with Store(db, create=True) as store:
-            report = index_raster(store, captioner, embedder, args.raster, index_settings,
-                                  progress=bar, cancel=stop.is_set)
+            return index_raster(store, captioner, embedder, args.raster, index_settings,
+                                progress=bar, cancel=stop.is_set)
     finally:
         bar.close()
         signal.signal(signal.SIGINT, previous)
         captioner.close()
+
+
+def _summary(args, db: Path, report) -> int:
     p = report.progress
     for warning in report.warnings:
         say(f"warning: {warning}")
@@ -125,7 +167,22 @@ def run(args) -> int:
     return 1 if p.failed else 0
 
 
-def _first_interrupt(stop: threading.Event, previous) -> None:
+def _terminate(stop: threading.Event, terminated: threading.Event) -> None:
+    # Like a first Ctrl-C: a service manager's stop must not lose the tile batch in progress.
+    say("\nterminated (SIGTERM): stopping after the tile in progress (committed tiles are kept)")
+    terminated.set()
+    stop.set()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends it at once
+
+
+def _first_interrupt(stop: threading.Event, previous, captioner) -> None:
     say("\nstopping after the tile in progress (Ctrl-C again to abort now; committed tiles are kept)")
     stop.set()
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGINT, lambda *_: _second_interrupt(captioner))
+
+
+def _second_interrupt(captioner) -> None:
+    cancel = getattr(captioner, "cancel", None)
+    if cancel is not None:
+        cancel()  # requests under way end within a second (no lock: safe in a signal handler)
+    raise KeyboardInterrupt

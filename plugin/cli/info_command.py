@@ -6,7 +6,8 @@ import json
 
 from ..core.store import Store
 from ..core.summary import index_summary
-from .common import add_db_argument
+from ..core.health import wal_note
+from .common import add_db_argument, say
 
 
 def register(subparsers) -> None:
@@ -29,6 +30,9 @@ def describe_captioner(record: dict) -> str:
 def run(args) -> int:
     with Store(args.db, readonly=True) as store:
         summary = index_summary(store)
+    summary["wal_note"] = wal_note(store.path)
+    if summary["wal_note"]:
+        say(f"note: {summary['wal_note']}")
     if args.format == "json":
         print(json.dumps(summary, indent=2))
         return 0
@@ -39,9 +43,11 @@ def run(args) -> int:
     for run in summary["runs"]:
         tiles = ", ".join(f"{n} {status}" for status, n in run["tiles"].items())
         captioner = describe_captioner(run["captioner"])
+        render = run.get("render")
+        bands = f", bands {' '.join(map(str, render['bands']))}" if render else ""
         print(f"run {run['id']}: raster {run['raster_id']}, captioner {captioner}, "
               f"prompt {run['prompt_version']}, embedder {run['embedder']} ({run['dim']}-d), "
-              f"tiles {run['tile_size']} px overlap {run['overlap']}: {tiles}; "
+              f"tiles {run['tile_size']} px overlap {run['overlap']}{bands}: {tiles}; "
               f"{run['variants_stored']} variants, {run['vectors']} vectors")
     if not summary["runs"]:
         print("no runs yet")

@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "import_captions",
     "search_command",
     "info_command",
+    "check_command",
     "eval_command",
     "index_command",
     "bench_search_command",

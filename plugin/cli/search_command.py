@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from ..core.errors import QueryError, TileScribeError
+from ..core.errors import TileScribeError
 from ..core.export import hits_to_geojson, hits_to_json, hits_to_text
-from ..core.search import SearchRequest, check_query, search
+from ..core.search import SearchRequest, check_extent, check_query, search, searchable_runs
 from ..core.store import Store
-from .common import add_db_argument, add_embedder_argument, load_embedder, say
+from .common import add_db_argument, add_embedder_argument, index_writable, load_embedder, say
 
 FORMATTERS = {"text": hits_to_text, "json": hits_to_json, "geojson": hits_to_geojson}
 
@@ -32,14 +31,13 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     check_query(args.query, args.k)  # before loading a model, so bad input fails fast
-    if args.extent and (args.extent[0] > args.extent[2] or args.extent[1] > args.extent[3]):
-        raise QueryError("--extent must be MINX MINY MAXX MAXY with MINX <= MAXX and MINY <= MAXY.")
+    extent = check_extent(args.extent)
     # Searching writes nothing; opened writable when it can be, an older index is upgraded on the way.
-    with Store(args.db, readonly=not _writable(Path(args.db))) as store:
+    with Store(args.db, readonly=not index_writable(Path(args.db))) as store:
         embedder = load_embedder(args.embedder)
-        hits = search(store, embedder, SearchRequest(args.query, args.k, args.run,
-                                                     tuple(args.extent) if args.extent else None,
-                                                     lexical=args.lexical))
+        hits = search(store, embedder, SearchRequest(args.query, args.k, args.run, extent, lexical=args.lexical))
+        if args.run is None and hits:
+            _say_which_run(store, hits[0].run_id)
     text = FORMATTERS[args.format](hits)
     if args.output:
         try:
@@ -53,5 +51,13 @@ def run(args) -> int:
     return 0
 
 
-def _writable(db: Path) -> bool:
-    return not db.is_file() or (os.access(db, os.W_OK) and os.access(db.resolve().parent, os.W_OK))
+def _say_which_run(store: Store, run_id: int) -> None:
+    """With several searchable runs (rasters, settings) in one file, name the one searched."""
+    others = [r for r in searchable_runs(store) if r != run_id]
+    if not others:
+        return
+    run = store.run_info(run_id)
+    raster = store.raster_info(run["raster_id"])["path"]
+    say(f"note: searched run {run_id} only ({raster}, tiles {run['tile_size']} px, embedder {run['embedder']}), "
+        f"the latest with captions; {store.path} also holds run{'s' if len(others) > 1 else ''} "
+        f"{', '.join(map(str, others))}: search one with --run N (`tilescribe info --db {store.path}` lists them).")

@@ -50,7 +50,7 @@ class Cancelled(TileScribeError):
 
 
 class ProtocolError(TileScribeError):
-    """A worker request is malformed: an unknown command or field, or a required field missing."""
+    """A request line that is not a valid request: not JSON, unknown command or field, a bad field."""
 
 
 def error_class(name: str) -> type[TileScribeError] | None:

@@ -10,6 +10,7 @@ from typing import Callable, Optional
 
 from .captions import FIELDS, CaptionVariant
 from .embedding import Embedder
+from .embedder_identity import resolve_embedder
 from .errors import CaptionImportError
 from .sqlite_errors import write_failure
 from .store import Store
@@ -146,7 +147,7 @@ def _import(store: Store, embedder: Embedder, raster_path: str, path: Path, tile
 
 def _import_run(store: Store, embedder: Embedder, info, grid: TileGrid, path: Path) -> int:
     raster_id = store.upsert_raster(info)
-    embedder_id = store.embedder_id(embedder.name, embedder.dim)
+    embedder_id = resolve_embedder(store, embedder)
     captioner = {"backend": "import", "file": path.name}
     args = (raster_id, embedder_id, captioner, IMPORT_PROMPT_VERSION, grid.tile_size, grid.overlap, 0)
     return store.find_run(*args) or store.create_run(*args)

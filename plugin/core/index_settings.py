@@ -31,6 +31,11 @@ class IndexSettings:
     # A resumed run retries failed tiles up to MAX_TILE_ATTEMPTS runs; True retries them all.
     retry_failed: bool = False
 
+    def __post_init__(self):
+        from .tiling import check_tile_size_to_read  # rasterio: only where settings are made for a run
+
+        check_tile_size_to_read(self.tile_size)  # where settings are made: before any model loads
+
     def to_dict(self) -> dict:
         """The settings a user chooses, as JSON-ready values (render's other fields are not settings)."""
         return {"tile_size": self.tile_size, "overlap": self.overlap, "variants": self.variants,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -10,15 +11,18 @@ from itertools import islice
 from typing import Callable, Iterator, Optional, Sequence
 
 from .captioning.base import CaptionResult
+from .changes import requeue_changed_tiles, save_pixel_hashes
+from .embedder_identity import resolve_embedder
 from .embedding import Embedder
 from .errors import CaptionError, IndexingError, TileScribeError
 from .index_settings import IndexSettings
 from .locking import IndexerLock
+from .health import check_after_crash
+from .rendering import RenderSettings, choose_bands, read_palette, render_identity, render_tile_png
 from .sqlite_errors import write_failure
-from .rendering import choose_bands, render_tile_png
 from .store import Store, StoredTile
-from .tiling import (Tile, TileGrid, content_skip_reason, gdal_errors_as_exceptions, open_raster, read_info,
-                     read_window)
+from .tiling import (Tile, TileGrid, check_tile_size_to_read, content_skip_reason, gdal_errors_as_exceptions,
+                     open_raster, pixel_hash, read_info, read_window)
 
 REGISTER_BATCH = 10_000  # tiles per transaction while a grid is registered: memory stays flat
 TODO_PAGE = 1_000  # tiles read from the index at a time while indexing
@@ -89,20 +93,26 @@ def index_raster(store: Store, captioner, embedder: Embedder, raster_path: str,
                  cancel: Optional[CancelCheck] = None) -> IndexReport:
     """Caption every pending tile of the raster's run; safe to kill and run again."""
     try:
-        with gdal_errors_as_exceptions(), IndexerLock(store.path), open_raster(raster_path) as dataset:
+        with gdal_errors_as_exceptions(), IndexerLock(store.path) as lock, open_raster(raster_path) as dataset:
             info = read_info(dataset)
             grid = TileGrid(info.width, info.height, settings.tile_size, settings.overlap)
-            run_id = _run_for(store, captioner, embedder, info, grid, settings.variants)
-            register_grid(store, run_id, info, grid)
             bands = list(choose_bands(dataset.colorinterp, dataset.count, settings.render.bands))
+            palette = read_palette(dataset, bands)
+            render = render_identity(settings.render, bands, palette)
+            run_id = _run_for(store, captioner, embedder, info, grid, settings.variants, render)
+            register_grid(store, run_id, info, grid)
+            if lock.previous_holder_died:
+                check_after_crash(store, run_id)  # cheap checks: counts and a few known searches
+            notes = grid.notes() + requeue_changed_tiles(store, run_id, dataset, bands, info)
             job = _IndexJob(store, captioner, embedder, run_id, settings, progress, cancel or (lambda: False))
+            job.palette = palette
             report = job.run(dataset, bands)
     except sqlite3.Error as exc:
         failure = write_failure(store.path, exc, store.conn)
         if failure is None:
             raise  # not about the file or the disk: a bug, keep its traceback
         raise failure from exc
-    report.warnings = info.warnings
+    report.warnings = info.warnings + notes
     return report
 
 
@@ -148,7 +158,9 @@ def tiles_to_do(store: Store, run_id: int, statuses: Sequence[str],
 OPERATIONAL_SETTINGS = frozenset({
     "parallel_requests", "timeout_s", "max_retries", "backoff_s", "max_attempts",
     "n_threads", "n_gpu_layers", "n_ctx", "n_ctx_setting", "max_tokens", "response_format",
-    "llama_cpp_version", "family_setting", "engine", "slots", "endpoints",
+    "llama_cpp_version", "llama_server_build", "family_setting", "slots", "endpoints",
+    # Which and how many servers answer (their model name stays part of the identity).
+    "url", "endpoint", "api_key_env",
 })
 
 
@@ -160,22 +172,35 @@ def captioner_identity(record: dict) -> dict:
     return identity
 
 
-def _run_for(store: Store, captioner, embedder: Embedder, info, grid: TileGrid, variants: int) -> int:
-    """The run to continue (same raster, embedder, captioner identity, prompt and grid), or a new one."""
+def _run_for(store: Store, captioner, embedder: Embedder, info, grid: TileGrid, variants: int,
+             render: dict) -> int:
+    """The run to continue (same raster, embedder, captioner identity, prompt, grid and rendering), or a new one."""
     from .captioning.prompt import PROMPT_VERSION
 
     raster_id = store.upsert_raster(info)
-    embedder_id = store.embedder_id(embedder.name, embedder.dim)
+    embedder_id = resolve_embedder(store, embedder)  # by what it computes: refuses a look-alike
     record = captioner.describe()
     wanted = captioner_identity(record)
     for run in reversed(store.runs()):
         if (run["raster_id"], run["embedder_id"], run["prompt_version"], run["tile_size"],
                 run["overlap"], run["variants"]) == (raster_id, embedder_id, PROMPT_VERSION,
                                                      grid.tile_size, grid.overlap, variants) \
-                and captioner_identity(run["captioner"]) == wanted:
+                and captioner_identity(run["captioner"]) == wanted and _same_render(store, run, render):
             return run["id"]
     return store.create_run(raster_id, embedder_id, record, PROMPT_VERSION, grid.tile_size,
-                            grid.overlap, variants)
+                            grid.overlap, variants, render)
+
+
+def _same_render(store: Store, run: dict, render: dict) -> bool:
+    """Whether the run's tiles were rendered as `render` would; a run from before renders were
+    recorded is taken to match and adopts it (unless it showed a colour table, which it could not)."""
+    if run["render"] is not None:
+        return run["render"] == render
+    if render["palette"]:
+        return False
+    with store.atomic():
+        store.conn.execute("update runs set render = ? where id = ?", (json.dumps(render, sort_keys=True), run["id"]))
+    return True
 
 
 class _IndexJob:
@@ -193,6 +218,8 @@ class _IndexJob:
         self.crashes_in_a_row = 0
         self.stop_error: Optional[Exception] = None  # set when the engine is gone: the run ends
         self.counts = store.tile_counts(run_id)  # kept in step in memory: no query per tile
+        self.palette = None  # colour table of a paletted raster (rendering.read_palette)
+        self.hashes: dict[int, str] = {}  # tile id -> pixel checksum, stored with its captions
 
     def _moved(self, tile: StoredTile, status: str) -> None:
         self.counts[tile.status] -= 1
@@ -237,12 +264,15 @@ class _IndexJob:
             data = read_window(dataset, tile.window, bands)
             t1 = time.perf_counter()
             self.timings.read += t1 - t0
+            self.hashes[tile.id] = pixel_hash(data)
             reason = content_skip_reason(data)
             if reason:
-                self.store.mark_tile(tile.id, "skipped", reason)
+                with self.store.atomic():
+                    self.store.mark_tile(tile.id, "skipped", reason)
+                    save_pixel_hashes(self.store, {tile.id: self.hashes.pop(tile.id)})
                 self._moved(tile, "skipped")
                 continue
-            png = render_tile_png(data, self.settings.render)
+            png = render_tile_png(data, self.settings.render, self.palette)
             self.timings.render += time.perf_counter() - t1
             yield tile, png
 
@@ -262,6 +292,7 @@ class _IndexJob:
                 count = len(result.variants)
                 self.store.save_captions(tile.id, result.variants, vectors[offset:offset + count], result.raw)
                 offset += count
+            save_pixel_hashes(self.store, {tile.id: self.hashes.pop(tile.id, None) for tile, _ in batch})
         self.timings.embed += t1 - t0
         self.timings.store += time.perf_counter() - t1
         for tile, result in batch:
@@ -274,6 +305,7 @@ class _IndexJob:
         """Record the failure on the tile (reason, one more attempt); the run goes on."""
         crashed = not isinstance(error, CaptionError)
         reason = f"the captioner crashed on this tile: {error!r}" if crashed else str(error)
+        self.hashes.pop(tile.id, None)
         self.store.mark_tile(tile.id, "failed", reason)
         self.failures.append((tile.window.key, reason))
         self._moved(tile, "failed")

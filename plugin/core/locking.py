@@ -12,15 +12,21 @@ class IndexerLock:
     """Held while a process writes captions into an index; a second indexer is refused.
 
     The lock lives on a side file (`<index>.lock`), never on the database itself:
-    closing any descriptor of the database would drop SQLite's own POSIX locks.
+    closing any descriptor of the database would drop SQLite's own POSIX locks. It sits
+    beside the file the path resolves to, so a symlink (or `a/../b`) to the same index
+    meets the same lock. The holder's pid stays in it until a clean release: a pid found
+    there on acquiring means the last indexer died holding it, or ended in an error
+    (`previous_holder_died`).
     """
 
     def __init__(self, db_path: str | os.PathLike):
         self.db_path = Path(db_path)
-        self.path = Path(f"{db_path}.lock")
+        self.path = Path(f"{Path(db_path).resolve()}.lock")
         self._handle = None
+        self._marked = False
+        self.previous_holder_died = False
 
-    def acquire(self) -> "IndexerLock":
+    def acquire(self, mark: bool = True) -> "IndexerLock":
         if not self.path.parent.is_dir():
             raise IndexingError(
                 f"The folder of the index {self.db_path} does not exist: create it, or give an index "
@@ -41,18 +47,32 @@ class IndexerLock:
                 f"Another TileScribe indexer is writing {self.db_path} right now. Wait for it to "
                 "finish (or stop it), then run again: it will resume where the index stands."
             ) from None
-        try:  # the pid only helps a person looking at the file: a full disk must not stop us here
+        self._handle = handle
+        if mark:
+            self._mark(handle)
+        return self
+
+    def _mark(self, handle) -> None:
+        try:  # the pid also helps a person looking at the file: a full disk must not stop us here
+            handle.seek(0)
+            self.previous_holder_died = bool(handle.read().strip())
             handle.seek(0)
             handle.truncate()
             handle.write(str(os.getpid()))
             handle.flush()
+            self._marked = True
         except OSError:
             pass
-        self._handle = handle
-        return self
 
-    def release(self) -> None:
+    def release(self, clean: bool = True) -> None:
+        """Drop the lock; `clean=False` leaves the pid, so the next indexer checks the index first."""
         if self._handle is not None:
+            if self._marked and clean:
+                try:
+                    self._handle.truncate(0)  # a clean end: the next indexer finds no pid
+                except OSError:
+                    pass
+                self._marked = False
             try:
                 self._handle.close()  # closing drops the lock
             except OSError:
@@ -63,14 +83,14 @@ class IndexerLock:
         """Raises what acquire() would, keeping nothing: lets a command fail before it loads models."""
         if self.db_path.is_dir():
             return  # not an index file at all: the Store says so, no lock file is left beside it
-        self.acquire()
+        self.acquire(mark=False)  # leaves a dead indexer's pid for the real acquire to find
         self.release()
 
     def __enter__(self) -> "IndexerLock":
         return self.acquire()
 
-    def __exit__(self, *exc) -> None:
-        self.release()
+    def __exit__(self, exc_type, *exc) -> None:
+        self.release(clean=exc_type is None)  # an error, a second Ctrl-C: not a clean end
 
 
 def _lock(handle) -> None:

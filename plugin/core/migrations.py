@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 
 def _run_script(conn: sqlite3.Connection, script: str) -> None:
@@ -120,6 +121,28 @@ def _m003_tile_attempts(conn: sqlite3.Connection) -> None:
     )
 
 
+def _m004_run_identity(conn: sqlite3.Connection) -> None:
+    """What a run's captions depend on besides its captioner, and what detects a changed raster.
+
+    runs.render: how tiles were rendered (bands, size, stretch) as JSON; NULL for runs made
+    before it was recorded (adopted by the next run that resumes them).
+    runs.raster_state: the raster file's size, mtime and fingerprint when its tiles were last
+    known to match; a difference makes the next run compare tile pixel checksums.
+    tiles.pixel_hash: checksum of the pixels the tile was captioned from.
+    embedders.probe: the embedder's vectors of fixed probe sentences (float32), which tell
+    one model from another whatever its folder is called.
+    """
+    _run_script(
+        conn,
+        """
+        alter table runs add column render text;
+        alter table runs add column raster_state text;
+        alter table tiles add column pixel_hash text;
+        alter table embedders add column probe blob
+        """
+    )
+
+
 def _m005_one_vector_copy(conn: sqlite3.Connection) -> None:
     """One float copy of each vector: the vec0 table's. The plain copy of migration 2 goes.
 
@@ -132,5 +155,20 @@ def _m005_one_vector_copy(conn: sqlite3.Connection) -> None:
 
 
 # Append only: a released file never changes a migration it already ran.
-MIGRATIONS = [_m001_initial, _m002_plain_vectors, _m003_tile_attempts, _m005_one_vector_copy]
+MIGRATIONS = [_m001_initial, _m002_plain_vectors, _m003_tile_attempts, _m004_run_identity, _m005_one_vector_copy]
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def older_schema_message(path: Path, version: int, latest: int) -> str:
+    """Why a file opened read-only is behind, and what to do: upgrade it, or copy its -wal too.
+
+    A copy of an index whose indexer was killed may hold only what reached the file itself:
+    the rest (even the tables) is still in the -wal file beside the original.
+    """
+    copied = (f"If it is a copy of an index that was being written (or whose indexer was stopped abruptly), "
+              f"its content may still be in the original's -wal file: copy {path.name}-wal along with it, or "
+              "open the original writable once (`tilescribe check --db ORIGINAL`) and copy it again.")
+    if version == 0:
+        return f"Index {path} holds no TileScribe tables yet. {copied}"
+    return (f"Index {path} is of an older schema ({version}; this version writes {latest}): open it writable "
+            f"once to upgrade it (`tilescribe check --db {path}`). {copied}")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Optional, Sequence
 
 import numpy as np
 
 from .captions import CaptionVariant
+from .embedder_identity import check_embedder
 from .embedding import Embedder
 from .errors import QueryError
 from .fast_cache import FAST_MIN_VECTORS, FastIndexCache
@@ -89,6 +91,27 @@ def check_query(query: str, k: int) -> str:
     return cleaned
 
 
+def searchable_runs(store: Store) -> list[int]:
+    """Ids of the runs that have captioned tiles, oldest first."""
+    return [row[0] for row in store.conn.execute(
+        "select distinct run_id from tiles where status = 'done' order by run_id")]
+
+
+def check_extent(extent: Optional[Sequence[float]]) -> Optional[Extent]:
+    """The extent as four finite numbers with min <= max, or a QueryError saying what to change."""
+    if extent is None:
+        return None
+    try:
+        values = tuple(float(v) for v in extent)
+    except (TypeError, ValueError):
+        values = ()
+    if len(values) != 4 or not all(math.isfinite(v) for v in values):
+        raise QueryError(f"--extent must be four finite numbers MINX MINY MAXX MAXY (got {list(extent)}).")
+    if values[0] > values[2] or values[1] > values[3]:
+        raise QueryError("--extent must be MINX MINY MAXX MAXY with MINX <= MAXX and MINY <= MAXY.")
+    return values
+
+
 def resolve_run(store: Store, run_id: Optional[int]) -> int:
     return _run(store, run_id)["id"]
 
@@ -109,6 +132,7 @@ def search(store: Store, embedder: Embedder, request: SearchRequest,
            fast_cache: Optional[FastIndexCache] = None) -> list[SearchHit]:
     """Rank the tiles of one run for a text query."""
     query = check_query(request.query, request.k)
+    check_extent(request.extent)
     run = _run(store, request.run_id)
     _check_embedder(store, run, embedder)
     vector = np.asarray(embedder.embed([query])[0], dtype=np.float32)
@@ -171,12 +195,13 @@ def _fast_index(store: Store, run_id: int, mode: str, cache: Optional[FastIndexC
 
 
 def _check_embedder(store: Store, run: dict, embedder: Embedder) -> None:
-    if run["dim"] != embedder.dim or run["embedder"] != embedder.name:
+    if run["dim"] != embedder.dim:
         raise QueryError(
             f"Run {run['id']} of {store.path} was embedded with {run['embedder']} ({run['dim']}-d); "
             f"the query embedder is {embedder.name} ({embedder.dim}-d). Search with --embedder "
             f"pointing at {run['embedder']}."
         )
+    check_embedder(store, run["embedder_id"], embedder)  # same vectors, whatever the folder is called
 
 
 def _best_variant_per_tile(store: Store, run: dict, vector: np.ndarray, request: SearchRequest):

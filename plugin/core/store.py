@@ -16,8 +16,8 @@ import numpy as np
 from .captions import CaptionVariant
 from .errors import IndexFileError
 from .index_settings import INDEX_SUFFIX
+from .migrations import MIGRATIONS, SCHEMA_VERSION, older_schema_message
 from .sqlite_errors import open_failure
-from .migrations import MIGRATIONS, SCHEMA_VERSION
 from .store_reads import VectorReader
 from .store_writes import TileCaptions, write_captions
 from .tiling import RasterInfo, Tile, Window
@@ -127,7 +127,7 @@ class Store:
                 f"version reads up to {SCHEMA_VERSION}). Update TileScribe to open it."
             )
         if self.readonly and version < SCHEMA_VERSION:
-            raise IndexFileError(f"Index {self.path} is of an older schema; open it writable once to upgrade it.")
+            raise IndexFileError(older_schema_message(self.path, version, SCHEMA_VERSION))
 
     def _migrate(self) -> None:
         version = self.conn.execute("pragma user_version").fetchone()[0]
@@ -138,6 +138,11 @@ class Store:
                 self.conn.execute(f"pragma user_version = {number + 1}")
 
     def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            if not self.readonly:
+                # Everything into the index file itself: a copy of the .sqlite alone is then whole.
+                # PASSIVE never waits for a reader (a search in QGIS); what it leaves, the next one does.
+                self.conn.execute("pragma wal_checkpoint(PASSIVE)")
         with contextlib.suppress(sqlite3.Error):
             self.conn.close()
 
@@ -177,6 +182,17 @@ class Store:
         ).fetchone()
         if row:
             return row[0]
+        # The same file with the same grid and georeference, edited in place: the same raster,
+        # so its runs go on (changes.py re-captions the tiles whose pixels changed).
+        row = self.conn.execute(
+            "select id from rasters where path = ? and width = ? and height = ? and band_count = ? and dtype = ?"
+            " and crs_wkt = ? and transform = ? order by id desc limit 1",
+            (info.path, info.width, info.height, info.band_count, info.dtype, info.crs_wkt,
+             json.dumps(info.transform))).fetchone()
+        if row:
+            with self.atomic():
+                self.conn.execute("update rasters set fingerprint = ? where id = ?", (info.fingerprint, row[0]))
+            return row[0]
         with self.atomic():
             cur = self.conn.execute(
                 "insert into rasters (path, fingerprint, width, height, band_count, dtype, crs_wkt,"
@@ -203,13 +219,13 @@ class Store:
         return embedder_id
 
     def create_run(self, raster_id: int, embedder_id: int, captioner: dict, prompt_version: str,
-                   tile_size: int, overlap: int, variants: int) -> int:
+                   tile_size: int, overlap: int, variants: int, render: dict | None = None) -> int:
         with self.atomic():
             return self.conn.execute(
                 "insert into runs (raster_id, embedder_id, captioner, prompt_version, tile_size,"
-                " overlap, variants, started_at) values (?,?,?,?,?,?,?,?)",
+                " overlap, variants, started_at, render) values (?,?,?,?,?,?,?,?,?)",
                 (raster_id, embedder_id, json.dumps(captioner, sort_keys=True), prompt_version,
-                 tile_size, overlap, variants, now()),
+                 tile_size, overlap, variants, now(), None if render is None else json.dumps(render, sort_keys=True)),
             ).lastrowid
 
     def find_run(self, raster_id: int, embedder_id: int, captioner: dict, prompt_version: str,
@@ -231,15 +247,16 @@ class Store:
     def run_info(self, run_id: int) -> dict:
         row = self.conn.execute(
             "select r.id, r.raster_id, r.embedder_id, e.name, e.dim, r.captioner, r.prompt_version,"
-            " r.tile_size, r.overlap, r.variants, r.started_at, r.finished_at"
-            " from runs r join embedders e on e.id = r.embedder_id where r.id = ?", (run_id,)
+            " r.tile_size, r.overlap, r.variants, r.started_at, r.finished_at, r.render"
+            " from runs r join embedders e on e.id = r.embedder_id where r.id = ?", (_sql_int(run_id),)
         ).fetchone()
         if row is None:
             raise IndexFileError(f"Index {self.path} has no run {run_id}: see `tilescribe info`.")
         keys = ("id", "raster_id", "embedder_id", "embedder", "dim", "captioner", "prompt_version",
-                "tile_size", "overlap", "variants", "started_at", "finished_at")
+                "tile_size", "overlap", "variants", "started_at", "finished_at", "render")
         info = dict(zip(keys, row))
         info["captioner"] = json.loads(info["captioner"])
+        info["render"] = json.loads(info["render"]) if info["render"] else None  # None: not recorded
         return info
 
     def raster_info(self, raster_id: int) -> dict:
@@ -363,7 +380,8 @@ class Store:
 
     def vector_state(self, run_id: int) -> tuple[int, int]:
         """(vectors stored, write version) of a run: one primary-key read, for staleness checks."""
-        row = self.conn.execute("select vector_count, vector_version from runs where id = ?", (run_id,)).fetchone()
+        row = self.conn.execute("select vector_count, vector_version from runs where id = ?",
+                                (_sql_int(run_id),)).fetchone()
         if row is None:
             raise IndexFileError(f"Index {self.path} has no run {run_id}: see `tilescribe info`.")
         return row[0], row[1]
@@ -378,6 +396,11 @@ class Store:
 def _on_read_only_media(path: Path) -> bool:
     """True when no process can be writing the index: its folder is not writable and no -shm exists."""
     return not os.access(path.resolve().parent, os.W_OK) and not Path(f"{path}-shm").exists()
+
+
+def _sql_int(value) -> int:
+    """An id as SQLite can bind it: one beyond 64 bits (a typo) matches nothing instead of overflowing."""
+    return value if -(1 << 63) <= value < (1 << 63) else -1
 
 
 def vec_table(embedder_id: int) -> str:

@@ -16,6 +16,9 @@ from .errors import RasterError
 
 SKIP_NODATA = "all nodata or masked"
 SKIP_CONSTANT = "constant value (no content)"
+# 12,288 px tiles took 1.85 GB to read and render, and models see at most ~500 px anyway.
+MAX_TILE_SIZE = 4096
+MIN_SIDE_PX = 8  # a tile thinner than this shows a model nothing it can describe
 
 
 @dataclass(frozen=True)
@@ -58,17 +61,27 @@ class TileGrid:
     def step(self) -> int:
         return self.tile_size - self.overlap
 
+    @property
+    def min_edge(self) -> int:
+        """Edge strips narrower than this are merged into the tile beside them."""
+        return max(MIN_SIDE_PX, self.tile_size // 8)
+
     def _offsets(self, length: int) -> range:
-        # Last tile starts where it still adds pixels; edge tiles are clipped.
+        # Last tile starts where it still adds pixels; edge tiles are clipped, and an edge
+        # sliver (a 1 px column) joins the tile before it rather than being a tile of its own.
         count = max(1, math.ceil((length - self.overlap) / self.step)) if length > self.tile_size else 1
+        if count > 1 and length - (count - 1) * self.step < self.min_edge:
+            count -= 1
         return range(0, count * self.step, self.step)
 
+    def _span(self, offset: int, length: int, offsets: range) -> int:
+        return length - offset if offset == offsets[-1] else self.tile_size
+
     def windows(self) -> Iterator[Window]:
-        for row in self._offsets(self.height):
-            for col in self._offsets(self.width):
-                yield Window(
-                    col, row, min(self.tile_size, self.width - col), min(self.tile_size, self.height - row)
-                )
+        cols, rows = self._offsets(self.width), self._offsets(self.height)
+        for row in rows:
+            for col in cols:
+                yield Window(col, row, self._span(col, self.width, cols), self._span(row, self.height, rows))
 
     def __len__(self) -> int:
         return len(self._offsets(self.width)) * len(self._offsets(self.height))
@@ -78,9 +91,26 @@ class TileGrid:
         return (
             window.col_off in cols
             and window.row_off in rows
-            and window.width == min(self.tile_size, self.width - window.col_off)
-            and window.height == min(self.tile_size, self.height - window.row_off)
+            and window.width == self._span(window.col_off, self.width, cols)
+            and window.height == self._span(window.row_off, self.height, rows)
         )
+
+    def notes(self) -> tuple[str, ...]:
+        """What the user should know about this grid: edge slivers merged into their neighbours."""
+        widest = self._span(self._offsets(self.width)[-1], self.width, self._offsets(self.width))
+        tallest = self._span(self._offsets(self.height)[-1], self.height, self._offsets(self.height))
+        if max(widest, tallest) <= self.tile_size:
+            return ()
+        return (f"edge strips narrower than {self.min_edge} px are merged into the tiles beside them "
+                f"(edge tiles up to {max(widest, self.tile_size)}x{max(tallest, self.tile_size)} px)",)
+
+
+def check_tile_size_to_read(tile_size: int) -> None:
+    """Refuse tiles too large to read and render whole (imported captions may cover larger windows)."""
+    if tile_size > MAX_TILE_SIZE:
+        raise RasterError(
+            f"Tile size {tile_size} px is too large: use at most {MAX_TILE_SIZE} px (each tile is "
+            "read and rendered whole, and a model sees it shrunk to about 500 px anyway).")
 
 
 @dataclass(frozen=True)
@@ -236,8 +266,19 @@ def read_window(dataset, window: Window, bands: list[int] | None = None) -> np.m
     return data
 
 
+def pixel_hash(data: np.ma.MaskedArray) -> str:
+    """Checksum of a tile's pixels and mask, as read: tells a tile edited in place from its old self."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"{data.dtype.str}{data.shape}".encode())
+    digest.update(np.ascontiguousarray(np.ma.getdata(data)).tobytes())
+    digest.update(np.packbits(np.ma.getmaskarray(data)).tobytes())
+    return digest.hexdigest()
+
+
 def content_skip_reason(data: np.ma.MaskedArray) -> str:
     """Why pixels have nothing to describe ('' when they have content)."""
+    if min(data.shape[1:]) < MIN_SIDE_PX:
+        return f"too small to describe ({data.shape[2]}x{data.shape[1]} px; under {MIN_SIDE_PX} px a side)"
     if np.ma.count(data) == 0:
         return SKIP_NODATA
     for band in data.reshape(data.shape[0], -1):

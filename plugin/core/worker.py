@@ -13,23 +13,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 import threading
 from typing import Callable, Optional
 
 PROTOCOL_VERSION = 1
-# Fields of each command: (required, optional). Anything else is a ProtocolError, not a KeyError.
-_INDEX_FIELDS = ("tile_size", "overlap", "variants", "bands", "retry_failed")
-FIELDS = {
-    "hello": ((), ()),
-    "info": (("db",), ()),
-    "search": (("db", "query"), ("k", "run_id", "extent", "mode", "lexical", "embedder")),
-    "similar": (("db", "tile_db_id"), ("k",)),
-    "tile_at": (("db", "x", "y"), ("run_id",)),
-    "captions": (("db", "tile_db_id"), ()),
-    "cancel": (("target",), ()),
-    "index": (("db", "raster"), ("captioner", "embedder", *_INDEX_FIELDS)),
-}
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +55,10 @@ class Worker:
                 request = json.loads(line)
                 if not isinstance(request, dict):
                     raise ValueError("a request is a JSON object")
+            except RecursionError:  # json's decoder recurses per nesting level: this line must not end the loop
+                self.send({"id": None, "ok": False, "error": {
+                    "type": "ProtocolError", "message": "the request is nested too deeply to be a request"}})
+                continue
             except ValueError as exc:
                 self.send({"id": None, "ok": False, "error": {"type": "ProtocolError", "message": str(exc)}})
                 continue
@@ -76,10 +69,13 @@ class Worker:
         self.stop_jobs()
 
     def dispatch(self, request: dict) -> None:
+        from .worker_protocol import ProtocolError, check_request
+
         rid, cmd = request.get("id"), request.get("cmd")
-        problem = protocol_problem(request)
-        if problem:
-            self.send({"id": rid, "ok": False, "error": {"type": "ProtocolError", "message": problem}})
+        try:
+            check_request(request, {*self.handlers, "index"})
+        except ProtocolError as exc:
+            self.send({"id": rid, "ok": False, "error": {"type": "ProtocolError", "message": str(exc)}})
             return
         if cmd == "index":
             self._start_index(rid, request)
@@ -256,27 +252,21 @@ def _tile_record(store, tile_db_id: int) -> Optional[dict]:
             "reason": tile.reason, "captions": [v.to_dict() for v in store.captions_of(tile.id)]}
 
 
-def protocol_problem(request: dict) -> str:
-    """What is wrong with a request's shape ('' when nothing): unknown command or fields, missing fields."""
-    cmd = request.get("cmd")
-    if cmd not in FIELDS:
-        return f"unknown command {cmd!r}: the worker knows {', '.join(FIELDS)}"
-    required, optional = FIELDS[cmd]
-    missing = [name for name in required if request.get(name) is None]
-    unknown = sorted(set(request) - {"id", "cmd", *required, *optional})
-    if missing:
-        return f"{cmd} request lacks {', '.join(missing)}"
-    if unknown:
-        return f"{cmd} request has unknown fields {', '.join(unknown)}"
-    return ""
-
-
 def protocol_stream():
     """stdout for protocol lines only: native libraries that print go to stderr instead."""
     protocol_fd = os.dup(sys.stdout.fileno())
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     sys.stdout = sys.stderr
     return os.fdopen(protocol_fd, "w", encoding="utf-8", buffering=1)
+
+
+class Terminated(Exception):
+    """SIGTERM arrived: raised in the main thread, out of the blocking read of stdin."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+    raise Terminated()
 
 
 def main() -> int:
@@ -288,8 +278,16 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="tilescribe worker: %(levelname)s: %(message)s")
     worker = Worker(protocol_stream())
-    worker.send({"id": None, "event": "ready", "data": {"protocol": PROTOCOL_VERSION, "pid": os.getpid()}})
-    worker.serve(sys.stdin)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        worker.send({"id": None, "event": "ready", "data": {"protocol": PROTOCOL_VERSION, "pid": os.getpid()}})
+        worker.serve(sys.stdin)
+    except Terminated:  # like Ctrl-C in the command line: running jobs stop after the tile in progress
+        print("tilescribe worker: terminated (SIGTERM): stopping after the tile in progress; captioned tiles "
+              "are kept, and indexing the same raster again continues where it stopped.", file=sys.stderr)
+        worker.send({"id": None, "event": "terminated", "data": {"jobs": len(worker._jobs)}})
+        worker.stop_jobs()
+        return 128 + signal.SIGTERM
     return 0
 
 

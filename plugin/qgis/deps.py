@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -21,6 +20,8 @@ PIP_NAMES = {
 SEARCH_MODULES = ("sentence_transformers", "sqlite_vec", "numpy")
 INDEX_MODULES = SEARCH_MODULES + ("rasterio", "PIL")
 LOCAL_MODEL_MODULES = INDEX_MODULES + ("llama_cpp",)
+SETUP_HINT = ("Click 'Set up TileScribe…' in the TileScribe search dock (or in TileScribe's Settings): it "
+              "installs what the worker needs in a few minutes, no terminal needed.")
 
 
 def missing_modules(hello: dict, needs: Sequence[str]) -> list[str]:
@@ -33,13 +34,8 @@ def setup_hint(python: Path, plugin_dir: Path, missing: Sequence[str] = ()) -> s
     is_default = Path(python) == default_worker_python(plugin_dir)
     if is_default and (Path(plugin_dir) / "Makefile").is_file():
         return f"Run in a terminal:\n    cd \"{plugin_dir}\" && make setup"
-    if is_default and (Path(plugin_dir) / "scripts" / "setup.sh").is_file() and sys.platform != "win32":
-        return f"Run in a terminal:\n    bash \"{Path(plugin_dir) / 'scripts' / 'setup.sh'}\""
-    if is_default:
-        venv = Path(plugin_dir) / ".venv"
-        return ("Create it in a terminal:\n"
-                f"    python3 -m venv --system-site-packages \"{venv}\"\n"
-                f"    \"{python}\" -m pip install -r \"{Path(plugin_dir) / 'requirements.txt'}\"")
+    if is_default:  # installed from the ZIP
+        return SETUP_HINT
     if not Path(python).is_file():
         return ("Fix the worker Python in TileScribe's settings, or clear it to use the "
                 f"plugin's own environment ({default_worker_python(plugin_dir)}).")

@@ -20,6 +20,7 @@ from .messages import Messages
 from .search_controller import SearchController
 from .settings import PLUGIN_DIR, read_settings, write_settings
 from .settings_dialog import SettingsDialog
+from .setup_task import EnvironmentSetup
 from .tasks import IndexTask, TaskResult, TaskRunner, TileAtTask
 from .worker_client import WorkerClient
 
@@ -40,6 +41,7 @@ class TileScribePlugin:
         self.messages: Optional[Messages] = None
         self.runner: Optional[TaskRunner] = None
         self._client: Optional[WorkerClient] = None
+        self.environment_setup: Optional[EnvironmentSetup] = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -53,6 +55,8 @@ class TileScribePlugin:
         self.dock.hide()
         self.search = SearchController(self.iface, self.dock, self.client, self.runner, self.messages,
                                        read_settings().k)
+        self.environment_setup = EnvironmentSetup(self.iface, self.runner, self.messages, self._stop_worker)
+        self.environment_setup.attach_dock(self.dock)
         self.index_action = self._add_action(QIcon(ICON), "Index layer…", self.index_layer)
         self.dock_action = self.dock.toggleViewAction()
         self.dock_action.setIcon(QgsApplication.getThemeIcon("/mActionFilter2.svg"))
@@ -96,6 +100,7 @@ class TileScribePlugin:
                 dialog.close()
                 dialog.deleteLater()
         self.messages.close()
+        self.environment_setup.unload()
         self.iface.removeDockWidget(self.dock)
         self.dock.deleteLater()
         self.iface.mainWindow().removeToolBar(self.toolbar)
@@ -103,6 +108,10 @@ class TileScribePlugin:
         self.inspect_tool.deleteLater()
         self.dock = self.toolbar = self.search = self.inspect_tool = None
         self.captions_dialog = self.index_dialog = None
+        self.environment_setup = None
+        self._stop_worker()
+
+    def _stop_worker(self) -> None:
         if self._client is not None:
             self._client.stop()
             self._client = None
@@ -132,6 +141,7 @@ class TileScribePlugin:
             self.index_dialog.deleteLater()
         self.index_dialog = IndexDialog(read_settings(), layer, self.iface.mainWindow())
         self.index_dialog.accepted.connect(self._index_dialog_accepted)
+        self.environment_setup.attach_index_dialog(self.index_dialog)
         self.index_dialog.open()
         return self.index_dialog
 
@@ -200,6 +210,7 @@ class TileScribePlugin:
 
     def open_settings(self) -> SettingsDialog:
         dialog = SettingsDialog(read_settings(), self.iface.mainWindow())
+        self.environment_setup.attach_settings_dialog(dialog)
         dialog.accepted.connect(lambda: write_settings(dialog.chosen_settings()))
         dialog.finished.connect(lambda _code: dialog.deleteLater())
         dialog.open()

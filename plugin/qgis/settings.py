@@ -7,7 +7,9 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Optional
 
-from qgis.core import QgsSettings
+from qgis.core import QgsApplication, QgsSettings
+
+from ..bootstrap.installer import STAMP
 
 from ..core.index_settings import IndexSettings
 
@@ -24,7 +26,8 @@ CAPTIONER_TEST = "test"
 class PluginSettings:
     """Everything the user sets once; the index dialog starts from these values."""
 
-    worker_python: str = ""        # empty: the plugin checkout's own .venv
+    worker_python: str = ""        # empty: the environment Set up TileScribe made, else the checkout's .venv
+    environment: str = ""          # the venv Set up TileScribe made and checked (remembered)
     captioner: str = CAPTIONER_LOCAL
     model_path: str = ""           # GGUF vision-language model
     mmproj_path: str = ""          # its GGUF vision projector
@@ -39,15 +42,30 @@ class PluginSettings:
 
     def python(self) -> Path:
         """The Python that runs the worker."""
-        return Path(self.worker_python) if self.worker_python.strip() else default_worker_python()
+        if self.worker_python.strip():
+            return Path(self.worker_python)
+        remembered = venv_python(Path(self.environment)) if self.environment.strip() else None
+        return remembered if remembered is not None and remembered.is_file() else default_worker_python()
+
+
+def venv_python(venv: Path) -> Path:
+    return venv / "Scripts" / "python.exe" if sys.platform == "win32" else venv / "bin" / "python"
+
+
+def managed_environment() -> Path:
+    """Where Set up TileScribe puts the environment: the QGIS profile's data folder, which a
+    plugin update leaves alone (see plugin/bootstrap/platforms.py)."""
+    return Path(QgsApplication.qgisSettingsDirPath()) / "tilescribe" / "venv"
 
 
 def default_worker_python(plugin_dir: Optional[Path] = None) -> Path:
-    """The checkout's .venv beside the plugin (what `make setup` creates)."""
-    venv = Path(plugin_dir or PLUGIN_DIR) / ".venv"
-    if sys.platform == "win32":
-        return venv / "Scripts" / "python.exe"
-    return venv / "bin" / "python"
+    """The environment Set up TileScribe made, else the checkout's .venv beside the plugin (what
+    `make setup` creates). A made one that never passed its check (a cancelled setup) does not
+    replace a working .venv."""
+    managed, checkout = managed_environment(), venv_python(Path(plugin_dir or PLUGIN_DIR) / ".venv")
+    if venv_python(managed).is_file() and ((managed / STAMP).is_file() or not checkout.is_file()):
+        return venv_python(managed)
+    return checkout
 
 
 def read_settings(store: Optional[QgsSettings] = None) -> PluginSettings:

@@ -21,8 +21,7 @@ class SettingsDialog(QDialog, FORM_CLASS):
         super().__init__(parent)
         self.setupUi(self)
         self.original = settings
-        self.pythonHint.setText(f"Empty: the plugin's own environment, {default_worker_python()} "
-                                "(created by `make setup` in the plugin folder).")
+        self.pythonHint.setText(f"Empty: TileScribe's own environment ({default_worker_python()}).")
         for widget in (self.modelFile, self.mmprojFile):
             widget.setFilter("GGUF model (*.gguf);;All files (*)")
         self.buttonBox.accepted.connect(self.accept)

@@ -21,6 +21,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..captions import CaptionVariant
+from ..embedder_identity import mark_unchecked
 from ..embedding import DEFAULT_EMBEDDER
 from ..store import Store
 from ..store_writes import TileCaptions
@@ -124,7 +125,9 @@ def create_run(store: Store, n_tiles: int, variants: int, dim: int, embedder_nam
                seed: int = 0) -> tuple[int, np.ndarray]:
     """A run over a synthetic grid of n_tiles tiles; returns the run id and the tiles' ids in grid order."""
     info, tiles = synthetic_raster(n_tiles, seed)
-    run_id = store.create_run(store.upsert_raster(info), store.embedder_id(embedder_name, dim),
+    embedder_id = store.embedder_id(embedder_name, dim)
+    mark_unchecked(store, embedder_id)  # random vectors: no model made them, any may search them
+    run_id = store.create_run(store.upsert_raster(info), embedder_id,
                               {"backend": "synthetic", "seed": seed}, "synthetic", TILE_SIZE, 0, variants)
     store.add_tiles(run_id, tiles)
     return run_id, np.array([tile.id for tile in store.tiles(run_id)], dtype=np.int64)

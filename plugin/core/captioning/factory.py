@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 from ..errors import ModelError
 
@@ -22,10 +22,13 @@ class CaptionerSettings:
     model: Optional[str] = None          # GGUF text model
     mmproj: Optional[str] = None         # GGUF vision projector
     family: str = "auto"                 # chat template family (see llama_backend.CHAT_HANDLERS)
-    server_url: Optional[str] = None     # OpenAI-compatible endpoint instead of a local model
+    # OpenAI-compatible endpoint instead of a local model: a URL, or several (a list or tuple)
+    # that share the tiles.
+    server_url: Union[str, tuple, None] = None
     server_model: Optional[str] = None
     api_key_env: Optional[str] = None    # name of the environment variable holding the key
-    parallel_requests: int = 4           # server requests in flight
+    parallel_requests: int = 4           # server requests in flight, per server
+    timeout_s: float = 120.0             # how long a server may answer nothing before a retry
     n_threads: Optional[int] = None
     n_ctx: Optional[int] = None          # None: sized for prompt + image + answer (per slot)
     n_gpu_layers: int = 0
@@ -35,6 +38,10 @@ class CaptionerSettings:
     seed: int = 0
     temperature: float = 0.3
     test_model: bool = False             # tiny random-weight pair: meaningless captions
+
+    def __post_init__(self):
+        if isinstance(self.server_url, list):  # JSON gives a list back: keep the value hashable
+            object.__setattr__(self, "server_url", tuple(self.server_url))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -49,8 +56,8 @@ class CaptionerSettings:
 
     @classmethod
     def from_environment(cls) -> "CaptionerSettings":
-        """TILESCRIBE_MODEL + TILESCRIBE_MMPROJ, or TILESCRIBE_SERVER_URL (+ _SERVER_MODEL);
-        the tiny test model when none is set."""
+        """TILESCRIBE_MODEL + TILESCRIBE_MMPROJ, or TILESCRIBE_SERVER_URL (+ _SERVER_MODEL;
+        several URLs separated by spaces); the tiny test model when none is set."""
         env = os.environ
         if env.get("TILESCRIBE_SERVER_URL"):
             return cls(server_url=env["TILESCRIBE_SERVER_URL"],
@@ -69,14 +76,15 @@ class CaptionerSettings:
 def make_captioner(settings: CaptionerSettings):
     """Build (and load) the captioner the settings describe."""
     if settings.server_url:
-        if not settings.server_model:
-            raise ModelError(f"Give the model name to ask {settings.server_url} for (--server-model).")
-        from .http_backend import OpenAICompatibleCaptioner
+        from .http_backend import OpenAICompatibleCaptioner, redact_url
+
+        if not settings.server_model:  # the URL may hold a password: shown redacted
+            raise ModelError(f"Give the model name to ask {redact_url(settings.server_url)} for (--server-model).")
 
         return OpenAICompatibleCaptioner(
             settings.server_url, settings.server_model, api_key_env=settings.api_key_env,
             parallel_requests=settings.parallel_requests, temperature=settings.temperature,
-            seed=settings.seed,
+            seed=settings.seed, timeout_s=settings.timeout_s,
         )
     if settings.engine not in ENGINES:
         raise ModelError(f"Unknown captioning engine {settings.engine!r}: choose one of {', '.join(ENGINES)}.")

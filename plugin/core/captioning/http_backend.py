@@ -1,27 +1,26 @@
-"""Captioning through an OpenAI-compatible chat server (llama.cpp, vLLM, Ollama, OpenAI)."""
+"""Captioning through OpenAI-compatible chat servers (llama.cpp, vLLM, Ollama, OpenAI), one or many."""
 
 from __future__ import annotations
 
 import base64
-import http.client
-import ipaddress
+import collections
 import json
 import logging
 import os
-import random
-import re
-import socket
-import ssl
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
-from typing import Mapping
+from typing import Mapping, Optional, Sequence
 
-from ..errors import CaptionError, ModelError
-from .base import DEFAULT_MAX_ATTEMPTS, CaptionResult, caption_with_retries
-from .prompt import PROMPT_VERSION, build_prompt, field_max_len, response_schema
+from ..errors import CaptionError, Cancelled, ModelError
+from .base import DEFAULT_MAX_ATTEMPTS, CaptionResult
+from .http_answers import (RETRY_STATUS, AnswerReader, TileRefused, answer_limit_bytes, rejects_format,
+                           service_seconds, worst_case_chars)
+from .http_pool import Endpoint, EndpointPool, Ticket
+from .http_transport import (Aborted, Answer, Exchange, Target, TooLarge, TransportError, check_url,
+                             redact_one)
+from .parse import MAX_ANSWER_CHARS, parse_variants
+from .prompt import PROMPT_VERSION, build_messages, field_max_len, response_schema
 
 BACKEND = "openai-http"
 SERVER_COMMAND = (
@@ -33,48 +32,27 @@ SERVER_COMMAND = (
 # json_schema; llama_cpp.server (Python) takes only json_object with a schema and
 # answers a json_schema request with HTTP 500 that names response_format.
 FORMATS = ("json_schema", "json_object", "none")
-_RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
-_FORMAT_REJECTED_STATUS = frozenset({400, 422, 500})
-_FORMAT_WORDS = re.compile(rb"response_format|json_schema|json_object|response format", re.I)
-_SECRET_PARAM = re.compile(r"key|token|secret|passw|auth|sig|cred|session", re.I)
-_MAX_DELAY_S = 60.0  # a Retry-After of an hour must not freeze indexing silently
-_EXCERPT = 200
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+REFUSALS_BEFORE_STOP = 8  # tiles refused in a row, none captioned yet: the setup is wrong
 log = logging.getLogger(__name__)
 
 
-def redact_url(url: str) -> str:
-    """`url` without user:password@ and with secret-looking query values as ***: safe to show."""
-    try:
-        parts = urllib.parse.urlsplit(str(url).strip())
-        host, port = parts.hostname or "", parts.port
-    except ValueError:
-        return "<unparseable URL>"
-    netloc = (f"[{host}]" if ":" in host else host) + (f":{port}" if port else "")
-    if "@" in parts.netloc:
-        netloc = "***@" + netloc  # say credentials were there, never what they were
-    pairs = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-    query = urllib.parse.urlencode(
-        [(k, "***" if _SECRET_PARAM.search(k) else v) for k, v in pairs], safe="*"
-    )
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+def redact_url(url) -> str:
+    """`url` without user:password@ and with secret-looking query values as ***: safe to show.
+    A list of URLs gives them all, space-separated."""
+    if isinstance(url, (list, tuple)):
+        return " ".join(redact_url(u) for u in url)
+    return redact_one(url)
 
 
 def chat_endpoint(base_url: str) -> str:
     """{base}/v1/chat/completions from a server root, a .../v1 URL or the endpoint itself.
 
-    Credentials in the URL are dropped here: urllib cannot send them, they go in a header.
+    Credentials in the URL are dropped here: they go in a header.
     """
+    check_url(base_url, redact_url(base_url))
     parts = urllib.parse.urlsplit(str(base_url).strip())
-    try:
-        host, port = parts.hostname, parts.port
-    except ValueError:
-        host = port = None
-    if parts.scheme not in ("http", "https") or not host:
-        raise ModelError(
-            f"The captioning server URL {redact_url(base_url)!r} is not an http(s) URL. "
-            "Give one like http://127.0.0.1:8000/v1 in the server URL setting."
-        )
+    host, port = parts.hostname, parts.port
     path = parts.path.rstrip("/")
     for suffix in ("/chat/completions", "/v1"):
         path = path[: -len(suffix)] if path.endswith(suffix) else path
@@ -84,99 +62,90 @@ def chat_endpoint(base_url: str) -> str:
     )
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Surfaces a redirect as an error: following it would re-send the API key to
-    another address and turn the POST into a GET."""
-
-    def redirect_request(self, *args, **kwargs):
-        return None
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+def server_urls(value) -> list[str]:
+    """The URLs of a server setting: one URL, several separated by spaces, or a list."""
+    items = value.split() if isinstance(value, str) else list(value or ())
+    return [str(u).strip() for u in items if str(u).strip()]
 
 
 class OpenAICompatibleCaptioner:
-    """Captions tiles with a vision model behind POST {base_url}/v1/chat/completions.
+    """Captions tiles with a vision model behind POST {url}/v1/chat/completions, spread over
+    one or more servers (`base_url`: a URL or a list of URLs).
 
-    Thread-safe: the indexer runs `parallel_requests` caption() calls at once.
-    The API key comes only from the environment variable named by `api_key_env`;
-    without one, user:password in the URL is sent as HTTP Basic auth.
-    `json_schema=False` sends no response_format (for servers that fail on it).
+    Thread-safe: the indexer runs `parallel_requests` caption() calls at once, the total
+    over all servers (`parallel_per_server` each). cancel() ends every request within a
+    fraction of a second. The API key is `api_key` (given directly, never recorded) or read
+    from the environment variable named by `api_key_env`; without one, user:password in
+    a URL is sent as HTTP Basic auth. `json_schema=False` sends no response_format.
+    `timeout_s`: how long a request may go without the server answering anything.
     """
 
     backend = BACKEND
 
     def __init__(
-        self, base_url: str, model: str, *, api_key_env: str | None = None,
-        parallel_requests: int = 4, timeout_s: float = 120, max_retries: int = 4,
-        backoff_s: float = 1.0, json_schema: bool = True, temperature: float = 0.3,
-        max_tokens: int | None = None, max_attempts: int = DEFAULT_MAX_ATTEMPTS, seed: int = 0,
-        max_len: int | Mapping[str, int] | None = None,
+        self, base_url: str | Sequence[str], model: str, *, api_key_env: str | None = None,
+        api_key: str | None = None, parallel_requests: int = 4, timeout_s: float = 120,
+        max_retries: int = 4, backoff_s: float = 1.0, json_schema: bool = True,
+        temperature: float = 0.3, max_tokens: int | None = None,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS, seed: int = 0,
+        max_len: int | Mapping[str, int] | None = None, family: str | None = None,
     ):
-        self.endpoint = chat_endpoint(base_url)
-        self.url = redact_url(base_url)
+        urls = server_urls(base_url)
+        if not urls:
+            raise ModelError("Give the URL of at least one captioning server (--server URL).")
+        self.urls = [redact_url(u) for u in urls]
+        self.url = " ".join(self.urls)
         if not isinstance(model, str) or not model.strip():
-            raise ModelError(
-                f"Give the name of the model the server at {self.url} serves "
-                "(GET /v1/models lists them)."
-            )
+            raise ModelError(f"Give the name of the model the server at {self.url} serves "
+                             "(GET /v1/models lists them).")
         _check_settings(parallel_requests, timeout_s, max_retries, backoff_s, max_attempts)
-        self.model, self.api_key_env = model.strip(), api_key_env
-        self.parallel_requests, self.timeout_s = int(parallel_requests), float(timeout_s)
-        self.max_retries, self.backoff_s = int(max_retries), float(backoff_s)
-        self.json_schema = json_schema
-        self.temperature, self.max_tokens = temperature, max_tokens
+        self.model, self.api_key_env, self.family = model.strip(), api_key_env, family
+        self.parallel_per_server = int(parallel_requests)
+        self.parallel_requests = self.parallel_per_server * len(urls)  # total in flight
+        self.timeout_s, self.max_retries, self.backoff_s = float(timeout_s), int(max_retries), float(backoff_s)
+        self.json_schema, self.temperature, self.max_tokens = json_schema, temperature, max_tokens
         self.max_attempts, self.seed, self.max_len = max_attempts, seed, field_max_len(max_len)
-        self._secret = ""
-        self._headers = self._auth_headers(base_url)
-        host = urllib.parse.urlsplit(self.endpoint).hostname or ""
-        # A proxy from the environment must not capture traffic to a server on this machine.
-        proxies = [urllib.request.ProxyHandler({})] if _is_loopback(host) else []
-        self._opener = urllib.request.build_opener(_NoRedirect, *proxies)
+        key = self._api_key(api_key)
+        secrets: list[str] = [key] if key else []
+        self.endpoints = [chat_endpoint(u) for u in urls]
+        self._cancel = threading.Event()
+        self._pool = EndpointPool(
+            [Endpoint(i, redact_url(u), Target.of(e, _auth_headers(u, key, secrets)), self.parallel_per_server)
+             for i, (u, e) in enumerate(zip(urls, self.endpoints))],
+            timeout_s=self.timeout_s, max_retries=self.max_retries, backoff_s=self.backoff_s,
+            cancel=self._cancel, start_hint=SERVER_COMMAND)
+        self._reader = AnswerReader(self.model, api_key_env, tuple(secrets))
+        self._live: dict[int, Exchange] = {}  # requests under way, for cancel()
         self._format_lock = threading.Lock()
         self._format = 0 if json_schema else FORMATS.index("none")
-        self._reached = False  # once the server has answered, a refused connection is a restart
         self._closed = False
+        self._captioned, self._refusals = False, 0
 
-    def _auth_headers(self, base_url: str) -> dict:
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if self.api_key_env:
-            key = os.environ.get(self.api_key_env, "").strip()
-            if not key:
-                raise ModelError(
-                    f"The environment variable {self.api_key_env} (the API key setting of the "
-                    f"server {self.url}) is not set. Set it to the server's API key first."
-                )
-            self._secret = key
-            headers["Authorization"] = f"Bearer {key}"
-            return headers
-        parts = urllib.parse.urlsplit(str(base_url).strip())
-        if parts.username is not None:
-            user = urllib.parse.unquote(parts.username)
-            password = urllib.parse.unquote(parts.password or "")
-            self._secret = password
-            token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
-            headers["Authorization"] = f"Basic {token}"
-        return headers
+    def _api_key(self, api_key: str | None) -> str:
+        if api_key:
+            return str(api_key).strip()
+        if not self.api_key_env:
+            return ""
+        key = os.environ.get(self.api_key_env, "").strip()
+        if not key:
+            raise ModelError(
+                f"The environment variable {self.api_key_env} (the API key setting of the "
+                f"server {self.url}) is not set. Set it to the server's API key first.")
+        return key
 
     def describe(self) -> dict:
-        """Backend, redacted URL, model and settings; never the key or URL credentials."""
+        """Backend, redacted URLs, model and settings; never a key or URL credentials.
+        Which servers answer and how many is operational (OPERATIONAL_SETTINGS)."""
         return {
             "backend": self.backend,
             "url": self.url,
-            "endpoint": redact_url(self.endpoint),
+            "endpoint": redact_url(self.endpoints),
             "model": self.model,
             "prompt_version": PROMPT_VERSION,
             "api_key_env": self.api_key_env,  # the variable's name, not its value
             "response_format": FORMATS[self._format],
             "settings": {
-                "parallel_requests": self.parallel_requests, "timeout_s": self.timeout_s,
+                "parallel_requests": self.parallel_per_server, "timeout_s": self.timeout_s,
                 "max_retries": self.max_retries, "backoff_s": self.backoff_s,
                 "json_schema": self.json_schema, "temperature": self.temperature,
                 "max_tokens": self.max_tokens, "max_attempts": self.max_attempts,
@@ -184,20 +153,63 @@ class OpenAICompatibleCaptioner:
             },
         }
 
+    def stats(self) -> list[dict]:
+        """Per server: requests sent, answered, failed, abandoned after a timeout, current limit."""
+        return self._pool.stats()
+
     def caption(self, png: bytes, n_variants: int) -> CaptionResult:
-        """`n_variants` valid variants for a PNG tile; CaptionError after max_attempts answers."""
+        """`n_variants` valid variants for a PNG tile. CaptionError: this tile failed (after
+        max_attempts answers, or at once when the server refused it); Cancelled after cancel();
+        ModelError/EngineError: a setting is wrong or every server has left the run."""
         if self._closed:
             raise ModelError(f"The captioner for {self.url} was closed; open a new one.")
         if not png.startswith(_PNG_MAGIC):
             raise CaptionError("the tile image given to the captioner is not a PNG")
-        return caption_with_retries(
-            self._generate, png, n_variants, max_attempts=self.max_attempts,
-            label=f"The model {self.model} at {self.url}",
-        )
+        started, tokens, failures = time.perf_counter(), 0, []
+        max_chars = max(MAX_ANSWER_CHARS, 2 * worst_case_chars(n_variants, self.max_len))
+        for attempt in range(self.max_attempts):
+            try:
+                raw, used = self._generate(png, n_variants, attempt)
+                tokens += used
+                variants = parse_variants(raw, n_variants, max_chars)
+            except TileRefused as err:
+                self._note_refusal(err)
+                raise  # the same request again would be refused again
+            except CaptionError as err:
+                failures.append(str(err))
+                continue
+            self._captioned = True
+            return CaptionResult(variants, raw, attempt + 1, tokens, time.perf_counter() - started, failures)
+        raise CaptionError(
+            f"The model {self.model} at {self.url} gave no valid captions in {self.max_attempts} "
+            f"attempts; last reason: {failures[-1]}. Try a larger or instruction-tuned vision "
+            "model, fewer variants, or a lower temperature.")
+
+    def _note_refusal(self, err: TileRefused) -> None:
+        """A server that refuses every tile from the start is set up wrong (a context too small
+        for any tile, a proxy rejecting the requests): one message, not thousands of failed tiles."""
+        with self._format_lock:
+            if self._captioned:
+                return
+            self._refusals += 1
+            if self._refusals < REFUSALS_BEFORE_STOP:
+                return
+        raise ModelError(
+            f"The captioning server at {self.url} refused each of the first {REFUSALS_BEFORE_STOP} tiles "
+            f"and captioned none; the last: {err}. Check the model name, the server's settings and its "
+            "log. The tiles it refused are marked failed; the next run tries them again.") from err
+
+    def cancel(self) -> None:
+        """Ends every request under way and refuses new ones (they raise Cancelled).
+        Takes no lock: safe from a signal handler."""
+        self._cancel.set()
+        for exchange in list(self._live.values()):
+            exchange.abort()
 
     def close(self) -> None:
-        """Refuses further captions; there is no connection to free (one per request)."""
+        """Refuses further captions and ends any request still under way; idempotent."""
         self._closed = True
+        self.cancel()
 
     def __enter__(self) -> "OpenAICompatibleCaptioner":
         return self
@@ -209,34 +221,34 @@ class OpenAICompatibleCaptioner:
         """One answer, stepping down to a plainer response_format when the server rejects one."""
         for _ in FORMATS:  # the format only moves forward: at most one pass per format
             tried = self._format
-            status, body = self._send(self._payload(png, n_variants, attempt, FORMATS[tried]))
-            if 200 <= status < 300:
-                return self._answer(body)
-            if tried + 1 < len(FORMATS) and _rejects_format(status, body):
-                self._fall_back(tried, status, body)
+            answer, url = self._send(self._payload(png, n_variants, attempt, FORMATS[tried]), n_variants)
+            if 200 <= answer.status < 300:
+                return self._reader.content(answer.body, url)
+            if tried + 1 < len(FORMATS) and rejects_format(answer.status, answer.body):
+                self._fall_back(tried, answer)
                 continue
-            raise self._status_error(status, body)
+            raise self._reader.error(answer.status, answer.body, url, self._budget(n_variants))
         raise AssertionError("unreachable: the last format is never rejected as a format")
 
-    def _fall_back(self, tried: int, status: int, body: bytes) -> None:
+    def _fall_back(self, tried: int, answer: Answer) -> None:
         with self._format_lock:
             if self._format == tried:  # another thread may have stepped down already
                 self._format = tried + 1
-                log.warning(
-                    "The server at %s rejected response_format %s (HTTP %s: %s); using %s.",
-                    self.url, FORMATS[tried], status, self._excerpt(body), FORMATS[tried + 1],
-                )
+                log.warning("The server at %s rejected response_format %s (HTTP %s: %s); using %s.",
+                            self.url, FORMATS[tried], answer.status, self._reader.excerpt(answer.body),
+                            FORMATS[tried + 1])
+
+    def _budget(self, n_variants: int) -> str:
+        tokens = self.max_tokens or worst_case_chars(n_variants, self.max_len)
+        return f"max_tokens={tokens} for {n_variants} variants"
 
     def _payload(self, png: bytes, n_variants: int, attempt: int, fmt: str) -> dict:
         uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
         payload = {
             "model": self.model,
-            "messages": [{"role": "user", "content": [
-                {"type": "image_url", "image_url": {"url": uri}},
-                {"type": "text", "text": build_prompt(n_variants)},
-            ]}],
+            "messages": build_messages(uri, n_variants, self.family),
             "temperature": self.temperature,
-            "max_tokens": self.max_tokens or self._worst_case_tokens(n_variants),
+            "max_tokens": self.max_tokens or worst_case_chars(n_variants, self.max_len),
             # A new seed per attempt: the same seed would repeat a rejected answer.
             "seed": (self.seed + attempt) & 0x7FFFFFFF,
         }
@@ -248,150 +260,102 @@ class OpenAICompatibleCaptioner:
             payload["response_format"] = {"type": "json_object", "schema": schema}
         return payload
 
-    def _worst_case_tokens(self, n_variants: int) -> int:
-        """Every string at its maxLength at one token per character, plus JSON punctuation."""
-        return n_variants * (sum(self.max_len.values()) + 40) + 20
-
-    def _send(self, payload: dict) -> tuple[int, bytes]:
-        """POST with back-off retries on timeouts, dropped connections, 429 and 5xx."""
+    def _send(self, payload: dict, n_variants: int) -> tuple[Answer, str]:
+        """An answer from some server, moving to another when one fails. CaptionError when this
+        tile failed max_retries + 1 times on every server still up."""
         data = json.dumps(payload).encode("utf-8")
+        limit = answer_limit_bytes(n_variants, self.max_len, self.max_tokens)
+        fails: collections.Counter = collections.Counter()
+        tried_out: set[int] = set()
+        last = ""
+        while True:
+            ticket = self._pool.acquire(tried_out)
+            if ticket is None:
+                raise CaptionError(f"every captioning server still up failed this tile "
+                                   f"{self.max_retries + 1} times (last: {last})")
+            outcome = self._attempt(ticket, data, limit, payload)
+            if isinstance(outcome, Answer):
+                return outcome, ticket.endpoint.url
+            last = outcome
+            fails[ticket.endpoint.index] += 1
+            if fails[ticket.endpoint.index] > self.max_retries:
+                tried_out.add(ticket.endpoint.index)
+
+    def _attempt(self, ticket: Ticket, data: bytes, limit: int, payload: dict) -> Answer | str:
+        """One request: its Answer, or the reason it failed in a way worth retrying."""
+        exchange = Exchange(ticket.endpoint.target)
+        self._live[id(exchange)] = exchange
+        if self._cancel.is_set():
+            exchange.abort()
+        try:
+            answer = exchange.post(data, send_timeout=self.timeout_s, body_timeout=self.timeout_s,
+                                   still_waiting=self._pool.still_waiting(ticket), max_bytes=limit)
+        except Aborted:
+            self._pool.released(ticket)
+            raise Cancelled("captioning was cancelled") from None
+        except TooLarge as big:
+            self._pool.answered(ticket, refused=True)
+            raise TileRefused(
+                f"the answer of the server at {ticket.endpoint.url} is too long: {big}, more than "
+                f"any answer within max_tokens={payload['max_tokens']} can be; reading stopped there. "
+                "The server ignores the answer schema and max_tokens") from None
+        except TransportError as exc:
+            return self._transport_failure(ticket, exc)
+        except BaseException:  # KeyboardInterrupt on the main thread: give the slot back
+            self._pool.released(ticket)
+            raise
+        finally:
+            self._live.pop(id(exchange), None)
         sent_format = "response_format" in payload
-        last, retry_after = "", None
-        for retry in range(self.max_retries + 1):
-            if retry:
-                time.sleep(self._delay(retry, retry_after))
-            retry_after = None
-            try:
-                status, body, headers = self._post(data)
-            except (OSError, http.client.HTTPException) as exc:  # URLError is an OSError
-                last = self._transport_failure(exc)
-                continue
-            self._reached = True
-            # A 500 about response_format is not transient: _generate steps down instead.
-            if status in _RETRY_STATUS and not (sent_format and _rejects_format(status, body)):
-                last = f"HTTP {status}: {self._excerpt(body)}"
-                retry_after = headers.get("Retry-After")
-                continue
-            return status, body
-        raise ModelError(
-            f"The captioning server at {self.url} failed {self.max_retries + 1} times in a row "
-            f"(last: {last}). Check the server's log; if it is overloaded, lower "
-            "parallel_requests or raise timeout_s."
-        )
+        if answer.status in RETRY_STATUS and not (sent_format and rejects_format(answer.status, answer.body)) \
+                and not self._reader.is_tile_refusal(answer.status, answer.body):
+            reason = f"HTTP {answer.status}: {self._reader.excerpt(answer.body)}"
+            self._pool.failed(ticket, reason, retry_after=_seconds(answer.headers.get("Retry-After")),
+                              answered=True)
+            return reason
+        self._pool.answered(ticket, refused=answer.status >= 300, service_s=service_seconds(answer.body))
+        return answer
 
-    def _post(self, data: bytes) -> tuple[int, bytes, Mapping]:
-        request = urllib.request.Request(
-            self.endpoint, data=data, headers=self._headers, method="POST"
-        )
-        try:
-            with self._opener.open(request, timeout=self.timeout_s) as response:
-                return response.status, response.read(), response.headers
-        except urllib.error.HTTPError as err:
-            with err:
-                return err.code, err.read(), err.headers
-
-    def _transport_failure(self, exc: Exception) -> str:
-        """The reason to retry after a failed request; ModelError when retrying cannot help."""
-        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-        if isinstance(reason, ConnectionRefusedError) and not self._reached:
-            raise ModelError(
-                f"Cannot connect to the captioning server at {self.url}: connection refused. "
-                f"Is the server running? Start it with, for example: {SERVER_COMMAND} "
-                "and check the URL and port in the settings."
-            )
-        if isinstance(reason, socket.gaierror):
-            raise ModelError(
-                f"Cannot find the captioning server {self.url}: {reason}. Check the host name."
-            )
-        if isinstance(reason, (ssl.SSLError, ssl.CertificateError)):
-            raise ModelError(
-                f"TLS with the captioning server {self.url} failed: {reason}. "
-                "Check https and the server's certificate."
-            )
-        if isinstance(reason, str):  # urllib's own complaints about the URL
-            raise ModelError(f"Cannot send a request to {self.url}: {reason}.")
-        if isinstance(reason, TimeoutError):
-            return f"no answer within timeout_s={self.timeout_s:g} s"
-        return f"{type(reason).__name__}: {reason}"
-
-    def _delay(self, retry: int, retry_after: str | None) -> float:
-        # Jitter spreads the retries of parallel requests so they do not hit the server together.
-        delay = self.backoff_s * 2 ** (retry - 1) * random.uniform(0.5, 1.5)
-        try:
-            delay = max(delay, float(retry_after)) if retry_after else delay
-        except ValueError:
-            pass  # an HTTP-date Retry-After: the back-off alone is good enough
-        return min(delay, _MAX_DELAY_S)
-
-    def _answer(self, body: bytes) -> tuple[str, int]:
-        """(content, completion tokens) of a 2xx body; CaptionError for a broken answer."""
-        text = body.decode("utf-8", "replace")
-        if text.lstrip()[:1] == "<":
-            raise ModelError(
-                f"The server at {self.url} answered with a web page, not an API answer "
-                f"({self._excerpt(body)}). Check the URL: it should be an OpenAI-compatible "
-                "API such as http://127.0.0.1:8000/v1."
-            )
-        try:
-            data = json.loads(text, strict=False)
-            message = data["choices"][0]["message"]
-            content = message.get("content") or ""
-        except json.JSONDecodeError:
-            raise CaptionError(f"the server's answer is not JSON: {self._excerpt(body)}") from None
-        except (KeyError, IndexError, TypeError, AttributeError):
-            raise CaptionError(
-                f"the server's answer has no choices[0].message: {self._excerpt(body)}"
-            ) from None
-        if isinstance(content, list):  # some servers answer in content parts
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
-        return str(content), int(usage.get("completion_tokens") or 0)
-
-    def _status_error(self, status: int, body: bytes) -> ModelError:
-        excerpt = self._excerpt(body)
-        if status in (401, 403):
-            fix = (f"Check the key in the environment variable {self.api_key_env}"
-                   if self.api_key_env else "Put the server's API key in an environment variable "
-                   "and name that variable in the API key setting (api_key_env)")
-            return ModelError(
-                f"The captioning server at {self.url} refused the request "
-                f"(HTTP {status}: {excerpt}). {fix}."
-            )
-        if status == 404:
-            return ModelError(
-                f"The captioning server at {self.url} answered 404 ({excerpt}): the model "
-                f"{self.model!r} is not served there, or the URL is not the API root. Check the "
-                "model name (GET /v1/models lists them) and that the URL is the server root "
-                "or ends in /v1."
-            )
-        if 300 <= status < 400:
-            return ModelError(
-                f"The captioning server at {self.url} redirects (HTTP {status}). "
-                "Give the URL it redirects to (https?) in the settings."
-            )
-        return ModelError(
-            f"The captioning server at {self.url} rejected the request (HTTP {status}: {excerpt}). "
-            "If it is about the context length, lower max_tokens or the number of variants, or "
-            "raise the server's context size; if about images, serve a vision model."
-        )
-
-    def _excerpt(self, body: bytes) -> str:
-        """The server's error message, or the start of its body, with our own secret removed."""
-        text = body.decode("utf-8", "replace")
-        try:
-            error = json.loads(text, strict=False).get("error")
-            text = str(error.get("message", error)) if isinstance(error, dict) else str(error or text)
-        except (ValueError, AttributeError):
-            pass
-        text = " ".join(text.split())
-        if len(self._secret) >= 6:  # a shorter one would blank out ordinary words
-            text = text.replace(self._secret, "***")  # a server may echo the key it refused
-        return repr(text[:_EXCERPT] + ("..." if len(text) > _EXCERPT else ""))
+    def _transport_failure(self, ticket: Ticket, exc: TransportError) -> str:
+        """Drops an endpoint that cannot work in this run; otherwise backs it off. The reason."""
+        url = ticket.endpoint.url
+        if exc.kind == "refused" and not ticket.endpoint.reached:
+            self._pool.drop(ticket, self._pool.refused_connection(ticket))
+        elif exc.kind == "dns":
+            self._pool.drop(ticket, f"Cannot find the captioning server {url}: {exc}. Check the host name.")
+        elif exc.kind == "tls":
+            self._pool.drop(ticket, f"TLS with the captioning server {url} failed: {exc}. "
+                                    "Check https and the server's certificate.")
+        else:
+            reason = str(exc)
+            if exc.kind == "timeout" and "timeout_s" not in reason:
+                reason += f" (timeout_s={self.timeout_s:g} s)"
+            self._pool.failed(ticket, reason, timed_out=exc.kind == "timeout", connected=exc.kind != "refused")
+            return reason
+        return str(exc)
 
 
-def _rejects_format(status: int, body: bytes) -> bool:
-    """Whether an error answer is about response_format, which a plainer format may avoid."""
-    return status in _FORMAT_REJECTED_STATUS and bool(_FORMAT_WORDS.search(body[:4000]))
+def _auth_headers(url: str, key: str, secrets: list[str]) -> dict:
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+        return headers
+    parts = urllib.parse.urlsplit(str(url).strip())
+    if parts.username is not None:
+        user = urllib.parse.unquote(parts.username)
+        password = urllib.parse.unquote(parts.password or "")
+        secrets.append(password)
+        token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+        headers["Authorization"] = f"Basic {token}"
+    return headers
+
+
+def _seconds(value: Optional[str]) -> Optional[float]:
+    """A Retry-After in seconds; an HTTP-date gives None (the back-off alone is good enough)."""
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
 
 
 def _check_settings(parallel_requests, timeout_s, max_retries, backoff_s, max_attempts) -> None:

@@ -50,6 +50,7 @@ def find_llama_server(configured: Optional[str] = None) -> Path:
         raise ModelError(f"The llama-server program {configured} does not exist or cannot be run: "
                          "give the path of llama.cpp's llama-server (--llama-server, or the setting).")
     candidates = [os.environ.get("TILESCRIBE_LLAMA_SERVER"), str(Path(sys.prefix) / "bin" / "llama-server"),
+                  str(Path(sys.prefix) / "Scripts" / "llama-server.exe"),  # a Windows environment
                   shutil.which("llama-server")]
     for candidate in candidates:
         if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
@@ -75,8 +76,10 @@ class ServerOptions:
 class LlamaServer:
     """One llama-server child process; `url` and `api_key` are valid while it runs."""
 
-    def __init__(self, binary: Path, options: ServerOptions, *, health_timeout_s: float = HEALTH_TIMEOUT_S):
+    def __init__(self, binary: Path, options: ServerOptions, *, health_timeout_s: float = HEALTH_TIMEOUT_S,
+                 api_key: Optional[str] = None):
         self.binary, self.options, self.health_timeout_s = Path(binary), options, health_timeout_s
+        self._fixed_key = api_key  # None: a new random key at every start
         self.process: Optional[subprocess.Popen] = None
         self.url = ""
         self.api_key = ""
@@ -93,7 +96,7 @@ class LlamaServer:
         with self._lock:
             self._stop_locked()
             port = _free_port()
-            self.api_key = secrets.token_urlsafe(24)
+            self.api_key = self._fixed_key or secrets.token_urlsafe(24)
             self.url = f"http://127.0.0.1:{port}"
             command = self.command(port)
             log = self._log_path.open("ab")

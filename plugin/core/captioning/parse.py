@@ -44,17 +44,18 @@ def _is_junk(ch: str) -> bool:
     return ch == "\ufffd" or unicodedata.category(ch)[0] == "C"
 
 
-def parse_variants(raw: str, n_variants: int) -> list[CaptionVariant]:
+def parse_variants(raw: str, n_variants: int, max_chars: int = MAX_ANSWER_CHARS) -> list[CaptionVariant]:
     """Exactly `n_variants` distinct, complete variants from a model answer.
 
     Accepts code fences, prose around the JSON, a bare list instead of
     {"variants": [...]}, trailing garbage and answers cut off mid-way (the
     complete items are kept). Extra valid variants beyond `n_variants` are
-    dropped. Raises CaptionError saying what was wrong otherwise.
+    dropped. Raises CaptionError saying what was wrong otherwise. `max_chars`: where a
+    runaway answer is cut; a backend that asks for many long variants passes more.
     """
     if not raw or not raw.strip():
         raise CaptionError("the model's answer was empty")
-    raw = raw[:MAX_ANSWER_CHARS]
+    raw = raw[:max_chars]
     items, salvaged = _find_items(raw)
     if items is None:
         raise CaptionError(_why_no_items(raw))

@@ -8,7 +8,6 @@ in-process engine; the requests go through the OpenAI-compatible backend.
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 from typing import Optional
@@ -65,7 +64,6 @@ class LlamaServerCaptioner:
             model.path, mmproj.path, slots, self.plan.n_ctx, n_threads, n_gpu_layers,
             SERVER_TEMPLATES.get(self.family)))
         self._restart_lock = threading.Lock()
-        self._key_env = f"TILESCRIBE_LLAMA_SERVER_KEY_{id(self)}"
         self.server.start()
         self.build = self._build_info()
         self._client = self._connect()
@@ -75,10 +73,8 @@ class LlamaServerCaptioner:
         return self.slots  # the indexer keeps this many tiles in flight
 
     def _connect(self) -> OpenAICompatibleCaptioner:
-        # The key lives in this process's environment only while the server runs.
-        os.environ[self._key_env] = self.server.api_key
         return OpenAICompatibleCaptioner(
-            self.server.url, SERVED_MODEL_NAME, api_key_env=self._key_env,
+            self.server.url, SERVED_MODEL_NAME, api_key=self.server.api_key, family=self.family,
             parallel_requests=self.slots, timeout_s=self.timeout_s, temperature=self.temperature,
             # Our own server on loopback: a refused connection means it died; find out fast.
             max_retries=2, backoff_s=0.25,
@@ -125,9 +121,12 @@ class LlamaServerCaptioner:
             self.server.ensure_running(f"exit status {code}: {exc}")
             self._client = self._connect()
 
+    def cancel(self) -> None:
+        """Ends the requests under way within a second (a second Ctrl-C)."""
+        self._client.cancel()
+
     def close(self) -> None:
         self.server.close()
-        os.environ.pop(self._key_env, None)
 
     def __enter__(self) -> "LlamaServerCaptioner":
         return self
