@@ -112,6 +112,7 @@ def test_the_client_raises_the_workers_error_as_its_core_class():
     from tilescribe.plugin.core.errors import IndexFileError, QueryError
     from tilescribe.plugin.qgis.worker_client import WorkerError, remote_error
 
+    remote_error("QueryError", "made once, then reused")
     error = remote_error("QueryError", "The query is empty")
     assert isinstance(error, QueryError) and isinstance(error, WorkerError)
     assert str(error) == "The query is empty" and error.kind == "QueryError"

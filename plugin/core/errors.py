@@ -56,8 +56,8 @@ class ProtocolError(TileScribeError):
 def error_class(name: str) -> type[TileScribeError] | None:
     """The TileScribeError subclass of this name (how an error's type crosses the worker pipe)."""
     pending = [TileScribeError]
-    while pending:
-        cls = pending.pop()
+    while pending:  # breadth first: the class itself before subclasses that share its name
+        cls = pending.pop(0)
         if cls.__name__ == name:
             return cls
         pending.extend(cls.__subclasses__())

@@ -52,10 +52,12 @@ _REMOTE_CLASSES: dict[str, type] = {}
 
 def remote_error(kind: str, message: str) -> WorkerError:
     """The worker's error as its core class (`except QueryError` works here too), still a WorkerError."""
-    core = error_class(kind)
-    if core is None or issubclass(WorkerError, core):
-        return WorkerError(message, kind)
-    cls = _REMOTE_CLASSES.setdefault(kind, type(kind, (WorkerError, core), {"__module__": __name__}))
+    cls = _REMOTE_CLASSES.get(kind)
+    if cls is None:
+        core = error_class(kind)
+        if core is None or issubclass(WorkerError, core) or issubclass(core, WorkerError):
+            return WorkerError(message, kind)
+        cls = _REMOTE_CLASSES[kind] = type(kind, (WorkerError, core), {"__module__": __name__})
     return cls(message, kind)
 
 
