@@ -125,3 +125,25 @@ def test_word_matches_honour_extent_and_exclusions(index, hashing_embedder):
     assert [h.tile_db_id for h in hits] == [tiles[1].id]
     hits = search(store, hashing_embedder, SearchRequest("boats", k=5, exclude_tiles=(tiles[1].id,)))
     assert tiles[1].id not in {h.tile_db_id for h in hits}
+
+
+def test_the_command_line_can_rank_by_embeddings_only(tmp_path, rgb_raster, monkeypatch, capsys):
+    import json
+
+    from helpers import in_process_cli
+    from tilescribe.plugin.core.store import Store
+
+    embedder = HashingEmbedder(dim=2)
+    captions = [["quarry"], ["green fields"], ["a river"], ["farm houses"], ["open pit quarry"]]
+    db = tmp_path / "c.tilescribe.sqlite"
+    store, run_id = build_index(db, rgb_raster, embedder, captions, tile_size=100)
+    windows = {t.id: t.window.as_list() for t in store.tiles(run_id)}
+    expected = {flag: [windows[h.tile_db_id] for h in search(store, embedder,
+                                                              SearchRequest("open pit", k=5, lexical=flag))]
+                for flag in (True, False)}
+    store.close()
+    assert expected[True] != expected[False]
+    cli = in_process_cli(monkeypatch, capsys, embedder)
+    for argv, lexical in ((["--no-lexical"], False), ([], True)):
+        code, out, _ = cli("search", "--db", db, "open pit", "-k", 5, "--format", "json", *argv)
+        assert code == 0 and [h["window"] for h in json.loads(out)] == expected[lexical]
