@@ -46,3 +46,15 @@ def test_a_cut_chunk_is_reported_as_damage_not_misread(tmp_path):
         for ids in ([1, 2], list(range(1, 101))):  # blob I/O path and whole-chunk path
             with pytest.raises(IndexFileError, match="cannot be read .*it is damaged.*restore a copy"):
                 reader.read(np.array(ids))
+
+
+def test_another_sqlite_vec_layout_falls_back_to_vec0s_own_reads(three_chunks):
+    with Store(three_chunks.path) as store:
+        reader = store.vector_reader(three_chunks.run_id)
+        assert reader.by_offset  # this sqlite-vec: offsets in its chunks
+        ids = np.array([2400, 3, 1500, 999_999])
+        expected = reader.read(ids)
+        reader.by_offset = False  # as when its shadow tables are not there
+        found, vectors = reader.read(ids)
+        np.testing.assert_array_equal(found, expected[0])
+        np.testing.assert_array_equal(vectors, expected[1])
