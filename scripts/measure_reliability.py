@@ -9,8 +9,8 @@ import os, sys, time
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from rasters import write_raster
-from fakes import FakeCaptioner
-from tilescribe.plugin.core.embedding import HashingEmbedder, SentenceTransformerEmbedder
+from fakes import FakeCaptioner, HashingEmbedder
+from tilescribe.plugin.core.embedding import SentenceTransformerEmbedder
 from tilescribe.plugin.core.embedder_identity import embedder_probe
 from tilescribe.plugin.core.indexer import IndexSettings, index_raster
 from tilescribe.plugin.core.store import Store

@@ -32,7 +32,7 @@ def _log_caption_calls(log_path: str) -> None:
 
 def main() -> int:
     from tilescribe.plugin.cli import import_captions, index_command, search_command
-    from tilescribe.plugin.core.embedding import HashingEmbedder
+    from fakes import HashingEmbedder
 
     for module in (import_captions, index_command, search_command):
         module.load_embedder = lambda folder: HashingEmbedder()

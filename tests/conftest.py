@@ -23,6 +23,15 @@ SHARED = REPO.parent / "shared"
 SHARED_DATA = SHARED / "data"
 
 
+def pytest_collection_modifyitems(items):
+    """Markers `make test-fast` reads: tests/qgis are `qgis`; a test loading the real MiniLM is `slow`."""
+    for item in items:
+        if "qgis" in Path(str(item.fspath)).relative_to(REPO).parts[:2]:
+            item.add_marker(pytest.mark.qgis)
+        if "minilm" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
@@ -40,7 +49,7 @@ def minilm():
 
 @pytest.fixture
 def hashing_embedder():
-    from tilescribe.plugin.core.embedding import HashingEmbedder
+    from fakes import HashingEmbedder
 
     return HashingEmbedder()
 

@@ -76,7 +76,8 @@ def _serve(hub: FakeHub, handler) -> ThreadingHTTPServer:
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     server.hub = hub
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    # A short poll: shutdown() waits one poll, and every test stops two servers.
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
     return server
 
 

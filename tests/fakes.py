@@ -5,9 +5,14 @@ from __future__ import annotations
 import hashlib
 import io
 import threading
+import zlib
+from typing import Sequence
+
+import numpy as np
 
 from tilescribe.plugin.core.captioning.base import CaptionResult
 from tilescribe.plugin.core.captions import CaptionVariant
+from tilescribe.plugin.core.embedding import normalise_rows
 from tilescribe.plugin.core.errors import CaptionError
 
 
@@ -48,3 +53,22 @@ class FakeCaptioner:
 
     def close(self) -> None:
         self.closed = True
+
+
+class HashingEmbedder:
+    """Deterministic bag-of-words embedder for fast unit tests (not for real search).
+
+    Words hash into buckets, so texts sharing words are close: enough to test
+    ranking logic without loading a model.
+    """
+
+    def __init__(self, dim: int = 64, name: str = "hashing-test"):
+        self.dim = dim
+        self.name = name
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in text.lower().split():
+                out[row, zlib.crc32(word.strip(".,;:").encode()) % self.dim] += 1.0
+        return normalise_rows(out)

@@ -6,7 +6,16 @@ from pathlib import Path
 
 from tilescribe.plugin.core.captions import CaptionVariant
 from tilescribe.plugin.core.store import Store
-from tilescribe.plugin.core.tiling import TileGrid, iter_tiles, open_raster, read_info
+from tilescribe.plugin.core.tiling import (RasterInfo, Tile, TileGrid, content_bands, content_skip_reason,
+                                          open_raster, read_info, read_window)
+
+
+def iter_tiles(dataset, info: RasterInfo, grid: TileGrid, *, check_content: bool = True):
+    """Tiles of the grid in row-major order with their skip reasons (the indexer decides per tile as it goes)."""
+    bands = content_bands(dataset)
+    for window in grid.windows():
+        reason = content_skip_reason(read_window(dataset, window, bands)) if check_content else ""
+        yield Tile(window=window, bbox=info.bbox(window), skip_reason=reason)
 
 
 def build_index(db: Path, raster: Path, embedder, captions_by_tile: list[list[str]], tile_size: int = 64):

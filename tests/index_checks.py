@@ -13,7 +13,7 @@ def index_state(db: Path, variants: int) -> dict[str, tuple]:
     """{tile key: (status, caption ids, updated_at)} of the file's one run, after asserting it is whole.
 
     Whole means: `PRAGMA integrity_check` is ok; a done tile has exactly `variants`
-    captions, each with one vector (vec0 and plain table) and one FTS row; a tile that
+    captions, each with one vector (its one copy, in vec0) and one FTS row; a tile that
     is not done has none; no vector or FTS row belongs to no caption. Opened read-only:
     the check writes nothing. {} when no run was committed yet.
     """
@@ -41,10 +41,8 @@ def _run_state(store: Store, run: dict, variants: int) -> dict[str, tuple]:
     captions = {row[0]: row[1:] for row in conn.execute("select id, tile_id, variant from captions")}
     per_tile = Counter(tile_id for tile_id, _ in captions.values())
     vectors = dict(conn.execute(f"select caption_id, tile_id from {vec_table(run['embedder_id'])}").fetchall())
-    plain = {row[0] for row in conn.execute("select caption_id from caption_embeddings")}
     fts = {row[0] for row in conn.execute("select rowid from caption_fts")}
     assert set(vectors) == set(captions), "vectors without captions, or captions without vectors"
-    assert plain == set(captions), "plain vectors out of step with captions"
     assert fts == set(captions), "FTS rows out of step with captions"
     assert all(vectors[cid] == tile_id for cid, (tile_id, _) in captions.items())
     (count,) = conn.execute("select vector_count from runs where id = ?", (run["id"],)).fetchone()

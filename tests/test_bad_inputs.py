@@ -25,14 +25,13 @@ from fixtures_server import Reply
 from gguf import GGUFWriter
 from rasterio.transform import Affine
 
-from fakes import FakeCaptioner
+from fakes import FakeCaptioner, HashingEmbedder
 from helpers import in_process_cli
 from index_checks import index_state
 from rasters import write_raster
 from tilescribe.plugin.cli import index_command
 from tilescribe.plugin.core import indexer
 from tilescribe.plugin.core.captioning import tiny_gguf
-from tilescribe.plugin.core.embedding import HashingEmbedder
 from tilescribe.plugin.core.migrations import SCHEMA_VERSION
 from tilescribe.plugin.core.store import Store
 from tilescribe.plugin.core.tiling import TileGrid, open_raster, read_info
@@ -479,6 +478,7 @@ def test_index_path_with_url_characters_is_the_file_written(ctx, cli, monkeypatc
     assert [t[0] for t in index_state(db, 2).values()].count("done") == 5 * 4  # 300x200 px at 64 px
 
 
+@pytest.mark.slow  # waits out SQLite's 5 s busy timeout
 def test_index_locked_by_another_program_says_so_and_keeps_the_work(ctx, cli, monkeypatch):
     monkeypatch.setattr(index_command, "make_captioner", lambda settings: FakeCaptioner())
     db = ctx.indexed
@@ -622,6 +622,7 @@ def test_registration_killed_half_way_is_completed_next_run(tmp_path, monkeypatc
     assert len(keys) == len(set(keys)) == len(grid) == 49 * 49
 
 
+@pytest.mark.slow  # registers a grid of a million tiles: ~5 s
 def test_huge_raster_through_the_command_line(tmp_path, cli, monkeypatch):
     """1,000,000 x 1,000,000 px in 4096 px tiles: 60,025 tiles registered, the first captioned, then Ctrl-C."""
     monkeypatch.setattr(index_command, "make_captioner", lambda settings: FakeCaptioner())

@@ -20,6 +20,7 @@ def test_bench_search_reports_latency_and_recall_as_json(capsys, tmp_path):
         assert key in result
     assert result["vectors"] == 3000 and result["queries"] == 5
     assert result["recall_at_10"] == 1.0  # 3,000 vectors: the re-scored pool holds all of them
+    assert 3000 * 384 * 4 <= result["index_bytes"] < 2 * 3000 * 384 * 4  # one float copy of each vector
     assert list(tmp_path.iterdir()) == []  # the temporary index is gone
 
 

@@ -43,3 +43,71 @@ def test_plugin_entry_holds_only_class_factory():
     functions = [node.name for node in tree.body if isinstance(node, ast.FunctionDef)]
     imports = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
     assert functions == ["classFactory"] and not imports  # importing the package loads nothing
+
+
+def local_imports(path: Path) -> set[Path]:
+    """Files of this repository that `path` imports with relative imports, at any depth in the file."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = path.parent
+            for _ in range(node.level - 1):
+                base = base.parent
+            target = base.joinpath(*(node.module or "").split(".")) if node.module else base
+            candidates = [target.with_suffix(".py"), target / "__init__.py"]
+            candidates += [target / f"{alias.name}.py" for alias in node.names]
+            found.update(c.resolve() for c in candidates if c.is_file())
+    return found
+
+
+def test_no_import_cycles_between_modules():
+    graph = {path.resolve(): local_imports(path) for path in (REPO / "plugin").rglob("*.py")}
+    cycles = []
+
+    def visit(node, trail):
+        for child in graph.get(node, ()):
+            if child in trail:
+                cycles.append([p.name for p in trail[trail.index(child):]] + [child.name])
+            elif child not in done:
+                visit(child, trail + [child])
+        done.add(node)
+
+    done: set = set()
+    for start in graph:
+        if start not in done:
+            visit(start, [start])
+    assert not [c for c in cycles if "__init__.py" not in c], cycles
+
+
+def test_ui_files_wire_nothing_and_take_qgis_widgets_from_qgis_gui():
+    """As Lizmap's: signals are connected in Python, where they can be read and tested; a custom
+    widget's header is `qgis.gui` (a `qgs*.h` header only resolves through QGIS's uic plugin)."""
+    import xml.etree.ElementTree as ET
+
+    problems = []
+    for path in sorted((REPO / "ui").glob("*.ui")):
+        root = ET.parse(path).getroot()
+        if root.findall("./connections/connection"):
+            problems.append(f"{path.name}: <connections> in the .ui file")
+        for widget in root.findall("./customwidgets/customwidget"):
+            if widget.findtext("header") != "qgis.gui":
+                problems.append(f"{path.name}: {widget.findtext('class')} from {widget.findtext('header')}")
+    assert problems == []
+
+
+def test_core_reports_through_logging_not_stderr_prints():
+    """One logging style in the core: `logging`, never print(..., file=sys.stderr) or traceback,
+    except in a command-line `main()` (tools like tiny_gguf print their usage and results)."""
+    offenders = []
+    for path in (REPO / "plugin" / "core").rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        mains = {id(node) for func in ast.walk(tree) if isinstance(func, ast.FunctionDef) and func.name == "main"
+                 for node in ast.walk(func)}
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)) and "traceback" in (
+                    [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]):
+                offenders.append(f"{path.name}: imports traceback")
+            if (isinstance(node, ast.Call) and getattr(node.func, "id", "") == "print"
+                    and any(k.arg == "file" for k in node.keywords) and id(node) not in mains):
+                offenders.append(f"{path.name}:{node.lineno}: print to a file")
+    assert offenders == []

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from fakes import HashingEmbedder
 from index_checks import index_state
 from rasters import write_raster
-from tilescribe.plugin.core.embedding import HashingEmbedder
 from tilescribe.plugin.core.search import SearchRequest, search
 from tilescribe.plugin.core.store import Store
 
@@ -66,6 +66,7 @@ def raster(tmp_path) -> Path:
     return write_raster(tmp_path / "r.tif", width=512, height=256)  # 32 tiles of 64 px
 
 
+@pytest.mark.slow  # two processes and a real index run: seconds
 def test_searching_while_another_process_indexes(tmp_path, raster):
     db = tmp_path / "r.tilescribe.sqlite"
     indexer = _start_indexer(raster, db)
@@ -90,6 +91,7 @@ def test_searching_while_another_process_indexes(tmp_path, raster):
     index_state(db, 2)
 
 
+@pytest.mark.slow  # two indexing processes: ~10 s
 def test_a_second_indexer_on_the_same_file_is_refused_and_the_first_goes_on(tmp_path, raster):
     db = tmp_path / "r.tilescribe.sqlite"
     first = _start_indexer(raster, db)

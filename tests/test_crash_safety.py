@@ -20,12 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fakes import FakeCaptioner
+from fakes import FakeCaptioner, HashingEmbedder
 from index_checks import index_state
 from rasters import write_raster
 from tilescribe.plugin.cli import index_command
 from tilescribe.plugin.cli.main import main
-from tilescribe.plugin.core.embedding import HashingEmbedder
 from tilescribe.plugin.core.store import Store
 
 HARNESS = Path(__file__).with_name("cli_harness.py")

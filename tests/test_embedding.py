@@ -35,6 +35,7 @@ def test_missing_model_folder_names_it(tmp_path):
         SentenceTransformerEmbedder(tmp_path / "nope")
 
 
+@pytest.mark.slow  # imports sentence-transformers (torch): ~5 s before anything is tested
 def test_folder_that_is_not_a_model_is_refused(tmp_path):
     (tmp_path / "junk.txt").write_text("x")
     with pytest.raises(ModelError, match="Cannot load the embedding model"):

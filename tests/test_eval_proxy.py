@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tilescribe.plugin.core.embedding import HashingEmbedder, normalise_rows
+from fakes import HashingEmbedder
+from tilescribe.plugin.core.embedding import normalise_rows
 from tilescribe.plugin.core.evaluation import (
     CaptionDataset,
     CaptionItem,

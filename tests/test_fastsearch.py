@@ -113,7 +113,7 @@ def test_auto_mode_searches_exactly_until_the_background_load_is_ready(synthetic
 
 def test_a_tile_with_thousands_of_top_variants_does_not_hide_the_others(tmp_path, rgb_raster):
     from helpers import build_index
-    from tilescribe.plugin.core.embedding import HashingEmbedder
+    from fakes import HashingEmbedder
 
     embedder = HashingEmbedder(dim=16)
     store, run_id = build_index(tmp_path / "m.tilescribe.sqlite", rgb_raster, embedder,

@@ -70,3 +70,22 @@ def test_an_old_index_opened_read_only_asks_for_one_writable_open(tmp_path):
     Store(path).close()
     with Store(path, readonly=True) as store:
         assert store.vector_state(1) == (6, 0)
+
+
+def test_the_plain_vector_copy_goes_and_nothing_is_lost(tmp_path):
+    """Migration 5: a file with both copies (schemas 2-4) keeps only vec0's, with every vector."""
+    path = tmp_path / "old.tilescribe.sqlite"
+    vectors = write_schema1_index(path)
+    conn = sqlite3.connect(path, isolation_level=None)
+    load_vec(conn, path)
+    conn.execute("begin")
+    for migration in MIGRATIONS[1:3]:  # schema 3: the plain table filled from vec0
+        migration(conn)
+    conn.execute("pragma user_version = 3")
+    conn.execute("commit")
+    assert conn.execute("select count(*) from caption_embeddings").fetchone()[0] == 6
+    conn.close()
+    with Store(path) as store:
+        tables = {row[0] for row in store.conn.execute("select name from sqlite_schema")}
+        assert "caption_embeddings" not in tables
+        np.testing.assert_array_equal(np.vstack([store.vectors_of(t) for t in (1, 2, 3)]), vectors)

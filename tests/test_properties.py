@@ -13,11 +13,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fakes import HashingEmbedder
 from helpers import build_index
 from rasters import write_raster
 from tilescribe.plugin.core.captioning.parse import parse_variants
 from tilescribe.plugin.core.captions import FIELDS
-from tilescribe.plugin.core.embedding import HashingEmbedder
 from tilescribe.plugin.core.errors import CaptionError, QueryError
 from tilescribe.plugin.core.lexical import lexical_ranking
 from tilescribe.plugin.core.search import MAX_K, SearchRequest, search
@@ -54,14 +54,17 @@ def small_index(tmp_path_factory):
 def test_any_query_gives_a_ranked_list_or_a_query_error(small_index, query, k):
     store, run_id, embedder = small_index
     try:
-        hits = search(store, embedder, SearchRequest(query, k=k))
+        dense = search(store, embedder, SearchRequest(query, k=k, lexical=False))
+        fused = search(store, embedder, SearchRequest(query, k=k))
     except QueryError as err:
         assert str(err)  # a message to show, and nothing else escapes
         return
-    assert 1 <= k and len(hits) <= min(k, 4)
-    assert [h.rank for h in hits] == list(range(1, len(hits) + 1))
-    assert all(a.score >= b.score for a, b in zip(hits, hits[1:]))
-    assert len({h.tile_db_id for h in hits}) == len(hits)
+    assert all(a.score >= b.score for a, b in zip(dense, dense[1:]))  # fusion may reorder, dense may not
+    for hits in (dense, fused):
+        assert 1 <= k and len(hits) <= min(k, 4)
+        assert [h.rank for h in hits] == list(range(1, len(hits) + 1))
+        assert len({h.tile_db_id for h in hits}) == len(hits)
+        assert all(-1.0001 <= h.score <= 1.0001 for h in hits)
 
 
 @FAST

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fakes import HashingEmbedder
 from helpers import build_index
 from tilescribe.plugin.core.captions import CaptionVariant
-from tilescribe.plugin.core.embedding import HashingEmbedder
 from tilescribe.plugin.core.errors import QueryError
 from tilescribe.plugin.core.search import SearchRequest, search
 
@@ -31,7 +31,8 @@ def index(tmp_path, rgb_raster, hashing_embedder):
 
 def test_best_variant_decides_the_tile_rank(index, hashing_embedder):
     store, _ = index
-    hits = search(store, hashing_embedder, SearchRequest("a river through forest", k=3))
+    # Dense ranking alone: word matches (on by default) may lift a tile above a higher cosine.
+    hits = search(store, hashing_embedder, SearchRequest("a river through forest", k=3, lexical=False))
     assert hits[0].tile_id == store.tiles(hits[0].run_id)[2].window.key
     assert hits[0].caption == "a river through forest"
     assert hits[0].score == pytest.approx(1.0, abs=1e-5)
@@ -97,3 +98,52 @@ def test_tile_with_thousands_of_matching_variants_does_not_hide_other_tiles(tmp_
     assert [h.tile_db_id for h in hits][:2] == [crowded.id, store.tiles(run_id)[1].id]
     assert len(hits) == 3
     store.close()
+
+
+def test_word_matches_lift_a_tile_the_embedding_ranks_low(tmp_path, rgb_raster):
+    # dim 2: every caption lands in one of two buckets, so the embedding barely tells them apart.
+    embedder = HashingEmbedder(dim=2)
+    captions = [["quarry"], ["green fields"], ["a river"], ["farm houses"], ["open pit quarry"]]
+    store, run_id = build_index(tmp_path / "f.tilescribe.sqlite", rgb_raster, embedder, captions, tile_size=100)
+    tiles = store.tiles(run_id)
+    dense = search(store, embedder, SearchRequest("open pit", k=5, lexical=False))
+    fused = search(store, embedder, SearchRequest("open pit", k=5))
+    assert fused[0].tile_db_id == tiles[4].id and fused[0].caption == "open pit quarry"
+    assert dense[0].tile_db_id != tiles[4].id or dense[0].score == dense[1].score
+    assert {h.tile_db_id for h in fused} == {h.tile_db_id for h in dense}  # reordered, nothing lost
+    by_tile = {h.tile_db_id: h.score for h in dense}
+    assert all(h.score == pytest.approx(by_tile[h.tile_db_id]) for h in fused)  # the cosine, shown as is
+    store.close()
+
+
+def test_word_matches_honour_extent_and_exclusions(index, hashing_embedder):
+    store, run_id = index
+    tiles = store.tiles(run_id)
+    box = tiles[1].bbox  # the harbour tile only (boxes of neighbours touch it: a tiny inset)
+    inset = (box[0] + 1, box[1] + 1, box[2] - 1, box[3] - 1)
+    hits = search(store, hashing_embedder, SearchRequest("boats on a beach", k=5, extent=inset))
+    assert [h.tile_db_id for h in hits] == [tiles[1].id]
+    hits = search(store, hashing_embedder, SearchRequest("boats", k=5, exclude_tiles=(tiles[1].id,)))
+    assert tiles[1].id not in {h.tile_db_id for h in hits}
+
+
+def test_the_command_line_can_rank_by_embeddings_only(tmp_path, rgb_raster, monkeypatch, capsys):
+    import json
+
+    from helpers import in_process_cli
+    from tilescribe.plugin.core.store import Store
+
+    embedder = HashingEmbedder(dim=2)
+    captions = [["quarry"], ["green fields"], ["a river"], ["farm houses"], ["open pit quarry"]]
+    db = tmp_path / "c.tilescribe.sqlite"
+    store, run_id = build_index(db, rgb_raster, embedder, captions, tile_size=100)
+    windows = {t.id: t.window.as_list() for t in store.tiles(run_id)}
+    expected = {flag: [windows[h.tile_db_id] for h in search(store, embedder,
+                                                              SearchRequest("open pit", k=5, lexical=flag))]
+                for flag in (True, False)}
+    store.close()
+    assert expected[True] != expected[False]
+    cli = in_process_cli(monkeypatch, capsys, embedder)
+    for argv, lexical in ((["--no-lexical"], False), ([], True)):
+        code, out, _ = cli("search", "--db", db, "open pit", "-k", 5, "--format", "json", *argv)
+        assert code == 0 and [h["window"] for h in json.loads(out)] == expected[lexical]

@@ -111,6 +111,24 @@ def test_an_error_inside_a_batch_rolls_back_the_whole_batch(tmp_path, rgb_raster
     assert store.vector_count(run_id) == 0
 
 
+def test_a_commit_that_fails_rolls_back_and_the_store_goes_on(tmp_path, rgb_raster, hashing_embedder):
+    # A deferred foreign key is checked at COMMIT: the write fails there, not at the insert.
+    store, run_id = build_index(tmp_path / "i.tilescribe.sqlite", rgb_raster, hashing_embedder, [["a farm"]],
+                                tile_size=128)
+    store.conn.execute("pragma foreign_keys = on")
+    with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+        with store.atomic():
+            store.conn.execute("pragma defer_foreign_keys = on")
+            store.conn.execute("insert into captions (tile_id, variant, one_sentence, feature, caption)"
+                               " values (999999, 0, '', '', 'orphan')")
+    assert not store.conn.in_transaction
+    assert store.conn.execute("select count(*) from captions where tile_id = 999999").fetchone()[0] == 0
+    pending = store.tiles(run_id, "pending")[0]
+    store.save_captions(pending.id, [CaptionVariant.plain("x")], hashing_embedder.embed(["x"]))  # still usable
+    assert store.tile_counts(run_id)["done"] == 2
+    store.close()
+
+
 def test_read_only_open_of_a_current_index(tmp_path, rgb_raster, hashing_embedder):
     path = tmp_path / "i.tilescribe.sqlite"
     store, run_id = build_index(path, rgb_raster, hashing_embedder, [["a farm"]], tile_size=128)

@@ -12,7 +12,7 @@ from tilescribe.plugin.core.store_writes import TileCaptions
 
 def table_counts(store) -> tuple:
     return tuple(store.conn.execute(f"select count(*) from {table}").fetchone()[0]
-                 for table in ("captions", "caption_vec_1", "caption_embeddings", "caption_fts"))
+                 for table in ("captions", "caption_vec_1", "caption_fts"))
 
 
 def test_many_tiles_in_one_write_fill_every_table(tmp_path, rgb_raster, hashing_embedder):
@@ -22,7 +22,7 @@ def test_many_tiles_in_one_write_fill_every_table(tmp_path, rgb_raster, hashing_
                             hashing_embedder.embed([f"tile {t.id} v{v}" for v in range(3)]), raw="{}")
                for t in tiles]
     store.save_captions_many(entries)
-    assert table_counts(store) == (18, 18, 18, 18)
+    assert table_counts(store) == (18, 18, 18)
     assert store.tile_counts(run_id)["done"] == 6
     assert store.vector_state(run_id) == (18, 1)
     np.testing.assert_array_equal(store.vectors_of(tiles[4].id), entries[4].vectors)
@@ -38,7 +38,7 @@ def test_rewriting_a_tile_counts_and_versions_the_run(tmp_path, rgb_raster, hash
     first = store.tiles(run_id, "done")[0]
     store.save_captions(first.id, [CaptionVariant.plain("z")], hashing_embedder.embed(["z"]))
     assert store.vector_state(run_id) == (2, version + 1)
-    assert table_counts(store) == (2, 2, 2, 2)
+    assert table_counts(store) == (2, 2, 2)
     store.close()
 
 
@@ -51,6 +51,6 @@ def test_a_bad_entry_writes_nothing(tmp_path, rgb_raster, hashing_embedder):
         store.save_captions_many(entries)
     with pytest.raises(ValueError, match="once per write"):
         store.save_captions_many([entries[0], entries[0]])
-    assert table_counts(store) == (0, 0, 0, 0)
+    assert table_counts(store) == (0, 0, 0)
     assert store.vector_state(run_id) == (0, 0)
     store.close()

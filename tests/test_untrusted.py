@@ -12,12 +12,11 @@ from pathlib import Path
 import pytest
 from fixtures_server import Reply
 
-from fakes import FakeCaptioner
+from fakes import FakeCaptioner, HashingEmbedder
 from helpers import in_process_cli
 from rasters import write_raster
 from tilescribe.plugin.cli import index_command
 from tilescribe.plugin.core.captioning import tiny_gguf
-from tilescribe.plugin.core.embedding import HashingEmbedder
 from tilescribe.plugin.core.store import Store
 
 PAYLOADS = [

@@ -80,6 +80,7 @@ def test_search_similar_tile_at_and_captions(worker, db):
     ({"cmd": "search", "db": "{db}", "query": ""}, "QueryError", "empty"),
     ({"cmd": "frobnicate"}, "ProtocolError", "unknown command"),
     ({"cmd": "captions"}, "ProtocolError", "captions: field 'db' is missing"),
+    ({"cmd": "search", "db": "{db}", "query": "boats", "kk": 3}, "ProtocolError", "search: unknown field 'kk'"),
 ])
 def test_bad_requests_get_an_error_reply_and_the_worker_lives_on(worker, db, request_, error_type, message):
     request = {k: (v.format(db=db) if isinstance(v, str) else v) for k, v in request_.items()}
@@ -91,3 +92,29 @@ def test_bad_requests_get_an_error_reply_and_the_worker_lives_on(worker, db, req
 def test_worker_exits_cleanly_when_the_client_disappears():
     process = WorkerProcess()
     assert process.close() == 0
+
+
+def test_a_damaged_index_gets_the_clis_message_and_type(worker, db, tmp_path):
+    import shutil
+    import sqlite3
+
+    damaged = tmp_path / "d.tilescribe.sqlite"
+    shutil.copy(db, damaged)
+    with sqlite3.connect(damaged) as conn:
+        conn.execute("update caption_vec_1_vector_chunks00 set vectors = zeroblob(100)")
+    reply = worker.ask({"id": 11, "cmd": "search", "db": str(damaged), "query": "boats", "mode": "exact"})
+    assert reply["error"]["type"] == "IndexFileError"
+    assert reply["error"]["message"].startswith(f"Index {damaged} cannot be read (")
+    assert "it is damaged" in reply["error"]["message"] and "restore a copy" in reply["error"]["message"]
+
+
+def test_the_client_raises_the_workers_error_as_its_core_class():
+    from tilescribe.plugin.core.errors import IndexFileError, QueryError
+    from tilescribe.plugin.qgis.worker_client import WorkerError, remote_error
+
+    remote_error("QueryError", "made once, then reused")
+    error = remote_error("QueryError", "The query is empty")
+    assert isinstance(error, QueryError) and isinstance(error, WorkerError)
+    assert str(error) == "The query is empty" and error.kind == "QueryError"
+    assert isinstance(remote_error("IndexFileError", "x"), IndexFileError)
+    assert type(remote_error("InternalError", "x")) is WorkerError  # no core class: stays generic

@@ -11,10 +11,11 @@ from pathlib import Path
 from ..core.captioning.engine_info import describe_engine
 from ..core.captioning.factory import ENGINES, CaptionerSettings, make_captioner
 from ..core.errors import ModelError
-from ..core.indexer import MAX_TILE_ATTEMPTS, IndexSettings, index_raster
+from ..core.index_settings import INDEX_SUFFIX, IndexSettings, default_index_path
+from ..core.indexer import MAX_TILE_ATTEMPTS, index_raster
 from ..core.locking import IndexerLock
 from ..core.rendering import RenderSettings
-from ..core.store import INDEX_SUFFIX, Store
+from ..core.store import Store
 from .common import add_embedder_argument, load_embedder, non_negative_int, positive_int, say
 from .progress import ProgressBar, format_duration
 
@@ -27,9 +28,12 @@ def register(subparsers) -> None:
     parser.add_argument("raster", help="GeoTIFF, VRT or any raster GDAL reads")
     parser.add_argument("--db", default=None, help=f"index file (default: beside the raster, *{INDEX_SUFFIX})")
     add_captioner_arguments(parser)
-    parser.add_argument("--tile-size", type=positive_int, default=512, help="tile size in px (default 512)")
-    parser.add_argument("--overlap", type=non_negative_int, default=0, help="overlap in px (default 0)")
-    parser.add_argument("--variants", type=positive_int, default=5, help="caption variants per tile (default 5)")
+    parser.add_argument("--tile-size", type=positive_int, default=IndexSettings.tile_size,
+                        help=f"tile size in px (default {IndexSettings.tile_size})")
+    parser.add_argument("--overlap", type=non_negative_int, default=IndexSettings.overlap,
+                        help=f"overlap in px (default {IndexSettings.overlap})")
+    parser.add_argument("--variants", type=positive_int, default=IndexSettings.variants,
+                        help=f"caption variants per tile (default {IndexSettings.variants})")
     parser.add_argument("--retry-failed", action="store_true",
                         help=f"retry every failed tile (by default each is tried in at most "
                              f"{MAX_TILE_ATTEMPTS} runs, then left failed with its reason)")
@@ -104,11 +108,6 @@ def context_size(text: str):
     return None if text.strip().lower() == "auto" else positive_int(text)
 
 
-def default_db(raster: str) -> Path:
-    path = Path(raster)
-    return path.with_name(path.stem + INDEX_SUFFIX)
-
-
 def run(args) -> int:
     # Before any OpenMP runtime loads: the embedder's imports (scikit-learn) load one first,
     # and its spinning threads then slowed llama.cpp's captioning ten-fold (llama_backend.py).
@@ -117,7 +116,7 @@ def run(args) -> int:
     if settings.is_placeholder:
         say("note: no VLM given (--model/--mmproj, --server, or TILESCRIBE_MODEL/TILESCRIBE_MMPROJ): "
             "using the tiny test model, whose captions are meaningless placeholders.")
-    db = Path(args.db) if args.db else default_db(args.raster)
+    db = Path(args.db or default_index_path(args.raster))
     index_settings = IndexSettings(args.tile_size, args.overlap, args.variants,
                                    RenderSettings(bands=tuple(args.bands) if args.bands else None),
                                    retry_failed=args.retry_failed)

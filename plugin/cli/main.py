@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-import re
 import sqlite3
 import sys
 
 from ..core.errors import Cancelled, TileScribeError
+from ..core.sqlite_errors import read_failure
 
 # Each module has `register(subparsers)`, which adds its parser with `func=run`.
 COMMAND_MODULES = [
@@ -28,8 +28,6 @@ COMMAND_MODULES = [
 EXIT_ERROR = 2
 EXIT_CANCELLED = 130
 EXIT_INTERNAL = 70  # sysexits.h EX_SOFTWARE
-# What SQLite and sqlite-vec say when pages of an index file are damaged.
-_DAMAGED = re.compile(r"malformed|corrupt|not a database|blob read error|blob size doesn.t match", re.I)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,10 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     except sqlite3.DatabaseError as exc:
-        if not _DAMAGED.search(str(exc)) or not getattr(args, "db", None):
+        failure = read_failure(getattr(args, "db", None), exc)
+        if failure is None:
             return _internal_error(exc)
-        print(f"tilescribe: error: Index {args.db} cannot be read ({exc}): it is damaged. Index the "
-              "raster again into a new file (--db), or restore a copy.", file=sys.stderr)
+        print(f"tilescribe: error: {failure}", file=sys.stderr)
         return EXIT_ERROR
     except Exception as exc:  # a failure no message covers yet (a bug): one line, not a traceback
         return _internal_error(exc)

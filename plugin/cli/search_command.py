@@ -23,6 +23,8 @@ def register(subparsers) -> None:
     parser.add_argument("--run", type=int, default=None, help="run to search (default: the latest)")
     parser.add_argument("--extent", type=float, nargs=4, metavar=("MINX", "MINY", "MAXX", "MAXY"),
                         help="only tiles meeting this box (in the raster's CRS)")
+    parser.add_argument("--no-lexical", dest="lexical", action="store_false",
+                        help="rank by caption embeddings only (default: fused with BM25 word matches)")
     parser.add_argument("--output", "-o", default=None, help="write to this file instead of stdout")
     parser.set_defaults(func=run)
 
@@ -33,7 +35,7 @@ def run(args) -> int:
     # Searching writes nothing; opened writable when it can be, an older index is upgraded on the way.
     with Store(args.db, readonly=not index_writable(Path(args.db))) as store:
         embedder = load_embedder(args.embedder)
-        hits = search(store, embedder, SearchRequest(args.query, args.k, args.run, extent))
+        hits = search(store, embedder, SearchRequest(args.query, args.k, args.run, extent, lexical=args.lexical))
         if args.run is None and hits:
             _say_which_run(store, hits[0].run_id)
     text = FORMATTERS[args.format](hits)

@@ -113,14 +113,14 @@ def _legacy_similarity(store: Store, embedder_id: int, embedder: Embedder) -> Op
     model reproduces none.
     """
     rows = store.conn.execute(
-        "select c.one_sentence, c.feature, c.caption, ce.embedding from captions c"
-        " join caption_embeddings ce on ce.caption_id = c.id join tiles t on t.id = c.tile_id"
-        " join runs r on r.id = t.run_id where r.embedder_id = ? order by c.id limit ?",
-        (embedder_id, LEGACY_SAMPLES)).fetchall()
+        "select c.id, c.one_sentence, c.feature, c.caption, t.run_id from captions c"
+        " join tiles t on t.id = c.tile_id join runs r on r.id = t.run_id"
+        " where r.embedder_id = ? order by c.id limit ?", (embedder_id, LEGACY_SAMPLES)).fetchall()
     if not rows:
         return None
-    fresh = embedder.embed([CaptionVariant(*row[:3]).embedding_text() for row in rows])
-    stored = np.array([np.frombuffer(row[3], dtype=np.float32) for row in rows])
+    found, stored = store.vector_reader(rows[0][4]).read(np.array([row[0] for row in rows]))
+    rows = [row for row in rows if row[0] in set(found.tolist())]  # ascending ids, as `found`
+    fresh = embedder.embed([CaptionVariant(*row[1:4]).embedding_text() for row in rows])
     if stored.shape != fresh.shape:
         return 0.0
     return float(np.max(np.sum(stored * fresh, axis=1)))

@@ -86,24 +86,3 @@ def normalise_rows(vectors: np.ndarray) -> np.ndarray:
     vectors = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return vectors / np.where(norms == 0, 1.0, norms)
-
-
-class HashingEmbedder:
-    """Deterministic bag-of-words embedder for fast unit tests (not for real search).
-
-    Words hash into buckets, so texts sharing words are close: enough to test
-    ranking logic without loading a model.
-    """
-
-    def __init__(self, dim: int = 64, name: str = "hashing-test"):
-        self.dim = dim
-        self.name = name
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        import zlib
-
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for row, text in enumerate(texts):
-            for word in text.lower().split():
-                out[row, zlib.crc32(word.strip(".,;:").encode()) % self.dim] += 1.0
-        return normalise_rows(out)

@@ -1,5 +1,7 @@
 """Errors a user can act on: each message names the file or setting and what to do."""
 
+from __future__ import annotations
+
 
 class TileScribeError(Exception):
     """Base of every error shown to the user; str(err) is the whole message."""
@@ -45,3 +47,18 @@ class IndexingError(TileScribeError):
 
 class Cancelled(TileScribeError):
     """The user cancelled; work committed so far is kept."""
+
+
+class ProtocolError(TileScribeError):
+    """A request line that is not a valid request: not JSON, unknown command or field, a bad field."""
+
+
+def error_class(name: str) -> type[TileScribeError] | None:
+    """The TileScribeError subclass of this name (how an error's type crosses the worker pipe)."""
+    pending = [TileScribeError]
+    while pending:  # breadth first: the class itself before subclasses that share its name
+        cls = pending.pop(0)
+        if cls.__name__ == name:
+            return cls
+        pending.extend(cls.__subclasses__())
+    return None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+import logging
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -13,6 +13,8 @@ from .store import Store
 
 # Below this many vectors the exact search takes tens of milliseconds: no index worth holding.
 FAST_MIN_VECTORS = 50_000
+
+log = logging.getLogger(__name__)
 
 Key = tuple[str, int]
 
@@ -95,8 +97,7 @@ class FastIndexCache:
                 index = FastIndex.load(store, run_id)
             self._put(key, index)
         except Exception as exc:  # searches go on exactly; say why once
-            print(f"tilescribe: fast search index for run {run_id} of {path} failed to load: {exc!r}",
-                  file=sys.stderr)
+            log.warning("fast search index for run %s of %s failed to load: %r", run_id, path, exc)
             with self._lock:
                 self._failed[key] = state
         finally:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
-import itertools
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
 from .errors import IndexFileError
 from .store import Store
-from .store_writes import ids_param
+from .store_reads import VectorReader, run_caption_ids, snapshot, tile_boxes
 
 # Stage 1 scores every vector in the first STAGE1_DIMS principal components, as
 # float32 (a million vectors: 128 MB streamed per query); stage 2 re-ranks the
@@ -106,15 +104,15 @@ class FastIndex:
     def load(cls, store: Store, run_id: int) -> "FastIndex":
         """Read and project every vector of the run (in chunks: memory stays at the projected size)."""
         dim = store.run_info(run_id)["dim"]
-        with _snapshot(store):
+        with snapshot(store.conn):
             state = store.vector_state(run_id)
-            caption_ids, tile_ids = _caption_ids(store, run_id)
+            caption_ids, tile_ids = run_caption_ids(store.conn, run_id)
             sample = np.sort(np.random.default_rng(0).permutation(caption_ids)[:PCA_SAMPLE])
-            sample_vectors = _read_vectors(store, sample, dim)[1]
-            projection = Projection.fit(sample_vectors, min(dim, STAGE1_DIMS + STAGE2_DIMS))
-            stage1, stage2 = _projected_rows(store, caption_ids, dim, projection)
+            reader = store.vector_reader(run_id)
+            projection = Projection.fit(reader.read(sample)[1], min(dim, STAGE1_DIMS + STAGE2_DIMS))
+            stage1, stage2 = _projected_rows(store, reader, caption_ids, projection)
             tile_list, tile_pos = np.unique(tile_ids, return_inverse=True)
-            tiles = Columns(id=tile_list, bbox=_tile_boxes(store, run_id, tile_list))
+            tiles = Columns(id=tile_list, bbox=tile_boxes(store.conn, run_id, tile_list))
         rows = Columns(stage1=stage1, stage2=stage2, caption_id=caption_ids, tile=tile_pos.astype(np.int32))
         return cls(run_id, (len(caption_ids), state[1]), projection, rows, tiles)
 
@@ -123,16 +121,16 @@ class FastIndex:
         state = store.vector_state(self.run_id)
         if state[1] == self.state[1]:
             return True
-        dim = self.projection.basis.shape[0]
-        with _snapshot(store):
+        with snapshot(store.conn):
             state = store.vector_state(self.run_id)
             last = int(self.rows["caption_id"][-1]) if self.rows.n else 0
-            caption_ids, tile_ids = _caption_ids(store, self.run_id, after=last)
+            caption_ids, tile_ids = run_caption_ids(store.conn, self.run_id, after=last)
             if self.rows.n + len(caption_ids) != state[0] or np.isin(tile_ids, self.tiles["id"]).any():
                 return False  # captions were replaced or deleted: appending cannot express that
-            stage1, stage2 = _projected_rows(store, caption_ids, dim, self.projection)
+            stage1, stage2 = _projected_rows(store, store.vector_reader(self.run_id), caption_ids,
+                                             self.projection)
             new_tiles, tile_pos = np.unique(tile_ids, return_inverse=True)
-            boxes = _tile_boxes(store, self.run_id, new_tiles)
+            boxes = tile_boxes(store.conn, self.run_id, new_tiles)
         self.rows.append(stage1=stage1, stage2=stage2, caption_id=caption_ids,
                          tile=(tile_pos + self.tiles.n).astype(np.int32))
         self.tiles.append(id=new_tiles, bbox=boxes)
@@ -205,9 +203,10 @@ class FastIndex:
         order = np.argsort(caption_ids)
         rows, caption_ids = rows[order], caption_ids[order]
         scores = np.full(len(rows), -np.inf, dtype=np.float32)
+        reader = store.vector_reader(self.run_id)
         for start in range(0, len(rows), READ_CHUNK):  # chunks: an exact pass never holds every float
             chunk = caption_ids[start:start + READ_CHUNK]
-            found, vectors = _read_vectors(store, chunk, len(query))
+            found, vectors = reader.read(chunk)
             scores[start + np.searchsorted(chunk, found)] = _cosine(vectors, query)
         ranked = np.argsort(-scores, kind="stable")
         ranked = ranked[np.isfinite(scores[ranked])]
@@ -223,42 +222,7 @@ def _cosine(vectors: np.ndarray, query: np.ndarray) -> np.ndarray:
     return (vectors @ query) / np.where(norms == 0, 1.0, norms)
 
 
-@contextlib.contextmanager
-def _snapshot(store: Store) -> Iterator[None]:
-    """One read transaction, so the state and the rows read come from the same moment."""
-    if store.conn.in_transaction:
-        yield
-        return
-    store.conn.execute("begin")
-    try:
-        yield
-    finally:
-        store.conn.execute("commit")
-
-
-def _caption_ids(store: Store, run_id: int, after: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(caption ids ascending, their tile ids) of a run's captions with ids above `after`."""
-    cursor = store.conn.execute(
-        "select c.id, c.tile_id from captions c join tiles t on t.id = c.tile_id"
-        " where t.run_id = ? and c.id > ? order by c.id", (run_id, after),
-    )
-    # Straight into numpy: a list of a million row tuples would cost ~100 MB for a moment.
-    pairs = np.fromiter(itertools.chain.from_iterable(cursor), dtype=np.int64).reshape(-1, 2)
-    return np.ascontiguousarray(pairs[:, 0]), np.ascontiguousarray(pairs[:, 1])
-
-
-def _read_vectors(store: Store, caption_ids: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """(ids found, float32 vectors) for ascending caption ids, read by primary key."""
-    rows = store.conn.execute(
-        "select caption_id, embedding from caption_embeddings"
-        " where caption_id in (select value from json_each(?)) order by caption_id",
-        (ids_param(caption_ids),),
-    ).fetchall()
-    found = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
-    return found, np.frombuffer(b"".join(row[1] for row in rows), dtype=np.float32).reshape(-1, dim)
-
-
-def _projected_rows(store: Store, caption_ids: np.ndarray, dim: int,
+def _projected_rows(store: Store, reader: VectorReader, caption_ids: np.ndarray,
                     projection: Projection) -> tuple[np.ndarray, np.ndarray]:
     """(stage-1, stage-2) projections of these captions' vectors, read a chunk at a time.
 
@@ -270,27 +234,11 @@ def _projected_rows(store: Store, caption_ids: np.ndarray, dim: int,
     stage2 = np.empty((len(caption_ids), dims - d1), dtype=np.float16)
     for start in range(0, len(caption_ids), READ_CHUNK):
         chunk = caption_ids[start:start + READ_CHUNK]
-        rows = store.conn.execute(
-            "select caption_id, embedding from caption_embeddings where caption_id between ? and ?"
-            " order by caption_id", (int(chunk[0]), int(chunk[-1])),
-        ).fetchall()
-        # The id range may hold other runs' captions too: keep this run's only.
-        ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
-        keep = np.flatnonzero(np.isin(ids, chunk))
-        if len(keep) != len(chunk):
+        found, vectors = reader.read(chunk)
+        if len(found) != len(chunk):
             raise IndexFileError(f"Index {store.path} lacks vectors of some captions (ids {int(chunk[0])}.."
                                  f"{int(chunk[-1])}); it may be damaged. Re-create it or restore a copy.")
-        vectors = np.frombuffer(b"".join(rows[i][1] for i in keep), dtype=np.float32).reshape(-1, dim)
         projected = projection(vectors)
         stage1[start:start + len(chunk)] = projected[:, :d1]
         stage2[start:start + len(chunk)] = projected[:, d1:]
     return stage1, stage2
-
-
-def _tile_boxes(store: Store, run_id: int, tile_ids: np.ndarray) -> np.ndarray:
-    """(minx, miny, maxx, maxy) rows for ascending tile ids of a run."""
-    rows = store.conn.execute(
-        "select id, minx, miny, maxx, maxy from tiles where run_id = ? and id in"
-        " (select value from json_each(?)) order by id", (run_id, ids_param(tile_ids)),
-    ).fetchall()
-    return np.array([row[1:] for row in rows], dtype=np.float64).reshape(-1, 4)

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import IndexingError
+from .errors import IndexFileError, IndexingError
 from .store import Store, vec_table
+from .store_reads import run_caption_ids
 
 KNOWN_SEARCHES = 3  # per run: the first, middle and last caption
 SAME_VECTOR = 1e-4  # cosine distance of a vector to itself, float noise included
@@ -104,12 +105,12 @@ def _frames_not_checkpointed(path: Path) -> int:
 
 
 def _check_tables(store: Store, report: CheckReport) -> None:
-    captions, plain, words = (store.conn.execute(f"select count(*) from {table}").fetchone()[0]
-                              for table in ("captions", "caption_embeddings", "caption_fts"))
+    captions, words = (store.conn.execute(f"select count(*) from {table}").fetchone()[0]
+                       for table in ("captions", "caption_fts"))
     orphans = store.conn.execute(
         "select count(*) from captions c where not exists (select 1 from tiles t where t.id = c.tile_id)").fetchone()[0]
-    if not captions == plain == words:
-        report.problems.append(f"{captions} captions, but {plain} plain vectors and {words} word entries.")
+    if not captions == words:
+        report.problems.append(f"{captions} captions, but {words} word entries.")
     if orphans:
         report.problems.append(f"{orphans} captions belong to no tile.")
 
@@ -131,21 +132,24 @@ def _check_counts(store: Store, run_id: int, embedder_id: int, problems: list) -
 
 
 def _check_vectors(store: Store, run_id: int, dim: int, problems: list) -> None:
-    """Every plain vector of the run: dim float32 values, finite, unit length (or zero)."""
-    last = 0
-    while rows := store.conn.execute(
-            "select c.id, ce.embedding from captions c join tiles t on t.id = c.tile_id join caption_embeddings ce"
-            " on ce.caption_id = c.id where t.run_id = ? and c.id > ? order by c.id limit ?",
-            (run_id, last, CHUNK)).fetchall():
-        last = rows[-1][0]
-        wrong = [cid for cid, blob in rows if len(blob) != dim * 4]
-        if wrong:
-            problems.append(f"Run {run_id}: vectors of captions {wrong[:5]} are not {dim} float32 values.")
+    """Every vector of the run (its one copy, in vec0's chunks): dim float32 values, finite, unit (or zero)."""
+    caption_ids, _ = run_caption_ids(store.conn, run_id)
+    reader = store.vector_reader(run_id)
+    for start in range(0, len(caption_ids), CHUNK):
+        ids = caption_ids[start:start + CHUNK]
+        try:
+            found, vectors = reader.read(ids)
+        except IndexFileError as exc:
+            problems.append(str(exc))
             return
-        norms = np.linalg.norm(np.frombuffer(b"".join(b for _, b in rows), dtype=np.float32).reshape(-1, dim), axis=1)
-        bad = [rows[i][0] for i in np.flatnonzero(~np.isfinite(norms) | ((np.abs(norms - 1) > 1e-3) & (norms != 0)))]
-        if bad:
-            problems.append(f"Run {run_id}: vectors of captions {bad[:5]} are not finite unit vectors.")
+        missing = np.setdiff1d(ids, found)
+        if len(missing):
+            problems.append(f"Run {run_id}: captions {missing[:5].tolist()} have no vector.")
+            return
+        norms = np.linalg.norm(vectors, axis=1)
+        bad = found[~np.isfinite(norms) | ((np.abs(norms - 1) > 1e-3) & (norms != 0))]
+        if len(bad):
+            problems.append(f"Run {run_id}: vectors of captions {bad[:5].tolist()} are not finite unit vectors.")
             return
 
 
@@ -155,14 +159,17 @@ def _known_searches(store: Store, run_id: int, embedder_id: int, problems: list)
         "select c.id from captions c join tiles t on t.id = c.tile_id where t.run_id = ? order by c.id", (run_id,))]
     picks = sorted({ids[0], ids[len(ids) // 2], ids[-1]}) if ids else []
     for caption_id in picks[:KNOWN_SEARCHES]:
-        row = store.conn.execute("select embedding from caption_embeddings where caption_id = ?",
-                                 (caption_id,)).fetchone()
-        if row is None:
-            problems.append(f"Run {run_id}: caption {caption_id} has no plain vector.")
+        try:
+            found, vectors = store.vector_reader(run_id).read(np.array([caption_id]))
+        except IndexFileError as exc:
+            problems.append(str(exc))
+            continue
+        if not len(found):
+            problems.append(f"Run {run_id}: caption {caption_id} has no vector.")
             continue
         hits = store.conn.execute(
             f"select caption_id, distance from {vec_table(embedder_id)} where embedding match ? and k = 8"
-            " and run_id = ? order by distance", (row[0], run_id)).fetchall()
+            " and run_id = ? order by distance", (vectors[0].tobytes(), run_id)).fetchall()
         exact = [cid for cid, distance in hits if distance <= SAME_VECTOR]
         if caption_id not in exact and not len(exact) == len(hits) == 8:  # 8 exact: duplicates of it
             problems.append(f"Run {run_id}: caption {caption_id}'s own vector does not find it (best match "

@@ -12,7 +12,7 @@ from .captions import FIELDS, CaptionVariant
 from .embedding import Embedder
 from .embedder_identity import resolve_embedder
 from .errors import CaptionImportError
-from .indexer import write_failure
+from .sqlite_errors import write_failure
 from .store import Store
 from .tiling import Tile, TileGrid, Window, open_raster, read_info
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from itertools import islice
-from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
 from .captioning.base import CaptionResult
@@ -17,36 +15,22 @@ from .changes import requeue_changed_tiles, save_pixel_hashes
 from .embedder_identity import resolve_embedder
 from .embedding import Embedder
 from .errors import CaptionError, IndexingError, TileScribeError
+from .index_settings import IndexSettings
 from .locking import IndexerLock
 from .health import check_after_crash
 from .rendering import RenderSettings, choose_bands, read_palette, render_identity, render_tile_png
+from .sqlite_errors import write_failure
 from .store import Store, StoredTile
 from .tiling import (Tile, TileGrid, check_tile_size_to_read, content_skip_reason, gdal_errors_as_exceptions,
                      open_raster, pixel_hash, read_info, read_window)
 
 REGISTER_BATCH = 10_000  # tiles per transaction while a grid is registered: memory stays flat
 TODO_PAGE = 1_000  # tiles read from the index at a time while indexing
-# Less free space than this (on the disk, or below the index's page limit) when a write
-# fails: the write failed for want of space, whatever the error says (sqlite-vec's does not).
-LOW_SPACE_BYTES = 32 << 20
 # Runs that may try a tile before it is left failed with its reason (--retry-failed forces more).
 MAX_TILE_ATTEMPTS = 3
 # Unexpected errors (not a bad answer: a crash inside the engine) on this many tiles in a
 # row mean the engine is broken, not the tiles: stop instead of failing the whole raster.
 CONSECUTIVE_CRASH_LIMIT = 5
-
-
-@dataclass(frozen=True)
-class IndexSettings:
-    tile_size: int = 512
-    overlap: int = 0
-    variants: int = 5
-    render: RenderSettings = RenderSettings()
-    # A resumed run retries failed tiles up to MAX_TILE_ATTEMPTS runs; True retries them all.
-    retry_failed: bool = False
-
-    def __post_init__(self):
-        check_tile_size_to_read(self.tile_size)  # where settings are made: before any model loads
 
 
 @dataclass
@@ -167,60 +151,6 @@ def tiles_to_do(store: Store, run_id: int, statuses: Sequence[str],
             if tile is not None and tile.status in statuses:
                 yield tile
         last = ids[-1]
-
-
-def write_failure(path, exc: BaseException, conn: Optional[sqlite3.Connection] = None) -> Optional[IndexingError]:
-    """An IndexingError saying what to do about an SQLite error while writing the index at `path`.
-
-    None when the error is none of: no space, locked by another program, read-only, I/O
-    error, damaged file. SQLite rolls back a transaction that ran out of space, and the
-    rollback's own error then hides the first one: the whole chain is read.
-    """
-    text = " | ".join(str(e).lower() for e in _exception_chain(exc))
-    kept = "What was written before is kept."
-    again = "then run the same command again: it continues where it stopped."
-    if " is full" in text or (("vec" in text or "i/o" in text) and _low_on_space(Path(path), conn)):
-        return IndexingError(
-            f"No space left to write the index {path}: the disk is full (or the index reached its "
-            f"size limit). {kept} Free some space on that disk, {again}")
-    if "locked" in text or "busy" in text:
-        return IndexingError(
-            f"Another program is writing to the index {path} (a database browser with unsaved changes?). "
-            f"{kept} Close it there, {again}")
-    if "readonly" in text or "read-only" in text:
-        return IndexingError(
-            f"The index {path} cannot be written (a read-only file, folder or disk). {kept} Make it "
-            f"writable, or copy it to a folder you can write and give that copy with --db; {again}")
-    if "disk i/o error" in text:
-        return IndexingError(
-            f"The disk failed while writing the index {path} (disk I/O error). {kept} Check the disk "
-            f"(or network share), {again}")
-    if "malformed" in text or "not a database" in text:
-        return IndexingError(
-            f"The index {path} is damaged ({exc}). Index into a new file (--db), or restore a copy.")
-    return None
-
-
-def _exception_chain(exc: BaseException) -> list[BaseException]:
-    chain, seen = [], set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        chain.append(exc)
-        exc = exc.__cause__ or exc.__context__
-    return chain
-
-
-def _low_on_space(path: Path, conn: Optional[sqlite3.Connection]) -> bool:
-    try:
-        if shutil.disk_usage(path.resolve().parent).free < LOW_SPACE_BYTES:
-            return True
-        if conn is not None:
-            pages, limit, size = (conn.execute(f"pragma {name}").fetchone()[0]
-                                  for name in ("page_count", "max_page_count", "page_size"))
-            return (limit - pages) * size < LOW_SPACE_BYTES
-    except (OSError, sqlite3.Error):
-        pass
-    return False
 
 
 # Settings that change how fast captions come, not what they say: a resumed run may

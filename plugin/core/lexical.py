@@ -6,9 +6,10 @@ import re
 from typing import Iterable, Sequence
 
 from .store import Store
+from .store_reads import word_matches
 
 MAX_TERMS = 64
-RRF_K = 60  # the usual reciprocal-rank-fusion constant: damps the weight of top ranks
+RRF_K = 60  # the constant of Cormack et al. (2009), also SQLite/Elastic's usual default
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -22,18 +23,14 @@ def fts_query(text: str) -> str:
     return " OR ".join(f'"{word}"' for word in dict.fromkeys(words))
 
 
-def lexical_ranking(store: Store, run_id: int, text: str, limit: int = 200) -> list[tuple[int, int]]:
-    """[(tile_db_id, caption_id)] best BM25 match first, one entry per tile."""
+def lexical_ranking(store: Store, run_id: int, text: str, limit: int = 200, extent=None,
+                    exclude: Sequence[int] = ()) -> list[tuple[int, int]]:
+    """[(tile_db_id, caption_id)] best BM25 match first, one entry per tile meeting the extent."""
     query = fts_query(text)
     if not query:
         return []
-    rows = store.conn.execute(
-        "select c.tile_id, f.rowid from caption_fts f join captions c on c.id = f.rowid"
-        " join tiles t on t.id = c.tile_id where caption_fts match ? and t.run_id = ?"
-        " order by bm25(caption_fts) limit ?",
-        (query, run_id, limit * 8),
-    ).fetchall()
-    seen, ranking = set(), []
+    rows = word_matches(store.conn, query, run_id, extent, (limit + len(exclude)) * 8)
+    seen, ranking = set(exclude), []
     for tile_id, caption_id in rows:
         if tile_id not in seen:
             seen.add(tile_id)
@@ -41,10 +38,15 @@ def lexical_ranking(store: Store, run_id: int, text: str, limit: int = 200) -> l
     return ranking[:limit]
 
 
-def reciprocal_rank_fusion(rankings: Sequence[Iterable[int]], k: int = RRF_K) -> list[tuple[int, float]]:
+def rrf(rank):
+    """One ranking's share of a fused score (rank 1 = best); works on numpy arrays of ranks too."""
+    return 1.0 / (RRF_K + rank)
+
+
+def reciprocal_rank_fusion(rankings: Sequence[Iterable[int]]) -> list[tuple[int, float]]:
     """[(item, fused score)] best first; an item missing from a ranking gets nothing from it."""
     scores: dict[int, float] = {}
     for ranking in rankings:
         for rank, item in enumerate(ranking, start=1):
-            scores[item] = scores.get(item, 0.0) + 1.0 / (k + rank)
+            scores[item] = scores.get(item, 0.0) + rrf(rank)
     return sorted(scores.items(), key=lambda pair: (-pair[1], pair[0]))

@@ -143,8 +143,19 @@ def _m004_run_identity(conn: sqlite3.Connection) -> None:
     )
 
 
+def _m005_one_vector_copy(conn: sqlite3.Connection) -> None:
+    """One float copy of each vector: the vec0 table's. The plain copy of migration 2 goes.
+
+    Both copies were always written in one transaction, so nothing is lost. Re-scoring
+    now reads vectors by offset from vec0's chunks (store_reads.py), as fast as the
+    plain table's primary-key reads; a 1M-vector file drops from 3.9 GB to ~1.9 GB.
+    The freed pages are reused by later writes (VACUUM returns them to the disk).
+    """
+    conn.execute("drop table if exists caption_embeddings")
+
+
 # Append only: a released file never changes a migration it already ran.
-MIGRATIONS = [_m001_initial, _m002_plain_vectors, _m003_tile_attempts, _m004_run_identity]
+MIGRATIONS = [_m001_initial, _m002_plain_vectors, _m003_tile_attempts, _m004_run_identity, _m005_one_vector_copy]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

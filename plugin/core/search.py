@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional, Sequence
 
 import numpy as np
@@ -13,7 +13,9 @@ from .embedder_identity import check_embedder
 from .embedding import Embedder
 from .errors import QueryError
 from .fast_cache import FAST_MIN_VECTORS, FastIndexCache
-from .fastsearch import FastIndex
+from .fastsearch import Best, FastIndex, pool_sizes
+from .lexical import lexical_ranking, reciprocal_rank_fusion
+from . import store_reads
 from .store import Store, vec_table
 from .tiling import Window
 
@@ -21,6 +23,9 @@ MAX_QUERY_CHARS = 2000  # embedders truncate long input anyway; refuse pasted do
 MAX_K = 1000
 KNN_LIMIT = 4096  # sqlite-vec's largest k
 MODES = ("auto", "exact", "fast")
+# Tiles taken from each ranking before fusing (k when k is larger); past rank 40 a tile gets
+# under 0.6 of rank 1's share from that ranking (RRF_K = 60), so deeper lists change little.
+FUSION_DEPTH = 40
 
 Extent = tuple[float, float, float, float]  # minx, miny, maxx, maxy in the raster's CRS
 
@@ -63,6 +68,9 @@ class SearchRequest:
     # re-scoring (fastsearch.py); without a cache it loads the index for this one query.
     # "auto": fast for large runs once a cache holds a warm index, exact otherwise.
     mode: str = "auto"
+    # Text queries: fuse the dense ranking with BM25 word matches over the caption variants
+    # (reciprocal rank fusion). On by default: better on both eval proxies (README, Evaluation).
+    lexical: bool = True
 
 
 def check_query(query: str, k: int) -> str:
@@ -105,15 +113,19 @@ def check_extent(extent: Optional[Sequence[float]]) -> Optional[Extent]:
 
 
 def resolve_run(store: Store, run_id: Optional[int]) -> int:
+    return _run(store, run_id)["id"]
+
+
+def _run(store: Store, run_id: Optional[int]) -> dict:
+    """The run to search (the latest with captions by default): looked up once per query."""
     if run_id is not None:
-        store.run_info(run_id)  # raises a clear error for an unknown run
-        return run_id
+        return store.run_info(run_id)  # raises a clear error for an unknown run
     latest = store.latest_searchable_run()
     if latest is None:
         raise QueryError(
             f"Index {store.path} has no captioned tiles yet: index a raster or import captions first."
         )
-    return latest
+    return store.run_info(latest)
 
 
 def search(store: Store, embedder: Embedder, request: SearchRequest,
@@ -121,22 +133,51 @@ def search(store: Store, embedder: Embedder, request: SearchRequest,
     """Rank the tiles of one run for a text query."""
     query = check_query(request.query, request.k)
     check_extent(request.extent)
-    run_id = resolve_run(store, request.run_id)
-    _check_embedder(store, run_id, embedder)
-    vector = embedder.embed([query])[0]
-    return search_vector(store, vector, request, run_id, fast_cache)
+    run = _run(store, request.run_id)
+    _check_embedder(store, run, embedder)
+    vector = np.asarray(embedder.embed([query])[0], dtype=np.float32)
+    if not request.lexical:
+        return _hits(store, run, _dense(store, vector, request, run, fast_cache, request.k))
+    return _hits(store, run, _fused(store, query, vector, request, run, fast_cache))
 
 
 def search_vector(store: Store, vector: np.ndarray, request: SearchRequest, run_id: int,
                   fast_cache: Optional[FastIndexCache] = None) -> list[SearchHit]:
     """Rank tiles for a query vector (also used by "find similar")."""
+    run = store.run_info(run_id)
     vector = np.asarray(vector, dtype=np.float32)
-    index = _fast_index(store, run_id, request.mode, fast_cache)
+    return _hits(store, run, _dense(store, vector, request, run, fast_cache, request.k))
+
+
+def _dense(store: Store, vector: np.ndarray, request: SearchRequest, run: dict,
+           cache: Optional[FastIndexCache], depth: int) -> Best:
+    """The `depth` best tiles by cosine; the fast path re-scores as many vectors as for request.k."""
+    index = _fast_index(store, run["id"], request.mode, cache)
     if index is None:
-        best = _best_variant_per_tile(store, run_id, vector, request)
-    else:
-        best = index.search(store, vector, request.k, request.extent, request.exclude_tiles)
-    return _hits(store, run_id, best)
+        return _best_variant_per_tile(store, run, vector, replace(request, k=depth))
+    return index.search(store, vector, depth, request.extent, request.exclude_tiles,
+                        rescored=pool_sizes(request.k, 0)[0])
+
+
+def _fused(store: Store, query: str, vector: np.ndarray, request: SearchRequest, run: dict,
+           cache: Optional[FastIndexCache]) -> Best:
+    """Dense and BM25 rankings fused by reciprocal rank; each hit keeps the cosine of its variant."""
+    depth = max(request.k, FUSION_DEPTH)
+    dense = _dense(store, vector, request, run, cache, depth)
+    words = lexical_ranking(store, run["id"], query, depth, request.extent, request.exclude_tiles)
+    best = {tile: (tile, caption, score) for tile, caption, score in dense}
+    word_only = [(tile, caption) for tile, caption in words if tile not in best]
+    if word_only:
+        found, vectors = store.vector_reader(run["id"]).read(np.array([c for _, c in word_only], dtype=np.int64))
+        cosines = dict(zip(found.tolist(), _cosines(vectors, vector)))
+        best.update((tile, (tile, caption, cosines.get(caption, 0.0))) for tile, caption in word_only)
+    fused = reciprocal_rank_fusion([[tile for tile, _, _ in dense], [tile for tile, _ in words]])
+    return [best[tile] for tile, _ in fused[:request.k]]
+
+
+def _cosines(vectors: np.ndarray, query: np.ndarray) -> list[float]:
+    norms = np.linalg.norm(vectors, axis=1) * float(np.linalg.norm(query))
+    return [float(x) for x in (vectors @ query) / np.where(norms == 0, 1.0, norms)]
 
 
 def _fast_index(store: Store, run_id: int, mode: str, cache: Optional[FastIndexCache]) -> Optional[FastIndex]:
@@ -153,44 +194,30 @@ def _fast_index(store: Store, run_id: int, mode: str, cache: Optional[FastIndexC
     return cache.get(store, run_id)
 
 
-def _check_embedder(store: Store, run_id: int, embedder: Embedder) -> None:
-    run = store.run_info(run_id)
+def _check_embedder(store: Store, run: dict, embedder: Embedder) -> None:
     if run["dim"] != embedder.dim:
         raise QueryError(
-            f"Run {run_id} of {store.path} was embedded with {run['embedder']} ({run['dim']}-d); "
+            f"Run {run['id']} of {store.path} was embedded with {run['embedder']} ({run['dim']}-d); "
             f"the query embedder is {embedder.name} ({embedder.dim}-d). Search with --embedder "
             f"pointing at {run['embedder']}."
         )
     check_embedder(store, run["embedder_id"], embedder)  # same vectors, whatever the folder is called
 
 
-def _best_variant_per_tile(store: Store, run_id: int, vector: np.ndarray, request: SearchRequest):
+def _best_variant_per_tile(store: Store, run: dict, vector: np.ndarray, request: SearchRequest):
     """[(tile_db_id, caption_id, similarity)] best first, one entry per tile, at most k."""
-    table = vec_table(store.run_info(run_id)["embedder_id"])
-    where, params = _filters(run_id, request.extent)
+    table = vec_table(run["embedder_id"])
     excluded = set(request.exclude_tiles)
     k_variants = min(KNN_LIMIT, max(64, request.k * 8))
     while True:
-        rows = store.conn.execute(
-            f"select tile_id, caption_id, distance from {table} where embedding match ? and k = ?"
-            f" and {where} order by distance",
-            (vector.tobytes(), k_variants, *params),
-        ).fetchall()
+        rows = store_reads.nearest_variants(store.conn, table, vector, k_variants, run["id"], request.extent)
         best = _first_per_tile(rows, excluded, request.k)
         if len(best) >= request.k or len(rows) < k_variants:
             return best
-        if k_variants == KNN_LIMIT:
-            return _scan_best_per_tile(store, table, where, params, vector, excluded, request.k)
+        if k_variants == KNN_LIMIT:  # more than 4096 variants before k distinct tiles: rare; scan exactly
+            rows = store_reads.all_variants_by_distance(store.conn, table, vector, run["id"], request.extent)
+            return _first_per_tile(rows, excluded, request.k)
         k_variants = min(KNN_LIMIT, k_variants * 4)
-
-
-def _filters(run_id: int, extent: Optional[Extent]) -> tuple[str, tuple]:
-    where, params = "run_id = ?", (run_id,)
-    if extent is not None:
-        minx, miny, maxx, maxy = extent
-        where += " and maxx >= ? and minx <= ? and maxy >= ? and miny <= ?"
-        params += (minx, maxx, miny, maxy)
-    return where, params
 
 
 def _first_per_tile(rows, excluded: set, k: int) -> list[tuple[int, int, float]]:
@@ -204,29 +231,16 @@ def _first_per_tile(rows, excluded: set, k: int) -> list[tuple[int, int, float]]
     return best
 
 
-def _scan_best_per_tile(store, table, where, params, vector, excluded, k):
-    # More than 4096 variants before k distinct tiles: rare; scan exactly instead.
-    rows = store.conn.execute(
-        f"select tile_id, caption_id, vec_distance_cosine(embedding, ?) as d from {table}"
-        f" where {where} order by d",
-        (vector.tobytes(), *params),
-    ).fetchall()
-    return _first_per_tile(rows, excluded, k)
-
-
-def _hits(store: Store, run_id: int, best) -> list[SearchHit]:
-    run = store.run_info(run_id)
+def _hits(store: Store, run: dict, best) -> list[SearchHit]:
     raster = store.raster_info(run["raster_id"])
+    tiles, captions = store_reads.hit_rows(store.conn, [b[0] for b in best], [b[1] for b in best])
     hits = []
     for rank, (tile_db_id, caption_id, score) in enumerate(best, start=1):
-        tile = store.tile(tile_db_id)
-        row = store.conn.execute(
-            "select one_sentence, feature, caption from captions where id = ?", (caption_id,)
-        ).fetchone()
+        window, bbox = Window(*tiles[tile_db_id][:4]), tuple(tiles[tile_db_id][4:])
         hits.append(SearchHit(
-            rank=rank, tile_id=tile.window.key, score=float(score), window=tile.window,
-            bbox=tile.bbox, crs=raster["crs_label"], caption=CaptionVariant(*row).display_text(),
-            run_id=run_id, tile_db_id=tile_db_id, raster_path=raster["path"],
+            rank=rank, tile_id=window.key, score=float(score), window=window, bbox=bbox,
+            crs=raster["crs_label"], caption=CaptionVariant(*captions[caption_id]).display_text(),
+            run_id=run["id"], tile_db_id=tile_db_id, raster_path=raster["path"],
         ))
     return hits
 
@@ -249,9 +263,4 @@ def similar_tiles(store: Store, tile_db_id: int, k: int = 10,
 
 def tile_at(store: Store, run_id: int, x: float, y: float) -> Optional[int]:
     """Id of the run's captioned tile containing point (x, y) in the raster's CRS, if any."""
-    row = store.conn.execute(
-        "select id from tiles where run_id = ? and status = 'done' and minx <= ? and maxx >= ?"
-        " and miny <= ? and maxy >= ? order by (maxx - minx) * (maxy - miny), id limit 1",
-        (run_id, x, x, y, y),
-    ).fetchone()
-    return row[0] if row else None
+    return store_reads.tile_at(store.conn, run_id, x, y)

@@ -15,14 +15,20 @@ import numpy as np
 
 from .captions import CaptionVariant
 from .errors import IndexFileError
+from .index_settings import INDEX_SUFFIX
 from .migrations import MIGRATIONS, SCHEMA_VERSION, older_schema_message
+from .sqlite_errors import open_failure
+from .store_reads import VectorReader
 from .store_writes import TileCaptions, write_captions
 from .tiling import RasterInfo, Tile, Window
 
 # "TSCR": marks a file as a TileScribe index, so another program's SQLite file is refused.
 APPLICATION_ID = 0x54534352
 SQLITE_HEADER = b"SQLite format 3\x00"
-INDEX_SUFFIX = ".tilescribe.sqlite"
+# Vectors are read by offset inside sqlite-vec's chunk blobs; memory-mapped, walking a
+# blob's overflow pages costs pointer reads instead of one read() per page (store_reads.py).
+# SQLite caps it at its build's maximum (2 GB in common builds); beyond it reads stay correct.
+MMAP_BYTES = 1 << 31
 
 
 def now() -> str:
@@ -68,6 +74,7 @@ class Store:
         try:
             self.conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
             self.conn.execute("pragma busy_timeout = 5000")
+            self.conn.execute(f"pragma mmap_size = {MMAP_BYTES}")
         except sqlite3.Error as exc:
             raise IndexFileError(f"Cannot open index {self.path}: {exc}.") from exc
         self.readonly = readonly
@@ -81,7 +88,7 @@ class Store:
                 self._migrate()
         except sqlite3.DatabaseError as exc:
             self.conn.close()
-            raise IndexFileError(self._db_error_message(exc)) from exc
+            raise open_failure(self.path, exc) from exc
         except Exception:
             self.conn.close()
             raise
@@ -104,19 +111,6 @@ class Store:
                     f"{self.path} is not a TileScribe index (not an SQLite file). "
                     "Pick a *.tilescribe.sqlite file, or a new file name to create one."
                 )
-
-    def _db_error_message(self, exc: sqlite3.DatabaseError) -> str:
-        text = str(exc)
-        if "locked" in text or "busy" in text:
-            return f"Index {self.path} is locked by another program: close it there and try again."
-        if "readonly" in text or "read-only" in text:
-            return f"Index {self.path} is read-only: make it writable or copy it to a folder you can write."
-        if "full" in text:
-            return f"No space left for index {self.path}: free some space, then run the same command again."
-        if "unable to open" in text:
-            return (f"Cannot open index {self.path}: its folder may not be writable or the file may have "
-                    "moved. Copy it to a folder you can write, or check the path.")
-        return f"Index {self.path} cannot be used ({text}); it may be damaged. Re-create it or restore a copy."
 
     def _check_schema(self) -> None:
         app_id = self.conn.execute("pragma application_id").fetchone()[0]
@@ -161,22 +155,24 @@ class Store:
     @contextlib.contextmanager
     def atomic(self) -> Iterator[sqlite3.Connection]:
         """A transaction; nested calls become savepoints. All or nothing on error."""
-        outermost = self._depth == 0
-        self.conn.execute("begin immediate" if outermost else f"savepoint sp{self._depth}")
+        outermost, savepoint = self._depth == 0, f"sp{self._depth}"
+        self.conn.execute("begin immediate" if outermost else f"savepoint {savepoint}")
         self._depth += 1
         try:
             yield self.conn
+            # Inside the try, as sqlite-utils does: a COMMIT that fails (a deferred constraint,
+            # a busy or full disk) rolls back instead of leaving the transaction open.
+            self.conn.execute("commit" if outermost else f"release {savepoint}")
         except BaseException:
-            self._depth -= 1
             if self.conn.in_transaction:  # after disk full or an I/O error SQLite rolled back already
                 if outermost:
                     self.conn.execute("rollback")
                 else:
-                    self.conn.execute(f"rollback to sp{self._depth}")
-                    self.conn.execute(f"release sp{self._depth}")
+                    self.conn.execute(f"rollback to {savepoint}")
+                    self.conn.execute(f"release {savepoint}")
             raise
-        self._depth -= 1
-        self.conn.execute("commit" if outermost else f"release sp{self._depth}")
+        finally:
+            self._depth -= 1
 
     # -- rasters, embedders, runs -------------------------------------------------------
 
@@ -339,15 +335,20 @@ class Store:
 
     def vectors_of(self, tile_id: int) -> np.ndarray:
         """The stored vectors of a tile's variants (for "find similar")."""
-        (dim,) = self.conn.execute(
-            "select e.dim from tiles t join runs r on r.id = t.run_id"
-            " join embedders e on e.id = r.embedder_id where t.id = ?", (tile_id,)
-        ).fetchone()
-        rows = self.conn.execute(
-            "select e.embedding from caption_embeddings e join captions c on c.id = e.caption_id"
-            " where c.tile_id = ? order by c.variant", (tile_id,)
-        ).fetchall()
-        return np.array([np.frombuffer(r[0], dtype=np.float32) for r in rows]).reshape(-1, dim)
+        (run_id,) = self.conn.execute("select run_id from tiles where id = ?", (tile_id,)).fetchone()
+        reader = self.vector_reader(run_id)
+        caption_ids = [row[0] for row in self.conn.execute(
+            "select id from captions where tile_id = ? order by variant", (tile_id,))]
+        found, vectors = reader.read(np.array(caption_ids, dtype=np.int64))
+        if len(found) != len(caption_ids):
+            raise IndexFileError(f"Index {self.path} lacks vectors of tile {tile_id}; it may be damaged. "
+                                 "Re-create it or restore a copy.")
+        return vectors[np.searchsorted(found, caption_ids)]
+
+    def vector_reader(self, run_id: int) -> VectorReader:
+        """Reads the run's float vectors by caption id (their one copy, in the vec0 table)."""
+        run = self.run_info(run_id)
+        return VectorReader(self.conn, self.path, vec_table(run["embedder_id"]), run["dim"])
 
     # -- overview ---------------------------------------------------------------------------
 

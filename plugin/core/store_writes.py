@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from typing import Sequence
 import numpy as np
 
 from .captions import CaptionVariant
+from .store_reads import ids_param
 
 
 @dataclass(frozen=True)
@@ -21,11 +21,6 @@ class TileCaptions:
     variants: Sequence[CaptionVariant]
     vectors: np.ndarray
     raw: str = ""
-
-
-def ids_param(ids) -> str:
-    """Many ids as one SQL parameter (`in (select value from json_each(?))`): no variable limit."""
-    return json.dumps([int(i) for i in ids])
 
 
 def write_captions(conn: sqlite3.Connection, entries: Sequence[TileCaptions], vec_table, stamp: str) -> None:
@@ -56,7 +51,7 @@ class _Rows:
     """The rows of one write, gathered per table so each table gets one executemany."""
 
     def __init__(self, stamp: str):
-        self.captions, self.embeddings, self.fts, self.tiles = [], [], [], []
+        self.captions, self.fts, self.tiles = [], [], []
         self.vec: dict[int, list] = defaultdict(list)
         self.stamp = stamp
 
@@ -68,7 +63,6 @@ class _Rows:
             self.captions.append((next_id, entry.tile_id, number, variant.one_sentence, variant.feature,
                                   variant.caption))
             self.vec[embedder_id].append((next_id, blob, run_id, *bbox, entry.tile_id))
-            self.embeddings.append((next_id, blob))
             self.fts.append((next_id, variant.embedding_text()))
             next_id += 1
         self.tiles.append((entry.raw, self.stamp, entry.tile_id))
@@ -80,7 +74,6 @@ class _Rows:
         for embedder_id, rows in self.vec.items():
             conn.executemany(f"insert into {vec_table(embedder_id)} (caption_id, embedding, run_id,"
                              " minx, miny, maxx, maxy, tile_id) values (?,?,?,?,?,?,?,?)", rows)
-        conn.executemany("insert into caption_embeddings (caption_id, embedding) values (?,?)", self.embeddings)
         conn.executemany("insert into caption_fts (rowid, text) values (?, ?)", self.fts)
         conn.executemany("update tiles set status = 'done', reason = '', raw = ?, updated_at = ?"
                          " where id = ?", self.tiles)
@@ -112,7 +105,6 @@ def _delete_captions(conn: sqlite3.Connection, tile_ids: Sequence[int], vec_tabl
         by_embedder[embedder_id].append((caption_id,))
     for embedder_id, ids in by_embedder.items():
         conn.executemany(f"delete from {vec_table(embedder_id)} where caption_id = ?", ids)
-        conn.executemany("delete from caption_embeddings where caption_id = ?", ids)
         conn.executemany("delete from caption_fts where rowid = ?", ids)
         conn.executemany("delete from captions where id = ?", ids)
     return Counter(run_id for _, run_id, _ in rows)

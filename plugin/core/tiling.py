@@ -285,11 +285,3 @@ def content_skip_reason(data: np.ma.MaskedArray) -> str:
         if np.ma.count(band) and np.ma.ptp(band) != 0:
             return ""
     return SKIP_CONSTANT
-
-
-def iter_tiles(dataset, info: RasterInfo, grid: TileGrid, *, check_content: bool = True) -> Iterator[Tile]:
-    """Tiles of the grid in row-major order, each read window by window (memory stays flat)."""
-    bands = content_bands(dataset)
-    for window in grid.windows():
-        reason = content_skip_reason(read_window(dataset, window, bands)) if check_content else ""
-        yield Tile(window=window, bbox=info.bbox(window), skip_reason=reason)

@@ -11,14 +11,16 @@ a running job is cancelled, commits what it has, and the worker exits.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sys
 import threading
-import traceback
 from typing import Callable, Optional
 
 PROTOCOL_VERSION = 1
+
+log = logging.getLogger(__name__)
 
 
 class Worker:
@@ -79,18 +81,33 @@ class Worker:
             self._start_index(rid, request)
             return
         handler = self.handlers[cmd]
-        self._reply(rid, lambda: handler(request))
+        self._reply(rid, lambda: handler(request), request.get("db"))
 
-    def _reply(self, rid, call) -> None:
+    def _reply(self, rid, call, db=None) -> None:
+        import sqlite3
+
         from .errors import TileScribeError
+        from .sqlite_errors import read_failure, write_failure
 
         try:
             self.send({"id": rid, "ok": True, "result": call()})
         except TileScribeError as exc:
-            self.send({"id": rid, "ok": False, "error": {"type": type(exc).__name__, "message": str(exc)}})
+            self._error(rid, exc)
+        except sqlite3.Error as exc:  # the CLI's message for the same failure, with its type
+            failure = (read_failure(db, exc) or write_failure(db, exc)) if db else None
+            if failure is None:
+                self._internal(rid, exc)
+            else:
+                self._error(rid, failure)
         except Exception as exc:  # report, keep serving: one bad request must not kill the worker
-            traceback.print_exc(file=sys.stderr)
-            self.send({"id": rid, "ok": False, "error": {"type": "InternalError", "message": repr(exc)}})
+            self._internal(rid, exc)
+
+    def _error(self, rid, exc: Exception) -> None:
+        self.send({"id": rid, "ok": False, "error": {"type": type(exc).__name__, "message": str(exc)}})
+
+    def _internal(self, rid, exc: Exception) -> None:
+        log.error("request %s failed", rid, exc_info=exc)
+        self.send({"id": rid, "ok": False, "error": {"type": "InternalError", "message": repr(exc)}})
 
     def stop_jobs(self) -> None:
         for event in self._jobs.values():
@@ -151,7 +168,8 @@ class Worker:
         with Store(request["db"], readonly=True) as store:
             hits = search(store, self.embedder(request.get("embedder")),
                           SearchRequest(request["query"], request.get("k", 10), request.get("run_id"), extent,
-                                        mode=request.get("mode", "auto")), self.fast_cache())
+                                        mode=request.get("mode", "auto"),
+                                        lexical=bool(request.get("lexical", True))), self.fast_cache())
             return [dict(hit.to_json(), tile_db_id=hit.tile_db_id) for hit in hits]
 
     def similar(self, request: dict) -> list:
@@ -192,20 +210,18 @@ class Worker:
 
     def _run_index(self, rid, request: dict, stop: threading.Event) -> None:
         try:
-            self._reply(rid, lambda: self._index(rid, request, stop))
+            self._reply(rid, lambda: self._index(rid, request, stop), request.get("db"))
         finally:
             self._jobs.pop(rid, None)
 
     def _index(self, rid, request: dict, stop: threading.Event) -> dict:
         from .captioning.factory import CaptionerSettings, make_captioner
-        from .indexer import IndexSettings, index_raster
-        from .rendering import RenderSettings
+        from .index_settings import KEYS, IndexSettings
+        from .indexer import index_raster
         from .store import Store
 
         settings = CaptionerSettings.from_dict(request.get("captioner") or {"test_model": True})
-        bands = tuple(request["bands"]) if request.get("bands") else None
-        index_settings = IndexSettings(int(request.get("tile_size", 512)), int(request.get("overlap", 0)),
-                                       int(request.get("variants", 5)), RenderSettings(bands=bands))
+        index_settings = IndexSettings.from_dict({key: request[key] for key in KEYS if key in request})
         embedder = self.embedder(request.get("embedder"))
         self.send({"id": rid, "event": "status", "data": {"message": "loading the captioning model"}})
         captioner = make_captioner(settings)
@@ -266,6 +282,9 @@ def main() -> int:
     # Before any library starts OpenMP: busy-waiting threads starve the threads that
     # sample under the grammar and answer searches (measured 4-10x slower when loaded).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # Messages go to stderr, which the QGIS side keeps to quote when the worker fails.
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="tilescribe worker: %(levelname)s: %(message)s")
     worker = Worker(protocol_stream())
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:

@@ -10,11 +10,7 @@ from __future__ import annotations
 import math
 from typing import Callable, Optional
 
-from .errors import TileScribeError
-
-
-class ProtocolError(TileScribeError):
-    """A request line that is not a valid request: not JSON, unknown command, a bad field."""
+from .errors import ProtocolError  # in errors.py, so the QGIS side can raise it as its class too
 
 
 def _text(value) -> Optional[str]:
@@ -40,6 +36,14 @@ def _bands(value) -> Optional[str]:
     return None if ok else "a list of whole band numbers"
 
 
+def _flag(value) -> Optional[str]:
+    return None if isinstance(value, bool) else "true or false"
+
+
+def _any(value) -> Optional[str]:
+    return None
+
+
 def _object(value) -> Optional[str]:
     return None if isinstance(value, dict) else "an object"
 
@@ -47,16 +51,18 @@ def _object(value) -> Optional[str]:
 Check = Callable[[object], Optional[str]]
 # Per command: field -> (required, check). Optional fields may also be null.
 FIELDS: dict[str, dict[str, tuple[bool, Check]]] = {
-    "hello": {}, "cancel": {},
+    "hello": {}, "cancel": {"target": (True, _any)},
     "info": {"db": (True, _text)},
     "search": {"db": (True, _text), "query": (True, _text), "k": (False, _whole), "run_id": (False, _whole),
-               "extent": (False, _extent), "mode": (False, _text), "embedder": (False, _text)},
+               "extent": (False, _extent), "mode": (False, _text), "embedder": (False, _text),
+               "lexical": (False, _flag)},
     "similar": {"db": (True, _text), "tile_db_id": (True, _whole), "k": (False, _whole)},
     "tile_at": {"db": (True, _text), "x": (True, _number), "y": (True, _number), "run_id": (False, _whole)},
     "captions": {"db": (True, _text), "tile_db_id": (True, _whole)},
     "index": {"db": (True, _text), "raster": (True, _text), "tile_size": (False, _whole),
               "overlap": (False, _whole), "variants": (False, _whole), "bands": (False, _bands),
-              "captioner": (False, _object), "embedder": (False, _text)},
+              "captioner": (False, _object), "embedder": (False, _text),
+              "retry_failed": (False, _flag)},
 }
 
 
@@ -68,7 +74,11 @@ def check_request(request: dict, commands) -> None:
     cmd = request.get("cmd")
     if not isinstance(cmd, str) or cmd not in commands:
         raise ProtocolError(f"unknown command {cmd!r}: use one of {', '.join(sorted(commands))} (or shutdown)")
-    for name, (required, check) in FIELDS.get(cmd, {}).items():
+    fields = FIELDS.get(cmd)
+    unknown = sorted(set(request) - {"id", "cmd", *(fields or ())}) if fields is not None else []
+    if unknown:  # a typo, or a client newer than this worker: say so instead of ignoring it
+        raise ProtocolError(f"{cmd}: unknown field {unknown[0]!r}; known: {', '.join(fields) or 'none'}")
+    for name, (required, check) in (fields or {}).items():
         value = request.get(name)
         if value is None:
             if required:

@@ -11,7 +11,7 @@ from qgis.core import QgsMapLayerType, QgsProviderRegistry, QgsRasterLayer
 from ..core.captioning.factory import CaptionerSettings
 from ..core.errors import ModelError, RasterError
 from ..core.models.folder import family_for_model
-from ..core.store import INDEX_SUFFIX
+from ..core.index_settings import IndexSettings, default_index_path
 from .deps import INDEX_MODULES, LOCAL_MODEL_MODULES
 from .settings import CAPTIONER_LOCAL, CAPTIONER_SERVER, CAPTIONER_TEST, PluginSettings
 
@@ -24,13 +24,13 @@ class IndexRequest:
     raster: str
     db: str
     captioner: CaptionerSettings
-    tile_size: int = 512
-    overlap: int = 0
-    variants: int = 5
+    tile_size: int = IndexSettings.tile_size
+    overlap: int = IndexSettings.overlap
+    variants: int = IndexSettings.variants
 
     def worker_args(self) -> dict:
-        return {"db": self.db, "raster": self.raster, "captioner": self.captioner.to_dict(),
-                "tile_size": self.tile_size, "overlap": self.overlap, "variants": self.variants}
+        index = {"tile_size": self.tile_size, "overlap": self.overlap, "variants": self.variants}
+        return {"db": self.db, "raster": self.raster, "captioner": self.captioner.to_dict(), **index}
 
     def needed_modules(self) -> tuple:
         return INDEX_MODULES if self.captioner.server_url else LOCAL_MODEL_MODULES
@@ -96,11 +96,6 @@ def raster_file(layer) -> str:
             f"'{layer.name()}' is not a local file ({layer.source()[:120]}): indexing it is not "
             "supported yet. Save it as a GeoTIFF first (right click > Export > Save As…).")
     return path
-
-
-def default_index_path(raster: str) -> str:
-    path = Path(raster)
-    return str(path.with_name(path.stem + INDEX_SUFFIX))
 
 
 def index_path_beside(layer: QgsRasterLayer) -> Optional[str]:

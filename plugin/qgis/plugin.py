@@ -10,6 +10,7 @@ from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction
 
+from .deps import setup_hint
 from .dock import SearchDock
 from .highlight import flash
 from .index_dialog import IndexDialog
@@ -122,7 +123,7 @@ class TileScribePlugin:
             self._client.stop()
             self._client = None
         if self._client is None:
-            self._client = WorkerClient(python, PLUGIN_DIR)
+            self._client = WorkerClient(python, PLUGIN_DIR, setup_hint)
         return self._client
 
     # -- indexing ----------------------------------------------------------------------

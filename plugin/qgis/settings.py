@@ -11,6 +11,8 @@ from qgis.core import QgsApplication, QgsSettings
 
 from ..bootstrap.installer import STAMP
 
+from ..core.index_settings import IndexSettings
+
 PREFIX = "tilescribe/"
 # Not resolved: installed as a symlink, the folder must keep its link name (`tilescribe`).
 PLUGIN_DIR = Path(__file__).parents[2]
@@ -35,9 +37,9 @@ class PluginSettings:
     server_url: str = ""           # OpenAI-compatible endpoint
     server_model: str = ""
     api_key_env: str = ""          # NAME of the environment variable holding the key, never the key
-    tile_size: int = 512
-    overlap: int = 0
-    variants: int = 5
+    tile_size: int = IndexSettings.tile_size
+    overlap: int = IndexSettings.overlap
+    variants: int = IndexSettings.variants
     k: int = 10
 
     def python(self) -> Path:

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from ..core.errors import TileScribeError
+from ..core.errors import TileScribeError, error_class
 
 WORKER_MODULE = "tilescribe.plugin.core.worker"
 START_TIMEOUT_S = 60.0
@@ -45,6 +45,20 @@ class WorkerStopped(WorkerError):
 
 class WorkerTimeout(WorkerError):
     """The worker did not answer in time."""
+
+
+_REMOTE_CLASSES: dict[str, type] = {}
+
+
+def remote_error(kind: str, message: str) -> WorkerError:
+    """The worker's error as its core class (`except QueryError` works here too), still a WorkerError."""
+    cls = _REMOTE_CLASSES.get(kind)
+    if cls is None:
+        core = error_class(kind)
+        if core is None or issubclass(WorkerError, core) or issubclass(core, WorkerError):
+            return WorkerError(message, kind)
+        cls = _REMOTE_CLASSES[kind] = type(kind, (WorkerError, core), {"__module__": __name__})
+    return cls(message, kind)
 
 
 def worker_environment(plugin_dir: Path) -> dict:
@@ -181,12 +195,20 @@ class _Process:
         self.exited.wait(5.0)
 
 
+def _settings_hint(python: Path, plugin_dir: Path) -> str:
+    return "Check the worker Python in TileScribe's settings, or clear it to use the plugin's own environment."
+
+
 class WorkerClient:
     """Thread-safe: requests may come from several tasks at once; each waits for its own reply."""
 
-    def __init__(self, python: Path, plugin_dir: Path):
+    def __init__(self, python: Path, plugin_dir: Path,
+                 setup_hint: Optional[Callable[[Path, Path], str]] = None):
         self.python = Path(python)
         self.plugin_dir = Path(plugin_dir)
+        # What to tell the user when the worker's Python fails: deps.setup_hint, passed in
+        # (deps builds on this client; importing it here would make a cycle).
+        self._setup_hint = setup_hint or _settings_hint
         self._process: Optional[_Process] = None
         self._lock = threading.Lock()
 
@@ -206,8 +228,7 @@ class WorkerClient:
             return self._process
 
     def _start(self) -> _Process:
-        from .deps import setup_hint
-
+        setup_hint = self._setup_hint
         if not self.python.is_file():
             raise WorkerUnavailable(
                 f"The Python that runs the TileScribe worker was not found: {self.python}.\n\n"
@@ -271,7 +292,7 @@ class WorkerClient:
             if message.get("ok"):
                 return message.get("result")
             error = message.get("error") or {}
-            raise WorkerError(error.get("message", "unknown error"), error.get("type", "WorkerError"))
+            raise remote_error(error.get("type", "WorkerError"), error.get("message", "unknown error"))
 
     def _death_error(self, process: _Process, cmd: str) -> WorkerError:
         if process.stopping:

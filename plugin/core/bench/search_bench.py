@@ -78,13 +78,14 @@ def bench_synthetic(n_vectors: int, *, dim: int = 384, queries: int = 100, k: in
     with tempfile.TemporaryDirectory(prefix="tilescribe-bench-", dir=folder) as tmp:
         path = Path(tmp) / "bench.tilescribe.sqlite"
         index = build_synthetic_index(path, n_vectors, dim=dim, n_queries=queries, seed=seed, progress=progress)
-        file_mb = path.stat().st_size / 1e6
+        index_bytes = path.stat().st_size
         with Store(path) as store:
             result = measure_search(store, index.run_id, index.queries, k)
         if worker_texts:
             result.update(bench_worker(path, worker_texts, k))
     return {"vectors": index.n_vectors, "dim": dim, "variants_per_tile": 5, "queries": len(index.queries),
-            "k": k, **result, "build_s": round(index.build_s, 1), "file_mb": round(file_mb),
+            "k": k, **result, "build_s": round(index.build_s, 1), "index_bytes": index_bytes,
+            "file_mb": round(index_bytes / 1e6),
             "peak_rss_mb": round(peak_rss_mb())}
 
 

@@ -7,9 +7,9 @@ from typing import Sequence
 
 import numpy as np
 
+from ..lexical import rrf
 from .metrics import TIE_TOLERANCE
 
-RRF_K = 60  # the constant of Cormack et al. (2009), also SQLite/Elastic's usual default
 _WORD = re.compile(r"[a-z0-9]+")
 _QUERY_CHUNK = 1024  # queries scored per matrix product, to bound memory
 
@@ -61,9 +61,9 @@ def competition_ranks(scores: np.ndarray, tolerance: float = TIE_TOLERANCE) -> n
     return ranks
 
 
-def reciprocal_rank_fusion(*score_matrices: np.ndarray, k: int = RRF_K) -> np.ndarray:
-    """Sum of 1 / (k + rank) over the rankings; ties keep equal fused scores."""
+def reciprocal_rank_fusion(*score_matrices: np.ndarray) -> np.ndarray:
+    """Search's fusion (core/lexical.py) over whole score matrices; ties keep equal fused scores."""
     fused = np.zeros(np.shape(score_matrices[0]), dtype=np.float64)
     for scores in score_matrices:
-        fused += 1.0 / (k + competition_ranks(scores))
+        fused += rrf(competition_ranks(scores))
     return fused
