@@ -27,7 +27,7 @@ class SetupDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle(TITLE)
         self.setObjectName("TileScribeSetupDialog")
-        self.setMinimumSize(640, 560)  # the plan's list wraps: room for six steps
+        self.setMinimumSize(680, 640)  # the plan's list wraps: room for six steps and the time note
         self._options, self._prepare = options, prepare
         self.intro = QLabel(wordWrap=True, textInteractionFlags=Qt.TextSelectableByMouse)
         self.plan_label = QLabel(wordWrap=True, textFormat=Qt.RichText)

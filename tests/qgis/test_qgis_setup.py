@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from gui_events import newest_task
+
 pytestmark = pytest.mark.qgis
 REPO = Path(__file__).resolve().parents[2]
 
@@ -199,19 +201,39 @@ def test_click_path_from_zip_to_a_first_caption(plugin, fake_iface, add_raster, 
     from tilescribe.plugin.qgis.settings import read_settings
 
     plugins = zip_install(tmp_path, monkeypatch)
+    shots = Shots(Path(os.environ.get("TILESCRIBE_CLICK_PATH_SHOTS") or tmp_path / "shots"))
     ctl = plugin.environment_setup
     ctl.venv, ctl.plugin_dir = tmp_path / "profile" / "tilescribe" / "venv", plugins / "tilescribe"
     ctl.checkout_python = tmp_path / "none"
     monkeypatch.setattr("tilescribe.plugin.qgis.plugin.PLUGIN_DIR", ctl.plugin_dir)  # the worker runs the ZIP's code
     ctl.refresh()
+    plugin.dock.show()
+    shots.take("01_dock_offers_setup", plugin.dock)
     mouse_click(plugin, ctl.banners[0].button)
+    shots.take("02_setup_dialog", ctl.dialog)
     mouse_click(plugin, ctl.dialog.buttons.button(QDialogButtonBox.Ok))
+    shots.take("03_setting_up", plugin.dock)
     result = wait_task(ctl.task, 600)
     assert result.error is None, result.error.details()
     print(f"setup through the QgsTask: {result.value.seconds} s, per step {result.value.steps}")
     assert read_settings().environment == str(ctl.venv) and not ctl.banners[0].isVisibleTo(plugin.dock)
     assert plugin.client().hello()["python"] == str(ctl.venv / "bin" / "python")
-    first_caption_and_search(plugin, fake_iface, add_raster, tmp_path, wait_task)
+    shots.take("04_ready", plugin.dock)
+    first_caption_and_search(plugin, fake_iface, add_raster, tmp_path, wait_task, shots)
+
+
+class Shots:
+    """Screenshots of each step of the click path (TILESCRIBE_CLICK_PATH_SHOTS=DIR keeps them)."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def take(self, name: str, widget) -> None:
+        from qgis.PyQt.QtWidgets import QApplication
+
+        QApplication.processEvents()
+        assert widget.grab().save(str(self.folder / f"{name}.png"))
 
 
 def zip_install(tmp_path: Path, monkeypatch) -> Path:
@@ -235,7 +257,7 @@ def zip_install(tmp_path: Path, monkeypatch) -> Path:
     return plugins
 
 
-def first_caption_and_search(plugin, fake_iface, add_raster, tmp_path, wait_task) -> None:
+def first_caption_and_search(plugin, fake_iface, add_raster, tmp_path, wait_task, shots=None) -> None:
     from qgis.core import Qgis
     from rasters import write_raster
 
@@ -245,13 +267,15 @@ def first_caption_and_search(plugin, fake_iface, add_raster, tmp_path, wait_task
     assert not [item for item in dialog.messageBar.items() if item.widget() is not None]  # no offer any more
     dialog.testRadio.setChecked(True)
     dialog.tileSizeSpin.setValue(64)
+    if shots:
+        shots.take("05_index_dialog", dialog)
     mouse_click(plugin, dialog.buttonBox.button(dialog.buttonBox.Ok))
-    [task] = plugin.runner.tasks
-    assert wait_task(task, 300).error is None
+    assert wait_task(newest_task(plugin), 300).error is None
     level, text = fake_iface.messages()[-1]
     assert level == Qgis.Success and text.startswith("TileScribe: Indexed") and "4 of 4 tiles" in text
     plugin.dock.queryEdit.setText("a tile")
     mouse_click(plugin, plugin.dock.searchButton)
-    [search] = plugin.runner.tasks
-    assert wait_task(search, 120).error is None
+    assert wait_task(newest_task(plugin), 120).error is None
     assert plugin.dock.resultsList.count() >= 1
+    if shots:
+        shots.take("06_first_search", plugin.dock)
