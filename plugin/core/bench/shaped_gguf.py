@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..captioning.tiny_gguf import smollm2_model_path
+from ..captioning.tiny_gguf import smollm2_model_path, write_gguf
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tilescribe" / "bench-models"
 FORMAT_VERSION = 1  # bump when what is written changes: the cache folder name includes it
@@ -86,15 +86,8 @@ def _params(t: TextShape) -> int:
 
 
 def _write(path: Path, arch: str, fill) -> None:
-    from gguf import GGUFWriter
-
     tmp = path.with_name(path.name + ".part")
-    writer = GGUFWriter(tmp, arch)
-    fill(writer)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    write_gguf(tmp, arch, fill)
     os.replace(tmp, path)
 
 

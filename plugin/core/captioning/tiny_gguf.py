@@ -98,18 +98,11 @@ def _write_if_changed(path: Path, arch: str, fill: Callable) -> Path:
 
     Untouched matters: another test process may have the file memory-mapped.
     """
-    from gguf import GGUFWriter
-
     handle, tmp_name = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
     os.close(handle)
     tmp = Path(tmp_name)
     try:
-        writer = GGUFWriter(tmp, arch)
-        fill(writer)
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
+        write_gguf(tmp, arch, fill)
         if path.is_file() and _sha256(path) == _sha256(tmp):
             return path
         os.chmod(tmp, 0o644)  # mkstemp makes it private; model files are not secret
@@ -117,6 +110,18 @@ def _write_if_changed(path: Path, arch: str, fill: Callable) -> Path:
         return path
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_gguf(path: Path, arch: str, fill: Callable) -> None:
+    """A GGUF file whose metadata and tensors `fill(writer)` adds."""
+    from gguf import GGUFWriter
+
+    writer = GGUFWriter(path, arch)
+    fill(writer)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
 
 
 def _fill_text_model(writer) -> None:
