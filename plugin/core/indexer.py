@@ -136,21 +136,10 @@ def tiles_to_do(store: Store, run_id: int, statuses: Sequence[str],
 
     Failed tiles already tried `max_attempts` times are left alone (None: all of them).
     """
-    marks = ", ".join("?" for _ in statuses)
-    limit = max_attempts if max_attempts is not None else 1 << 62
     last = 0
-    while True:
-        ids = [row[0] for row in store.conn.execute(
-            f"select id from tiles where run_id = ? and status in ({marks}) and id > ?"
-            " and (status != 'failed' or attempts < ?) order by id limit ?",
-            (run_id, *statuses, last, limit, TODO_PAGE))]
-        if not ids:
-            return
-        for tile_id in ids:
-            tile = store.tile(tile_id)
-            if tile is not None and tile.status in statuses:
-                yield tile
-        last = ids[-1]
+    while page := store.tiles_to_do(run_id, statuses, last, TODO_PAGE, max_attempts):
+        yield from page
+        last = page[-1].id
 
 
 # Settings that change how fast captions come, not what they say: a resumed run may

@@ -18,7 +18,7 @@ from .errors import IndexFileError
 from .index_settings import INDEX_SUFFIX
 from .migrations import MIGRATIONS, SCHEMA_VERSION, older_schema_message
 from .sqlite_errors import open_failure
-from .store_reads import VectorReader
+from .store_reads import VectorReader, tiles_to_do_page
 from .store_writes import TileCaptions, write_captions
 from .tiling import RasterInfo, Tile, Window
 
@@ -299,6 +299,11 @@ class Store:
             sql += " and status = ?"
             params += (status,)
         return [_stored_tile(row) for row in self.conn.execute(sql + " order by id", params)]
+
+    def tiles_to_do(self, run_id: int, statuses: Sequence[str], after: int, page: int,
+                    max_attempts: int | None) -> list[StoredTile]:
+        """A page of tiles to caption (store_reads.tiles_to_do_page): one query, not one per tile."""
+        return [_stored_tile(row) for row in tiles_to_do_page(self.conn, run_id, statuses, after, page, max_attempts)]
 
     def tile(self, tile_id: int) -> StoredTile | None:
         row = self.conn.execute(

@@ -24,6 +24,23 @@ def ids_param(ids) -> str:
     return json.dumps([int(i) for i in ids])
 
 
+TILE_COLUMNS = "id, run_id, col_off, row_off, width, height, minx, miny, maxx, maxy, status, reason"
+
+
+def tiles_to_do_page(conn: sqlite3.Connection, run_id: int, statuses: Sequence[str], after: int, page: int,
+                     max_attempts: Optional[int]) -> list[tuple]:
+    """One page of a run's tiles in these states, in id order after `after` (TILE_COLUMNS).
+
+    Failed tiles already tried `max_attempts` times are left out (None: none are).
+    """
+    limit = max_attempts if max_attempts is not None else 1 << 62
+    marks = ", ".join("?" for _ in statuses)
+    return conn.execute(
+        f"select {TILE_COLUMNS} from tiles where run_id = ? and status in ({marks}) and id > ?"
+        " and (status != 'failed' or attempts < ?) order by id limit ?",
+        (run_id, *statuses, after, limit, page)).fetchall()
+
+
 def extent_filter(extent: Optional[Extent], prefix: str = "") -> tuple[str, tuple]:
     """SQL (starting with ' and') and parameters keeping rows whose box meets the extent."""
     if extent is None:
