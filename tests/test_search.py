@@ -131,7 +131,6 @@ def test_the_command_line_can_rank_by_embeddings_only(tmp_path, rgb_raster, monk
     import json
 
     from helpers import in_process_cli
-    from tilescribe.plugin.core.store import Store
 
     embedder = HashingEmbedder(dim=2)
     captions = [["quarry"], ["green fields"], ["a river"], ["farm houses"], ["open pit quarry"]]

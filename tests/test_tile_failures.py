@@ -61,7 +61,7 @@ def test_an_unexpected_crash_on_one_tile_is_recorded_and_the_run_goes_on(store, 
 
 def test_failed_tiles_are_retried_a_bounded_number_of_runs_then_left_with_their_reason(store, raster, hashing_embedder):
     first = index_raster(store, CrashingOn({1}), hashing_embedder, str(raster), SETTINGS)
-    run_id, (key, _reason) = first.run_id, first.failures[0]
+    run_id, key = first.run_id, first.failures[0][0]
     for tried in range(2, MAX_TILE_ATTEMPTS + 1):  # each later run tries it again, and it fails again
         again = CrashingOn(range(1, 1000))
         index_raster(store, again, hashing_embedder, str(raster), SETTINGS)

@@ -17,8 +17,9 @@ def format_duration(seconds: float | None) -> str:
 class ProgressBar:
     """Redraws at most a few times a second; plain lines when stderr is not a terminal."""
 
-    def __init__(self, stream=sys.stderr, min_interval: float = 0.25):
-        self.stream = stream
+    def __init__(self, stream=None, min_interval: float = 0.25):
+        # sys.stderr read now, not at import: it may have been replaced since (tests, QGIS).
+        self.stream = stream if stream is not None else sys.stderr
         self.tty = hasattr(stream, "isatty") and stream.isatty()
         self.min_interval = min_interval if self.tty else 5.0
         self._last = 0.0

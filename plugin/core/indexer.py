@@ -18,10 +18,10 @@ from .errors import CaptionError, IndexingError, TileScribeError
 from .index_settings import IndexSettings
 from .locking import IndexerLock
 from .health import check_after_crash
-from .rendering import RenderSettings, choose_bands, read_palette, render_identity, render_tile_png
+from .rendering import choose_bands, read_palette, render_identity, render_tile_png
 from .sqlite_errors import write_failure
 from .store import Store, StoredTile
-from .tiling import (Tile, TileGrid, check_tile_size_to_read, content_skip_reason, gdal_errors_as_exceptions,
+from .tiling import (Tile, TileGrid, content_skip_reason, gdal_errors_as_exceptions,
                      open_raster, pixel_hash, read_info, read_window)
 
 REGISTER_BATCH = 10_000  # tiles per transaction while a grid is registered: memory stays flat

@@ -14,7 +14,6 @@ from .highlight import ResultsLayer, export_geopackage, flash, results_layer, zo
 from .indexing import index_path_beside, raster_file
 from .messages import Messages
 from .results import ExtentFilter, Hit, SearchOutcome, SearchParams
-from .runs import RunChoice
 from .tasks import RunsTask, SearchTask, SimilarTask, TaskResult, TaskRunner
 from .thumbnails import raster_layer_for, tile_thumbnail
 from .worker_client import WorkerClient, WorkerError

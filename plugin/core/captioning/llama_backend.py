@@ -123,7 +123,7 @@ class LlamaCppCaptioner:
         # Benchmarks only: answers of exactly this many tokens (random weights never stop).
         self.force_answer_tokens = force_answer_tokens
         self._n_ctx_setting = "auto" if n_ctx is None else n_ctx
-        self.plan = self._plan_context(model, mmproj, n_ctx, field_max_len(max_len), n_variants, image_px)
+        self.plan = plan_model_context(model, mmproj, n_ctx, field_max_len(max_len), n_variants, image_px)
         self.n_ctx, self.max_len = self.plan.n_ctx, self.plan.max_len
         self.max_tokens = min(max_tokens, self.plan.max_tokens) if max_tokens else self.plan.max_tokens
         self.warnings = self.plan.warnings
@@ -131,9 +131,6 @@ class LlamaCppCaptioner:
         self._llm = self._load()
         self.n_threads = self._llm.n_threads  # None picks half the CPUs (llama-cpp-python)
         self._budget_completions(self._llm)
-
-    def _plan_context(self, model: GgufInfo, mmproj: GgufInfo, n_ctx, max_len, n_variants, image_px) -> ContextPlan:
-        return plan_model_context(model, mmproj, n_ctx, max_len, n_variants, image_px)
 
     def _budget_completions(self, llm) -> None:
         """Clamp every answer to the room the actual prompt + image leave in the context.

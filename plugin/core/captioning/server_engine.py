@@ -9,10 +9,9 @@ in-process engine; the requests go through the OpenAI-compatible backend.
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 from typing import Optional
 
-from ..errors import EngineError, ModelError
+from ..errors import ModelError
 from ..rendering import DEFAULT_MAX_SIDE
 from .base import DEFAULT_MAX_ATTEMPTS, CaptionResult, file_fingerprint
 from .gguf_header import read_gguf_info
