@@ -11,8 +11,8 @@ from tilescribe.plugin.core.lexical import fts_query, lexical_ranking, reciproca
 
 
 @pytest.mark.parametrize("text, tiles", [
-    ('a "quoted', [0]), ("harbour*", [0]), ("NEAR(boats harbour)", [0]), ("boats AND NOT", [0]),
-    ("caption: x", []), ("'); drop table tiles; --", []), ("^start", []), ("a + b - c", [0]), ("\x00\x07", []),
+    ('a "quoted', []), ('boats "quoted', [0]), ("harbour*", [0]), ("NEAR(boats harbour)", [0]), ("boats AND NOT", [0]),
+    ("caption: x", []), ("'); drop table tiles; --", []), ("^start", []), ("a + b - c", []), ("harbour + b - c", [0]), ("\x00\x07", []),
     ("ünïcödé straße", [1]), ("-", []), ("(((", []),
 ])
 def test_fts_syntax_in_a_query_never_breaks_or_steers_the_search(tmp_path, rgb_raster, hashing_embedder,
@@ -29,6 +29,12 @@ def test_fts_syntax_in_a_query_never_breaks_or_steers_the_search(tmp_path, rgb_r
 def test_words_are_quoted_and_or_ed():
     assert fts_query('Boats NEAR("harbour"') == '"boats" OR "near" OR "harbour"'
     assert fts_query("   ") == ""
+
+
+def test_words_in_every_caption_are_left_to_the_embeddings():
+    # "a", "at", "the"... match nearly every caption: BM25 gains nothing, FTS5 would score them all.
+    assert fts_query("An airplane parked AT the airport") == '"airplane" OR "parked" OR "airport"'
+    assert fts_query("a the of") == ""
 
 
 def test_bm25_ranks_the_tile_with_the_word_first(tmp_path, rgb_raster, hashing_embedder):
