@@ -65,5 +65,8 @@ def test_a_real_server_and_two_fakes_share_a_raster_while_one_fake_is_killed(
     assert len(state) == 12 and {status for status, _, _ in state.values()} <= {"done", "failed"}
     assert all("HTTP" not in reason for _, reason in report.failures)  # only the tiny model's junk
     stats = cap.stats()
-    assert stats[2]["gone"] and stats[0]["answered"] > 0 and stats[1]["answered"] > 0
+    # The killed fake answered at most the 2 requests before its death, the others the rest. (Whether
+    # it is already marked gone when the tiles run out depends on timing: not asserted.)
+    assert len(fakes[1].seen) >= 3 or stats[2]["answered"] == len(fakes[1].seen)
+    assert stats[2]["answered"] <= 2 and stats[1]["answered"] > 0
     assert sum(s["answered"] for s in stats) == 12
