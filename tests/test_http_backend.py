@@ -103,11 +103,11 @@ def test_sends_prompt_image_and_schema_to_the_chat_endpoint(scripted_server, til
 
 
 def test_a_slow_server_times_out_and_the_retry_succeeds(scripted_server, tile_png):
-    scripted_server.script = [Reply(200, completion(1), delay_s=1.5), Reply(200, completion(1))]
+    scripted_server.script = [Reply(200, completion(1), delay_s=6), Reply(200, completion(1))]
     started = time.monotonic()
     result = captioner(scripted_server.url, timeout_s=0.3).caption(tile_png, 1)
     assert len(result.variants) == 1 and len(scripted_server.seen) == 2
-    assert time.monotonic() - started < 1.5  # it gave up waiting, it did not sit it out
+    assert time.monotonic() - started < 4  # it gave up waiting, it did not sit the 6 s out
 
 
 def test_a_server_that_never_answers_in_time_gives_a_clear_error(scripted_server, tile_png):
@@ -200,8 +200,8 @@ def test_404_names_the_model(scripted_server, tile_png):
 def test_a_server_that_is_down_fails_at_once_with_how_to_start_one(closed_port, tile_png):
     started = time.monotonic()
     with pytest.raises(ModelError, match=r"connection refused\. Is the server running\? .*llama_cpp\.server"):
-        captioner(f"http://127.0.0.1:{closed_port}/v1", backoff_s=1.0).caption(tile_png, 1)
-    assert time.monotonic() - started < 1.0  # no back-off: nobody is listening
+        captioner(f"http://127.0.0.1:{closed_port}/v1", backoff_s=5.0).caption(tile_png, 1)
+    assert time.monotonic() - started < 3.0  # no back-off (5 s): nobody is listening
 
 
 def test_a_rejected_response_format_falls_back_and_is_remembered(scripted_server, tile_png):
