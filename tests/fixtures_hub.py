@@ -17,10 +17,7 @@ TINY_REPO = "tiny/tiny-llava-GGUF"
 @pytest.fixture
 def hub(tiny_pair, monkeypatch):
     """A running fake hub holding the tiny pair; HF_ENDPOINT points at it, downloads allowed."""
-    fake = FakeHub()
-    for path in tiny_pair:
-        fake.add(TINY_REPO, path.name, path.read_bytes())
-    fake.start()
+    fake = hub_serving(tiny_pair)
     online(monkeypatch, fake.endpoint)
     yield fake
     fake.stop()
@@ -61,3 +58,12 @@ def small_disk(tmp_path):
         pytest.skip("mounting a small tmpfs needs root")
     yield Path(mount)
     subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def hub_serving(tiny_pair) -> FakeHub:
+    """A started fake hub whose TINY_REPO holds the tiny pair."""
+    fake = FakeHub()
+    for path in tiny_pair:
+        fake.add(TINY_REPO, path.name, path.read_bytes())
+    fake.start()
+    return fake

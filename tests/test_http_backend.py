@@ -8,7 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from fixtures_server import Reply
+from fixtures_server import Reply, completion
 
 from tilescribe.plugin.core.captioning.base import CaptionResult
 from tilescribe.plugin.core.captioning.http_backend import OpenAICompatibleCaptioner, redact_url
@@ -18,21 +18,6 @@ from tilescribe.plugin.core.errors import CaptionError, ModelError
 KEY_ENV = "TILESCRIBE_TEST_API_KEY"
 SECRET = "sk-test-5ecret-do-not-leak"
 FAST = {"backoff_s": 0.01, "timeout_s": 5}  # back-off in tests: milliseconds, not seconds
-
-
-def completion(n: int = 1, tokens: int = 42) -> dict:
-    """A well-formed chat completion whose content holds `n` distinct variants."""
-    variants = [
-        {"one_sentence": f"fields and a road {i}", "feature": f"a road runs north to south {i}",
-         "caption": f"green fields split by a grey road {i}"}
-        for i in range(n)
-    ]
-    return {
-        "object": "chat.completion",
-        "choices": [{"index": 0, "message": {"role": "user", "content": json.dumps({"variants": variants})},
-                     "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 10, "completion_tokens": tokens, "total_tokens": tokens + 10},
-    }
 
 
 OK = Reply(200, completion(2))

@@ -8,8 +8,7 @@ import time
 
 import pytest
 
-from fake_hub import FakeHub
-from fixtures_hub import TINY_REPO
+from fixtures_hub import TINY_REPO, hub_serving
 
 TINY_NAME = "tiny-llava"
 
@@ -30,10 +29,7 @@ def tiny_catalogue(tiny_pair, tmp_path, monkeypatch):
 @pytest.fixture
 def hub_for_process(tiny_pair, monkeypatch):
     """The fake hub, with the environment the download process inherits pointing at it."""
-    fake = FakeHub()
-    for path in tiny_pair:
-        fake.add(TINY_REPO, path.name, path.read_bytes())
-    fake.start()
+    fake = hub_serving(tiny_pair)
     monkeypatch.setenv("HF_ENDPOINT", fake.endpoint)
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # as for a user: conftest sets it for the test process
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
