@@ -11,6 +11,8 @@ stored caption vectors instead, then get their probe on first writable use.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from typing import Optional
 
 import numpy as np
@@ -72,7 +74,7 @@ def check_embedder(store: Store, embedder_id: int, embedder: Embedder) -> None:
     if stored is not None:
         similarity = _similarity(stored, probe)
     else:
-        similarity = _legacy_similarity(store, embedder_id, embedder)
+        similarity = _legacy_similarity_once(store, embedder_id, embedder)
     if similarity is not None and similarity < SAME_MODEL_SIMILARITY:
         where = getattr(embedder, "path", None)
         raise ModelError(
@@ -103,6 +105,22 @@ def _similarity(stored: bytes, probe: np.ndarray) -> float:
     if vectors.size != probe.size:
         return 0.0
     return float(np.min(np.sum(vectors.reshape(probe.shape) * probe, axis=1)))
+
+
+def _legacy_similarity_once(store: Store, embedder_id: int, embedder: Embedder) -> Optional[float]:
+    """_legacy_similarity, remembered per embedder object: a read-only index cannot record its
+    probe, and the warm worker would otherwise re-embed stored captions at every search."""
+    seen = getattr(embedder, "_tilescribe_legacy", None)
+    if seen is None:
+        seen = {}
+        try:
+            embedder._tilescribe_legacy = seen
+        except AttributeError:  # an object that takes no attributes: compute it each time
+            pass
+    key = (str(Path(store.path).resolve()), embedder_id)
+    if key not in seen:
+        seen[key] = _legacy_similarity(store, embedder_id, embedder)
+    return seen[key]
 
 
 def _legacy_similarity(store: Store, embedder_id: int, embedder: Embedder) -> Optional[float]:
