@@ -12,7 +12,6 @@ stored caption vectors instead, then get their probe on first writable use.
 from __future__ import annotations
 
 from pathlib import Path
-
 from typing import Optional
 
 import numpy as np
