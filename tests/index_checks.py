@@ -6,7 +6,8 @@ from collections import Counter
 from pathlib import Path
 
 from tilescribe.plugin.core.errors import IndexFileError
-from tilescribe.plugin.core.store import Store, vec_table
+from tilescribe.plugin.core.store import Store
+from tilescribe.plugin.core.store_reads import RunInfo
 
 
 def index_state(db: Path, variants: int) -> dict[str, tuple]:
@@ -34,18 +35,18 @@ def index_state(db: Path, variants: int) -> dict[str, tuple]:
         return _run_state(store, runs[0], variants)
 
 
-def _run_state(store: Store, run: dict, variants: int) -> dict[str, tuple]:
+def _run_state(store: Store, run: RunInfo, variants: int) -> dict[str, tuple]:
     conn = store.conn
     tiles = {row[0]: row[1:] for row in conn.execute(
-        "select id, tile_key, status, updated_at from tiles where run_id = ?", (run["id"],))}
+        "select id, tile_key, status, updated_at from tiles where run_id = ?", (run.id,))}
     captions = {row[0]: row[1:] for row in conn.execute("select id, tile_id, variant from captions")}
     per_tile = Counter(tile_id for tile_id, _ in captions.values())
-    vectors = dict(conn.execute(f"select caption_id, tile_id from {vec_table(run['embedder_id'])}").fetchall())
+    vectors = dict(conn.execute(f"select caption_id, tile_id from {run.vector_table}").fetchall())
     fts = {row[0] for row in conn.execute("select rowid from caption_fts")}
     assert set(vectors) == set(captions), "vectors without captions, or captions without vectors"
     assert fts == set(captions), "FTS rows out of step with captions"
     assert all(vectors[cid] == tile_id for cid, (tile_id, _) in captions.items())
-    (count,) = conn.execute("select vector_count from runs where id = ?", (run["id"],)).fetchone()
+    (count,) = conn.execute("select vector_count from runs where id = ?", (run.id,)).fetchone()
     assert count == len(vectors), "the run's vector_count disagrees with its vectors"
     state = {}
     for tile_id, (key, status, stamp) in tiles.items():

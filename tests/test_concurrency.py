@@ -145,7 +145,7 @@ def test_worker_client_vanishing_during_an_index_job_cancels_it_and_keeps_the_wo
     statuses = [t[0] for t in state.values()]
     assert statuses.count("done") >= 1 and statuses.count("pending") >= 1  # cancelled, work kept
     with Store(db, readonly=True) as store:
-        assert store.runs()[0]["finished_at"] is None
+        assert store.runs()[0].finished_at is None
     assert not Path(f"{db}.lock").exists() or _lock_is_free(db)
 
 

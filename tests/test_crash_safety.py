@@ -94,7 +94,7 @@ def test_sigkill_at_twenty_random_points_loses_nothing_and_resumes(tmp_path):
     # Each killed process wastes at most the one caption in flight (the llama backend does one at a time).
     assert sum(len(keys) for keys in calls.values()) <= 79 + KILLS
     with Store(db, readonly=True) as store:
-        assert store.runs()[0]["finished_at"]
+        assert store.runs()[0].finished_at
 
 
 @pytest.mark.slow

@@ -125,7 +125,7 @@ def test_image_scores_are_the_search_scores_of_their_tiles(mosaic_json, counting
     vectors, owners = _stored_vectors(db, result.gallery.tile_ids)
     scores = max_variant_scores(minilm.embed([q.text for q in queries]), vectors, owners, 4)
     with Store(db) as store:
-        run_id = store.runs()[-1]["id"]
+        run_id = store.runs()[-1].id
         for query, row in zip(queries, scores):
             hits = search(store, minilm, SearchRequest(query.text, k=4, run_id=run_id))
             by_tile = {hit.tile_db_id: hit.score for hit in hits}

@@ -38,7 +38,7 @@ class Ranking(list):
 
 def ranked(store, query, run_id, cache=None, **options):
     mode = "fast" if cache else "exact"
-    hits = search_vector(store, query, SearchRequest("q", mode=mode, **options), run_id, cache)
+    hits = search_vector(store, query, SearchRequest("q", mode=mode, **options), store.run_info(run_id), cache)
     return as_ranking(hits)
 
 
@@ -54,7 +54,7 @@ def test_fast_search_returns_the_exact_top_tiles(synthetic, store):
 
 def test_the_first_pass_does_the_work_a_small_pool_still_finds_most(synthetic, store):
     # With 200 re-scored vectors out of 20,000 only a good projection keeps recall high.
-    index = FastIndex.load(store, synthetic.run_id)
+    index = FastIndex.load(store, store.run_info(synthetic.run_id))
     found = 0
     for query in synthetic.queries:
         exact = {tile for tile, _, _ in ranked(store, query, synthetic.run_id, k=10)}
@@ -80,18 +80,18 @@ def test_new_captions_are_appended_and_replaced_ones_reload(tmp_path):
     index = build_synthetic_index(tmp_path / "g.tilescribe.sqlite", 3000, n_queries=1)
     cache = FastIndexCache()
     with Store(index.path) as store:
-        first = cache.get(store, index.run_id, wait=True)
+        first = cache.get(store, store.run_info(index.run_id), wait=True)
         store.add_tiles(index.run_id, [Tile(Window(0, 99 * 512, 512, 512), (0.0, -100 * 512.0, 512.0, -99 * 512.0))])
         pending = store.tiles(index.run_id, "pending")[0]
         target = np.zeros(384, dtype=np.float32)
         target[5] = 1.0
         store.save_captions(pending.id, [CaptionVariant.plain("new")], target[None, :])
-        assert cache.get(store, index.run_id) is first and first.rows.n == 3001  # appended in place
+        assert cache.get(store, store.run_info(index.run_id)) is first and first.rows.n == 3001  # appended in place
         assert ranked(store, target, index.run_id, cache, k=1)[0][0] == pending.id
 
         replaced = store.tiles(index.run_id, "done")[0]
         store.save_captions(replaced.id, [CaptionVariant.plain("moved")], target[None, :])
-        again = cache.get(store, index.run_id, wait=True)
+        again = cache.get(store, store.run_info(index.run_id), wait=True)
         assert again is not first and again.rows.n == 2997  # five variants became one: reloaded
         assert {t for t, _, _ in ranked(store, target, index.run_id, cache, k=2)} == {pending.id, replaced.id}
 
@@ -100,14 +100,14 @@ def test_auto_mode_searches_exactly_until_the_background_load_is_ready(synthetic
     cache = FastIndexCache()
     query = synthetic.queries[0]
     auto = ranked(store, query, synthetic.run_id, k=10)  # no cache: exact
-    search_vector(store, query, SearchRequest("q", k=10), synthetic.run_id, cache)
+    search_vector(store, query, SearchRequest("q", k=10), store.run_info(synthetic.run_id), cache)
     assert not cache.ready(synthetic.path, synthetic.run_id)  # 20,000 vectors: below the threshold
     monkeypatch.setattr("tilescribe.plugin.core.search.FAST_MIN_VECTORS", 1000)
-    hits = search_vector(store, query, SearchRequest("q", k=10), synthetic.run_id, cache)
+    hits = search_vector(store, query, SearchRequest("q", k=10), store.run_info(synthetic.run_id), cache)
     cache.join()
     assert cache.ready(synthetic.path, synthetic.run_id)
     assert as_ranking(hits) == auto
-    hits = search_vector(store, query, SearchRequest("q", k=10), synthetic.run_id, cache)
+    hits = search_vector(store, query, SearchRequest("q", k=10), store.run_info(synthetic.run_id), cache)
     assert as_ranking(hits) == auto
 
 
@@ -121,7 +121,7 @@ def test_a_tile_with_thousands_of_top_variants_does_not_hide_the_others(tmp_path
     crowded = store.tiles(run_id)[0]
     store.save_captions(crowded.id, [CaptionVariant.plain(f"harbour {i}") for i in range(4200)],
                         np.repeat(embedder.embed(["harbour"]), 4200, axis=0))
-    hits = search_vector(store, embedder.embed(["harbour"])[0], SearchRequest("q", k=3, mode="fast"), run_id)
+    hits = search_vector(store, embedder.embed(["harbour"])[0], SearchRequest("q", k=3, mode="fast"), store.run_info(run_id))
     assert [h.tile_db_id for h in hits][:2] == [crowded.id, store.tiles(run_id)[1].id]
     assert len(hits) == 3
     store.close()
@@ -129,4 +129,4 @@ def test_a_tile_with_thousands_of_top_variants_does_not_hide_the_others(tmp_path
 
 def test_unknown_mode_is_refused(synthetic, store):
     with pytest.raises(QueryError, match="mode 'quick' is unknown"):
-        search_vector(store, synthetic.queries[0], SearchRequest("q", mode="quick"), synthetic.run_id)
+        search_vector(store, synthetic.queries[0], SearchRequest("q", mode="quick"), store.run_info(synthetic.run_id))

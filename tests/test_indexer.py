@@ -38,7 +38,7 @@ def test_every_content_tile_is_captioned_once_and_empty_ones_skipped(store, rast
     assert captioner.calls == 5  # the nodata tile never reached the model
     assert store.vector_count(report.run_id) == 15 == store.variant_count(report.run_id)
     assert events[-1].finished == events[-1].total == 6
-    assert store.run_info(report.run_id)["finished_at"]
+    assert store.run_info(report.run_id).finished_at
     assert report.timings.model > 0 and report.timings.read > 0
 
 
@@ -54,7 +54,7 @@ def test_cancel_keeps_what_was_done_and_the_next_run_finishes(store, raster, has
     report = index_raster(store, FakeCaptioner(on_call=calls.append), hashing_embedder, str(raster),
                           SETTINGS, cancel=lambda: len(calls) >= 2)
     assert report.cancelled and store.tile_counts(report.run_id)["done"] == 2
-    assert not store.run_info(report.run_id)["finished_at"]
+    assert not store.run_info(report.run_id).finished_at
     rest = FakeCaptioner()
     index_raster(store, rest, hashing_embedder, str(raster), SETTINGS)
     assert rest.calls == 3 and store.tile_counts(report.run_id)["done"] == 5
@@ -133,4 +133,4 @@ def test_resuming_with_other_speed_settings_continues_the_same_run(store, raster
     faster = Tuned(8)
     second = index_raster(store, faster, hashing_embedder, str(raster), SETTINGS)
     assert second.run_id == first.run_id and faster.calls == 3
-    assert store.run_info(first.run_id)["captioner"]["settings"]["n_threads"] == 1  # as first recorded
+    assert store.run_info(first.run_id).captioner["settings"]["n_threads"] == 1  # as first recorded

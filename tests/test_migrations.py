@@ -56,8 +56,8 @@ def test_a_schema1_index_upgrades_keeping_its_vectors(tmp_path):
         assert store.vector_state(1)[0] == 6
         np.testing.assert_array_equal(store.vectors_of(2), vectors[2:4])
         query = vectors[4]
-        exact = search_vector(store, query, SearchRequest("q", k=3, mode="exact"), 1)
-        fast = search_vector(store, query, SearchRequest("q", k=3, mode="fast"), 1)
+        exact = search_vector(store, query, SearchRequest("q", k=3, mode="exact"), store.run_info(1))
+        fast = search_vector(store, query, SearchRequest("q", k=3, mode="fast"), store.run_info(1))
         assert [h.tile_db_id for h in exact] == [h.tile_db_id for h in fast]
         assert exact[0].tile_db_id == 3 and exact[0].score == pytest.approx(1.0, abs=1e-6)
 

@@ -72,7 +72,7 @@ def test_resuming_with_other_bands_is_a_new_run_recorded_with_its_bands(db, rast
     again, captioner = _index(db, raster, IndexSettings(100, 0, 2, RenderSettings(bands=(2,))))
     assert again.run_id not in (first.run_id, second.run_id) and captioner.calls == 6  # not "0 now"
     with Store(db) as store:
-        assert store.run_info(second.run_id)["render"]["bands"] == [3, 2, 1]
+        assert store.run_info(second.run_id).render["bands"] == [3, 2, 1]
 
 
 def test_the_default_bands_spelled_out_continue_the_same_run(db, raster):
@@ -104,7 +104,7 @@ def test_a_run_from_before_render_settings_were_recorded_is_resumed_and_adopts_t
     resumed, captioner = _index(db, raster)
     assert resumed.run_id == first.run_id and 0 < captioner.calls < 6
     with Store(db) as store:
-        assert store.run_info(first.run_id)["render"]["bands"] == [1, 2, 3]
+        assert store.run_info(first.run_id).render["bands"] == [1, 2, 3]
 
 
 # --- embedders are told apart by what they compute --------------------------------------------------
@@ -323,7 +323,7 @@ def test_a_paletted_raster_is_rendered_through_its_colour_table(tmp_path, db):
     pixels = np.asarray(Image.open(BytesIO(captioner.images[0])).convert("RGB")).reshape(-1, 3)
     assert {tuple(p) for p in pixels} == {(0, 128, 0), (0, 0, 255), (255, 255, 0)}
     with Store(db) as store:
-        assert store.run_info(report.run_id)["render"]["palette"] is True
+        assert store.run_info(report.run_id).render["palette"] is True
 
 
 # --- the worker -----------------------------------------------------------------------------------------

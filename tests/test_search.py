@@ -10,6 +10,7 @@ from helpers import build_index
 from tilescribe.plugin.core.captions import CaptionVariant
 from tilescribe.plugin.core.errors import QueryError
 from tilescribe.plugin.core.search import SearchRequest, search
+from tilescribe.plugin.core.store import Store
 
 CAPTIONS = [
     ["a red barn beside fields", "green crop fields", "farmland with a barn"],
@@ -39,6 +40,19 @@ def test_best_variant_decides_the_tile_rank(index, hashing_embedder):
     assert [h.rank for h in hits] == [1, 2, 3]
     assert len({h.tile_id for h in hits}) == 3
     assert hits[0].score >= hits[1].score >= hits[2].score
+
+
+@pytest.mark.parametrize("mode", ["exact", "fast"])
+def test_one_search_reads_its_run_record_once(index, hashing_embedder, monkeypatch, mode):
+    # The run (embedder, vector table, raster) is looked up once and handed down, not re-read per step.
+    store, run_id = index
+    search(store, hashing_embedder, SearchRequest("warm", k=3, mode=mode))  # a legacy index's one-off embedder check
+    looked_up = []
+    read = Store.run_info
+    monkeypatch.setattr(Store, "run_info", lambda self, rid: looked_up.append(rid) or read(self, rid))
+    hits = search(store, hashing_embedder, SearchRequest("boats moored at a pier", k=3, mode=mode))
+    assert hits[0].caption == "boats moored at a pier"
+    assert looked_up == [run_id]
 
 
 def test_hits_carry_geo_facts_of_their_tile(index, hashing_embedder):

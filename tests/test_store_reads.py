@@ -27,14 +27,14 @@ def vec0_vectors(store, ids) -> np.ndarray:
 def test_vectors_read_by_offset_equal_vec0s_own(three_chunks, count):
     with Store(three_chunks.path) as store:
         ids = np.sort(np.random.default_rng(count).choice(np.arange(1, 2501), count, replace=False))
-        found, vectors = store.vector_reader(three_chunks.run_id).read(ids[::-1])
+        found, vectors = store.vector_reader(store.run_info(three_chunks.run_id)).read(ids[::-1])
         np.testing.assert_array_equal(found, ids)
         np.testing.assert_array_equal(vectors, vec0_vectors(store, ids))
 
 
 def test_ids_without_a_vector_are_left_out(three_chunks):
     with Store(three_chunks.path) as store:
-        found, vectors = store.vector_reader(three_chunks.run_id).read(np.array([5, 999_999, 7]))
+        found, vectors = store.vector_reader(store.run_info(three_chunks.run_id)).read(np.array([5, 999_999, 7]))
         assert found.tolist() == [5, 7] and vectors.shape == (2, 384)
 
 
@@ -42,7 +42,7 @@ def test_a_cut_chunk_is_reported_as_damage_not_misread(tmp_path):
     index = build_synthetic_index(tmp_path / "d.tilescribe.sqlite", 100, n_queries=1)
     with Store(index.path) as store:
         store.conn.execute("update caption_vec_1_vector_chunks00 set vectors = zeroblob(100)")
-        reader = store.vector_reader(index.run_id)
+        reader = store.vector_reader(store.run_info(index.run_id))
         for ids in ([1, 2], list(range(1, 101))):  # blob I/O path and whole-chunk path
             with pytest.raises(IndexFileError, match="cannot be read .*it is damaged.*restore a copy"):
                 reader.read(np.array(ids))
@@ -50,7 +50,7 @@ def test_a_cut_chunk_is_reported_as_damage_not_misread(tmp_path):
 
 def test_another_sqlite_vec_layout_falls_back_to_vec0s_own_reads(three_chunks):
     with Store(three_chunks.path) as store:
-        reader = store.vector_reader(three_chunks.run_id)
+        reader = store.vector_reader(store.run_info(three_chunks.run_id))
         assert reader.by_offset  # this sqlite-vec: offsets in its chunks
         ids = np.array([2400, 3, 1500, 999_999])
         expected = reader.read(ids)

@@ -95,7 +95,7 @@ def test_a_gone_engine_ends_the_run_keeps_answers_in_flight_and_leaves_its_tile_
 
     with pytest.raises(EngineError, match="stopped again"):
         index_raster(store, GoneOnThird(parallel_requests=3), hashing_embedder, str(raster), SETTINGS)
-    run_id = store.runs()[-1]["id"]
+    run_id = store.runs()[-1].id
     counts = store.tile_counts(run_id)
     assert counts["done"] == 2 and counts["failed"] == 0  # both answers in flight were saved
     assert counts["pending"] == 6
@@ -109,7 +109,7 @@ def test_crashes_on_every_tile_stop_the_run_after_a_few(store, raster, hashing_e
     with pytest.raises(IndexingError, match=rf"crashed on {CONSECUTIVE_CRASH_LIMIT} tiles in a row"):
         index_raster(store, broken, hashing_embedder, str(raster), SETTINGS)
     assert broken.calls == CONSECUTIVE_CRASH_LIMIT
-    run_id = store.runs()[-1]["id"]
+    run_id = store.runs()[-1].id
     assert store.tile_counts(run_id)["failed"] == CONSECUTIVE_CRASH_LIMIT
 
 

@@ -163,7 +163,7 @@ def test_api_keys_and_url_credentials_never_reach_the_index_logs_or_output(
     for secret in (SECRET, URL_PASSWORD):
         assert secret not in shown and secret.encode() not in files
     with Store(db, readonly=True) as store:
-        record = store.runs()[0]["captioner"]
+        record = store.runs()[0].captioner
     assert record["url"] == f"http://***@127.0.0.1:{port}/v1?api_key=***"
     assert record["api_key_env"] == KEY_ENV
     assert "tester" not in json.dumps(record)

@@ -57,7 +57,7 @@ def _say_which_run(store: Store, run_id: int) -> None:
     if not others:
         return
     run = store.run_info(run_id)
-    raster = store.raster_info(run["raster_id"])["path"]
-    say(f"note: searched run {run_id} only ({raster}, tiles {run['tile_size']} px, embedder {run['embedder']}), "
+    raster = store.raster_info(run.raster_id)["path"]
+    say(f"note: searched run {run_id} only ({raster}, tiles {run.tile_size} px, embedder {run.embedder}), "
         f"the latest with captions; {store.path} also holds run{'s' if len(others) > 1 else ''} "
         f"{', '.join(map(str, others))}: search one with --run N (`tilescribe info --db {store.path}` lists them).")

@@ -135,7 +135,7 @@ def _legacy_similarity(store: Store, embedder_id: int, embedder: Embedder) -> Op
         " where r.embedder_id = ? order by c.id limit ?", (embedder_id, LEGACY_SAMPLES)).fetchall()
     if not rows:
         return None
-    found, stored = store.vector_reader(rows[0][4]).read(np.array([row[0] for row in rows]))
+    found, stored = store.vector_reader(store.run_info(rows[0][4])).read(np.array([row[0] for row in rows]))
     rows = [row for row in rows if row[0] in set(found.tolist())]  # ascending ids, as `found`
     fresh = embedder.embed([CaptionVariant(*row[1:4]).embedding_text() for row in rows])
     if stored.shape != fresh.shape:

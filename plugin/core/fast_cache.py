@@ -10,6 +10,7 @@ from typing import Optional
 
 from .fastsearch import FastIndex
 from .store import Store
+from .store_reads import RunInfo
 
 # Below this many vectors the exact search takes tens of milliseconds: no index worth holding.
 FAST_MIN_VECTORS = 50_000
@@ -33,19 +34,19 @@ class FastIndexCache:
         self._failed: dict[Key, tuple[int, int]] = {}  # run state at a failed load: not retried until it changes
         self._lock = threading.Lock()
 
-    def get(self, store: Store, run_id: int, *, wait: bool = False) -> Optional[FastIndex]:
+    def get(self, store: Store, run: RunInfo, *, wait: bool = False) -> Optional[FastIndex]:
         """The run's index, current with the file; without `wait`, None while it loads in the background."""
-        key = (str(store.path.resolve()), run_id)
+        key = (str(store.path.resolve()), run.id)
         index = self._current(key, store)
         if index is not None:
             return index
         if not wait:
-            self._start_load(key, store, run_id)
+            self._start_load(key, store, run)
             return None
         self.join()  # a load already under way may give a current index
         index = self._current(key, store)
         if index is None:
-            index = FastIndex.load(store, run_id)
+            index = FastIndex.load(store, run)
             self._put(key, index)
         return index
 
@@ -81,23 +82,23 @@ class FastIndexCache:
             while len(self._ready) > self.max_runs:
                 self._ready.popitem(last=False)
 
-    def _start_load(self, key: Key, store: Store, run_id: int) -> None:
-        state = store.vector_state(run_id)
+    def _start_load(self, key: Key, store: Store, run: RunInfo) -> None:
+        state = store.vector_state(run.id)
         with self._lock:
             if key in self._loading or self._failed.get(key) == state:
                 return
-            thread = threading.Thread(target=self._load, args=(key, store.path, run_id, state),
-                                      name=f"fast-index-{run_id}", daemon=True)
+            thread = threading.Thread(target=self._load, args=(key, store.path, run, state),
+                                      name=f"fast-index-{run.id}", daemon=True)
             self._loading[key] = thread
         thread.start()
 
-    def _load(self, key: Key, path, run_id: int, state: tuple[int, int]) -> None:
+    def _load(self, key: Key, path, run: RunInfo, state: tuple[int, int]) -> None:
         try:
             with Store(path, readonly=True) as store:
-                index = FastIndex.load(store, run_id)
+                index = FastIndex.load(store, run)
             self._put(key, index)
         except Exception as exc:  # searches go on exactly; say why once
-            log.warning("fast search index for run %s of %s failed to load: %r", run_id, path, exc)
+            log.warning("fast search index for run %s of %s failed to load: %r", run.id, path, exc)
             with self._lock:
                 self._failed[key] = state
         finally:

@@ -9,7 +9,7 @@ import numpy as np
 
 from .errors import IndexFileError
 from .store import Store
-from .store_reads import VectorReader, run_caption_ids, snapshot, tile_boxes
+from .store_reads import RunInfo, VectorReader, run_caption_ids, snapshot, tile_boxes
 
 # Stage 1 scores every vector in the first STAGE1_DIMS principal components, as
 # float32 (a million vectors: 128 MB streamed per query); stage 2 re-ranks the
@@ -95,9 +95,10 @@ class Columns:
 class FastIndex:
     """One run's vectors, projected, in RAM; knows the run's write state to tell when it is stale."""
 
-    def __init__(self, run_id: int, state: tuple[int, int], projection: Projection,
+    def __init__(self, run: RunInfo, state: tuple[int, int], projection: Projection,
                  rows: Columns, tiles: Columns):
-        self.run_id, self.state, self.projection = run_id, state, projection
+        self.run, self.state, self.projection = run, state, projection
+        self.run_id = run.id
         self.rows = rows    # stage1, stage2 (projected), caption_id, tile (position in `tiles`)
         self.tiles = tiles  # id, bbox
         self._rng = np.random.default_rng(0)
@@ -107,21 +108,21 @@ class FastIndex:
         return self.rows.nbytes + self.tiles.nbytes + self.projection.basis.nbytes
 
     @classmethod
-    def load(cls, store: Store, run_id: int) -> "FastIndex":
+    def load(cls, store: Store, run: RunInfo) -> "FastIndex":
         """Read and project every vector of the run (in chunks: memory stays at the projected size)."""
-        dim = store.run_info(run_id)["dim"]
+        run_id, dim = run.id, run.dim
         with snapshot(store.conn):
             state = store.vector_state(run_id)
             caption_ids, tile_ids = run_caption_ids(store.conn, run_id)
             sample = np.sort(np.random.default_rng(0).permutation(caption_ids)[:PCA_SAMPLE])
-            reader = store.vector_reader(run_id)
+            reader = store.vector_reader(run)
             projection = Projection.fit(reader.read(sample)[1], min(dim, STAGE1_DIMS + STAGE2_DIMS))
             stage1, stage2, q8, scale = _projected_rows(store, reader, caption_ids, projection)
             tile_list, tile_pos = np.unique(tile_ids, return_inverse=True)
             tiles = Columns(id=tile_list, bbox=tile_boxes(store.conn, run_id, tile_list))
         rows = Columns(stage1=stage1, stage2=stage2, q8=q8, scale=scale, caption_id=caption_ids,
                        tile=tile_pos.astype(np.int32))
-        return cls(run_id, (len(caption_ids), state[1]), projection, rows, tiles)
+        return cls(run, (len(caption_ids), state[1]), projection, rows, tiles)
 
     def refresh(self, store: Store) -> bool:
         """Catch up with the file: True when current (new tiles appended), False when it needs a reload."""
@@ -134,7 +135,7 @@ class FastIndex:
             caption_ids, tile_ids = run_caption_ids(store.conn, self.run_id, after=last)
             if self.rows.n + len(caption_ids) != state[0] or np.isin(tile_ids, self.tiles["id"]).any():
                 return False  # captions were replaced or deleted: appending cannot express that
-            stage1, stage2, q8, scale = _projected_rows(store, store.vector_reader(self.run_id), caption_ids,
+            stage1, stage2, q8, scale = _projected_rows(store, store.vector_reader(self.run), caption_ids,
                                                          self.projection)
             new_tiles, tile_pos = np.unique(tile_ids, return_inverse=True)
             boxes = tile_boxes(store.conn, self.run_id, new_tiles)
@@ -215,7 +216,7 @@ class FastIndex:
         order = np.argsort(caption_ids)
         rows, caption_ids = rows[order], caption_ids[order]
         scores = np.full(len(rows), -np.inf, dtype=np.float32)
-        reader = store.vector_reader(self.run_id)
+        reader = store.vector_reader(self.run)
         for start in range(0, len(rows), READ_CHUNK):  # chunks: an exact pass never holds every float
             chunk = caption_ids[start:start + READ_CHUNK]
             found, vectors = reader.read(chunk)

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import IndexFileError, IndexingError
-from .store import Store, vec_table
-from .store_reads import run_caption_ids
+from .store import Store
+from .store_reads import VectorReader, run_caption_ids, vec_table
 
 KNOWN_SEARCHES = 3  # per run: the first, middle and last caption
 SAME_VECTOR = 1e-4  # cosine distance of a vector to itself, float noise included
@@ -51,9 +51,11 @@ def check_index(store: Store) -> CheckReport:
             "select r.id, r.embedder_id, e.dim from runs r join embedders e on e.id = r.embedder_id"
             " order by r.id").fetchall():
         before = len(report.problems)
+        # Not store.run_info: a damaged run record must be reported, not stop the check.
+        reader = VectorReader(store.conn, store.path, vec_table(embedder_id), dim)
         counts = _check_counts(store, run_id, embedder_id, report.problems)
-        _check_vectors(store, run_id, dim, report.problems)
-        searches = _known_searches(store, run_id, embedder_id, report.problems)
+        _check_vectors(store, run_id, reader, report.problems)
+        searches = _known_searches(store, run_id, reader, report.problems)
         if len(report.problems) == before:
             report.checked.append(f"run {run_id}: {counts} vectors ({dim}-d) agree with their captions, all finite "
                                   f"and unit length; {searches} known searches found their own caption first")
@@ -64,8 +66,8 @@ def check_after_crash(store: Store, run_id: int) -> None:
     """Counts and known searches of the run an indexer resumes after the last one died; stops if damaged."""
     run = store.run_info(run_id)
     problems: list[str] = []
-    _check_counts(store, run_id, run["embedder_id"], problems)
-    _known_searches(store, run_id, run["embedder_id"], problems)
+    _check_counts(store, run_id, run.embedder_id, problems)
+    _known_searches(store, run_id, store.vector_reader(run), problems)
     if problems:
         raise IndexingError(
             f"The index {store.path} looks damaged after the last indexer stopped abruptly: {problems[0]} "
@@ -131,10 +133,9 @@ def _check_counts(store: Store, run_id: int, embedder_id: int, problems: list) -
     return vectors
 
 
-def _check_vectors(store: Store, run_id: int, dim: int, problems: list) -> None:
+def _check_vectors(store: Store, run_id: int, reader: VectorReader, problems: list) -> None:
     """Every vector of the run (its one copy, in vec0's chunks): dim float32 values, finite, unit (or zero)."""
     caption_ids, _ = run_caption_ids(store.conn, run_id)
-    reader = store.vector_reader(run_id)
     for start in range(0, len(caption_ids), CHUNK):
         ids = caption_ids[start:start + CHUNK]
         try:
@@ -153,14 +154,14 @@ def _check_vectors(store: Store, run_id: int, dim: int, problems: list) -> None:
             return
 
 
-def _known_searches(store: Store, run_id: int, embedder_id: int, problems: list) -> int:
+def _known_searches(store: Store, run_id: int, reader: VectorReader, problems: list) -> int:
     """Search with a few stored vectors: each must find its own caption at distance ~0."""
     ids = [row[0] for row in store.conn.execute(
         "select c.id from captions c join tiles t on t.id = c.tile_id where t.run_id = ? order by c.id", (run_id,))]
     picks = sorted({ids[0], ids[len(ids) // 2], ids[-1]}) if ids else []
     for caption_id in picks[:KNOWN_SEARCHES]:
         try:
-            found, vectors = store.vector_reader(run_id).read(np.array([caption_id]))
+            found, vectors = reader.read(np.array([caption_id]))
         except IndexFileError as exc:
             problems.append(str(exc))
             continue
@@ -168,7 +169,7 @@ def _known_searches(store: Store, run_id: int, embedder_id: int, problems: list)
             problems.append(f"Run {run_id}: caption {caption_id} has no vector.")
             continue
         hits = store.conn.execute(
-            f"select caption_id, distance from {vec_table(embedder_id)} where embedding match ? and k = 8"
+            f"select caption_id, distance from {reader.table} where embedding match ? and k = 8"
             " and run_id = ? order by distance", (vectors[0].tobytes(), run_id)).fetchall()
         exact = [cid for cid, distance in hits if distance <= SAME_VECTOR]
         if caption_id not in exact and not len(exact) == len(hits) == 8:  # 8 exact: duplicates of it

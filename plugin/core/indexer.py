@@ -21,6 +21,7 @@ from .health import check_after_crash
 from .rendering import choose_bands, read_palette, render_identity, render_tile_png
 from .sqlite_errors import write_failure
 from .store import Store, StoredTile
+from .store_reads import RunInfo
 from .tiling import (Tile, TileGrid, content_skip_reason, gdal_errors_as_exceptions,
                      open_raster, pixel_hash, read_info, read_window)
 
@@ -171,24 +172,24 @@ def _run_for(store: Store, captioner, embedder: Embedder, info, grid: TileGrid, 
     record = captioner.describe()
     wanted = captioner_identity(record)
     for run in reversed(store.runs()):
-        if (run["raster_id"], run["embedder_id"], run["prompt_version"], run["tile_size"],
-                run["overlap"], run["variants"]) == (raster_id, embedder_id, PROMPT_VERSION,
+        if (run.raster_id, run.embedder_id, run.prompt_version, run.tile_size,
+                run.overlap, run.variants) == (raster_id, embedder_id, PROMPT_VERSION,
                                                      grid.tile_size, grid.overlap, variants) \
-                and captioner_identity(run["captioner"]) == wanted and _same_render(store, run, render):
-            return run["id"]
+                and captioner_identity(run.captioner) == wanted and _same_render(store, run, render):
+            return run.id
     return store.create_run(raster_id, embedder_id, record, PROMPT_VERSION, grid.tile_size,
                             grid.overlap, variants, render)
 
 
-def _same_render(store: Store, run: dict, render: dict) -> bool:
+def _same_render(store: Store, run: RunInfo, render: dict) -> bool:
     """Whether the run's tiles were rendered as `render` would; a run from before renders were
     recorded is taken to match and adopts it (unless it showed a colour table, which it could not)."""
-    if run["render"] is not None:
-        return run["render"] == render
+    if run.render is not None:
+        return run.render == render
     if render["palette"]:
         return False
     with store.atomic():
-        store.conn.execute("update runs set render = ? where id = ?", (json.dumps(render, sort_keys=True), run["id"]))
+        store.conn.execute("update runs set render = ? where id = ?", (json.dumps(render, sort_keys=True), run.id))
     return True
 
 

@@ -16,7 +16,8 @@ from .fast_cache import FAST_MIN_VECTORS, FastIndexCache
 from .fastsearch import Best, FastIndex, pool_sizes
 from .lexical import lexical_ranking, reciprocal_rank_fusion
 from . import store_reads
-from .store import Store, vec_table
+from .store import Store
+from .store_reads import RunInfo
 from .tiling import Window
 
 MAX_QUERY_CHARS = 2000  # embedders truncate long input anyway; refuse pasted documents
@@ -112,11 +113,7 @@ def check_extent(extent: Optional[Sequence[float]]) -> Optional[Extent]:
     return values
 
 
-def resolve_run(store: Store, run_id: Optional[int]) -> int:
-    return _run(store, run_id)["id"]
-
-
-def _run(store: Store, run_id: Optional[int]) -> dict:
+def resolve_run(store: Store, run_id: Optional[int]) -> RunInfo:
     """The run to search (the latest with captions by default): looked up once per query."""
     if run_id is not None:
         return store.run_info(run_id)  # raises a clear error for an unknown run
@@ -133,7 +130,7 @@ def search(store: Store, embedder: Embedder, request: SearchRequest,
     """Rank the tiles of one run for a text query."""
     query = check_query(request.query, request.k)
     check_extent(request.extent)
-    run = _run(store, request.run_id)
+    run = resolve_run(store, request.run_id)
     _check_embedder(store, run, embedder)
     vector = np.asarray(embedder.embed([query])[0], dtype=np.float32)
     if not request.lexical:
@@ -141,34 +138,33 @@ def search(store: Store, embedder: Embedder, request: SearchRequest,
     return _hits(store, run, _fused(store, query, vector, request, run, fast_cache))
 
 
-def search_vector(store: Store, vector: np.ndarray, request: SearchRequest, run_id: int,
+def search_vector(store: Store, vector: np.ndarray, request: SearchRequest, run: RunInfo,
                   fast_cache: Optional[FastIndexCache] = None) -> list[SearchHit]:
-    """Rank tiles for a query vector (also used by "find similar")."""
-    run = store.run_info(run_id)
+    """Rank tiles of `run` (store.run_info) for a query vector (also used by "find similar")."""
     vector = np.asarray(vector, dtype=np.float32)
     return _hits(store, run, _dense(store, vector, request, run, fast_cache, request.k))
 
 
-def _dense(store: Store, vector: np.ndarray, request: SearchRequest, run: dict,
+def _dense(store: Store, vector: np.ndarray, request: SearchRequest, run: RunInfo,
            cache: Optional[FastIndexCache], depth: int) -> Best:
     """The `depth` best tiles by cosine; the fast path re-scores as many vectors as for request.k."""
-    index = _fast_index(store, run["id"], request.mode, cache)
+    index = _fast_index(store, run, request.mode, cache)
     if index is None:
         return _best_variant_per_tile(store, run, vector, replace(request, k=depth))
     return index.search(store, vector, depth, request.extent, request.exclude_tiles,
                         rescored=pool_sizes(request.k, 0)[0])
 
 
-def _fused(store: Store, query: str, vector: np.ndarray, request: SearchRequest, run: dict,
+def _fused(store: Store, query: str, vector: np.ndarray, request: SearchRequest, run: RunInfo,
            cache: Optional[FastIndexCache]) -> Best:
     """Dense and BM25 rankings fused by reciprocal rank; each hit keeps the cosine of its variant."""
     depth = max(request.k, FUSION_DEPTH)
     dense = _dense(store, vector, request, run, cache, depth)
-    words = lexical_ranking(store, run["id"], query, depth, request.extent, request.exclude_tiles)
+    words = lexical_ranking(store, run.id, query, depth, request.extent, request.exclude_tiles)
     best = {tile: (tile, caption, score) for tile, caption, score in dense}
     word_only = [(tile, caption) for tile, caption in words if tile not in best]
     if word_only:
-        found, vectors = store.vector_reader(run["id"]).read(np.array([c for _, c in word_only], dtype=np.int64))
+        found, vectors = store.vector_reader(run).read(np.array([c for _, c in word_only], dtype=np.int64))
         cosines = dict(zip(found.tolist(), _cosines(vectors, vector)))
         best.update((tile, (tile, caption, cosines.get(caption, 0.0))) for tile, caption in word_only)
     fused = reciprocal_rank_fusion([[tile for tile, _, _ in dense], [tile for tile, _ in words]])
@@ -180,42 +176,42 @@ def _cosines(vectors: np.ndarray, query: np.ndarray) -> list[float]:
     return [float(x) for x in (vectors @ query) / np.where(norms == 0, 1.0, norms)]
 
 
-def _fast_index(store: Store, run_id: int, mode: str, cache: Optional[FastIndexCache]) -> Optional[FastIndex]:
+def _fast_index(store: Store, run: RunInfo, mode: str, cache: Optional[FastIndexCache]) -> Optional[FastIndex]:
     """The fast index to search with, or None for the exact search."""
     if mode not in MODES:
         raise QueryError(f"Search mode {mode!r} is unknown: use one of {', '.join(MODES)}.")
     if mode == "exact":
         return None
     if mode == "fast":
-        return cache.get(store, run_id, wait=True) if cache else FastIndex.load(store, run_id)
+        return cache.get(store, run, wait=True) if cache else FastIndex.load(store, run)
     # auto: loading a large index takes seconds, so only a cache that outlives queries pays off.
-    if cache is None or store.vector_state(run_id)[0] < FAST_MIN_VECTORS:
+    if cache is None or store.vector_state(run.id)[0] < FAST_MIN_VECTORS:
         return None
-    return cache.get(store, run_id)
+    return cache.get(store, run)
 
 
-def _check_embedder(store: Store, run: dict, embedder: Embedder) -> None:
-    if run["dim"] != embedder.dim:
+def _check_embedder(store: Store, run: RunInfo, embedder: Embedder) -> None:
+    if run.dim != embedder.dim:
         raise QueryError(
-            f"Run {run['id']} of {store.path} was embedded with {run['embedder']} ({run['dim']}-d); "
+            f"Run {run.id} of {store.path} was embedded with {run.embedder} ({run.dim}-d); "
             f"the query embedder is {embedder.name} ({embedder.dim}-d). Search with --embedder "
-            f"pointing at {run['embedder']}."
+            f"pointing at {run.embedder}."
         )
-    check_embedder(store, run["embedder_id"], embedder)  # same vectors, whatever the folder is called
+    check_embedder(store, run.embedder_id, embedder)  # same vectors, whatever the folder is called
 
 
-def _best_variant_per_tile(store: Store, run: dict, vector: np.ndarray, request: SearchRequest):
+def _best_variant_per_tile(store: Store, run: RunInfo, vector: np.ndarray, request: SearchRequest):
     """[(tile_db_id, caption_id, similarity)] best first, one entry per tile, at most k."""
-    table = vec_table(run["embedder_id"])
+    table = run.vector_table
     excluded = set(request.exclude_tiles)
     k_variants = min(KNN_LIMIT, max(64, request.k * 8))
     while True:
-        rows = store_reads.nearest_variants(store.conn, table, vector, k_variants, run["id"], request.extent)
+        rows = store_reads.nearest_variants(store.conn, table, vector, k_variants, run.id, request.extent)
         best = _first_per_tile(rows, excluded, request.k)
         if len(best) >= request.k or len(rows) < k_variants:
             return best
         if k_variants == KNN_LIMIT:  # more than 4096 variants before k distinct tiles: rare; scan exactly
-            rows = store_reads.all_variants_by_distance(store.conn, table, vector, run["id"], request.extent)
+            rows = store_reads.all_variants_by_distance(store.conn, table, vector, run.id, request.extent)
             return _first_per_tile(rows, excluded, request.k)
         k_variants = min(KNN_LIMIT, k_variants * 4)
 
@@ -231,8 +227,8 @@ def _first_per_tile(rows, excluded: set, k: int) -> list[tuple[int, int, float]]
     return best
 
 
-def _hits(store: Store, run: dict, best) -> list[SearchHit]:
-    raster = store.raster_info(run["raster_id"])
+def _hits(store: Store, run: RunInfo, best) -> list[SearchHit]:
+    raster = store.raster_info(run.raster_id)
     tiles, captions = store_reads.hit_rows(store.conn, [b[0] for b in best], [b[1] for b in best])
     hits = []
     for rank, (tile_db_id, caption_id, score) in enumerate(best, start=1):
@@ -240,7 +236,7 @@ def _hits(store: Store, run: dict, best) -> list[SearchHit]:
         hits.append(SearchHit(
             rank=rank, tile_id=window.key, score=float(score), window=window, bbox=bbox,
             crs=raster["crs_label"], caption=CaptionVariant(*captions[caption_id]).display_text(),
-            run_id=run["id"], tile_db_id=tile_db_id, raster_path=raster["path"],
+            run_id=run.id, tile_db_id=tile_db_id, raster_path=raster["path"],
         ))
     return hits
 
@@ -253,8 +249,9 @@ def similar_tiles(store: Store, tile_db_id: int, k: int = 10,
         raise QueryError(f"Tile {tile_db_id} of {store.path} has no captions to compare with.")
     request = SearchRequest("similar", k=k, exclude_tiles=(tile_db_id,))
     best: dict[int, SearchHit] = {}
+    run = store.run_info(tile.run_id)
     for vector in store.vectors_of(tile_db_id):
-        for hit in search_vector(store, vector, request, tile.run_id, fast_cache):
+        for hit in search_vector(store, vector, request, run, fast_cache):
             if hit.tile_db_id not in best or hit.score > best[hit.tile_db_id].score:
                 best[hit.tile_db_id] = hit
     ranked = sorted(best.values(), key=lambda h: -h.score)[:k]

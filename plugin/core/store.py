@@ -18,7 +18,7 @@ from .errors import IndexFileError
 from .index_settings import INDEX_SUFFIX
 from .migrations import MIGRATIONS, SCHEMA_VERSION, older_schema_message
 from .sqlite_errors import open_failure
-from .store_reads import VectorReader, tiles_to_do_page
+from .store_reads import RunInfo, VectorReader, run_infos, tiles_to_do_page, vec_table
 from .store_writes import TileCaptions, write_captions
 from .tiling import RasterInfo, Tile, Window
 
@@ -244,20 +244,11 @@ class Store:
         with self.atomic():
             self.conn.execute("update runs set finished_at = ? where id = ?", (now(), run_id))
 
-    def run_info(self, run_id: int) -> dict:
-        row = self.conn.execute(
-            "select r.id, r.raster_id, r.embedder_id, e.name, e.dim, r.captioner, r.prompt_version,"
-            " r.tile_size, r.overlap, r.variants, r.started_at, r.finished_at, r.render"
-            " from runs r join embedders e on e.id = r.embedder_id where r.id = ?", (_sql_int(run_id),)
-        ).fetchone()
-        if row is None:
+    def run_info(self, run_id: int) -> RunInfo:
+        found = run_infos(self.conn, _sql_int(run_id))
+        if not found:
             raise IndexFileError(f"Index {self.path} has no run {run_id}: see `tilescribe info`.")
-        keys = ("id", "raster_id", "embedder_id", "embedder", "dim", "captioner", "prompt_version",
-                "tile_size", "overlap", "variants", "started_at", "finished_at", "render")
-        info = dict(zip(keys, row))
-        info["captioner"] = json.loads(info["captioner"])
-        info["render"] = json.loads(info["render"]) if info["render"] else None  # None: not recorded
-        return info
+        return found[0]
 
     def raster_info(self, raster_id: int) -> dict:
         row = self.conn.execute(
@@ -320,7 +311,7 @@ class Store:
     def save_captions_many(self, entries: Sequence[TileCaptions]) -> None:
         """save_captions for many tiles in one transaction, with one insert per table (bulk loads)."""
         with self.atomic():
-            write_captions(self.conn, entries, vec_table, now())
+            write_captions(self.conn, entries, now())
 
     def mark_tile(self, tile_id: int, status: str, reason: str = "", raw: str = "") -> None:
         """Set a tile's status; a failure also counts one more attempt (bounded retries)."""
@@ -341,7 +332,7 @@ class Store:
     def vectors_of(self, tile_id: int) -> np.ndarray:
         """The stored vectors of a tile's variants (for "find similar")."""
         (run_id,) = self.conn.execute("select run_id from tiles where id = ?", (tile_id,)).fetchone()
-        reader = self.vector_reader(run_id)
+        reader = self.vector_reader(self.run_info(run_id))
         caption_ids = [row[0] for row in self.conn.execute(
             "select id from captions where tile_id = ? order by variant", (tile_id,))]
         found, vectors = reader.read(np.array(caption_ids, dtype=np.int64))
@@ -350,15 +341,14 @@ class Store:
                                  "Re-create it or restore a copy.")
         return vectors[np.searchsorted(found, caption_ids)]
 
-    def vector_reader(self, run_id: int) -> VectorReader:
+    def vector_reader(self, run: RunInfo) -> VectorReader:
         """Reads the run's float vectors by caption id (their one copy, in the vec0 table)."""
-        run = self.run_info(run_id)
-        return VectorReader(self.conn, self.path, vec_table(run["embedder_id"]), run["dim"])
+        return VectorReader(self.conn, self.path, run.vector_table, run.dim)
 
     # -- overview ---------------------------------------------------------------------------
 
-    def runs(self) -> list[dict]:
-        return [self.run_info(r[0]) for r in self.conn.execute("select id from runs order by id")]
+    def runs(self) -> list[RunInfo]:
+        return run_infos(self.conn)
 
     def rasters(self) -> list[dict]:
         return [self.raster_info(r[0]) for r in self.conn.execute("select id from rasters order by id")]
@@ -378,9 +368,8 @@ class Store:
         ).fetchone()[0]
 
     def vector_count(self, run_id: int) -> int:
-        embedder_id = self.run_info(run_id)["embedder_id"]
         return self.conn.execute(
-            f"select count(*) from {vec_table(embedder_id)} where run_id = ?", (run_id,)
+            f"select count(*) from {self.run_info(run_id).vector_table} where run_id = ?", (run_id,)
         ).fetchone()[0]
 
     def vector_state(self, run_id: int) -> tuple[int, int]:
@@ -406,10 +395,6 @@ def _on_read_only_media(path: Path) -> bool:
 def _sql_int(value) -> int:
     """An id as SQLite can bind it: one beyond 64 bits (a typo) matches nothing instead of overflowing."""
     return value if -(1 << 63) <= value < (1 << 63) else -1
-
-
-def vec_table(embedder_id: int) -> str:
-    return f"caption_vec_{int(embedder_id)}"
 
 
 def _stored_tile(row) -> StoredTile:

@@ -9,6 +9,7 @@ import contextlib
 import itertools
 import json
 import sqlite3
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
@@ -17,6 +18,57 @@ import numpy as np
 from .errors import IndexFileError
 
 Extent = tuple[float, float, float, float]  # minx, miny, maxx, maxy in the raster's CRS
+
+
+def vec_table(embedder_id: int) -> str:
+    """The sqlite-vec table holding one embedder's vectors (one per embedder, every run)."""
+    return f"caption_vec_{int(embedder_id)}"
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One indexing run as recorded: its raster, embedder, captioner, grid and rendering.
+
+    Read once per query (search.py passes it down) instead of re-read by each step.
+    """
+
+    id: int
+    raster_id: int
+    embedder_id: int
+    embedder: str  # the embedder's name
+    dim: int
+    captioner: dict  # the captioner's description (model, family, settings)
+    prompt_version: str
+    tile_size: int
+    overlap: int
+    variants: int
+    started_at: str
+    finished_at: Optional[str]  # None: not finished (running, stopped or crashed)
+    render: Optional[dict]  # None: recorded before render settings were stored
+
+    @property
+    def vector_table(self) -> str:
+        return vec_table(self.embedder_id)
+
+    def to_dict(self) -> dict:
+        """Plain data for JSON (`tilescribe info --format json`, the worker's answers)."""
+        return asdict(self)
+
+
+_RUN_SELECT = (
+    "select r.id, r.raster_id, r.embedder_id, e.name, e.dim, r.captioner, r.prompt_version, r.tile_size,"
+    " r.overlap, r.variants, r.started_at, r.finished_at, r.render from runs r"
+    " join embedders e on e.id = r.embedder_id")
+
+
+def run_infos(conn: sqlite3.Connection, run_id: Optional[int] = None) -> list[RunInfo]:
+    """Every run, oldest first, or just `run_id` (an empty list when it does not exist)."""
+    if run_id is None:
+        rows = conn.execute(f"{_RUN_SELECT} order by r.id").fetchall()
+    else:
+        rows = conn.execute(f"{_RUN_SELECT} where r.id = ?", (run_id,)).fetchall()
+    return [RunInfo(*row[:5], json.loads(row[5]), *row[6:12], json.loads(row[12]) if row[12] else None)
+            for row in rows]
 
 
 def ids_param(ids) -> str:

@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 
 from .captions import CaptionVariant
-from .store_reads import ids_param
+from .store_reads import ids_param, vec_table
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class TileCaptions:
     raw: str = ""
 
 
-def write_captions(conn: sqlite3.Connection, entries: Sequence[TileCaptions], vec_table, stamp: str) -> None:
+def write_captions(conn: sqlite3.Connection, entries: Sequence[TileCaptions], stamp: str) -> None:
     """Replace the captions of these tiles and mark them done; the caller holds the transaction.
 
     One executemany per table, with caption ids chosen here rather than read back
@@ -35,12 +35,12 @@ def write_captions(conn: sqlite3.Connection, entries: Sequence[TileCaptions], ve
     if len({entry.tile_id for entry in entries}) != len(entries):
         raise ValueError("each tile may appear once per write")
     tiles = _tiles_for_write(conn, [entry.tile_id for entry in entries])
-    removed = _delete_captions(conn, list(tiles), vec_table)
+    removed = _delete_captions(conn, list(tiles))
     next_id = conn.execute("select coalesce(max(id), 0) + 1 from captions").fetchone()[0]
     rows = _Rows(stamp)
     for entry in entries:
         next_id = rows.add(entry, tiles[entry.tile_id], next_id)
-    rows.insert(conn, vec_table)
+    rows.insert(conn)
     added = Counter()
     for entry in entries:
         added[tiles[entry.tile_id][0]] += len(entry.variants)
@@ -68,7 +68,7 @@ class _Rows:
         self.tiles.append((entry.raw, self.stamp, entry.tile_id))
         return next_id
 
-    def insert(self, conn: sqlite3.Connection, vec_table) -> None:
+    def insert(self, conn: sqlite3.Connection) -> None:
         conn.executemany("insert into captions (id, tile_id, variant, one_sentence, feature, caption)"
                          " values (?,?,?,?,?,?)", self.captions)
         for embedder_id, rows in self.vec.items():
@@ -93,7 +93,7 @@ def _tiles_for_write(conn: sqlite3.Connection, tile_ids: Sequence[int]) -> dict[
     return tiles
 
 
-def _delete_captions(conn: sqlite3.Connection, tile_ids: Sequence[int], vec_table) -> Counter:
+def _delete_captions(conn: sqlite3.Connection, tile_ids: Sequence[int]) -> Counter:
     """Delete the tiles' captions everywhere; returns how many went per run."""
     rows = conn.execute(
         "select c.id, t.run_id, r.embedder_id from captions c join tiles t on t.id = c.tile_id"

@@ -8,11 +8,8 @@ from .store import Store
 def index_summary(store: Store) -> dict:
     runs = []
     for run in store.runs():
-        run = dict(run)
-        run["tiles"] = store.tile_counts(run["id"])
-        run["variants_stored"] = store.variant_count(run["id"])
-        run["vectors"] = store.vector_count(run["id"])
-        runs.append(run)
+        runs.append(dict(run.to_dict(), tiles=store.tile_counts(run.id), variants_stored=store.variant_count(run.id),
+                         vectors=store.vector_count(run.id)))
     keys = ("id", "path", "width", "height", "band_count", "dtype", "crs_label", "crs_wkt")
     rasters = [{k: r[k] for k in keys} for r in store.rasters()]
     return {"index": str(store.path), "rasters": rasters, "runs": runs}
@@ -26,14 +23,14 @@ def run_choices(store: Store) -> list[dict]:
     rasters = {r["id"]: r for r in store.rasters()}
     choices = []
     for run in reversed(store.runs()):
-        raster = rasters.get(run["raster_id"], {})
+        raster = rasters.get(run.raster_id, {})
         done = store.conn.execute("select count(*) from tiles where run_id = ? and status = 'done'",
-                                  (run["id"],)).fetchone()[0]
+                                  (run.id,)).fetchone()[0]
         choices.append({
-            "id": run["id"], "captioner": run["captioner"], "embedder": run["embedder"],
-            "tile_size": run["tile_size"], "overlap": run["overlap"], "variants": run["variants"],
-            "started_at": run["started_at"], "finished_at": run["finished_at"], "tiles_done": done,
-            "vectors": store.vector_state(run["id"])[0], "raster": raster.get("path", ""),
+            "id": run.id, "captioner": run.captioner, "embedder": run.embedder,
+            "tile_size": run.tile_size, "overlap": run.overlap, "variants": run.variants,
+            "started_at": run.started_at, "finished_at": run.finished_at, "tiles_done": done,
+            "vectors": store.vector_state(run.id)[0], "raster": raster.get("path", ""),
             "crs_wkt": raster.get("crs_wkt", ""),
         })
     return choices

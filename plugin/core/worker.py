@@ -185,8 +185,8 @@ class Worker:
         from .store import Store
 
         with Store(request["db"], readonly=True) as store:
-            run_id = resolve_run(store, request.get("run_id"))
-            tile_db_id = tile_at(store, run_id, float(request["x"]), float(request["y"]))
+            run = resolve_run(store, request.get("run_id"))
+            tile_db_id = tile_at(store, run.id, float(request["x"]), float(request["y"]))
             return None if tile_db_id is None else _tile_record(store, tile_db_id)
 
     def captions(self, request: dict) -> Optional[dict]:

@@ -49,15 +49,16 @@ def recall(exact: Sequence[float], fast: Sequence[float], k: int) -> float:
 def measure_search(store: Store, run_id: int, queries: np.ndarray, k: int = 10) -> dict:
     """Exact and fast search of each query in turn (same load for both); latency, recall, index size."""
     started = time.perf_counter()
+    run = store.run_info(run_id)
     cache = FastIndexCache()
-    index = cache.get(store, run_id, wait=True)
+    index = cache.get(store, run, wait=True)
     load_s = time.perf_counter() - started
     exact_s, fast_s, recalls, overlaps = [], [], [], []
     for query in queries:
         t0 = time.perf_counter()
-        exact = search_vector(store, query, SearchRequest("bench", k, mode="exact"), run_id)
+        exact = search_vector(store, query, SearchRequest("bench", k, mode="exact"), run)
         t1 = time.perf_counter()
-        fast = search_vector(store, query, SearchRequest("bench", k, mode="fast"), run_id, cache)
+        fast = search_vector(store, query, SearchRequest("bench", k, mode="fast"), run, cache)
         t2 = time.perf_counter()
         exact_s.append(t1 - t0)
         fast_s.append(t2 - t1)
@@ -125,11 +126,12 @@ def _sweep_index(folder, vectors: np.ndarray, texts: list[list[str]], queries: n
             run_id, tile_ids = create_run(store, len(texts), len(texts[0]), vectors.shape[1], embedder_name)
             write_tiles(store, tile_ids, vectors, [t for group in texts for t in group])
             result = measure_search(store, run_id, queries, k)
-            index = FastIndexCache().get(store, run_id, wait=True)
+            run = store.run_info(run_id)
+            index = FastIndexCache().get(store, run, wait=True)
             for pool in SWEEP_POOLS:
                 scores = []
                 for query in queries:
-                    exact = search_vector(store, query, SearchRequest("bench", k, mode="exact"), run_id)
+                    exact = search_vector(store, query, SearchRequest("bench", k, mode="exact"), run)
                     fast = index.search(store, query, k, rescored=pool)
                     scores.append(recall([h.score for h in exact], [s for _, _, s in fast], k))
                 result[f"pool_{pool}"] = round(float(np.mean(scores)), 4)
