@@ -109,11 +109,11 @@ def _search_fold(dataset: CaptionDataset, cache: EmbeddingCache, settings: Proxy
 def run_through_search(dataset: CaptionDataset, cache: EmbeddingCache, settings: ProxySettings,
                        folder: Optional[Path] = None) -> list[RetrievalRun]:
     """Dense by cosine ties, dense in list order, and (settings.lexical) fused in list order."""
-    check_settings(dataset, settings)
     if settings.aggregation != "max":
         raise EvaluationError(
             f"--through-search scores an image by its best variant, as search does: drop "
             f"--aggregation {settings.aggregation} (or give max).")
+    check_settings(dataset, settings)
     started = time.perf_counter()
     counts = np.array([len(item.captions) for item in dataset.items])
     first_row = np.cumsum(counts) - counts  # row of each image's caption 0
