@@ -55,7 +55,7 @@ def test_any_query_gives_a_ranked_list_or_a_query_error(small_index, query, k):
     store, run_id, embedder = small_index
     try:
         dense = search(store, embedder, SearchRequest(query, k=k, lexical=False))
-        fused = search(store, embedder, SearchRequest(query, k=k))
+        fused = search(store, embedder, SearchRequest(query, k=k, lexical=True))
     except QueryError as err:
         assert str(err)  # a message to show, and nothing else escapes
         return

@@ -121,7 +121,7 @@ def test_word_matches_lift_a_tile_the_embedding_ranks_low(tmp_path, rgb_raster):
     store, run_id = build_index(tmp_path / "f.tilescribe.sqlite", rgb_raster, embedder, captions, tile_size=100)
     tiles = store.tiles(run_id)
     dense = search(store, embedder, SearchRequest("open pit", k=5, lexical=False))
-    fused = search(store, embedder, SearchRequest("open pit", k=5))
+    fused = search(store, embedder, SearchRequest("open pit", k=5, lexical=True))
     assert fused[0].tile_db_id == tiles[4].id and fused[0].caption == "open pit quarry"
     assert dense[0].tile_db_id != tiles[4].id or dense[0].score == dense[1].score
     assert {h.tile_db_id for h in fused} == {h.tile_db_id for h in dense}  # reordered, nothing lost
@@ -135,13 +135,13 @@ def test_word_matches_honour_extent_and_exclusions(index, hashing_embedder):
     tiles = store.tiles(run_id)
     box = tiles[1].bbox  # the harbour tile only (boxes of neighbours touch it: a tiny inset)
     inset = (box[0] + 1, box[1] + 1, box[2] - 1, box[3] - 1)
-    hits = search(store, hashing_embedder, SearchRequest("boats on a beach", k=5, extent=inset))
+    hits = search(store, hashing_embedder, SearchRequest("boats on a beach", k=5, extent=inset, lexical=True))
     assert [h.tile_db_id for h in hits] == [tiles[1].id]
-    hits = search(store, hashing_embedder, SearchRequest("boats", k=5, exclude_tiles=(tiles[1].id,)))
+    hits = search(store, hashing_embedder, SearchRequest("boats", k=5, exclude_tiles=(tiles[1].id,), lexical=True))
     assert tiles[1].id not in {h.tile_db_id for h in hits}
 
 
-def test_the_command_line_can_rank_by_embeddings_only(tmp_path, rgb_raster, monkeypatch, capsys):
+def test_the_command_line_turns_word_fusion_on_and_off(tmp_path, rgb_raster, monkeypatch, capsys):
     import json
 
     from helpers import in_process_cli
@@ -157,6 +157,7 @@ def test_the_command_line_can_rank_by_embeddings_only(tmp_path, rgb_raster, monk
     store.close()
     assert expected[True] != expected[False]
     cli = in_process_cli(monkeypatch, capsys, embedder)
-    for argv, lexical in ((["--no-lexical"], False), ([], True)):
+    # No flag: SearchRequest's default, the one place it is decided.
+    for argv, lexical in ((["--no-lexical"], False), (["--lexical"], True), ([], SearchRequest.lexical)):
         code, out, _ = cli("search", "--db", db, "open pit", "-k", 5, "--format", "json", *argv)
         assert code == 0 and [h["window"] for h in json.loads(out)] == expected[lexical]

@@ -33,6 +33,7 @@ from ..core.evaluation import (
 )
 from ..core.embedding import SentenceTransformerEmbedder
 from ..core.evaluation.proxy import ProxySettings, check_settings
+from ..core.evaluation.through_search import run_search_grid
 from .common import positive_int, say
 from .index_command import add_captioner_arguments, captioner_settings
 from .progress import format_duration
@@ -69,6 +70,10 @@ def register(subparsers) -> None:
                              "the proxy compares several")
     parser.add_argument("--lexical", action="store_true",
                         help="proxy: also run each setting with BM25 fused in (reciprocal rank fusion)")
+    parser.add_argument("--through-search", action="store_true",
+                        help="proxy: write each fold's variants into a real index (one tile per image) "
+                             "and run every query through `search` (with --lexical: also with its "
+                             "FTS5 fusion); slower, measures search's own code path")
     parser.add_argument("--json", type=Path, metavar="OUT", help="write the report as JSON")
     parser.add_argument("--ranks", type=Path, metavar="OUT", help="write per-query ranks as JSON")
     parser.add_argument("--compare", nargs=2, type=Path, metavar=("BEFORE", "AFTER"),
@@ -116,8 +121,12 @@ def _run_proxy(args) -> int:
     _check_outputs(args)
     started, runs = time.perf_counter(), []
     for folder in args.embedder or [None]:
-        runs += run_proxy_grid(dataset, load_embedder(folder), aggregations, variant_counts,
-                               args.lexical, progress=say)
+        if args.through_search:
+            runs += run_search_grid(dataset, load_embedder(folder), aggregation, variant_counts,
+                                    args.lexical, progress=say)
+        else:
+            runs += run_proxy_grid(dataset, load_embedder(folder), aggregations, variant_counts,
+                                   args.lexical, progress=say)
     print(format_table(dataset, runs))
     say(f"proxy evaluation took {time.perf_counter() - started:.1f} s")
     if args.json:
@@ -176,10 +185,10 @@ def _show_end_to_end(args, result) -> None:
 
 
 def _refuse_proxy_options(args) -> None:
-    if args.lexical or args.aggregation not in (None, "max"):
+    if args.lexical or args.through_search or args.aggregation not in (None, "max"):
         raise EvaluationError(
-            "--lexical and --aggregation are proxy options: end-to-end scores an image by its "
-            "best caption variant, as search does. Add --proxy, or drop them."
+            "--lexical, --through-search and --aggregation are proxy options: end-to-end scores "
+            "an image by its best caption variant, as search does. Add --proxy, or drop them."
         )
     if args.embedder and len(args.embedder) > 1:
         raise EvaluationError("End-to-end evaluation takes one --embedder; the proxy compares several.")

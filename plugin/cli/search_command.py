@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from ..core.errors import TileScribeError
@@ -23,8 +24,9 @@ def register(subparsers) -> None:
     parser.add_argument("--run", type=int, default=None, help="run to search (default: the latest)")
     parser.add_argument("--extent", type=float, nargs=4, metavar=("MINX", "MINY", "MAXX", "MAXY"),
                         help="only tiles meeting this box (in the raster's CRS)")
-    parser.add_argument("--no-lexical", dest="lexical", action="store_false",
-                        help="rank by caption embeddings only (default: fused with BM25 word matches)")
+    parser.add_argument("--lexical", action=argparse.BooleanOptionalAction, default=SearchRequest.lexical,
+                        help="fuse the embedding ranking with BM25 word matches over the captions "
+                             f"(default: {'on' if SearchRequest.lexical else 'off'})")
     parser.add_argument("--output", "-o", default=None, help="write to this file instead of stdout")
     parser.set_defaults(func=run)
 

@@ -70,8 +70,9 @@ class SearchRequest:
     # "auto": fast for large runs once a cache holds a warm index, exact otherwise.
     mode: str = "auto"
     # Text queries: fuse the dense ranking with BM25 word matches over the caption variants
-    # (reciprocal rank fusion). On by default: better on both eval proxies (README, Evaluation).
-    lexical: bool = True
+    # (reciprocal rank fusion). Off by default, the one place that says so (CLI and worker read
+    # it): through search itself it loses on the RSICD proxy and the demo (README: Lexical fusion).
+    lexical: bool = False
 
 
 def check_query(query: str, k: int) -> str:

@@ -165,11 +165,13 @@ class Worker:
 
         check_query(request.get("query", ""), request.get("k", 10))
         extent = tuple(request["extent"]) if request.get("extent") else None
+        lexical = request.get("lexical")  # absent or null: SearchRequest's default
         with Store(request["db"], readonly=True) as store:
             hits = search(store, self.embedder(request.get("embedder")),
                           SearchRequest(request["query"], request.get("k", 10), request.get("run_id"), extent,
                                         mode=request.get("mode", "auto"),
-                                        lexical=bool(request.get("lexical", True))), self.fast_cache())
+                                        lexical=SearchRequest.lexical if lexical is None else bool(lexical)),
+                          self.fast_cache())
             return [dict(hit.to_json(), tile_db_id=hit.tile_db_id) for hit in hits]
 
     def similar(self, request: dict) -> list:
