@@ -299,7 +299,7 @@ class Store:
     def tile(self, tile_id: int) -> StoredTile | None:
         row = self.conn.execute(
             "select id, run_id, col_off, row_off, width, height, minx, miny, maxx, maxy, status,"
-            " reason from tiles where id = ?", (tile_id,)
+            " reason from tiles where id = ?", (_sql_int(tile_id),)
         ).fetchone()
         return _stored_tile(row) if row else None
 

@@ -163,23 +163,24 @@ class Worker:
         from .search import SearchRequest, check_query, search
         from .store import Store
 
-        check_query(request.get("query", ""), request.get("k", 10))
+        k = _given(request, "k", SearchRequest.k)
+        check_query(request["query"], k)  # before the index is opened or a model loaded
         extent = tuple(request["extent"]) if request.get("extent") else None
-        lexical = request.get("lexical")  # absent or null: SearchRequest's default
         with Store(request["db"], readonly=True) as store:
             hits = search(store, self.embedder(request.get("embedder")),
-                          SearchRequest(request["query"], request.get("k", 10), request.get("run_id"), extent,
-                                        mode=request.get("mode", "auto"),
-                                        lexical=SearchRequest.lexical if lexical is None else bool(lexical)),
+                          SearchRequest(request["query"], k, request.get("run_id"), extent,
+                                        mode=_given(request, "mode", SearchRequest.mode),
+                                        lexical=_given(request, "lexical", SearchRequest.lexical)),
                           self.fast_cache())
             return [dict(hit.to_json(), tile_db_id=hit.tile_db_id) for hit in hits]
 
     def similar(self, request: dict) -> list:
-        from .search import similar_tiles
+        from .search import SearchRequest, similar_tiles
         from .store import Store
 
         with Store(request["db"], readonly=True) as store:
-            hits = similar_tiles(store, int(request["tile_db_id"]), request.get("k", 10), self.fast_cache())
+            hits = similar_tiles(store, request["tile_db_id"], _given(request, "k", SearchRequest.k),
+                                 self.fast_cache())
             return [dict(hit.to_json(), tile_db_id=hit.tile_db_id) for hit in hits]
 
     def tile_at(self, request: dict) -> Optional[dict]:
@@ -195,7 +196,7 @@ class Worker:
         from .store import Store
 
         with Store(request["db"], readonly=True) as store:
-            return _tile_record(store, int(request["tile_db_id"]))
+            return _tile_record(store, request["tile_db_id"])
 
     def cancel(self, request: dict) -> bool:
         event = self._jobs.get(request.get("target"))
@@ -245,6 +246,12 @@ class Worker:
 
     def _progress(self, rid, progress) -> None:
         self.send({"id": rid, "event": "progress", "data": _progress_data(progress)})
+
+
+def _given(request: dict, name: str, default):
+    """An optional field's value: absent and null both mean the default (worker_protocol.FIELDS)."""
+    value = request.get(name)
+    return default if value is None else value
 
 
 def _progress_data(p) -> dict:
