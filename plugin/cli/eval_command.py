@@ -33,7 +33,7 @@ from ..core.evaluation import (
 )
 from ..core.embedding import SentenceTransformerEmbedder
 from ..core.evaluation.proxy import ProxySettings, check_settings
-from ..core.evaluation.through_search import run_search_grid
+from ..core.evaluation.through_search import check_through_search, run_search_grid
 from .common import positive_int, say
 from .index_command import add_captioner_arguments, captioner_settings
 from .progress import format_duration
@@ -115,9 +115,12 @@ def _run_proxy(args) -> int:
     variant_counts = parse_variant_counts(args.variants or ["4"], dataset)
     aggregation = args.aggregation or "max"
     aggregations = AGGREGATIONS if aggregation == "all" else (aggregation,)
-    # Fail before minutes of embedding, not after.
+    # Fail before a model loads and minutes of embedding, not after.
     for count in variant_counts:
-        check_settings(dataset, ProxySettings(count))
+        if args.through_search:
+            check_through_search(dataset, ProxySettings(count, aggregation))
+        else:
+            check_settings(dataset, ProxySettings(count))
     _check_outputs(args)
     started, runs = time.perf_counter(), []
     for folder in args.embedder or [None]:
