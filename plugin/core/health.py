@@ -107,11 +107,15 @@ def _frames_not_checkpointed(path: Path) -> int:
 
 
 def _check_tables(store: Store, report: CheckReport) -> None:
-    captions, words = (store.conn.execute(f"select count(*) from {table}").fetchone()[0]
-                       for table in ("captions", "caption_fts"))
+    captions = store.conn.execute("select count(*) from captions").fetchone()[0]
     orphans = store.conn.execute(
         "select count(*) from captions c where not exists (select 1 from tiles t where t.id = c.tile_id)").fetchone()[0]
-    if not captions == words:
+    has_words = store.conn.execute(
+        "select count(*) from sqlite_schema where type = 'table' and name = 'caption_fts'").fetchone()[0]
+    words = store.conn.execute("select count(*) from caption_fts").fetchone()[0] if has_words else None
+    if words is None:
+        report.problems.append("The word index (table caption_fts) is missing: search works without --lexical.")
+    elif not captions == words:
         report.problems.append(f"{captions} captions, but {words} word entries.")
     if orphans:
         report.problems.append(f"{orphans} captions belong to no tile.")
