@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..core.errors import TileScribeError
 from ..core.export import hits_to_geojson, hits_to_json, hits_to_text
-from ..core.search import SearchRequest, check_extent, check_query, search, searchable_runs
+from ..core.search import SearchRequest, check_extent, check_query, search
 from ..core.store import Store
 from .common import add_db_argument, add_embedder_argument, index_writable, load_embedder, say
 
@@ -55,7 +55,7 @@ def run(args) -> int:
 
 def _say_which_run(store: Store, run_id: int) -> None:
     """With several searchable runs (rasters, settings) in one file, name the one searched."""
-    others = [r for r in searchable_runs(store) if r != run_id]
+    others = [r for r in store.searchable_runs() if r != run_id]
     if not others:
         return
     run = store.run_info(run_id)

@@ -98,12 +98,6 @@ def check_query(query: str, k: int) -> str:
     return cleaned
 
 
-def searchable_runs(store: Store) -> list[int]:
-    """Ids of the runs that have captioned tiles, oldest first."""
-    return [row[0] for row in store.conn.execute(
-        "select distinct run_id from tiles where status = 'done' order by run_id")]
-
-
 def check_extent(extent: Optional[Sequence[float]]) -> Optional[Extent]:
     """The extent as four finite numbers with min <= max, or a QueryError saying what to change."""
     if extent is None:
@@ -257,7 +251,7 @@ def similar_tiles(store: Store, tile_db_id: int, k: int = SearchRequest.k,
     request = SearchRequest("similar", k=k, exclude_tiles=(tile_db_id,))
     best: dict[int, SearchHit] = {}
     run = store.run_info(tile.run_id)
-    for vector in store.vectors_of(tile_db_id):
+    for vector in store.vectors_of(tile_db_id, run):
         for hit in search_vector(store, vector, request, run, fast_cache):
             if hit.tile_db_id not in best or hit.score > best[hit.tile_db_id].score:
                 best[hit.tile_db_id] = hit

@@ -300,8 +300,8 @@ def main() -> int:
         worker.send({"id": None, "event": "ready", "data": {"protocol": PROTOCOL_VERSION, "pid": os.getpid()}})
         worker.serve(sys.stdin)
     except Terminated:  # like Ctrl-C in the command line: running jobs stop after the tile in progress
-        print("tilescribe worker: terminated (SIGTERM): stopping after the tile in progress; captioned tiles "
-              "are kept, and indexing the same raster again continues where it stopped.", file=sys.stderr)
+        log.warning("terminated (SIGTERM): stopping after the tile in progress; captioned tiles are kept, "
+                    "and indexing the same raster again continues where it stopped.")
         worker.send({"id": None, "event": "terminated", "data": {"jobs": len(worker._jobs)}})
         worker.stop_jobs()
         return 128 + signal.SIGTERM
