@@ -531,6 +531,20 @@ def test_check_reports_a_missing_word_table_as_a_problem(cli, raster, db):
     assert code == 2 and "failed 1 check(s)" in err and "The word index (table caption_fts) is missing" in err
 
 
+@pytest.mark.parametrize("column", ["captioner", "render"])
+def test_a_damaged_run_record_is_named_by_search_info_and_check(cli, raster, db, column):
+    """Issue 14 review: a run record whose JSON no longer parses gave `internal error: JSONDecodeError`
+    in search and info, while check said every check passed."""
+    assert cli("index", raster, "--db", db, "--tile-size", 100, "--variants", 2)[0] == 0
+    with Store(db) as store:
+        store.conn.execute(f"update runs set {column} = '{{not json'")
+    for command in (("search", "--db", db, "a tile"), ("info", "--db", db)):
+        code, out, err = cli(*command)
+        assert code == 2 and f"the record of run 1 is damaged ({column} " in err and "Restore a copy" in err
+    code, out, err = cli("check", "--db", db)
+    assert code == 2 and f"the record of run 1 is damaged ({column} " in err
+
+
 def test_resuming_after_a_crash_checks_the_run_and_stops_on_damage(db, raster):
     calls = []
     _index(db, raster, cancel=lambda: calls.append(1) or len(calls) > 3)

@@ -17,7 +17,7 @@ import numpy as np
 
 from .errors import IndexFileError, IndexingError
 from .store import Store
-from .store_reads import VectorReader, run_caption_ids, vec_table
+from .store_reads import VectorReader, parse_run_row, run_caption_ids, run_rows, vec_table
 
 KNOWN_SEARCHES = 3  # per run: the first, middle and last caption
 SAME_VECTOR = 1e-4  # cosine distance of a vector to itself, float noise included
@@ -47,6 +47,11 @@ def check_index(store: Store) -> CheckReport:
     else:
         report.problems.append("SQLite integrity check: " + "; ".join(rows[:5]))
     _check_tables(store, report)
+    for row in run_rows(store.conn):
+        try:
+            parse_run_row(row)
+        except ValueError as exc:  # search, info and the indexer would stop on it
+            report.problems.append(f"{str(exc)[0].upper()}{str(exc)[1:]}.")
     for run_id, embedder_id, dim in store.conn.execute(
             "select r.id, r.embedder_id, e.dim from runs r join embedders e on e.id = r.embedder_id"
             " order by r.id").fetchall():

@@ -250,7 +250,7 @@ class Store:
             self.conn.execute("update runs set finished_at = ? where id = ?", (now(), run_id))
 
     def run_info(self, run_id: int) -> RunInfo:
-        found = run_infos(self.conn, _sql_int(run_id))
+        found = run_infos(self.conn, self.path, _sql_int(run_id))
         if not found:
             raise IndexFileError(f"Index {self.path} has no run {run_id}: see `tilescribe info`.")
         return found[0]
@@ -355,7 +355,7 @@ class Store:
     # -- overview ---------------------------------------------------------------------------
 
     def runs(self) -> list[RunInfo]:
-        return run_infos(self.conn)
+        return run_infos(self.conn, self.path)
 
     def rasters(self) -> list[dict]:
         return [self.raster_info(r[0]) for r in self.conn.execute("select id from rasters order by id")]
