@@ -542,7 +542,7 @@ def test_a_damaged_run_record_is_named_by_search_info_and_check(cli, raster, db,
         code, out, err = cli(*command)
         assert code == 2 and f"the record of run 1 is damaged ({column} " in err and "Restore a copy" in err
     code, out, err = cli("check", "--db", db)
-    assert code == 2 and f"the record of run 1 is damaged ({column} " in err
+    assert code == 2 and f"failed 1 check(s): The record of run 1 is damaged ({column} " in err
 
 
 def test_resuming_after_a_crash_checks_the_run_and_stops_on_damage(db, raster):
