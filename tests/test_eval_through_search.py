@@ -186,3 +186,42 @@ def test_a_full_temporary_disk_is_named_and_leaves_nothing(tmp_path, monkeypatch
     message = str(caught.value)
     assert str(folder) in message and "full" in message and "TMPDIR" in message
     assert list(folder.iterdir()) == []
+
+
+class _Terminated(Exception):
+    """What SIGTERM raises in this test if eval installs no handler of its own."""
+
+
+def test_sigterm_removes_the_temporary_fold_indexes(toy_folder, tmp_path, monkeypatch):
+    """SIGTERM (a closed terminal, `kill`) ended the process at once, leaving the fold indexes in TMPDIR."""
+    import os
+    import signal
+    import tempfile
+
+    from tilescribe.plugin.cli.main import main
+    from tilescribe.plugin.core.evaluation import through_search
+
+    temporary = tmp_path / "tmpdir"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    write, folds = through_search.write_fold_index, []
+
+    def write_then_terminate(store, embedder, variant_texts):
+        folds.append(store.path)
+        if len(folds) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return write(store, embedder, variant_texts)
+
+    def not_handled(signum, frame):
+        raise _Terminated()
+
+    monkeypatch.setattr(through_search, "write_fold_index", write_then_terminate)
+    previous = signal.signal(signal.SIGTERM, not_handled)
+    try:
+        with pytest.raises(SystemExit) as caught:
+            main(["eval", "--proxy", "--through-search", "--captions", str(toy_folder), "--variants", "3"])
+    finally:
+        handler = signal.signal(signal.SIGTERM, previous)
+    assert caught.value.code == 128 + signal.SIGTERM and len(folds) == 2
+    assert handler is not_handled  # eval put the handler it found back
+    assert list(temporary.iterdir()) == []

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -123,13 +125,14 @@ def _run_proxy(args) -> int:
             check_settings(dataset, ProxySettings(count))
     _check_outputs(args)
     started, runs = time.perf_counter(), []
-    for folder in args.embedder or [None]:
-        if args.through_search:
-            runs += run_search_grid(dataset, load_embedder(folder), aggregation, variant_counts,
-                                    args.lexical, progress=say)
-        else:
-            runs += run_proxy_grid(dataset, load_embedder(folder), aggregations, variant_counts,
-                                   args.lexical, progress=say)
+    with _unwinding_on_sigterm():
+        for folder in args.embedder or [None]:
+            if args.through_search:
+                runs += run_search_grid(dataset, load_embedder(folder), aggregation, variant_counts,
+                                        args.lexical, progress=say)
+            else:
+                runs += run_proxy_grid(dataset, load_embedder(folder), aggregations, variant_counts,
+                                       args.lexical, progress=say)
     print(format_table(dataset, runs))
     say(f"proxy evaluation took {time.perf_counter() - started:.1f} s")
     if args.json:
@@ -139,6 +142,21 @@ def _run_proxy(args) -> int:
         write_rank_file(args.ranks, runs, dataset.name)
         say(f"wrote per-query ranks to {args.ranks}")
     return 0
+
+
+@contextlib.contextmanager
+def _unwinding_on_sigterm():
+    """SIGTERM ends the run as Ctrl-C does, by unwinding: --through-search's temporary fold
+    indexes are removed instead of left in TMPDIR. A second SIGTERM ends the process at once."""
+    def terminate(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise SystemExit(128 + signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _run_end_to_end(args) -> int:
