@@ -225,3 +225,26 @@ def test_sigterm_removes_the_temporary_fold_indexes(toy_folder, tmp_path, monkey
     assert caught.value.code == 128 + signal.SIGTERM and len(folds) == 2
     assert handler is not_handled  # eval put the handler it found back
     assert list(temporary.iterdir()) == []
+
+
+def test_ctrl_c_removes_the_temporary_fold_indexes(toy_folder, tmp_path, monkeypatch, capsys):
+    import tempfile
+
+    from tilescribe.plugin.cli.main import main
+    from tilescribe.plugin.core.evaluation import through_search
+
+    temporary = tmp_path / "tmpdir"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    write, folds = through_search.write_fold_index, []
+
+    def write_then_interrupt(store, embedder, variant_texts):
+        folds.append(store.path)
+        if len(folds) == 2:
+            raise KeyboardInterrupt  # where Ctrl-C lands: inside a fold's writes
+        return write(store, embedder, variant_texts)
+
+    monkeypatch.setattr(through_search, "write_fold_index", write_then_interrupt)
+    assert main(["eval", "--proxy", "--through-search", "--captions", str(toy_folder), "--variants", "3"]) == 130
+    assert "interrupted" in capsys.readouterr().err and len(folds) == 2
+    assert list(temporary.iterdir()) == []
