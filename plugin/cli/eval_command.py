@@ -44,7 +44,8 @@ from .progress import format_duration
 # little; on 2 cores 256 costs about a third less CPU per text than 64.
 EVAL_BATCH_SIZE = 256
 COMPARE_LIMIT = 15
-END_TO_END_VARIANTS = 5
+END_TO_END_VARIANTS = EndToEndSettings.variants
+PROXY_VARIANTS = 4  # data/README.md's reference numbers hold one caption out of five
 
 
 def register(subparsers) -> None:
@@ -63,8 +64,8 @@ def register(subparsers) -> None:
                         help="folder with test_caps.txt + test_filename.txt, "
                              "or a JSON of images or tiles")
     parser.add_argument("--variants", nargs="+", default=None, metavar="N",
-                        help="variants per image: end to end one number (default 5); proxy one "
-                             "or more numbers, or 'all' (default 4)")
+                        help=f"variants per image: end to end one number (default {END_TO_END_VARIANTS}); "
+                             f"proxy one or more numbers, or 'all' (default {PROXY_VARIANTS})")
     parser.add_argument("--aggregation", choices=AGGREGATIONS + ("all",), default=None,
                         help="proxy: image score from its variants (default max)")
     parser.add_argument("--embedder", nargs="+", type=Path, default=None, metavar="PATH",
@@ -114,7 +115,7 @@ def run(args) -> int:
 
 def _run_proxy(args) -> int:
     dataset = load_dataset(args.captions)
-    variant_counts = parse_variant_counts(args.variants or ["4"], dataset)
+    variant_counts = parse_variant_counts(args.variants or [str(PROXY_VARIANTS)], dataset)
     aggregation = args.aggregation or "max"
     aggregations = AGGREGATIONS if aggregation == "all" else (aggregation,)
     # Fail before a model loads and minutes of embedding, not after.
@@ -222,7 +223,7 @@ def _end_to_end_variants(values: list[str] | None) -> int:
         return int(values[0])
     raise EvaluationError(
         f"--variants {' '.join(values)}: end-to-end takes one whole number of caption variants "
-        "per image (default 5)."
+        f"per image (default {END_TO_END_VARIANTS})."
     )
 
 

@@ -19,7 +19,8 @@ def register(subparsers) -> None:
     parser.add_argument("query", help='what to find, e.g. "a freeway interchange"')
     add_db_argument(parser)
     add_embedder_argument(parser)
-    parser.add_argument("-k", type=int, default=10, help="number of tiles to return (default 10)")
+    parser.add_argument("-k", type=int, default=SearchRequest.k,
+                        help=f"number of tiles to return (default {SearchRequest.k})")
     parser.add_argument("--format", choices=sorted(FORMATTERS), default="text")
     parser.add_argument("--run", type=int, default=None, help="run to search (default: the latest)")
     parser.add_argument("--extent", type=float, nargs=4, metavar=("MINX", "MINY", "MAXX", "MAXY"),
