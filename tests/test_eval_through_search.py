@@ -119,3 +119,132 @@ def test_real_ucm_slice_through_search_matches_the_proxy(shared_data, minilm, tm
     assert capped(by_cosine.ranks).tolist() == capped(proxy.ranks).tolist()
     assert capped(by_cosine.optimistic_ranks).tolist() == capped(proxy.optimistic_ranks).tolist()
     assert len(fused_list.ranks) == len(dense_list.ranks) == 300
+
+
+# -- Issue 14 review: bad inputs found by attacking `eval --proxy --through-search` ----------------
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """eval's embedder loader, failing: what must be refused is refused before a model loads."""
+    from tilescribe.plugin.cli import eval_command
+
+    def load(folder):
+        raise AssertionError("the embedding model was loaded before the settings were checked")
+
+    monkeypatch.setattr(eval_command, "load_embedder", load)
+
+
+def _line_folder(folder: Path, dataset: CaptionDataset) -> Path:
+    folder.mkdir()
+    (folder / "test_caps.txt").write_text("\n".join(c for i in dataset.items for c in i.captions) + "\n")
+    (folder / "test_filename.txt").write_text("\n".join(i.id for i in dataset.items for _ in i.captions) + "\n")
+    return folder
+
+
+@pytest.mark.parametrize("aggregation", ["mean", "concat", "all"])
+def test_aggregation_is_refused_before_the_model_loads(tmp_path, no_model, capsys, aggregation):
+    from tilescribe.plugin.cli.main import main
+
+    folder = _line_folder(tmp_path / "toy", toy_dataset())
+    assert main(["eval", "--proxy", "--through-search", "--aggregation", aggregation, "--captions", str(folder)]) == 2
+    assert f"drop --aggregation {aggregation}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("caption, why", [("x" * 2500, "2500 characters long"),
+                                          ("\x01\x02", "The query is empty")])
+def test_a_caption_search_would_refuse_names_the_dataset_and_caption(tmp_path, no_model, capsys, caption, why):
+    """Was: `The query is 2500 characters long` (or `The query is empty`), after embedding, naming nothing."""
+    from tilescribe.plugin.cli.main import main
+
+    items = list(toy_dataset().items)
+    items[2] = CaptionItem("img2", items[2].captions[:3] + (caption,) + items[2].captions[4:])
+    folder = _line_folder(tmp_path / "toy", CaptionDataset("toy", Path("toy"), tuple(items)))
+    assert main(["eval", "--proxy", "--through-search", "--captions", str(folder), "--variants", "2"]) == 2
+    err = capsys.readouterr().err
+    assert str(folder) in err and "caption 4 of image 'img2'" in err and why in err
+    assert "without --through-search" in err
+
+
+def test_a_full_temporary_disk_is_named_and_leaves_nothing(tmp_path, monkeypatch):
+    """Was `internal error: OperationalError: database or disk is full` (a small TMPDIR)."""
+    from tilescribe.plugin.core.evaluation import through_search
+
+    write = through_search.write_fold_index
+
+    def write_on_a_full_disk(store, embedder, variant_texts):
+        # The file may not grow past its schema: SQLite's own "database or disk is full".
+        pages = store.conn.execute("pragma page_count").fetchone()[0]
+        store.conn.execute(f"pragma max_page_count = {pages}")
+        return write(store, embedder, variant_texts)
+
+    monkeypatch.setattr(through_search, "write_fold_index", write_on_a_full_disk)
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    with pytest.raises(EvaluationError) as caught:
+        run_through_search(toy_dataset(), EmbeddingCache(HashingEmbedder(dim=16)), ProxySettings(3), folder)
+    message = str(caught.value)
+    assert str(folder) in message and "full" in message and "TMPDIR" in message
+    assert list(folder.iterdir()) == []
+
+
+class _Terminated(Exception):
+    """What SIGTERM raises in this test if eval installs no handler of its own."""
+
+
+def test_sigterm_removes_the_temporary_fold_indexes(toy_folder, tmp_path, monkeypatch):
+    """SIGTERM (a closed terminal, `kill`) ended the process at once, leaving the fold indexes in TMPDIR."""
+    import os
+    import signal
+    import tempfile
+
+    from tilescribe.plugin.cli.main import main
+    from tilescribe.plugin.core.evaluation import through_search
+
+    temporary = tmp_path / "tmpdir"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    write, folds = through_search.write_fold_index, []
+
+    def write_then_terminate(store, embedder, variant_texts):
+        folds.append(store.path)
+        if len(folds) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return write(store, embedder, variant_texts)
+
+    def not_handled(signum, frame):
+        raise _Terminated()
+
+    monkeypatch.setattr(through_search, "write_fold_index", write_then_terminate)
+    previous = signal.signal(signal.SIGTERM, not_handled)
+    try:
+        with pytest.raises(SystemExit) as caught:
+            main(["eval", "--proxy", "--through-search", "--captions", str(toy_folder), "--variants", "3"])
+    finally:
+        handler = signal.signal(signal.SIGTERM, previous)
+    assert caught.value.code == 128 + signal.SIGTERM and len(folds) == 2
+    assert handler is not_handled  # eval put the handler it found back
+    assert list(temporary.iterdir()) == []
+
+
+def test_ctrl_c_removes_the_temporary_fold_indexes(toy_folder, tmp_path, monkeypatch, capsys):
+    import tempfile
+
+    from tilescribe.plugin.cli.main import main
+    from tilescribe.plugin.core.evaluation import through_search
+
+    temporary = tmp_path / "tmpdir"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    write, folds = through_search.write_fold_index, []
+
+    def write_then_interrupt(store, embedder, variant_texts):
+        folds.append(store.path)
+        if len(folds) == 2:
+            raise KeyboardInterrupt  # where Ctrl-C lands: inside a fold's writes
+        return write(store, embedder, variant_texts)
+
+    monkeypatch.setattr(through_search, "write_fold_index", write_then_interrupt)
+    assert main(["eval", "--proxy", "--through-search", "--captions", str(toy_folder), "--variants", "3"]) == 130
+    assert "interrupted" in capsys.readouterr().err and len(folds) == 2
+    assert list(temporary.iterdir()) == []

@@ -89,3 +89,17 @@ def test_the_plain_vector_copy_goes_and_nothing_is_lost(tmp_path):
         tables = {row[0] for row in store.conn.execute("select name from sqlite_schema")}
         assert "caption_embeddings" not in tables
         np.testing.assert_array_equal(np.vstack([store.vectors_of(t) for t in (1, 2, 3)]), vectors)
+
+
+def test_word_fusion_on_a_schema1_file_gives_a_ranked_list(tmp_path):
+    """Issue 14 review: every schema has caption_fts (migration 1); a schema-1 file whose word
+    table holds nothing (as this one's) fuses nothing and ranks as dense search does."""
+    from fakes import HashingEmbedder
+    from tilescribe.plugin.core.search import search
+
+    path = tmp_path / "old.tilescribe.sqlite"
+    write_schema1_index(path)
+    with Store(path) as store:
+        dense, fused = (search(store, HashingEmbedder(dim=8), SearchRequest("caption 3", k=3, lexical=lexical))
+                        for lexical in (False, True))
+        assert [h.tile_db_id for h in fused] == [h.tile_db_id for h in dense] and len(dense) == 3

@@ -521,6 +521,30 @@ def test_check_finds_vectors_that_no_longer_match(cli, raster, db):
     assert "caption 1's own vector does not find it" in err and "Run 1: captions [5] have no vector" in err
 
 
+def test_check_reports_a_missing_word_table_as_a_problem(cli, raster, db):
+    """Issue 14 review: `check` stopped with `internal error: ... no such table: caption_fts`."""
+    assert cli("index", raster, "--db", db, "--tile-size", 100, "--variants", 2)[0] == 0
+    with Store(db) as store:
+        store.conn.execute("drop table caption_fts")
+    code, out, err = cli("check", "--db", db)
+    # One problem: the runs' counts, vectors and known searches were still checked, and passed.
+    assert code == 2 and "failed 1 check(s)" in err and "The word index (table caption_fts) is missing" in err
+
+
+@pytest.mark.parametrize("column", ["captioner", "render"])
+def test_a_damaged_run_record_is_named_by_search_info_and_check(cli, raster, db, column):
+    """Issue 14 review: a run record whose JSON no longer parses gave `internal error: JSONDecodeError`
+    in search and info, while check said every check passed."""
+    assert cli("index", raster, "--db", db, "--tile-size", 100, "--variants", 2)[0] == 0
+    with Store(db) as store:
+        store.conn.execute(f"update runs set {column} = '{{not json'")
+    for command in (("search", "--db", db, "a tile"), ("info", "--db", db)):
+        code, out, err = cli(*command)
+        assert code == 2 and f"the record of run 1 is damaged ({column} " in err and "Restore a copy" in err
+    code, out, err = cli("check", "--db", db)
+    assert code == 2 and f"failed 1 check(s): The record of run 1 is damaged ({column} " in err
+
+
 def test_resuming_after_a_crash_checks_the_run_and_stops_on_damage(db, raster):
     calls = []
     _index(db, raster, cancel=lambda: calls.append(1) or len(calls) > 3)

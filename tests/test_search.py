@@ -32,7 +32,7 @@ def index(tmp_path, rgb_raster, hashing_embedder):
 
 def test_best_variant_decides_the_tile_rank(index, hashing_embedder):
     store, _ = index
-    # Dense ranking alone: word matches (on by default) may lift a tile above a higher cosine.
+    # Dense ranking alone, whatever the default: word matches may lift a tile above a higher cosine.
     hits = search(store, hashing_embedder, SearchRequest("a river through forest", k=3, lexical=False))
     assert hits[0].tile_id == store.tiles(hits[0].run_id)[2].window.key
     assert hits[0].caption == "a river through forest"
@@ -161,3 +161,26 @@ def test_the_command_line_turns_word_fusion_on_and_off(tmp_path, rgb_raster, mon
     for argv, lexical in ((["--no-lexical"], False), (["--lexical"], True), ([], SearchRequest.lexical)):
         code, out, _ = cli("search", "--db", db, "open pit", "-k", 5, "--format", "json", *argv)
         assert code == 0 and [h["window"] for h in json.loads(out)] == expected[lexical]
+
+
+def test_word_fusion_on_a_file_without_its_word_table_says_so(tmp_path, rgb_raster, hashing_embedder):
+    """Issue 14 review: a file whose caption_fts is gone (edited by another tool, partly restored)
+    gave `internal error: OperationalError: no such table: caption_fts` for --lexical only."""
+    import hashlib
+    import sqlite3
+
+    from tilescribe.plugin.core.errors import IndexFileError
+
+    db = tmp_path / "w.tilescribe.sqlite"
+    store, _ = build_index(db, rgb_raster, hashing_embedder, CAPTIONS, tile_size=100)
+    store.close()
+    with sqlite3.connect(db) as conn:
+        conn.execute("drop table caption_fts")
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
+    with Store(db, readonly=True) as store:
+        assert search(store, hashing_embedder, SearchRequest("boats", k=3, lexical=False))
+        with pytest.raises(IndexFileError) as caught:
+            search(store, hashing_embedder, SearchRequest("boats", k=3, lexical=True))
+    message = str(caught.value)
+    assert str(db) in message and "caption_fts" in message and "without --lexical" in message
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == before

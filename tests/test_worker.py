@@ -81,6 +81,22 @@ def test_search_similar_tile_at_and_captions(worker, db):
     ({"cmd": "frobnicate"}, "ProtocolError", "unknown command"),
     ({"cmd": "captions"}, "ProtocolError", "captions: field 'db' is missing"),
     ({"cmd": "search", "db": "{db}", "query": "boats", "kk": 3}, "ProtocolError", "search: unknown field 'kk'"),
+    # Issue 14 review: `runs` had no field checks (KeyError('db') as an InternalError).
+    ({"cmd": "runs"}, "ProtocolError", "runs: field 'db' is missing"),
+    ({"cmd": "runs", "db": 5}, "ProtocolError", "runs: field 'db' must be text"),
+    ({"cmd": "runs", "db": "{db}", "verbose": True}, "ProtocolError", "runs: unknown field 'verbose'"),
+    ({"cmd": "search", "db": "{db}", "query": "boats", "lexical": "false"}, "ProtocolError",
+     "search: field 'lexical' must be true or false (got 'false')"),
+    ({"cmd": "search", "db": "{db}", "query": "boats", "lexical": 0}, "ProtocolError", "field 'lexical' must be"),
+    ({"cmd": "search", "db": "{db}", "query": "boats", "run_id": "1"}, "ProtocolError",
+     "field 'run_id' must be a whole number"),
+    ({"cmd": "search", "db": "{db}", "query": "boats", "run_id": 1.5}, "ProtocolError", "field 'run_id' must be"),
+    ({"cmd": "search", "db": "{db}", "query": "boats", "run_id": 2 ** 70}, "IndexFileError", "has no run"),
+    ({"cmd": "tile_at", "db": "{db}", "x": 0, "y": 0, "run_id": -1}, "IndexFileError", "has no run -1"),
+    # `similar` took any k: 0 answered [], null a TypeError; search's own limits now apply.
+    ({"cmd": "similar", "db": "{db}", "tile_db_id": 1, "k": 0}, "QueryError", "k must be a whole number"),
+    ({"cmd": "similar", "db": "{db}", "tile_db_id": 1, "k": 5000}, "QueryError", "too many results"),
+    ({"cmd": "similar", "db": "{db}", "tile_db_id": 2 ** 70}, "QueryError", "has no captions to compare with"),
 ])
 def test_bad_requests_get_an_error_reply_and_the_worker_lives_on(worker, db, request_, error_type, message):
     request = {k: (v.format(db=db) if isinstance(v, str) else v) for k, v in request_.items()}
@@ -118,3 +134,32 @@ def test_the_client_raises_the_workers_error_as_its_core_class():
     assert str(error) == "The query is empty" and error.kind == "QueryError"
     assert isinstance(remote_error("IndexFileError", "x"), IndexFileError)
     assert type(remote_error("InternalError", "x")) is WorkerError  # no core class: stays generic
+
+
+def test_null_optional_fields_mean_their_defaults(worker, db):
+    """The protocol's rule (worker_protocol.FIELDS): an optional field may be null, meaning absent."""
+    plain = worker.ask({"id": 20, "cmd": "search", "db": db, "query": "ships in a port"})["result"]
+    nulls = worker.ask({"id": 21, "cmd": "search", "db": db, "query": "ships in a port", "k": None,
+                        "mode": None, "run_id": None, "extent": None, "lexical": None, "embedder": None})
+    assert nulls["ok"] and nulls["result"] == plain
+    similar = worker.ask({"id": 22, "cmd": "similar", "db": db, "tile_db_id": plain[0]["tile_db_id"], "k": None})
+    assert similar["ok"] and [h["tile_id"] for h in similar["result"]] == ["100_0_100x100"]
+
+
+@pytest.mark.parametrize("tile_db_id", [2 ** 63, 2 ** 70, -(2 ** 70), 99999])
+def test_unknown_tile_ids_are_no_tile_whatever_their_size(worker, db, tile_db_id):
+    """Ids past SQLite's 64 bits came back as InternalError: OverflowError."""
+    reply = worker.ask({"id": 23, "cmd": "captions", "db": db, "tile_db_id": tile_db_id})
+    assert reply["ok"] and reply["result"] is None
+
+
+def test_every_command_has_its_fields_checked():
+    """A command missing from FIELDS went unchecked: `runs` without db was a KeyError."""
+    import io
+
+    from tilescribe.plugin.core.worker import Worker
+    from tilescribe.plugin.core.worker_protocol import FIELDS
+
+    commands = {*Worker(io.StringIO()).handlers, "index"}
+    assert commands - set(FIELDS) == set()
+    assert all(FIELDS[cmd].get("db") == FIELDS["info"]["db"] for cmd in commands - {"hello", "cancel"})

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -33,7 +35,7 @@ from ..core.evaluation import (
 )
 from ..core.embedding import SentenceTransformerEmbedder
 from ..core.evaluation.proxy import ProxySettings, check_settings
-from ..core.evaluation.through_search import run_search_grid
+from ..core.evaluation.through_search import check_through_search, run_search_grid
 from .common import positive_int, say
 from .index_command import add_captioner_arguments, captioner_settings
 from .progress import format_duration
@@ -42,7 +44,8 @@ from .progress import format_duration
 # little; on 2 cores 256 costs about a third less CPU per text than 64.
 EVAL_BATCH_SIZE = 256
 COMPARE_LIMIT = 15
-END_TO_END_VARIANTS = 5
+END_TO_END_VARIANTS = EndToEndSettings.variants
+PROXY_VARIANTS = 4  # data/README.md's reference numbers hold one caption out of five
 
 
 def register(subparsers) -> None:
@@ -61,8 +64,8 @@ def register(subparsers) -> None:
                         help="folder with test_caps.txt + test_filename.txt, "
                              "or a JSON of images or tiles")
     parser.add_argument("--variants", nargs="+", default=None, metavar="N",
-                        help="variants per image: end to end one number (default 5); proxy one "
-                             "or more numbers, or 'all' (default 4)")
+                        help=f"variants per image: end to end one number (default {END_TO_END_VARIANTS}); "
+                             f"proxy one or more numbers, or 'all' (default {PROXY_VARIANTS})")
     parser.add_argument("--aggregation", choices=AGGREGATIONS + ("all",), default=None,
                         help="proxy: image score from its variants (default max)")
     parser.add_argument("--embedder", nargs="+", type=Path, default=None, metavar="PATH",
@@ -112,21 +115,25 @@ def run(args) -> int:
 
 def _run_proxy(args) -> int:
     dataset = load_dataset(args.captions)
-    variant_counts = parse_variant_counts(args.variants or ["4"], dataset)
+    variant_counts = parse_variant_counts(args.variants or [str(PROXY_VARIANTS)], dataset)
     aggregation = args.aggregation or "max"
     aggregations = AGGREGATIONS if aggregation == "all" else (aggregation,)
-    # Fail before minutes of embedding, not after.
+    # Fail before a model loads and minutes of embedding, not after.
     for count in variant_counts:
-        check_settings(dataset, ProxySettings(count))
+        if args.through_search:
+            check_through_search(dataset, ProxySettings(count, aggregation))
+        else:
+            check_settings(dataset, ProxySettings(count))
     _check_outputs(args)
     started, runs = time.perf_counter(), []
-    for folder in args.embedder or [None]:
-        if args.through_search:
-            runs += run_search_grid(dataset, load_embedder(folder), aggregation, variant_counts,
-                                    args.lexical, progress=say)
-        else:
-            runs += run_proxy_grid(dataset, load_embedder(folder), aggregations, variant_counts,
-                                   args.lexical, progress=say)
+    with _unwinding_on_sigterm():
+        for folder in args.embedder or [None]:
+            if args.through_search:
+                runs += run_search_grid(dataset, load_embedder(folder), aggregation, variant_counts,
+                                        args.lexical, progress=say)
+            else:
+                runs += run_proxy_grid(dataset, load_embedder(folder), aggregations, variant_counts,
+                                       args.lexical, progress=say)
     print(format_table(dataset, runs))
     say(f"proxy evaluation took {time.perf_counter() - started:.1f} s")
     if args.json:
@@ -136,6 +143,21 @@ def _run_proxy(args) -> int:
         write_rank_file(args.ranks, runs, dataset.name)
         say(f"wrote per-query ranks to {args.ranks}")
     return 0
+
+
+@contextlib.contextmanager
+def _unwinding_on_sigterm():
+    """SIGTERM ends the run as Ctrl-C does, by unwinding: --through-search's temporary fold
+    indexes are removed instead of left in TMPDIR. A second SIGTERM ends the process at once."""
+    def terminate(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise SystemExit(128 + signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _run_end_to_end(args) -> int:
@@ -201,7 +223,7 @@ def _end_to_end_variants(values: list[str] | None) -> int:
         return int(values[0])
     raise EvaluationError(
         f"--variants {' '.join(values)}: end-to-end takes one whole number of caption variants "
-        "per image (default 5)."
+        f"per image (default {END_TO_END_VARIANTS})."
     )
 
 

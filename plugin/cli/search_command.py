@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..core.errors import TileScribeError
 from ..core.export import hits_to_geojson, hits_to_json, hits_to_text
-from ..core.search import SearchRequest, check_extent, check_query, search, searchable_runs
+from ..core.search import SearchRequest, check_extent, check_query, search
 from ..core.store import Store
 from .common import add_db_argument, add_embedder_argument, index_writable, load_embedder, say
 
@@ -19,7 +19,8 @@ def register(subparsers) -> None:
     parser.add_argument("query", help='what to find, e.g. "a freeway interchange"')
     add_db_argument(parser)
     add_embedder_argument(parser)
-    parser.add_argument("-k", type=int, default=10, help="number of tiles to return (default 10)")
+    parser.add_argument("-k", type=int, default=SearchRequest.k,
+                        help=f"number of tiles to return (default {SearchRequest.k})")
     parser.add_argument("--format", choices=sorted(FORMATTERS), default="text")
     parser.add_argument("--run", type=int, default=None, help="run to search (default: the latest)")
     parser.add_argument("--extent", type=float, nargs=4, metavar=("MINX", "MINY", "MAXX", "MAXY"),
@@ -55,7 +56,7 @@ def run(args) -> int:
 
 def _say_which_run(store: Store, run_id: int) -> None:
     """With several searchable runs (rasters, settings) in one file, name the one searched."""
-    others = [r for r in searchable_runs(store) if r != run_id]
+    others = [r for r in store.searchable_runs() if r != run_id]
     if not others:
         return
     run = store.run_info(run_id)

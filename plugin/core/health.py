@@ -17,7 +17,7 @@ import numpy as np
 
 from .errors import IndexFileError, IndexingError
 from .store import Store
-from .store_reads import VectorReader, run_caption_ids, vec_table
+from .store_reads import VectorReader, parse_run_row, run_caption_ids, run_rows, vec_table
 
 KNOWN_SEARCHES = 3  # per run: the first, middle and last caption
 SAME_VECTOR = 1e-4  # cosine distance of a vector to itself, float noise included
@@ -47,6 +47,11 @@ def check_index(store: Store) -> CheckReport:
     else:
         report.problems.append("SQLite integrity check: " + "; ".join(rows[:5]))
     _check_tables(store, report)
+    for row in run_rows(store.conn):
+        try:
+            parse_run_row(row)
+        except ValueError as exc:  # search, info and the indexer would stop on it
+            report.problems.append(f"{str(exc)[0].upper()}{str(exc)[1:]}.")
     for run_id, embedder_id, dim in store.conn.execute(
             "select r.id, r.embedder_id, e.dim from runs r join embedders e on e.id = r.embedder_id"
             " order by r.id").fetchall():
@@ -107,11 +112,15 @@ def _frames_not_checkpointed(path: Path) -> int:
 
 
 def _check_tables(store: Store, report: CheckReport) -> None:
-    captions, words = (store.conn.execute(f"select count(*) from {table}").fetchone()[0]
-                       for table in ("captions", "caption_fts"))
+    captions = store.conn.execute("select count(*) from captions").fetchone()[0]
     orphans = store.conn.execute(
         "select count(*) from captions c where not exists (select 1 from tiles t where t.id = c.tile_id)").fetchone()[0]
-    if not captions == words:
+    has_words = store.conn.execute(
+        "select count(*) from sqlite_schema where type = 'table' and name = 'caption_fts'").fetchone()[0]
+    words = store.conn.execute("select count(*) from caption_fts").fetchone()[0] if has_words else None
+    if words is None:
+        report.problems.append("The word index (table caption_fts) is missing: search works without --lexical.")
+    elif not captions == words:
         report.problems.append(f"{captions} captions, but {words} word entries.")
     if orphans:
         report.problems.append(f"{orphans} captions belong to no tile.")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -188,8 +187,7 @@ def _same_render(store: Store, run: RunInfo, render: dict) -> bool:
         return run.render == render
     if render["palette"]:
         return False
-    with store.atomic():
-        store.conn.execute("update runs set render = ? where id = ?", (json.dumps(render, sort_keys=True), run.id))
+    store.set_run_render(run.id, render)
     return True
 
 

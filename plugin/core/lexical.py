@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+import sqlite3
 from typing import Iterable, Sequence
 
+from .errors import IndexFileError
 from .store import Store
 from .store_reads import word_matches
 
@@ -34,7 +36,16 @@ def lexical_ranking(store: Store, run_id: int, text: str, limit: int = 200, exte
     query = fts_query(text)
     if not query:
         return []
-    rows = word_matches(store.conn, query, run_id, extent, (limit + len(exclude)) * 8)
+    try:
+        rows = word_matches(store.conn, query, run_id, extent, (limit + len(exclude)) * 8)
+    except sqlite3.OperationalError as exc:
+        if "no such table: caption_fts" not in str(exc):
+            raise
+        # Every schema has it: the file was changed by another program, or partly restored.
+        raise IndexFileError(
+            f"Index {store.path} has no word index (table caption_fts), so word matches cannot be fused: "
+            "search without --lexical (worker: \"lexical\": false), or index the raster again into a new "
+            "file (--db).") from exc
     seen, ranking = set(exclude), []
     for tile_id, caption_id in rows:
         if tile_id not in seen:

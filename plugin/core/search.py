@@ -75,12 +75,17 @@ class SearchRequest:
     lexical: bool = False
 
 
-def check_query(query: str, k: int) -> str:
-    """The query as it will be embedded, or a QueryError saying what to change."""
-    if not isinstance(k, int) or k <= 0:
+def check_k(k: int) -> None:
+    """A QueryError unless k is a number of results search can give."""
+    if not isinstance(k, int) or isinstance(k, bool) or k <= 0:
         raise QueryError(f"k must be a whole number of results of at least 1 (got {k!r}).")
     if k > MAX_K:
         raise QueryError(f"k = {k} is too many results: ask for at most {MAX_K}.")
+
+
+def check_query(query: str, k: int) -> str:
+    """The query as it will be embedded, or a QueryError saying what to change."""
+    check_k(k)
     cleaned = "".join(ch if ch.isprintable() else " " for ch in (query or ""))
     cleaned = " ".join(cleaned.split())
     if not cleaned:
@@ -91,12 +96,6 @@ def check_query(query: str, k: int) -> str:
             "(a sentence or two describing a place)."
         )
     return cleaned
-
-
-def searchable_runs(store: Store) -> list[int]:
-    """Ids of the runs that have captioned tiles, oldest first."""
-    return [row[0] for row in store.conn.execute(
-        "select distinct run_id from tiles where status = 'done' order by run_id")]
 
 
 def check_extent(extent: Optional[Sequence[float]]) -> Optional[Extent]:
@@ -242,16 +241,17 @@ def _hits(store: Store, run: RunInfo, best) -> list[SearchHit]:
     return hits
 
 
-def similar_tiles(store: Store, tile_db_id: int, k: int = 10,
+def similar_tiles(store: Store, tile_db_id: int, k: int = SearchRequest.k,
                   fast_cache: Optional[FastIndexCache] = None) -> list[SearchHit]:
     """Tiles whose captions read like this tile's: each of its variants is a query, best score wins."""
+    check_k(k)
     tile = store.tile(tile_db_id)
     if tile is None or tile.status != "done":
         raise QueryError(f"Tile {tile_db_id} of {store.path} has no captions to compare with.")
     request = SearchRequest("similar", k=k, exclude_tiles=(tile_db_id,))
     best: dict[int, SearchHit] = {}
     run = store.run_info(tile.run_id)
-    for vector in store.vectors_of(tile_db_id):
+    for vector in store.vectors_of(tile_db_id, run):
         for hit in search_vector(store, vector, request, run, fast_cache):
             if hit.tile_db_id not in best or hit.score > best[hit.tile_db_id].score:
                 best[hit.tile_db_id] = hit

@@ -240,12 +240,17 @@ class Store:
         ).fetchone()
         return row[0] if row else None
 
+    def set_run_render(self, run_id: int, render: dict) -> None:
+        """Record how a run's tiles are rendered (runs from before renders were recorded adopt one)."""
+        with self.atomic():
+            self.conn.execute("update runs set render = ? where id = ?", (json.dumps(render, sort_keys=True), run_id))
+
     def finish_run(self, run_id: int) -> None:
         with self.atomic():
             self.conn.execute("update runs set finished_at = ? where id = ?", (now(), run_id))
 
     def run_info(self, run_id: int) -> RunInfo:
-        found = run_infos(self.conn, _sql_int(run_id))
+        found = run_infos(self.conn, self.path, _sql_int(run_id))
         if not found:
             raise IndexFileError(f"Index {self.path} has no run {run_id}: see `tilescribe info`.")
         return found[0]
@@ -299,7 +304,7 @@ class Store:
     def tile(self, tile_id: int) -> StoredTile | None:
         row = self.conn.execute(
             "select id, run_id, col_off, row_off, width, height, minx, miny, maxx, maxy, status,"
-            " reason from tiles where id = ?", (tile_id,)
+            " reason from tiles where id = ?", (_sql_int(tile_id),)
         ).fetchone()
         return _stored_tile(row) if row else None
 
@@ -329,10 +334,12 @@ class Store:
         )
         return [CaptionVariant(*row) for row in rows]
 
-    def vectors_of(self, tile_id: int) -> np.ndarray:
-        """The stored vectors of a tile's variants (for "find similar")."""
-        (run_id,) = self.conn.execute("select run_id from tiles where id = ?", (tile_id,)).fetchone()
-        reader = self.vector_reader(self.run_info(run_id))
+    def vectors_of(self, tile_id: int, run: RunInfo | None = None) -> np.ndarray:
+        """The stored vectors of a tile's variants (for "find similar"); `run`: the tile's, if looked up."""
+        if run is None:
+            (run_id,) = self.conn.execute("select run_id from tiles where id = ?", (tile_id,)).fetchone()
+            run = self.run_info(run_id)
+        reader = self.vector_reader(run)
         caption_ids = [row[0] for row in self.conn.execute(
             "select id from captions where tile_id = ? order by variant", (tile_id,))]
         found, vectors = reader.read(np.array(caption_ids, dtype=np.int64))
@@ -348,7 +355,7 @@ class Store:
     # -- overview ---------------------------------------------------------------------------
 
     def runs(self) -> list[RunInfo]:
-        return run_infos(self.conn)
+        return run_infos(self.conn, self.path)
 
     def rasters(self) -> list[dict]:
         return [self.raster_info(r[0]) for r in self.conn.execute("select id from rasters order by id")]
@@ -379,6 +386,11 @@ class Store:
         if row is None:
             raise IndexFileError(f"Index {self.path} has no run {run_id}: see `tilescribe info`.")
         return row[0], row[1]
+
+    def searchable_runs(self) -> list[int]:
+        """Ids of the runs that have captioned tiles, oldest first."""
+        return [row[0] for row in self.conn.execute(
+            "select distinct run_id from tiles where status = 'done' order by run_id")]
 
     def latest_searchable_run(self) -> int | None:
         row = self.conn.execute(

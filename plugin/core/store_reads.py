@@ -61,14 +61,35 @@ _RUN_SELECT = (
     " join embedders e on e.id = r.embedder_id")
 
 
-def run_infos(conn: sqlite3.Connection, run_id: Optional[int] = None) -> list[RunInfo]:
-    """Every run, oldest first, or just `run_id` (an empty list when it does not exist)."""
+def run_rows(conn: sqlite3.Connection, run_id: Optional[int] = None) -> list[tuple]:
+    """Every run's record as stored, oldest first, or just `run_id`'s (none when it does not exist)."""
     if run_id is None:
-        rows = conn.execute(f"{_RUN_SELECT} order by r.id").fetchall()
-    else:
-        rows = conn.execute(f"{_RUN_SELECT} where r.id = ?", (run_id,)).fetchall()
-    return [RunInfo(*row[:5], json.loads(row[5]), *row[6:12], json.loads(row[12]) if row[12] else None)
-            for row in rows]
+        return conn.execute(f"{_RUN_SELECT} order by r.id").fetchall()
+    return conn.execute(f"{_RUN_SELECT} where r.id = ?", (run_id,)).fetchall()
+
+
+def parse_run_row(row: tuple) -> RunInfo:
+    """A run record as a RunInfo; ValueError naming the run and column when its JSON is damaged."""
+    values = list(row)
+    for at, column, optional in ((5, "captioner", False), (12, "render", True)):
+        if optional and values[at] is None:
+            continue
+        try:
+            values[at] = json.loads(values[at])
+        except (TypeError, ValueError):
+            values[at] = None
+        if not isinstance(values[at], dict):
+            raise ValueError(f"the record of run {row[0]} is damaged ({column} is not a JSON object)")
+    return RunInfo(*values)
+
+
+def run_infos(conn: sqlite3.Connection, path: Path, run_id: Optional[int] = None) -> list[RunInfo]:
+    """Every run, oldest first, or just `run_id` (an empty list when it does not exist)."""
+    try:
+        return [parse_run_row(row) for row in run_rows(conn, run_id)]
+    except ValueError as exc:
+        raise IndexFileError(f"Index {path} cannot be read: {exc}. Restore a copy, or index the raster "
+                             "again into a new file (--db).") from None
 
 
 def ids_param(ids) -> str:

@@ -24,8 +24,7 @@ def run_choices(store: Store) -> list[dict]:
     choices = []
     for run in reversed(store.runs()):
         raster = rasters.get(run.raster_id, {})
-        done = store.conn.execute("select count(*) from tiles where run_id = ? and status = 'done'",
-                                  (run.id,)).fetchone()[0]
+        done = store.tile_counts(run.id)["done"]
         choices.append({
             "id": run.id, "captioner": run.captioner, "embedder": run.embedder,
             "tile_size": run.tile_size, "overlap": run.overlap, "variants": run.variants,

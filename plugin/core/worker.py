@@ -163,23 +163,24 @@ class Worker:
         from .search import SearchRequest, check_query, search
         from .store import Store
 
-        check_query(request.get("query", ""), request.get("k", 10))
+        k = _given(request, "k", SearchRequest.k)
+        check_query(request["query"], k)  # before the index is opened or a model loaded
         extent = tuple(request["extent"]) if request.get("extent") else None
-        lexical = request.get("lexical")  # absent or null: SearchRequest's default
         with Store(request["db"], readonly=True) as store:
             hits = search(store, self.embedder(request.get("embedder")),
-                          SearchRequest(request["query"], request.get("k", 10), request.get("run_id"), extent,
-                                        mode=request.get("mode", "auto"),
-                                        lexical=SearchRequest.lexical if lexical is None else bool(lexical)),
+                          SearchRequest(request["query"], k, request.get("run_id"), extent,
+                                        mode=_given(request, "mode", SearchRequest.mode),
+                                        lexical=_given(request, "lexical", SearchRequest.lexical)),
                           self.fast_cache())
             return [dict(hit.to_json(), tile_db_id=hit.tile_db_id) for hit in hits]
 
     def similar(self, request: dict) -> list:
-        from .search import similar_tiles
+        from .search import SearchRequest, similar_tiles
         from .store import Store
 
         with Store(request["db"], readonly=True) as store:
-            hits = similar_tiles(store, int(request["tile_db_id"]), request.get("k", 10), self.fast_cache())
+            hits = similar_tiles(store, request["tile_db_id"], _given(request, "k", SearchRequest.k),
+                                 self.fast_cache())
             return [dict(hit.to_json(), tile_db_id=hit.tile_db_id) for hit in hits]
 
     def tile_at(self, request: dict) -> Optional[dict]:
@@ -195,7 +196,7 @@ class Worker:
         from .store import Store
 
         with Store(request["db"], readonly=True) as store:
-            return _tile_record(store, int(request["tile_db_id"]))
+            return _tile_record(store, request["tile_db_id"])
 
     def cancel(self, request: dict) -> bool:
         event = self._jobs.get(request.get("target"))
@@ -247,6 +248,12 @@ class Worker:
         self.send({"id": rid, "event": "progress", "data": _progress_data(progress)})
 
 
+def _given(request: dict, name: str, default):
+    """An optional field's value: absent and null both mean the default (worker_protocol.FIELDS)."""
+    value = request.get(name)
+    return default if value is None else value
+
+
 def _progress_data(p) -> dict:
     return {"run_id": p.run_id, "total": p.total, "done": p.done, "skipped": p.skipped,
             "failed": p.failed, "finished": p.finished, "captioned_now": p.captioned_now,
@@ -293,8 +300,8 @@ def main() -> int:
         worker.send({"id": None, "event": "ready", "data": {"protocol": PROTOCOL_VERSION, "pid": os.getpid()}})
         worker.serve(sys.stdin)
     except Terminated:  # like Ctrl-C in the command line: running jobs stop after the tile in progress
-        print("tilescribe worker: terminated (SIGTERM): stopping after the tile in progress; captioned tiles "
-              "are kept, and indexing the same raster again continues where it stopped.", file=sys.stderr)
+        log.warning("terminated (SIGTERM): stopping after the tile in progress; captioned tiles are kept, "
+                    "and indexing the same raster again continues where it stopped.")
         worker.send({"id": None, "event": "terminated", "data": {"jobs": len(worker._jobs)}})
         worker.stop_jobs()
         return 128 + signal.SIGTERM

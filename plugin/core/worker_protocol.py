@@ -52,7 +52,7 @@ Check = Callable[[object], Optional[str]]
 # Per command: field -> (required, check). Optional fields may also be null.
 FIELDS: dict[str, dict[str, tuple[bool, Check]]] = {
     "hello": {}, "cancel": {"target": (True, _any)},
-    "info": {"db": (True, _text)},
+    "info": {"db": (True, _text)}, "runs": {"db": (True, _text)},
     "search": {"db": (True, _text), "query": (True, _text), "k": (False, _whole), "run_id": (False, _whole),
                "extent": (False, _extent), "mode": (False, _text), "embedder": (False, _text),
                "lexical": (False, _flag)},

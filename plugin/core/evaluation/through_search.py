@@ -16,17 +16,22 @@ THROUGH_K hits. Two tie rules:
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
 from ..bench.synthetic import TILE_SIZE, synthetic_raster
 from ..captions import CaptionVariant
 from ..embedder_identity import resolve_embedder
+from ..errors import IndexFileError, QueryError
+from ..index_settings import INDEX_SUFFIX
 from ..search import SearchRequest, check_query, search
+from ..sqlite_errors import write_failure
 from ..store import Store
 from ..store_writes import TileCaptions
 from .datasets import CaptionDataset
@@ -94,7 +99,7 @@ def _search_fold(dataset: CaptionDataset, cache: EmbeddingCache, settings: Proxy
     variant_vectors = cache.embed([t for group in variant_texts for t in group]).reshape(
         len(variant_texts), settings.variants, -1)
     target_cosines = np.einsum("qd,qvd->qv", query_vectors, variant_vectors[rows]).max(axis=1)
-    with Store(folder / f"fold-{fold}.tilescribe.sqlite", create=True) as store:
+    with Store(folder / f"fold-{fold}{INDEX_SUFFIX}", create=True) as store:
         tile_ids = write_fold_index(store, embedder, variant_texts)
         for text, row, cosine in zip(texts, rows, target_cosines):
             at = first_row[row] + fold
@@ -106,21 +111,49 @@ def _search_fold(dataset: CaptionDataset, cache: EmbeddingCache, settings: Proxy
                 out.fused_list[at] = hit_ranks(fused, tile_ids[row], float(cosine), len(dataset))[0]
 
 
-def run_through_search(dataset: CaptionDataset, cache: EmbeddingCache, settings: ProxySettings,
-                       folder: Optional[Path] = None) -> list[RetrievalRun]:
-    """Dense by cosine ties, dense in list order, and (settings.lexical) fused in list order."""
+def check_through_search(dataset: CaptionDataset, settings: ProxySettings) -> None:
+    """What would stop a run through search, found before any model loads: the aggregation,
+    the proxy's own limits, and a caption that search refuses as a query (each caption is one)."""
     if settings.aggregation != "max":
         raise EvaluationError(
             f"--through-search scores an image by its best variant, as search does: drop "
             f"--aggregation {settings.aggregation} (or give max).")
     check_settings(dataset, settings)
+    for item in dataset.items:
+        for number, caption in enumerate(item.captions, start=1):
+            try:
+                check_query(caption, THROUGH_K)
+            except QueryError as exc:
+                raise EvaluationError(
+                    f"{dataset.source}: caption {number} of image {item.id!r} cannot be a search query "
+                    f"({str(exc).rstrip('.')}). Fix or remove that caption, or run the proxy without "
+                    "--through-search."
+                ) from None
+
+
+def run_through_search(dataset: CaptionDataset, cache: EmbeddingCache, settings: ProxySettings,
+                       folder: Optional[Path] = None) -> list[RetrievalRun]:
+    """Dense by cosine ties, dense in list order, and (settings.lexical) fused in list order.
+
+    The fold indexes go into a temporary folder inside `folder` (default: TMPDIR), removed
+    afterwards, also when interrupted or failing.
+    """
+    check_through_search(dataset, settings)
     started = time.perf_counter()
     counts = np.array([len(item.captions) for item in dataset.items])
     first_row = np.cumsum(counts) - counts  # row of each image's caption 0
     ranks = _FoldRanks(int(counts.sum()))
-    with tempfile.TemporaryDirectory(prefix="tilescribe-proxy-", dir=folder) as tmp:
-        for fold in range(int(counts.max())):
-            _search_fold(dataset, cache, settings, fold, Path(tmp), ranks, first_row)
+    with _temporary_folder(folder) as tmp:
+        try:
+            for fold in range(int(counts.max())):
+                _search_fold(dataset, cache, settings, fold, tmp, ranks, first_row)
+        except (sqlite3.Error, IndexFileError) as exc:
+            if write_failure(tmp, exc) is None and not isinstance(exc, IndexFileError):
+                raise  # not about the folder or its disk: a bug, keep its traceback
+            raise EvaluationError(
+                f"--through-search cannot write its temporary fold indexes in {tmp.parent} ({exc}). They hold "
+                "every image's variants, one index per fold: free space there, or set TMPDIR to a "
+                "folder with room, and run again.") from exc
     runs = [_run(dataset, cache, settings, "search", "cosine", False, ranks.against, ranks.optimistic),
             _run(dataset, cache, settings, "search list-order", "list", False, ranks.dense_list)]
     if settings.lexical:
@@ -128,6 +161,18 @@ def run_through_search(dataset: CaptionDataset, cache: EmbeddingCache, settings:
     for run in runs:
         run.seconds = time.perf_counter() - started
     return runs
+
+
+@contextlib.contextmanager
+def _temporary_folder(folder: Optional[Path]) -> Iterator[Path]:
+    try:
+        made = tempfile.TemporaryDirectory(prefix="tilescribe-proxy-", dir=folder)
+    except OSError as exc:  # no writable temporary folder at all
+        raise EvaluationError(
+            f"--through-search needs a temporary folder for its fold indexes and cannot make one ({exc}): "
+            "set TMPDIR to a folder you can write.") from exc
+    with made as tmp:
+        yield Path(tmp)
 
 
 def _run(dataset: CaptionDataset, cache: EmbeddingCache, settings: ProxySettings, suffix: str,
