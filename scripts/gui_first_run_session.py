@@ -19,8 +19,9 @@ from qgis.PyQt.QtWidgets import QDialogButtonBox
 from qgis.utils import iface, plugins
 
 sys.path.insert(0, os.environ["GUI_SMOKE_SCRIPTS"])
-from gui_session_common import (REPORT, bar_texts, idle, maximise, on_screen, qgis_task_notices,  # noqa: E402
-                                quit_qgis, rendered, run_session, settle, shoot, step, toolbar_button, wait)
+from gui_session_common import (REPORT, bar_texts, combo_text_fits, idle, maximise, on_screen,  # noqa: E402
+                                qgis_task_notices, quit_qgis, rendered, run_session, settle, shoot, step,
+                                toolbar_button, wait)
 
 RASTER = os.environ["GUI_SMOKE_RASTER"]  # 128 x 128 px: 4 tiles of 64 px
 QUERY = "a tile"
@@ -42,6 +43,7 @@ def offer(plugin):
     banner = ctl.banners[0]
     assert plugin.dock.isVisible() and visible_banner(ctl), "the dock shows no Set up offer"
     assert banner.label.text() == OFFER_MISSING, banner.label.text()
+    assert combo_text_fits(plugin.dock.indexCombo), f"cut: {plugin.dock.indexCombo.currentText()}"
     step("dock_offers_setup", offer=banner.label.text(), venv=str(ctl.venv))
     return ctl
 
@@ -97,6 +99,7 @@ def index_first_raster(plugin):
     QgsProject.instance().addMapLayer(layer)
     iface.setActiveLayer(layer)
     iface.mapCanvas().setExtent(layer.extent())
+    settle(0.3)  # the layer tree marks the project modified one event-loop turn after the layer came
     QgsProject.instance().setDirty(False)  # as if just saved: quitting must then ask nothing
     rendered()
     QTest.mouseClick(toolbar_button(plugin, plugin.index_action), Qt.LeftButton)
@@ -127,7 +130,8 @@ def first_search(plugin, ctl):
     rendered()
     rows = [dock.resultsList.item(i).text().replace("\n", " | ") for i in range(dock.resultsList.count())]
     layer = plugin.search.results.layer()
-    assert rows and layer is not None and layer.featureCount() == len(rows), (rows, dock.statusLabel.text())
+    assert dock.hits and layer is not None and layer.featureCount() == len(dock.hits), (rows, dock.statusLabel.text())
+    assert rows[0].startswith("Placeholder captions"), rows[0]  # the test model's run says so first
     python = plugin.client().hello()["python"]  # the worker that indexed and searched, already running
     assert python == str(ctl.venv / "bin" / "python"), python
     step("first_search", query=QUERY, rows=rows, status=dock.statusLabel.text(), worker_python=python,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from qgis.core import QgsApplication
 from qgis.PyQt.QtCore import QPoint, QTimer
-from qgis.PyQt.QtWidgets import QApplication, QLabel
+from qgis.PyQt.QtWidgets import QApplication, QLabel, QStyle, QStyleOptionComboBox
 from qgis.utils import iface
 
 OUT = Path(os.environ["GUI_SMOKE_OUT"])
@@ -124,6 +124,14 @@ def on_screen(widget):
     frame = widget.frameGeometry()
     screen = QApplication.primaryScreen().geometry()
     return screen.contains(frame) and QApplication.topLevelAt(frame.center()) is widget.window()
+
+
+def combo_text_fits(combo):
+    """The combo box shows its whole current text (Qt cuts it, with no ellipsis, where it is wider)."""
+    option = QStyleOptionComboBox()
+    combo.initStyleOption(option)
+    field = combo.style().subControlRect(QStyle.CC_ComboBox, option, QStyle.SC_ComboBoxEditField, combo)
+    return combo.fontMetrics().horizontalAdvance(combo.currentText()) <= field.width()
 
 
 def quit_qgis():

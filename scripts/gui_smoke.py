@@ -148,8 +148,10 @@ def first_run_session(work: Path, archive: Path, wheel: Path) -> tuple:
     from tilescribe.plugin.bootstrap.platforms import cache_root
 
     install_profile(work / "qgis", archive, None)
-    (work / "home").mkdir()
-    env = {"HOME": str(work / "home"), "TILESCRIBE_WHEEL_CACHE": str(wheel.parents[1]),
+    home = work / "home"
+    home.mkdir()
+    env = {"HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache"), "XDG_DATA_HOME": str(home / ".local" / "share"),
+           "XDG_CONFIG_HOME": str(home / ".config"), "TILESCRIBE_WHEEL_CACHE": str(wheel.parents[1]),
            "TILESCRIBE_CACHE": str(cache_root(platform.system(), os.environ, Path.home())),
            "GUI_SMOKE_RASTER": str(small_raster(work / "first.tif", 128))}
     return "gui_first_run_session.py", env, FIRST_RUN_TIMEOUT_S
