@@ -25,7 +25,7 @@ from gui_session_common import (REPORT, bar_texts, combo_text_fits, idle, maximi
 
 RASTER = os.environ["GUI_SMOKE_RASTER"]  # 128 x 128 px: 4 tiles of 64 px
 QUERY = "a tile"
-SETUP_TIMEOUT_S = 900
+SETUP_TIMEOUT_S = float(os.environ.get("GUI_SMOKE_SETUP_TIMEOUT_S", 900))  # shorter: to try the cleanup
 
 
 def visible_banner(ctl):
