@@ -67,7 +67,9 @@ def run_setup(plugin, ctl, ok):
     QTest.mouseClick(ok, Qt.LeftButton)
     assert ctl.task is not None, "pressing Set up started no task"
     settle(2.0)
-    step("setting_up", banner=ctl.banners[0].label.text(), bar=bar_texts())
+    texts = bar_texts()  # the message must show its text (it once showed an empty bar in QGIS)
+    assert [t for t in texts if t.startswith("Setting up TileScribe's environment")], texts
+    step("setting_up", banner=ctl.banners[0].label.text(), bar=texts)
     halfway = []
 
     def shoot_halfway():
