@@ -5,7 +5,7 @@ export QT_QPA_PLATFORM := offscreen
 export HF_HUB_OFFLINE := 1
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: setup test test-fast demo package install-plugin clean gui-smoke bench-dock
+.PHONY: setup test test-fast demo package install-plugin clean gui-smoke gui-first-run bench-dock
 
 setup:
 	@bash scripts/setup.sh
@@ -22,12 +22,18 @@ demo: setup
 	$(PY) scripts/demo.py
 
 clean:
-	rm -rf build dist .pytest_cache demo-output gui-smoke
+	rm -rf build dist .pytest_cache demo-output gui-smoke gui-first-run
 
 # The real QGIS under Xvfb with the plugin from `make package`'s ZIP: a user's session, one
 # screenshot per step in gui-smoke/ (or $$GUI_SMOKE_OUT); fails on any Python error in QGIS.
 gui-smoke: setup
 	env -u QT_QPA_PLATFORM $(PY) scripts/gui_smoke.py $${GUI_SMOKE_OUT:-gui-smoke}
+
+# The same for a user with nothing set up: the dock's Set up offer, the setup task (real pip, the
+# cached llama-cpp-python wheel), then Index layer with the test model and a search. 3-6 minutes.
+# Screenshots in gui-first-run/ (or $$GUI_SMOKE_OUT); exit 77 when no wheel is cached.
+gui-first-run: setup
+	env -u QT_QPA_PLATFORM $(PY) scripts/gui_smoke.py --first-run $${GUI_SMOKE_OUT:-gui-first-run}
 
 # Enter-to-painted latency of the real dock against a warm worker, beside the worker-only time.
 bench-dock: setup

@@ -3,65 +3,28 @@
 Drives the installed plugin with real Qt events, as a user would: load the raster, open the
 dock, type a query + Enter, click a result, inspect a tile on the canvas, find similar tiles,
 clear, then quit QGIS. Saves a screenshot of the whole screen after each step and writes
-report.json; anything QGIS logs under "Python error" fails the run.
+report.json; anything QGIS logs under "Python error" fails the run (helpers shared with the
+first-run session: scripts/gui_session_common.py).
 """
 
-import json
 import os
+import sys
 import time
-import traceback
-from pathlib import Path
 
-from qgis.core import QgsApplication, QgsPointXY, QgsProject, QgsRasterLayer
-from qgis.PyQt.QtCore import QPoint, Qt, QTimer
+from qgis.core import QgsPointXY, QgsProject, QgsRasterLayer
+from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QColor
 from qgis.PyQt.QtTest import QTest
-from qgis.PyQt.QtWidgets import QApplication, QLabel, QPushButton
+from qgis.PyQt.QtWidgets import QPushButton
 from qgis.utils import iface, plugins
 
-OUT = Path(os.environ["GUI_SMOKE_OUT"])
+sys.path.insert(0, os.environ["GUI_SMOKE_SCRIPTS"])
+from gui_session_common import (bar_texts, idle, maximise, pixel_of, qgis_task_notices, quit_qgis,  # noqa: E402
+                                rendered, run_session, settle, shoot, step, toolbar_button, wait)
+
 RASTER = os.environ["GUI_SMOKE_RASTER"]
 SMALL_RASTER = os.environ["GUI_SMOKE_SMALL_RASTER"]  # one 64 px tile: indexed with the test model
 QUERY = os.environ.get("GUI_SMOKE_QUERY", "an airplane parked at an airport")
-REPORT = {"steps": [], "python_errors": [], "messages": [], "screenshots": []}
-
-
-def log_message(message, tag, level):
-    if tag.startswith("Python"):
-        REPORT["python_errors"].append(f"[{tag}] {message}")
-    elif tag == "TileScribe":
-        REPORT["messages"].append(message)
-
-
-QgsApplication.messageLog().messageReceived.connect(log_message)
-
-
-def record_bar_item(_widget):
-    """Every notice QGIS itself puts on the bar (ours have no title), to see which were taken off."""
-    for item in iface.messageBar().items():
-        if item.title():
-            notice = f"{item.title()}: {item.text()}"
-            if notice not in REPORT.setdefault("qgis_notices", []):
-                REPORT["qgis_notices"].append(notice)
-
-
-iface.messageBar().widgetAdded.connect(record_bar_item)
-
-
-def wait(condition, timeout_s=120.0, what="the plugin"):
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} did not finish within {timeout_s:.0f} s")
-        QApplication.processEvents()
-        time.sleep(0.01)
-
-
-def settle(seconds=0.3):
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        QApplication.processEvents()
-        time.sleep(0.01)
 
 
 def painted_by_itself():
@@ -70,42 +33,6 @@ def painted_by_itself():
     settle(0.5)
     wait(lambda: not canvas.isDrawing(), 60, "the map canvas")
     settle(0.2)
-
-
-def rendered():
-    """Until the canvas has drawn what it shows now: one fresh render, started and finished."""
-    canvas = iface.mapCanvas()
-    done = []
-    count = lambda: done.append(1)  # noqa: E731
-    canvas.mapCanvasRefreshed.connect(count)
-    canvas.refresh()
-    wait(lambda: done and not canvas.isDrawing(), 60, "the map canvas")
-    canvas.mapCanvasRefreshed.disconnect(count)
-    settle(0.2)
-
-
-def shoot(name):
-    path = OUT / f"{len(REPORT['screenshots']) + 1:02d}_{name}.png"
-    QApplication.primaryScreen().grabWindow(0).save(str(path))
-    REPORT["screenshots"].append(path.name)
-
-
-def step(name, **facts):
-    REPORT["steps"].append({"step": name, **facts})
-    shoot(name)
-
-
-def bar_texts():
-    texts = []
-    for item in iface.messageBar().items():
-        label = item.findChild(QLabel, "tilescribeMessageText")
-        texts.append(label.text() if label is not None else f"{item.title()}: {item.text()}")
-    return texts
-
-
-def pixel_of(point):
-    pixel = iface.mapCanvas().getCoordinateTransform().transform(point)
-    return QPoint(round(pixel.x()), round(pixel.y()))
 
 
 def outline_orange(rect):
@@ -124,13 +51,8 @@ def outline_orange(rect):
     return count
 
 
-def idle(plugin, timeout_s=180.0):
-    wait(lambda: not plugin.runner.tasks, timeout_s, "the plugin's tasks")
-
-
 def load_raster():
-    window = iface.mainWindow()
-    window.setGeometry(QApplication.primaryScreen().availableGeometry())  # Xvfb has no window manager
+    maximise()
     layer = QgsRasterLayer(RASTER, "UCM mosaic")
     assert layer.isValid(), f"QGIS cannot read {RASTER}"
     QgsProject.instance().addMapLayer(layer)
@@ -163,7 +85,7 @@ def search(plugin):
     settle(0.3)
     # The first search starts the worker (seconds): QGIS adds its "Task complete" notice; the plugin removes it.
     texts = bar_texts()
-    assert not [t for t in texts if t.startswith(("Task complete", "Task failed"))], texts
+    assert not qgis_task_notices(texts), texts
     step("search", query=QUERY, rows=rows, status=dock.statusLabel.text(), features=layer.featureCount(),
          enter_to_painted_s=round(seconds, 3), bar=texts)
 
@@ -183,9 +105,7 @@ def inspect(plugin, layer):
     iface.mapCanvas().setExtent(layer.extent())
     rendered()
     target = plugin.dock.hits[1]
-    button = iface.mainWindow().findChild(type(plugin.toolbar), "TileScribeToolbar").widgetForAction(
-        plugin.inspect_action)
-    QTest.mouseClick(button, Qt.LeftButton)
+    QTest.mouseClick(toolbar_button(plugin, plugin.inspect_action), Qt.LeftButton)
     assert iface.mapCanvas().mapTool() is plugin.inspect_tool
     pixel = pixel_of(target.rectangle().center())
     QTest.mousePress(iface.mapCanvas().viewport(), Qt.LeftButton, Qt.NoModifier, pixel)
@@ -233,8 +153,7 @@ def index_another(plugin):
     QgsProject.instance().addMapLayer(small)
     iface.setActiveLayer(small)
     QgsProject.instance().setDirty(False)
-    toolbar = iface.mainWindow().findChild(type(plugin.toolbar), "TileScribeToolbar")
-    QTest.mouseClick(toolbar.widgetForAction(plugin.index_action), Qt.LeftButton)
+    QTest.mouseClick(toolbar_button(plugin, plugin.index_action), Qt.LeftButton)
     dialog = plugin.index_dialog
     wait(lambda: dialog.isVisible(), 10, "the Index layer dialog")
     QTest.mouseClick(dialog.testRadio, Qt.LeftButton)
@@ -249,54 +168,30 @@ def index_another(plugin):
     assert plugin.dock.current_db() == searched, "the dock switched index under the user"
     buttons = [button.text() for button in iface.messageBar().findChildren(QPushButton)]
     assert "Search small.tilescribe.sqlite" in buttons, (buttons, texts)
-    assert not [t for t in texts if t.startswith(("Task complete", "Task failed"))], texts
+    assert not qgis_task_notices(texts), texts
     step("indexed_another", bar=texts, dock_index=plugin.dock.indexCombo.currentText())
     QgsProject.instance().removeMapLayer(small.id())
     QgsProject.instance().setDirty(False)
 
 
-def quit_qgis(plugin):
+def search_again_and_quit(plugin):
     """Quit with results on the map: QGIS must ask nothing (no 'save the scratch layer?')."""
     QTest.keyClicks(plugin.dock.queryEdit, " ")
     QTest.keyClick(plugin.dock.queryEdit, Qt.Key_Return)
     idle(plugin)
     rendered()
-    REPORT["dirty_before_quit"] = QgsProject.instance().isDirty()
-    finish(ok=True)
-    QTimer.singleShot(4000, prompt_watchdog)
-    iface.actionExit().trigger()
-
-
-def prompt_watchdog():
-    """Still running 4 s after Quit: a dialog asks something. Record it, answer it, fail."""
-    modal = QApplication.activeModalWidget()
-    text = " ".join(label.text() for label in modal.findChildren(QLabel) if label.text()) if modal else ""
-    REPORT["quit_prompt"] = f"{modal.windowTitle() if modal else '?'}: {text}"
-    shoot("quit_prompt")
-    finish(ok=False)
-    os._exit(3)
-
-
-def finish(ok):
-    REPORT["ok"] = ok and not REPORT["python_errors"]
-    (OUT / "report.json").write_text(json.dumps(REPORT, indent=2, ensure_ascii=False))
+    quit_qgis()
 
 
 def run():
     plugin = plugins["tilescribe"]
-    try:
-        layer = load_raster()
-        search(plugin)
-        click_result(plugin)
-        similar(plugin, inspect(plugin, layer))
-        clear(plugin, layer)
-        index_another(plugin)
-        quit_qgis(plugin)
-    except Exception:
-        REPORT["failure"] = traceback.format_exc()
-        shoot("failure")
-        finish(ok=False)
-        os._exit(2)
+    layer = load_raster()
+    search(plugin)
+    click_result(plugin)
+    similar(plugin, inspect(plugin, layer))
+    clear(plugin, layer)
+    index_another(plugin)
+    search_again_and_quit(plugin)
 
 
-QTimer.singleShot(500, run)
+run_session(run)

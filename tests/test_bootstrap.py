@@ -180,6 +180,19 @@ def test_step_progress_is_weighted():
     assert reports == [0.0, 12.5, 25.0, 25.0, 62.5]
 
 
+def test_step_progress_says_which_step_a_pip_line_belongs_to():
+    messages = []
+    steps = StepProgress({"torch": 1, "check": 1}, lambda percent, message: messages.append(message))
+    steps.start("torch", "Installing torch 2.13.0 (CPU)")
+    steps.update(0.5, "Requirement already satisfied networkx>=2.5.1")
+    steps.finish("Installing torch 2.13.0 (CPU): done")
+    steps.start("check", "Checking")
+    steps.update(0.1, "")
+    assert messages == ["Installing torch 2.13.0 (CPU)",
+                        "Installing torch 2.13.0 (CPU): Requirement already satisfied networkx>=2.5.1",
+                        "Installing torch 2.13.0 (CPU): done", "Checking", "Checking"]
+
+
 # -- commands, the log, cancel ---------------------------------------------------------------
 
 def test_command_lines_reach_the_log_and_the_callback(tmp_path):

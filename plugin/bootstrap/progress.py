@@ -95,24 +95,28 @@ class BuildProgress:
 
 
 class StepProgress:
-    """Overall progress over weighted steps: `report(fraction, message)` gets 0..100."""
+    """Overall progress over weighted steps: `report(fraction, message)` gets 0..100. A step's own
+    messages come after its title: pip's "Requirement already satisfied: networkx" alone does not
+    tell the user which step of the setup is running."""
 
     def __init__(self, weights: dict, report: Callable[[float, str], None]):
         total = float(sum(weights.values())) or 1.0
         self._weights = {name: weight / total for name, weight in weights.items()}
         self._done = 0.0
         self._current: Optional[str] = None
+        self._title = ""
         self._report = report
 
     def start(self, name: str, message: str) -> None:
-        self._current = name
+        self._current, self._title = name, message
         self._report(100.0 * self._done, message)
 
     def update(self, fraction: float, message: str) -> None:
         share = self._weights.get(self._current, 0.0)
-        self._report(100.0 * (self._done + share * min(1.0, max(0.0, fraction))), message)
+        text = f"{self._title}: {message}" if self._title and message else message or self._title
+        self._report(100.0 * (self._done + share * min(1.0, max(0.0, fraction))), text)
 
     def finish(self, message: str = "") -> None:
         self._done += self._weights.get(self._current, 0.0)
-        self._current = None
+        self._current, self._title = None, ""
         self._report(100.0 * min(1.0, self._done), message)

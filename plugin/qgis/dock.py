@@ -20,7 +20,11 @@ from .runs import RunChoice
 UI_DIR = Path(__file__).resolve().parents[2] / "ui"
 FORM_CLASS, _ = uic.loadUiType(str(UI_DIR / "dock.ui"))
 CAPTION_CHARS = 160
-NO_INDEX = "No index yet: Index layer, or Open…"
+# Short enough for the dock's default width in QGIS (the longer hint was cut after "or"); the
+# tooltip says the rest.
+NO_INDEX = "No index: click Index layer"
+NO_INDEX_TIP = ("No index yet: index a raster with Index layer (TileScribe toolbar, or Raster > TileScribe), "
+                "or open an index file with Open…")
 PLACEHOLDER_NOTE = ("Placeholder captions: this run was indexed with the test model, so its captions "
                     "say nothing about the tiles and the ranking means nothing. Index with a real model.")
 RUN_TIP = ("One index file can hold several runs (the raster indexed with another model or tile size): "
@@ -92,6 +96,7 @@ class SearchDock(QgsDockWidget, FORM_CLASS):
         if not sources:
             # Qt 5's combo box draws no placeholder text: an item without data says it instead.
             self.indexCombo.addItem(NO_INDEX, None)
+            self.indexCombo.setItemData(0, NO_INDEX_TIP, Qt.ToolTipRole)
         position = self.indexCombo.findData(current) if current else -1
         self.indexCombo.setCurrentIndex(max(position, 0))
         self.indexCombo.blockSignals(False)

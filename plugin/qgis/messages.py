@@ -44,7 +44,9 @@ class WrappedMessage(QWidget):
 def push_wrapped(bar: QgsMessageBar, text: str, level=Qgis.Info, duration: int = 0,
                  details: str = "") -> QgsMessageBarItem:
     """Push `text` (all of it, wrapped) to a message bar; `details` go below it."""
-    body = WrappedMessage(f"{text}\n{details}".strip() if details else text)
+    # Parented from the start: C++ owns it. Parentless, it belonged to Python, and in the QGIS
+    # application a message pushed without a key lost its text as soon as the item's wrapper went.
+    body = WrappedMessage(f"{text}\n{details}".strip() if details else text, parent=bar)
     item = QgsMessageBarItem(body, level, duration)
     item.body = body  # python reference: the caller adds buttons
     bar.pushItem(item)

@@ -99,3 +99,21 @@ def test_inspect_action_toggles_the_map_tool(plugin, fake_iface):
     assert fake_iface.canvas.mapTool() is plugin.inspect_tool and plugin.inspect_action.isChecked()
     plugin.inspect_action.trigger()  # clicked again: the user is done inspecting
     assert fake_iface.canvas.mapTool() is None and not plugin.inspect_action.isChecked()
+
+
+def test_a_message_pushed_without_a_key_keeps_its_text(plugin, fake_iface):
+    """Seen in the real QGIS (`make gui-first-run`): "Setting up TileScribe's environment…" and
+    "TileScribe is ready…" showed an empty bar. The message's body belonged to Python and went with
+    the item's wrapper, which QGIS's own bar does not keep alive (this test's bar does): Qt owns it."""
+    import gc
+
+    from qgis.PyQt import sip
+    from qgis.PyQt.QtWidgets import QLabel
+
+    text = "Setting up TileScribe's environment in the background."
+    item = plugin.messages.push(text)
+    assert not sip.ispyowned(item.body)
+    del item
+    gc.collect()
+    labels = [bar_item.findChild(QLabel, "tilescribeMessageText") for bar_item in fake_iface.bar.items()]
+    assert text in [label.text() for label in labels if label is not None]

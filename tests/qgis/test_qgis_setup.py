@@ -1,19 +1,14 @@
 """'Set up TileScribe' in QGIS: the offer in the dock, the index and settings dialogs, the real
-QgsTask (failure, cancel, and in the slow test a whole setup from the ZIP), removal."""
+QgsTask (failure, cancel), removal. A whole setup from the ZIP, clicked through in the real QGIS
+application, is tests/qgis/test_qgis_gui_smoke.py's first-run test (`make gui-first-run`)."""
 
 from __future__ import annotations
 
-import os
-import platform
-import subprocess
 import sys
 import time
-import zipfile
 from pathlib import Path
 
 import pytest
-
-from gui_events import newest_task
 
 pytestmark = pytest.mark.qgis
 REPO = Path(__file__).resolve().parents[2]
@@ -189,93 +184,3 @@ def test_cancel_stops_pip_and_a_repair_is_offered(setup_ctl, wait_task, qtbot):
     assert result.cancelled and setup_ctl.failure.windowTitle() == "Set up TileScribe stopped"
     assert setup_ctl.banners[0].label.text() == OFFER_INCOMPLETE  # the venv is there, unchecked
     setup_ctl.failure.close()
-
-
-@pytest.mark.slow
-def test_click_path_from_zip_to_a_first_caption(plugin, fake_iface, add_raster, tmp_path, wait_task, monkeypatch):
-    """The user's path with real events and real QgsTasks: the dock's button, the dialog's Set up,
-    the setup task to the end; then Index layer (test model) and a search, by the worker that now
-    runs from the new environment."""
-    from qgis.PyQt.QtWidgets import QDialogButtonBox
-
-    from tilescribe.plugin.qgis.settings import read_settings
-
-    plugins = zip_install(tmp_path, monkeypatch)
-    shots = Shots(Path(os.environ.get("TILESCRIBE_CLICK_PATH_SHOTS") or tmp_path / "shots"))
-    ctl = plugin.environment_setup
-    ctl.venv, ctl.plugin_dir = tmp_path / "profile" / "tilescribe" / "venv", plugins / "tilescribe"
-    ctl.checkout_python = tmp_path / "none"
-    monkeypatch.setattr("tilescribe.plugin.qgis.plugin.PLUGIN_DIR", ctl.plugin_dir)  # the worker runs the ZIP's code
-    ctl.refresh()
-    plugin.dock.show()
-    shots.take("01_dock_offers_setup", plugin.dock)
-    mouse_click(plugin, ctl.banners[0].button)
-    shots.take("02_setup_dialog", ctl.dialog)
-    mouse_click(plugin, ctl.dialog.buttons.button(QDialogButtonBox.Ok))
-    shots.take("03_setting_up", plugin.dock)
-    result = wait_task(ctl.task, 600)
-    assert result.error is None, result.error.details()
-    print(f"setup through the QgsTask: {result.value.seconds} s, per step {result.value.steps}")
-    assert read_settings().environment == str(ctl.venv) and not ctl.banners[0].isVisibleTo(plugin.dock)
-    assert plugin.client().hello()["python"] == str(ctl.venv / "bin" / "python")
-    shots.take("04_ready", plugin.dock)
-    first_caption_and_search(plugin, fake_iface, add_raster, tmp_path, wait_task, shots)
-
-
-class Shots:
-    """Screenshots of each step of the click path (TILESCRIBE_CLICK_PATH_SHOTS=DIR keeps them)."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
-
-    def take(self, name: str, widget) -> None:
-        from qgis.PyQt.QtWidgets import QApplication
-
-        QApplication.processEvents()
-        assert widget.grab().save(str(self.folder / f"{name}.png"))
-
-
-def zip_install(tmp_path: Path, monkeypatch) -> Path:
-    """The ZIP unzipped into a throw-away profile, a fresh HOME, the llama-cpp-python wheel cache."""
-    sys.path.insert(0, str(REPO / "tests"))
-    from test_bootstrap_e2e import cached_wheel
-
-    from tilescribe.plugin.bootstrap import platforms
-
-    wheel = cached_wheel()
-    if wheel is None:
-        pytest.skip("no llama-cpp-python wheel cached for this CPU (`make setup` compiles one once)")
-    run = subprocess.run([sys.executable, str(REPO / "scripts" / "package.py"), "--out", str(tmp_path / "dist")],
-                         capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr
-    plugins = tmp_path / "profile" / "python" / "plugins"
-    zipfile.ZipFile(next((tmp_path / "dist").glob("*.zip"))).extractall(plugins)
-    monkeypatch.setenv("TILESCRIBE_WHEEL_CACHE", str(wheel.parents[1]))
-    monkeypatch.setenv("TILESCRIBE_CACHE", str(platforms.cache_root(platform.system(), os.environ, Path.home())))
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no pip cache, no test model written before
-    return plugins
-
-
-def first_caption_and_search(plugin, fake_iface, add_raster, tmp_path, wait_task, shots=None) -> None:
-    from qgis.core import Qgis
-    from rasters import write_raster
-
-    add_raster(write_raster(tmp_path / "first.tif", width=128, height=128))
-    plugin.index_action.trigger()
-    dialog = plugin.index_dialog
-    assert not [item for item in dialog.messageBar.items() if item.widget() is not None]  # no offer any more
-    dialog.testRadio.setChecked(True)
-    dialog.tileSizeSpin.setValue(64)
-    if shots:
-        shots.take("05_index_dialog", dialog)
-    mouse_click(plugin, dialog.buttonBox.button(dialog.buttonBox.Ok))
-    assert wait_task(newest_task(plugin), 300).error is None
-    level, text = fake_iface.messages()[-1]
-    assert level == Qgis.Success and text.startswith("TileScribe: Indexed") and "4 of 4 tiles" in text
-    plugin.dock.queryEdit.setText("a tile")
-    mouse_click(plugin, plugin.dock.searchButton)
-    assert wait_task(newest_task(plugin), 120).error is None
-    assert plugin.dock.resultsList.count() >= 1
-    if shots:
-        shots.take("06_first_search", plugin.dock)
