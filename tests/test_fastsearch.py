@@ -80,6 +80,22 @@ def test_projected_rows_and_query_give_the_cosine_less_a_constant():
     assert np.abs(error).max() < 0.02
 
 
+def test_the_read_margin_covers_the_approximate_scores_error():
+    # 48 of 96 components kept: for each query, the margin (the exact reads skip rows more than
+    # a margin below a bar) must exceed the approximate score's error on every row.
+    rng = np.random.default_rng(3)
+    spectrum = np.arange(13, 109) ** -0.8  # power law, as caption embeddings have
+    vectors = (rng.standard_normal((20_000, 96)) * spectrum + 0.05).astype(np.float32)
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    projection = Projection.fit(vectors[:2000], 48, float_dims=16)
+    steps = projection.rows(vectors)
+    steps[:, 16:] = np.clip(np.rint(steps[:, 16:]), -127, 127)
+    for query in rng.standard_normal((20, 96)) * spectrum + 0.05:
+        error = steps @ projection.query(query) + projection.mean @ query - unit @ query
+        assert 0.005 * np.linalg.norm(query) < np.abs(error).max() < projection.margin(query)
+    assert Projection.fit(vectors[:300], 48, 16).margin(query) == np.inf  # too small a sample
+
+
 def test_a_tile_with_thousands_of_variants_near_the_query_leaves_room_for_the_others(tmp_path):
     index = build_synthetic_index(tmp_path / "c.tilescribe.sqlite", 5000, n_queries=1)
     query = index.queries[0]

@@ -25,14 +25,17 @@ PCA_SAMPLE = 20_000
 READ_CHUNK = 50_000
 # An int8 step is 1/127 of the sample's largest |component|, times this margin for later appends.
 INT8_MARGIN = 1.5
-# Vectors read back from the file for the exact score: the best VARIANTS_PER_TILE variants (by
-# the approximate score) of the best max(EXACT_TILES_MIN, EXACT_TILES_PER_HIT * k) tiles. A read
-# costs ~10 us; at 1M, k = 10 reads 150 vectors and keeps recall@10 at 0.999. Two variants a
-# tile kept recall too, but variants closer than the approximate score's error (~0.005) can
-# swap, and then a tile is shown with its second-best caption.
+# Vectors read back from the file for the exact score, by the approximate score: of the best
+# max(EXACT_TILES_MIN, EXACT_TILES_PER_HIT * k) tiles those within a margin of the k-th best,
+# and of each its best VARIANTS_PER_TILE variants within the margin of its best. The margin is
+# MARGIN_SIGMAS x the approximate score's expected error for this query (dropped components,
+# int8 rounding): ~0.03 on synthetic vectors, so at 1M and k = 10 ~45 vectors are read instead
+# of ~120, recall unchanged (a read costs 10-20 us). Three variants, not two: variants closer
+# than the error can swap.
 EXACT_TILES_MIN = 50
 EXACT_TILES_PER_HIT = 5
 VARIANTS_PER_TILE = 3
+MARGIN_SIGMAS = 8.0
 
 Best = list[tuple[int, int, float]]  # (tile id, caption id, cosine), best first, one per tile
 
@@ -41,12 +44,12 @@ def pool_sizes(k: int, n: int, rescored: Optional[int] = None) -> tuple[int, int
     """(pool ranked by the approximate cosine, stage-1 survivors) for k tiles out of n vectors.
 
     Chosen with bench-search: at a million synthetic vectors, 33,000 survivors (n / 30) and a
-    pool of 2,000 give recall@10 of 0.999; at k = 50, 10 survivors per pooled vector gave 0.9992
-    and 15 gave 1.0. Real caption vectors needed about twice the pool of synthetic ones for
-    the same recall (bench-search --real-captions), hence 2,000.
+    pool of 2,000 give recall@10 of 0.999; at k = 50 (pool 10,000) 100,000 survivors gave 0.9992
+    and 150,000 gave 1.0, hence a share growing with the pool. Real caption vectors needed
+    about twice the pool of synthetic ones for the same recall (--real-captions), hence 2,000.
     """
     rescored = rescored or max(2000, 200 * k)
-    return rescored, max(15 * rescored, n // 30)
+    return rescored, max(5 * rescored, n * max(rescored, 2000) // 60_000)
 
 
 @dataclass(frozen=True)
@@ -61,22 +64,28 @@ class Projection:
     mean: np.ndarray
     basis: np.ndarray  # (dim, dims) float32, leading component first
     step: np.ndarray  # (dims,) float32
+    float_dims: int
+    tail_variance: float = 0.0  # the sample's mean variance along a component left out
 
     @classmethod
     def fit(cls, sample: np.ndarray, dims: int, float_dims: int) -> "Projection":
         sample = _unit(np.asarray(sample, dtype=np.float32)).astype(np.float64)
         dim = sample.shape[1]
         if not len(sample):  # a run without vectors yet: any basis will do
-            mean, basis = np.zeros(dim), np.eye(dim, dims)
+            mean, basis, tail = np.zeros(dim), np.eye(dim, dims), 0.0
         else:
             mean = sample.mean(axis=0)
             centred = sample - mean
-            _, vectors = np.linalg.eigh(centred.T @ centred)  # eigenvalues ascending
+            values, vectors = np.linalg.eigh(centred.T @ centred)  # eigenvalues ascending
             basis = vectors[:, ::-1][:, :dims]
+            tail = float(values[:dim - dims].mean()) / len(sample) if dims < dim else 0.0
+            if len(sample) < 4 * dim:  # too few to tell the spread left out: no margin
+                tail = np.inf
         peak = np.abs((sample - mean) @ basis).max(axis=0) if len(sample) else np.ones(dims)
         step = np.where(peak > 0, peak * INT8_MARGIN / 127, 1.0)
         step[:float_dims] = 1.0
-        return cls(mean.astype(np.float32), np.ascontiguousarray(basis, dtype=np.float32), step.astype(np.float32))
+        return cls(mean.astype(np.float32), np.ascontiguousarray(basis, dtype=np.float32),
+                   step.astype(np.float32), float_dims, max(tail, 0.0))
 
     def rows(self, vectors: np.ndarray) -> np.ndarray:
         """(n, dims) float32 projections; columns past the float ones in int8 steps, unrounded."""
@@ -84,6 +93,17 @@ class Projection:
 
     def query(self, query: np.ndarray) -> np.ndarray:
         return (np.asarray(query, dtype=np.float32) @ self.basis) * self.step
+
+    def margin(self, query: np.ndarray) -> float:
+        """MARGIN_SIGMAS x the expected error of this query's approximate scores: the query's
+        length outside the basis times the spread left there, and the int8 rounding."""
+        if not np.isfinite(self.tail_variance):
+            return np.inf
+        query = np.asarray(query, dtype=np.float64)
+        inside = query @ self.basis
+        outside = max(0.0, float(query @ query - inside @ inside))
+        rounding = (inside * self.step)[self.float_dims:]
+        return MARGIN_SIGMAS * float(np.sqrt(self.tail_variance * outside + rounding @ rounding / 12))
 
 
 class Columns:
@@ -234,7 +254,7 @@ class FastIndex:
         Of a large pool only the best few by the approximate score are read (_best_approx).
         """
         if len(rows) > exact_tiles(k) * VARIANTS_PER_TILE:
-            rows = self._best_approx(rows, projected, k)
+            rows = self._best_approx(rows, projected, self.projection.margin(query), k)
         caption_ids = self.rows["caption_id"][rows]
         order = np.argsort(caption_ids)
         rows, caption_ids = rows[order], caption_ids[order]
@@ -258,21 +278,28 @@ class FastIndex:
                 + self.rows["stage2"][rows].astype(np.float32) @ projected[d1:d1 + d2]
                 + self.rows["tail"][rows].astype(np.float32) @ projected[d1 + d2:])
 
-    def _best_approx(self, rows: np.ndarray, projected: np.ndarray, k: int) -> np.ndarray:
-        """The pool's rows worth an exact read: the best VARIANTS_PER_TILE variants of each of the
-        best exact_tiles(k) tiles, by the approximate score.
+    def _best_approx(self, rows: np.ndarray, projected: np.ndarray, margin: float, k: int) -> np.ndarray:
+        """The pool's rows worth an exact read, by the approximate score: of the best
+        exact_tiles(k) tiles, those within the margin of the k-th best; of each, its best
+        VARIANTS_PER_TILE variants within the margin of its best.
 
         Whole tiles, not top variants: a tile with thousands of near-identical variants must
         not crowd the other tiles out.
         """
-        approx = self._approx(rows, projected)
-        tiles = self.rows["tile"][rows]
+        approx, tiles = self._approx(rows, projected), self.rows["tile"][rows]
         order = np.lexsort((-approx, tiles))  # by tile, best variant first
-        firsts = np.r_[0, np.flatnonzero(np.diff(tiles[order])) + 1]
-        rank = np.arange(len(order)) - np.repeat(firsts, np.diff(np.r_[firsts, len(order)]))
-        best_tiles = firsts[np.argsort(-approx[order[firsts]], kind="stable")[:exact_tiles(k)]]
-        chosen = np.isin(tiles[order], tiles[order[best_tiles]]) & (rank < VARIANTS_PER_TILE)
-        return rows[order[chosen]]
+        approx, tiles = approx[order], tiles[order]
+        firsts = np.r_[0, np.flatnonzero(np.diff(tiles)) + 1]
+        sizes = np.diff(np.r_[firsts, len(order)])
+        tile_best = approx[firsts]
+        best_tiles = np.argsort(-tile_best, kind="stable")[:exact_tiles(k)]
+        bar = tile_best[best_tiles[min(k, len(best_tiles)) - 1]] - margin
+        chosen = np.zeros(len(firsts), dtype=bool)
+        chosen[best_tiles] = True
+        rank = np.arange(len(order)) - np.repeat(firsts, sizes)
+        keep = (np.repeat(chosen, sizes) & (rank < VARIANTS_PER_TILE)
+                & (approx >= np.maximum(bar, np.repeat(tile_best, sizes) - margin)))
+        return rows[order[keep]]
 
 
 def exact_tiles(k: int) -> int:
