@@ -339,11 +339,12 @@ def _projected_rows(store: Store, reader: VectorReader, caption_ids: np.ndarray,
         projected = projection.rows(vectors)
         stop = start + len(chunk)
         stage1[start:stop] = projected[:, :d1]
-        stage2[start:stop] = _int8(projected[:, d1:d1 + d2])
-        tail[start:stop] = _int8(projected[:, d1 + d2:])
+        steps = _int8(projected[:, d1:])
+        stage2[start:stop], tail[start:stop] = steps[:, :d2], steps[:, d2:]
     return stage1, stage2, tail
 
 
 def _int8(steps: np.ndarray) -> np.ndarray:
-    """Projections in int8 steps, rounded; a later vector beyond the sample's range saturates."""
-    return np.clip(np.rint(steps), -127, 127).astype(np.int8)
+    """Projections in int8 steps, rounded (in place); a later vector beyond the sample's range saturates."""
+    np.clip(steps, -127, 127, out=steps)
+    return np.rint(steps, out=steps).astype(np.int8)
