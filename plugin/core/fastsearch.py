@@ -16,7 +16,7 @@ from .store_reads import VectorReader, run_caption_ids, snapshot, tile_boxes
 # 128 MB streamed per query); the next STAGE2_DIMS as int8, re-ranking the stage-1 survivors;
 # TAIL_DIMS more as int8, which with the others rank the pool before the exact reads. Past
 # 192 components the synthetic vectors keep 6 % of their variance (real captions less): the
-# approximate cosine is then within ~0.005, and the exact reads absorb that. 300 bytes a
+# approximate cosine's error is then ~0.005 (1 sigma), which the exact reads absorb. 300 bytes a
 # vector in all (1M: 300 MB). Measured with bench-search; docs in README "Performance".
 STAGE1_DIMS = 32
 STAGE2_DIMS = 64
@@ -72,7 +72,7 @@ class Projection:
         sample = _unit(np.asarray(sample, dtype=np.float32)).astype(np.float64)
         dim = sample.shape[1]
         if not len(sample):  # a run without vectors yet: any basis will do
-            mean, basis, tail = np.zeros(dim), np.eye(dim, dims), 0.0
+            mean, basis, tail = np.zeros(dim), np.eye(dim, dims), np.inf
         else:
             mean = sample.mean(axis=0)
             centred = sample - mean
