@@ -45,11 +45,12 @@ def pool_sizes(k: int, n: int, rescored: Optional[int] = None) -> tuple[int, int
 
     Chosen with bench-search: at a million synthetic vectors, 33,000 survivors (n / 30) and a
     pool of 2,000 give recall@10 of 0.999; at k = 50 (pool 10,000) 100,000 survivors gave 0.9992
-    and 150,000 gave 1.0, hence a share growing with the pool. Real caption vectors needed
+    and 150,000 gave 1.0, hence a share growing with the pool; at 200,000 vectors 10,000 missed
+    one of 2,000 top tiles, 15,000 none, hence at least 8 per pooled vector. Real caption vectors needed
     about twice the pool of synthetic ones for the same recall (--real-captions), hence 2,000.
     """
     rescored = rescored or max(2000, 200 * k)
-    return rescored, max(5 * rescored, n * max(rescored, 2000) // 60_000)
+    return rescored, max(8 * rescored, n * max(rescored, 2000) // 60_000)
 
 
 @dataclass(frozen=True)
