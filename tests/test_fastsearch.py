@@ -9,7 +9,7 @@ from tilescribe.plugin.core.bench.synthetic import build_synthetic_index
 from tilescribe.plugin.core.captions import CaptionVariant
 from tilescribe.plugin.core.errors import QueryError
 from tilescribe.plugin.core.fast_cache import FastIndexCache
-from tilescribe.plugin.core.fastsearch import FastIndex
+from tilescribe.plugin.core.fastsearch import FastIndex, Projection
 from tilescribe.plugin.core.search import SearchRequest, search_vector
 from tilescribe.plugin.core.store import Store
 from tilescribe.plugin.core.tiling import Tile, Window
@@ -50,6 +50,66 @@ def test_fast_search_returns_the_exact_top_tiles(synthetic, store):
     cache = FastIndexCache()
     for query in synthetic.queries:
         assert ranked(store, query, synthetic.run_id, cache, k=10) == ranked(store, query, synthetic.run_id, k=10)
+
+
+def test_fast_search_returns_the_exact_top_50_tiles_and_their_best_variants(synthetic, store):
+    # Deeper, tiles with scores a few 1e-7 apart may swap (numpy's sums and sqlite-vec's differ).
+    cache = FastIndexCache()
+    for query in synthetic.queries:
+        fast, exact = ranked(store, query, synthetic.run_id, cache, k=50), ranked(store, query, synthetic.run_id, k=50)
+        assert [s for _, _, s in fast] == pytest.approx([s for _, _, s in exact], abs=1e-5)
+        assert {(t, c) for t, c, _ in fast} == {(t, c) for t, c, _ in exact}
+
+
+def test_projected_rows_and_query_give_the_cosine_less_a_constant():
+    rng = np.random.default_rng(1)
+    vectors = rng.standard_normal((500, 24)).astype(np.float32) + 2.0  # a large shared mean, as captions have
+    query = rng.standard_normal(24).astype(np.float32)
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    cosine = unit @ (query / np.linalg.norm(query))
+    # All components, all float: exact. Centring the query too would add -row @ mean, different per row.
+    full = Projection.fit(vectors, 24, float_dims=24)
+    approx = full.rows(vectors) @ full.query(query / np.linalg.norm(query))
+    assert approx - cosine == pytest.approx(np.full(500, approx[0] - cosine[0]), abs=1e-5)
+    # Past 8 float components, int8 steps: rounding costs little; a row beyond the sample's range saturates.
+    mixed = Projection.fit(vectors, 24, float_dims=8)
+    steps = mixed.rows(vectors)
+    rounded = np.concatenate([steps[:, :8], np.rint(steps[:, 8:])], axis=1)
+    assert np.abs(steps[:, 8:]).max() <= 127 / 1.4
+    error = (rounded - steps) @ mixed.query(query / np.linalg.norm(query))
+    assert np.abs(error).max() < 0.02
+
+
+def test_the_read_margin_covers_the_approximate_scores_error():
+    # 48 of 96 components kept: for each query, the margin (the exact reads skip rows more than
+    # a margin below a bar) must exceed the approximate score's error on every row.
+    rng = np.random.default_rng(3)
+    spectrum = np.arange(13, 109) ** -0.8  # power law, as caption embeddings have
+    vectors = (rng.standard_normal((20_000, 96)) * spectrum + 0.05).astype(np.float32)
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    projection = Projection.fit(vectors[:2000], 48, float_dims=16)
+    steps = projection.rows(vectors)
+    steps[:, 16:] = np.clip(np.rint(steps[:, 16:]), -127, 127)
+    for query in rng.standard_normal((20, 96)) * spectrum + 0.05:
+        error = steps @ projection.query(query) + projection.mean @ query - unit @ query
+        assert 0.005 * np.linalg.norm(query) < np.abs(error).max() < projection.margin(query)
+    assert Projection.fit(vectors[:300], 48, 16).margin(query) == np.inf  # too small a sample
+
+
+def test_a_tile_with_thousands_of_variants_near_the_query_leaves_room_for_the_others(tmp_path):
+    index = build_synthetic_index(tmp_path / "c.tilescribe.sqlite", 5000, n_queries=1)
+    query = index.queries[0]
+    noise = np.random.default_rng(2).standard_normal((3000, 384)).astype(np.float32) * 0.002
+    crowd = query + noise
+    with Store(index.path) as store:
+        crowded = store.tiles(index.run_id, "done")[7]
+        store.save_captions(crowded.id, [CaptionVariant.plain(f"near {i}") for i in range(3000)], crowd)
+        fast = ranked(store, query, index.run_id, FastIndexCache(), k=10)
+        exact = ranked(store, query, index.run_id, k=10)
+        # Its variants are closer to each other than the approximate score can tell apart: the one
+        # read may not be the very best, but the tile leads and the other nine are the exact ones.
+        assert fast[0][0] == exact[0][0] == crowded.id and fast[0][2] == pytest.approx(exact[0][2], abs=1e-3)
+        assert Ranking(fast[1:]) == Ranking(exact[1:])
 
 
 def test_the_first_pass_does_the_work_a_small_pool_still_finds_most(synthetic, store):

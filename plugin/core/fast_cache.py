@@ -28,7 +28,7 @@ class FastIndexCache:
     """
 
     def __init__(self, max_runs: int = 2):
-        self.max_runs = max_runs  # each index holds ~260 bytes per vector: bound the RAM
+        self.max_runs = max_runs  # each index holds ~300 bytes per vector: bound the RAM
         self._ready: OrderedDict[Key, FastIndex] = OrderedDict()
         self._loading: dict[Key, threading.Thread] = {}
         self._failed: dict[Key, tuple[int, int]] = {}  # run state at a failed load: not retried until it changes

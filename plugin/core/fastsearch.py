@@ -11,57 +11,100 @@ from .errors import IndexFileError
 from .store import Store
 from .store_reads import RunInfo, VectorReader, run_caption_ids, snapshot, tile_boxes
 
-# Stage 1 scores every vector in the first STAGE1_DIMS principal components, as
-# float32 (a million vectors: 128 MB streamed per query); stage 2 re-ranks the
-# stage-1 survivors with STAGE2_DIMS more, kept as float16 (its rounding, ~1e-4 on
-# a score, is far below what the dropped components cost). Measured with bench-search.
+# Every vector is held in RAM as its projection on the run's leading principal components
+# (PCA of unit vectors): the first STAGE1_DIMS as float32, scored for every vector (a million:
+# 128 MB streamed per query); the next STAGE2_DIMS as int8, re-ranking the stage-1 survivors;
+# TAIL_DIMS more as int8, which with the others rank the pool before the exact reads. Past
+# 192 components the synthetic vectors keep 6 % of their variance (real captions less): the
+# approximate cosine's error is then ~0.005 (1 sigma), which the exact reads absorb. 300 bytes a
+# vector in all (1M: 300 MB). Measured with bench-search; docs in README "Performance".
 STAGE1_DIMS = 32
 STAGE2_DIMS = 64
+TAIL_DIMS = 96
 PCA_SAMPLE = 20_000
 READ_CHUNK = 50_000
-# Candidates read back from the file for the exact score, after an int8 copy held in RAM
-# ranks the pool: reading a vector out of vec0's chunks costs ~60 us, the int8 dot product
-# nothing, so the file is touched for the best few hundred instead of thousands.
-EXACT_MIN = 300
-EXACT_PER_HIT = 30
+# An int8 step is 1/127 of the sample's largest |component|, times this margin for later appends.
+INT8_MARGIN = 1.5
+# Vectors read back from the file for the exact score, by the approximate score: of the best
+# max(EXACT_TILES_MIN, EXACT_TILES_PER_HIT * k) tiles those within a margin of the k-th best,
+# and of each its best VARIANTS_PER_TILE variants within the margin of its best. The margin is
+# MARGIN_SIGMAS x the approximate score's expected error for this query (dropped components,
+# int8 rounding): ~0.03 on synthetic vectors, so at 1M and k = 10 ~45 vectors are read instead
+# of ~120, recall unchanged (a read costs 10-20 us). Three variants, not two: variants closer
+# than the error can swap.
+EXACT_TILES_MIN = 50
+EXACT_TILES_PER_HIT = 5
 VARIANTS_PER_TILE = 3
+MARGIN_SIGMAS = 8.0
 
 Best = list[tuple[int, int, float]]  # (tile id, caption id, cosine), best first, one per tile
 
 
 def pool_sizes(k: int, n: int, rescored: Optional[int] = None) -> tuple[int, int]:
-    """(vectors re-scored exactly, stage-1 survivors) for k tiles out of n vectors.
+    """(pool ranked by the approximate cosine, stage-1 survivors) for k tiles out of n vectors.
 
-    Chosen with bench-search: at a million synthetic vectors, 50,000 survivors and
-    1,000 re-scored vectors already give recall@10 of 0.999; real caption vectors
-    needed about twice the pool of synthetic ones for the same recall (bench-search
-    --real-captions), hence 2,000. Reading them from the file (~10 us each) is then
-    about a third of a query.
+    Chosen with bench-search: at a million synthetic vectors, 33,000 survivors (n / 30) and a
+    pool of 2,000 give recall@10 of 0.999; at k = 50 (pool 10,000) 100,000 survivors gave 0.9992
+    and 150,000 gave 1.0, hence a share growing with the pool; at 200,000 vectors 10,000 missed
+    one of 2,000 top tiles, 15,000 none, hence at least 8 per pooled vector. Real caption vectors needed
+    about twice the pool of synthetic ones for the same recall (--real-captions), hence 2,000.
     """
     rescored = rescored or max(2000, 200 * k)
-    return rescored, max(25 * rescored, n // 20)
+    return rescored, max(8 * rescored, n * max(rescored, 2000) // 60_000)
 
 
 @dataclass(frozen=True)
 class Projection:
-    """Centre, then project onto the leading principal components of a sample of the run's vectors."""
+    """Unit vectors, centred, onto the leading principal components of a sample of the run's vectors.
+
+    Components past `float_dims` are stored as int8: `step` is each one's quantisation step
+    (1 for the float ones). A query is projected uncentred and times the step, so that a
+    row's projection @ the query's = its cosine minus mean @ query (the same for every row).
+    """
 
     mean: np.ndarray
     basis: np.ndarray  # (dim, dims) float32, leading component first
+    step: np.ndarray  # (dims,) float32
+    float_dims: int
+    tail_variance: float = 0.0  # the sample's mean variance along a component left out
 
     @classmethod
-    def fit(cls, sample: np.ndarray, dims: int) -> "Projection":
-        sample = np.asarray(sample, dtype=np.float64)
+    def fit(cls, sample: np.ndarray, dims: int, float_dims: int) -> "Projection":
+        sample = _unit(np.asarray(sample, dtype=np.float32)).astype(np.float64)
+        dim = sample.shape[1]
         if not len(sample):  # a run without vectors yet: any basis will do
-            return cls(np.zeros(sample.shape[1], np.float32), np.eye(sample.shape[1], dims, dtype=np.float32))
-        mean = sample.mean(axis=0)
-        centred = sample - mean
-        _, vectors = np.linalg.eigh(centred.T @ centred)  # eigenvalues ascending
-        basis = np.ascontiguousarray(vectors[:, ::-1][:, :dims], dtype=np.float32)
-        return cls(mean.astype(np.float32), basis)
+            mean, basis, tail = np.zeros(dim), np.eye(dim, dims), np.inf
+        else:
+            mean = sample.mean(axis=0)
+            centred = sample - mean
+            values, vectors = np.linalg.eigh(centred.T @ centred)  # eigenvalues ascending
+            basis = vectors[:, ::-1][:, :dims]
+            tail = float(values[:dim - dims].mean()) / len(sample) if dims < dim else 0.0
+            if len(sample) < 4 * dim:  # too few to tell the spread left out: no margin
+                tail = np.inf
+        peak = np.abs((sample - mean) @ basis).max(axis=0) if len(sample) else np.ones(dims)
+        step = np.where(peak > 0, peak * INT8_MARGIN / 127, 1.0)
+        step[:float_dims] = 1.0
+        return cls(mean.astype(np.float32), np.ascontiguousarray(basis, dtype=np.float32),
+                   step.astype(np.float32), float_dims, max(tail, 0.0))
 
-    def __call__(self, vectors: np.ndarray) -> np.ndarray:
-        return (np.asarray(vectors, dtype=np.float32) - self.mean) @ self.basis
+    def rows(self, vectors: np.ndarray) -> np.ndarray:
+        """(n, dims) float32 projections; columns past the float ones in int8 steps, unrounded."""
+        return ((_unit(np.asarray(vectors, dtype=np.float32)) - self.mean) @ self.basis) / self.step
+
+    def query(self, query: np.ndarray) -> np.ndarray:
+        return (np.asarray(query, dtype=np.float32) @ self.basis) * self.step
+
+    def margin(self, query: np.ndarray) -> float:
+        """MARGIN_SIGMAS x the expected error of this query's approximate scores: the query's
+        length outside the basis times the spread left there, and the int8 rounding."""
+        if not np.isfinite(self.tail_variance):
+            return np.inf
+        query = np.asarray(query, dtype=np.float64)
+        inside = query @ self.basis
+        outside = max(0.0, float(query @ query - inside @ inside))
+        rounding = (inside * self.step)[self.float_dims:]
+        return MARGIN_SIGMAS * float(np.sqrt(self.tail_variance * outside + rounding @ rounding / 12))
 
 
 class Columns:
@@ -99,7 +142,7 @@ class FastIndex:
                  rows: Columns, tiles: Columns):
         self.run, self.state, self.projection = run, state, projection
         self.run_id = run.id
-        self.rows = rows    # stage1, stage2 (projected), caption_id, tile (position in `tiles`)
+        self.rows = rows    # stage1, stage2, tail (projected), caption_id, tile (position in `tiles`)
         self.tiles = tiles  # id, bbox
         self._rng = np.random.default_rng(0)
 
@@ -116,11 +159,12 @@ class FastIndex:
             caption_ids, tile_ids = run_caption_ids(store.conn, run_id)
             sample = np.sort(np.random.default_rng(0).permutation(caption_ids)[:PCA_SAMPLE])
             reader = store.vector_reader(run)
-            projection = Projection.fit(reader.read(sample)[1], min(dim, STAGE1_DIMS + STAGE2_DIMS))
-            stage1, stage2, q8, scale = _projected_rows(store, reader, caption_ids, projection)
+            projection = Projection.fit(reader.read(sample)[1], min(dim, STAGE1_DIMS + STAGE2_DIMS + TAIL_DIMS),
+                                        STAGE1_DIMS)
+            stage1, stage2, tail = _projected_rows(store, reader, caption_ids, projection)
             tile_list, tile_pos = np.unique(tile_ids, return_inverse=True)
             tiles = Columns(id=tile_list, bbox=tile_boxes(store.conn, run_id, tile_list))
-        rows = Columns(stage1=stage1, stage2=stage2, q8=q8, scale=scale, caption_id=caption_ids,
+        rows = Columns(stage1=stage1, stage2=stage2, tail=tail, caption_id=caption_ids,
                        tile=tile_pos.astype(np.int32))
         return cls(run, (len(caption_ids), state[1]), projection, rows, tiles)
 
@@ -135,11 +179,11 @@ class FastIndex:
             caption_ids, tile_ids = run_caption_ids(store.conn, self.run_id, after=last)
             if self.rows.n + len(caption_ids) != state[0] or np.isin(tile_ids, self.tiles["id"]).any():
                 return False  # captions were replaced or deleted: appending cannot express that
-            stage1, stage2, q8, scale = _projected_rows(store, store.vector_reader(self.run), caption_ids,
-                                                         self.projection)
+            stage1, stage2, tail = _projected_rows(store, store.vector_reader(self.run), caption_ids,
+                                                   self.projection)
             new_tiles, tile_pos = np.unique(tile_ids, return_inverse=True)
             boxes = tile_boxes(store.conn, self.run_id, new_tiles)
-        self.rows.append(stage1=stage1, stage2=stage2, q8=q8, scale=scale, caption_id=caption_ids,
+        self.rows.append(stage1=stage1, stage2=stage2, tail=tail, caption_id=caption_ids,
                          tile=(tile_pos + self.tiles.n).astype(np.int32))
         self.tiles.append(id=new_tiles, bbox=boxes)
         self.state = (self.rows.n, state[1])
@@ -152,13 +196,13 @@ class FastIndex:
         allowed = self._allowed_rows(extent, exclude)
         total = self.rows.n if allowed is None else len(allowed)
         rescored, survivors = pool_sizes(k, total, rescored)
-        projected = self.projection(query[None, :])[0]
+        projected = self.projection.query(query)
         while True:
             if rescored >= total:  # every allowed vector: exact
                 candidates = np.arange(self.rows.n) if allowed is None else allowed
             else:
                 candidates = self._candidates(projected, allowed, rescored, survivors)
-            best = self._rescore(store, candidates, query, k)
+            best = self._rescore(store, candidates, query, projected, k)
             if len(best) >= k or rescored >= total:
                 return best
             # Few distinct tiles among the candidates (tiles with many similar variants): widen.
@@ -179,12 +223,12 @@ class FastIndex:
 
     def _candidates(self, projected: np.ndarray, allowed, rescored: int, survivors: int) -> np.ndarray:
         stage1, stage2 = self.rows["stage1"], self.rows["stage2"]
-        d1 = stage1.shape[1]
-        scan = stage1 if allowed is None else stage1[allowed]
+        d1, d2 = stage1.shape[1], stage2.shape[1]
+        scan = stage1 if allowed is None else _gather(stage1, allowed)
         first = scan @ projected[:d1]
         top = self._top(first, survivors)
         rows = top if allowed is None else allowed[top]
-        second = first[top] + stage2[rows].astype(np.float32) @ projected[d1:]
+        second = first[top] + _gather(stage2, rows) @ projected[d1:d1 + d2]
         return rows[self._top(second, rescored)]
 
     def _top(self, scores: np.ndarray, m: int) -> np.ndarray:
@@ -205,13 +249,13 @@ class FastIndex:
                 return top
         return np.argpartition(scores, n - m)[n - m:]
 
-    def _rescore(self, store: Store, rows: np.ndarray, query: np.ndarray, k: int) -> Best:
+    def _rescore(self, store: Store, rows: np.ndarray, query: np.ndarray, projected: np.ndarray, k: int) -> Best:
         """Exact cosine of the candidates, read from the file by caption id; best variant per tile.
 
-        Of a large pool only the best few by the int8 copy's score are read (_best_by_int8).
+        Of a large pool only the best few by the approximate score are read (_best_approx).
         """
-        if len(rows) > max(EXACT_MIN, EXACT_PER_HIT * k):
-            rows = self._best_by_int8(rows, query, k)
+        if len(rows) > exact_tiles(k) * VARIANTS_PER_TILE:
+            rows = self._best_approx(rows, projected, self.projection.margin(query), k)
         caption_ids = self.rows["caption_id"][rows]
         order = np.argsort(caption_ids)
         rows, caption_ids = rows[order], caption_ids[order]
@@ -228,24 +272,39 @@ class FastIndex:
         tile_ids = self.tiles["id"][self.rows["tile"][rows[chosen]]]
         return [(int(t), int(caption_ids[i]), float(scores[i])) for t, i in zip(tile_ids, chosen)]
 
+    def _approx(self, rows: np.ndarray, projected: np.ndarray) -> np.ndarray:
+        """Approximate cosines (less mean @ query) of these rows, from every component held."""
+        d1, d2 = self.rows["stage1"].shape[1], self.rows["stage2"].shape[1]
+        return (_gather(self.rows["stage1"], rows) @ projected[:d1]
+                + _gather(self.rows["stage2"], rows) @ projected[d1:d1 + d2]
+                + _gather(self.rows["tail"], rows) @ projected[d1 + d2:])
 
-    def _best_by_int8(self, rows: np.ndarray, query: np.ndarray, k: int) -> np.ndarray:
-        """The pool's rows worth an exact read: the best VARIANTS_PER_TILE variants of each of the
-        best max(EXACT_MIN, EXACT_PER_HIT * k) / VARIANTS_PER_TILE tiles, by the int8 copy's score.
+    def _best_approx(self, rows: np.ndarray, projected: np.ndarray, margin: float, k: int) -> np.ndarray:
+        """The pool's rows worth an exact read, by the approximate score: of the best
+        exact_tiles(k) tiles, those within the margin of the k-th best; of each, its best
+        VARIANTS_PER_TILE variants within the margin of its best.
 
         Whole tiles, not top variants: a tile with thousands of near-identical variants must
-        not crowd the other tiles out. The int8 error (~0.5 % of a score) is far smaller than
-        the margin this depth leaves.
+        not crowd the other tiles out.
         """
-        approx = (self.rows["q8"][rows].astype(np.float32) @ query) * self.rows["scale"][rows]
-        tiles = self.rows["tile"][rows]
+        approx, tiles = self._approx(rows, projected), self.rows["tile"][rows]
         order = np.lexsort((-approx, tiles))  # by tile, best variant first
-        firsts = np.r_[0, np.flatnonzero(np.diff(tiles[order])) + 1]
-        rank = np.arange(len(order)) - np.repeat(firsts, np.diff(np.r_[firsts, len(order)]))
-        n_tiles = max(EXACT_MIN, EXACT_PER_HIT * k) // VARIANTS_PER_TILE
-        best_tiles = firsts[np.argsort(-approx[order[firsts]], kind="stable")[:n_tiles]]
-        chosen = np.isin(tiles[order], tiles[order[best_tiles]]) & (rank < VARIANTS_PER_TILE)
-        return rows[order[chosen]]
+        approx, tiles = approx[order], tiles[order]
+        firsts = np.r_[0, np.flatnonzero(np.diff(tiles)) + 1]
+        sizes = np.diff(np.r_[firsts, len(order)])
+        tile_best = approx[firsts]
+        best_tiles = np.argsort(-tile_best, kind="stable")[:exact_tiles(k)]
+        bar = tile_best[best_tiles[min(k, len(best_tiles)) - 1]] - margin
+        chosen = np.zeros(len(firsts), dtype=bool)
+        chosen[best_tiles] = True
+        rank = np.arange(len(order)) - np.repeat(firsts, sizes)
+        keep = (np.repeat(chosen, sizes) & (rank < VARIANTS_PER_TILE)
+                & (approx >= np.maximum(bar, np.repeat(tile_best, sizes) - margin)))
+        return rows[order[keep]]
+
+
+def exact_tiles(k: int) -> int:
+    return max(EXACT_TILES_MIN, EXACT_TILES_PER_HIT * k)
 
 
 def _cosine(vectors: np.ndarray, query: np.ndarray) -> np.ndarray:
@@ -254,36 +313,45 @@ def _cosine(vectors: np.ndarray, query: np.ndarray) -> np.ndarray:
     return (vectors @ query) / np.where(norms == 0, 1.0, norms)
 
 
-def _projected_rows(store: Store, reader: VectorReader, caption_ids: np.ndarray,
-                    projection: Projection) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(stage-1, stage-2) projections of these captions' vectors, and their int8 copy with its
-    per-vector scale, read a chunk at a time.
+def _gather(columns: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """These rows as float32. np.take, not columns[rows]: 2x faster on 2-d arrays (33,000 rows
+    of 64 int8 at 1M: 1.2 against 2.6 ms); int8 widened, numpy has no int8 x float product."""
+    return np.take(columns, rows, axis=0).astype(np.float32, copy=False)
 
-    Never all floats at once: the peak is the projected and int8 size plus one chunk.
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.where(norms == 0, 1.0, norms)
+
+
+def _projected_rows(store: Store, reader: VectorReader, caption_ids: np.ndarray,
+                    projection: Projection) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(stage-1 float32, stage-2 int8, tail int8) projections of these captions' vectors, read a
+    chunk at a time.
+
+    Never all floats at once: the peak is the projected size plus one chunk.
     """
     dims = projection.basis.shape[1]
     d1 = min(STAGE1_DIMS, dims)
+    d2 = min(STAGE2_DIMS, dims - d1)
     stage1 = np.empty((len(caption_ids), d1), dtype=np.float32)
-    stage2 = np.empty((len(caption_ids), dims - d1), dtype=np.float16)
-    q8 = np.empty((len(caption_ids), projection.basis.shape[0]), dtype=np.int8)
-    scale = np.empty(len(caption_ids), dtype=np.float32)
+    stage2 = np.empty((len(caption_ids), d2), dtype=np.int8)
+    tail = np.empty((len(caption_ids), dims - d1 - d2), dtype=np.int8)
     for start in range(0, len(caption_ids), READ_CHUNK):
         chunk = caption_ids[start:start + READ_CHUNK]
         found, vectors = reader.read(chunk)
         if len(found) != len(chunk):
             raise IndexFileError(f"Index {store.path} lacks vectors of some captions (ids {int(chunk[0])}.."
                                  f"{int(chunk[-1])}); it may be damaged. Re-create it or restore a copy.")
-        projected = projection(vectors)
-        stage1[start:start + len(chunk)] = projected[:, :d1]
-        stage2[start:start + len(chunk)] = projected[:, d1:]
-        q8[start:start + len(chunk)], scale[start:start + len(chunk)] = _int8(vectors)
-    return stage1, stage2, q8, scale
+        projected = projection.rows(vectors)
+        stop = start + len(chunk)
+        stage1[start:stop] = projected[:, :d1]
+        steps = _int8(projected[:, d1:])
+        stage2[start:stop], tail[start:stop] = steps[:, :d2], steps[:, d2:]
+    return stage1, stage2, tail
 
 
-def _int8(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8 per vector, scaled so that q8 @ query * scale ~ cosine (vectors normalised)."""
-    norms = np.linalg.norm(vectors, axis=1)
-    unit = vectors / np.where(norms == 0, 1.0, norms)[:, None]
-    peak = np.abs(unit).max(axis=1)
-    peak = np.where(peak == 0, 1.0, peak)
-    return np.round(unit * (127.0 / peak)[:, None]).astype(np.int8), (peak / 127.0).astype(np.float32)
+def _int8(steps: np.ndarray) -> np.ndarray:
+    """Projections in int8 steps, rounded (in place); a later vector beyond the sample's range saturates."""
+    np.clip(steps, -127, 127, out=steps)
+    return np.rint(steps, out=steps).astype(np.int8)
