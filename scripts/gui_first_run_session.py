@@ -20,7 +20,7 @@ from qgis.utils import iface, plugins
 
 sys.path.insert(0, os.environ["GUI_SMOKE_SCRIPTS"])
 from gui_session_common import (REPORT, bar_texts, combo_text_fits, idle, maximise, on_screen,  # noqa: E402
-                                qgis_task_notices, quit_qgis, rendered, run_session, settle, shoot, step,
+                                qgis_task_notices, quit_qgis, rendered, run_session, settle, step,
                                 toolbar_button, wait)
 
 RASTER = os.environ["GUI_SMOKE_RASTER"]  # 128 x 128 px: 4 tiles of 64 px

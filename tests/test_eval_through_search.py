@@ -196,26 +196,14 @@ def test_sigterm_removes_the_temporary_fold_indexes(toy_folder, tmp_path, monkey
     """SIGTERM (a closed terminal, `kill`) ended the process at once, leaving the fold indexes in TMPDIR."""
     import os
     import signal
-    import tempfile
 
     from tilescribe.plugin.cli.main import main
-    from tilescribe.plugin.core.evaluation import through_search
 
-    temporary = tmp_path / "tmpdir"
-    temporary.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
-    write, folds = through_search.write_fold_index, []
-
-    def write_then_terminate(store, embedder, variant_texts):
-        folds.append(store.path)
-        if len(folds) == 2:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return write(store, embedder, variant_texts)
+    temporary, folds = _stop_at_second_fold(tmp_path, monkeypatch, lambda: os.kill(os.getpid(), signal.SIGTERM))
 
     def not_handled(signum, frame):
         raise _Terminated()
 
-    monkeypatch.setattr(through_search, "write_fold_index", write_then_terminate)
     previous = signal.signal(signal.SIGTERM, not_handled)
     try:
         with pytest.raises(SystemExit) as caught:
@@ -228,9 +216,21 @@ def test_sigterm_removes_the_temporary_fold_indexes(toy_folder, tmp_path, monkey
 
 
 def test_ctrl_c_removes_the_temporary_fold_indexes(toy_folder, tmp_path, monkeypatch, capsys):
+    from tilescribe.plugin.cli.main import main
+
+    def ctrl_c():
+        raise KeyboardInterrupt  # where Ctrl-C lands: inside a fold's writes
+
+    temporary, folds = _stop_at_second_fold(tmp_path, monkeypatch, ctrl_c)
+    assert main(["eval", "--proxy", "--through-search", "--captions", str(toy_folder), "--variants", "3"]) == 130
+    assert "interrupted" in capsys.readouterr().err and len(folds) == 2
+    assert list(temporary.iterdir()) == []
+
+
+def _stop_at_second_fold(tmp_path, monkeypatch, stop):
+    """A TMPDIR of the test's own, and `stop()` called as the second fold's index is written."""
     import tempfile
 
-    from tilescribe.plugin.cli.main import main
     from tilescribe.plugin.core.evaluation import through_search
 
     temporary = tmp_path / "tmpdir"
@@ -238,13 +238,11 @@ def test_ctrl_c_removes_the_temporary_fold_indexes(toy_folder, tmp_path, monkeyp
     monkeypatch.setattr(tempfile, "tempdir", str(temporary))
     write, folds = through_search.write_fold_index, []
 
-    def write_then_interrupt(store, embedder, variant_texts):
+    def write_then_stop(store, embedder, variant_texts):
         folds.append(store.path)
         if len(folds) == 2:
-            raise KeyboardInterrupt  # where Ctrl-C lands: inside a fold's writes
+            stop()
         return write(store, embedder, variant_texts)
 
-    monkeypatch.setattr(through_search, "write_fold_index", write_then_interrupt)
-    assert main(["eval", "--proxy", "--through-search", "--captions", str(toy_folder), "--variants", "3"]) == 130
-    assert "interrupted" in capsys.readouterr().err and len(folds) == 2
-    assert list(temporary.iterdir()) == []
+    monkeypatch.setattr(through_search, "write_fold_index", write_then_stop)
+    return temporary, folds
