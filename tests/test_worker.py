@@ -97,6 +97,9 @@ def test_search_similar_tile_at_and_captions(worker, db):
     ({"cmd": "similar", "db": "{db}", "tile_db_id": 1, "k": 0}, "QueryError", "k must be a whole number"),
     ({"cmd": "similar", "db": "{db}", "tile_db_id": 1, "k": 5000}, "QueryError", "too many results"),
     ({"cmd": "similar", "db": "{db}", "tile_db_id": 2 ** 70}, "QueryError", "has no captions to compare with"),
+    # An inverted extent named the CLI's option (--extent) to a QGIS user.
+    ({"cmd": "search", "db": "{db}", "query": "boats", "extent": [10, 10, 0, 0]}, "QueryError",
+     "The extent must be MINX MINY MAXX MAXY with MINX <= MAXX"),
 ])
 def test_bad_requests_get_an_error_reply_and_the_worker_lives_on(worker, db, request_, error_type, message):
     request = {k: (v.format(db=db) if isinstance(v, str) else v) for k, v in request_.items()}

@@ -98,8 +98,9 @@ def check_query(query: str, k: int) -> str:
     return cleaned
 
 
-def check_extent(extent: Optional[Sequence[float]]) -> Optional[Extent]:
-    """The extent as four finite numbers with min <= max, or a QueryError saying what to change."""
+def check_extent(extent: Optional[Sequence[float]], name: str = "--extent") -> Optional[Extent]:
+    """The extent as four finite numbers with min <= max, or a QueryError naming `name` (the
+    CLI's option; search() itself says "the extent", as a worker request's field is called)."""
     if extent is None:
         return None
     try:
@@ -107,9 +108,9 @@ def check_extent(extent: Optional[Sequence[float]]) -> Optional[Extent]:
     except (TypeError, ValueError):
         values = ()
     if len(values) != 4 or not all(math.isfinite(v) for v in values):
-        raise QueryError(f"--extent must be four finite numbers MINX MINY MAXX MAXY (got {list(extent)}).")
+        raise QueryError(f"{name} must be four finite numbers MINX MINY MAXX MAXY (got {list(extent)}).")
     if values[0] > values[2] or values[1] > values[3]:
-        raise QueryError("--extent must be MINX MINY MAXX MAXY with MINX <= MAXX and MINY <= MAXY.")
+        raise QueryError(f"{name} must be MINX MINY MAXX MAXY with MINX <= MAXX and MINY <= MAXY.")
     return values
 
 
@@ -129,7 +130,7 @@ def search(store: Store, embedder: Embedder, request: SearchRequest,
            fast_cache: Optional[FastIndexCache] = None) -> list[SearchHit]:
     """Rank the tiles of one run for a text query."""
     query = check_query(request.query, request.k)
-    check_extent(request.extent)
+    check_extent(request.extent, "The extent")
     run = resolve_run(store, request.run_id)
     _check_embedder(store, run, embedder)
     vector = np.asarray(embedder.embed([query])[0], dtype=np.float32)
