@@ -69,7 +69,7 @@ class ExtentFilter:
 class SearchParams:
     db: str
     query: str
-    k: int = 10
+    k: int  # the dock's Results box (its default: Settings.k)
     extent: Optional[ExtentFilter] = None
     run: Optional[RunChoice] = None  # None: the task reads the runs and takes the newest captioned one
 

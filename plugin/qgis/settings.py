@@ -40,7 +40,7 @@ class PluginSettings:
     tile_size: int = IndexSettings.tile_size
     overlap: int = IndexSettings.overlap
     variants: int = IndexSettings.variants
-    k: int = 10
+    k: int = 10                    # the dock's Results box (the worker's own default: SearchRequest.k)
 
     def python(self) -> Path:
         """The Python that runs the worker."""
