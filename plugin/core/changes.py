@@ -19,6 +19,8 @@ import os
 from typing import Sequence
 
 from .store import Store
+from .store_reads import finished_tiles_page, run_raster_state
+from .store_writes import requeue_tiles, set_pixel_hashes, set_run_raster_state
 from .tiling import RasterInfo, Window, pixel_hash, read_window
 
 PAGE = 1_000  # tiles compared per transaction: a kill loses at most one page of comparisons
@@ -48,7 +50,7 @@ def save_pixel_hashes(store: Store, hashes: dict) -> None:
     rows = [(value, tile_id) for tile_id, value in hashes.items() if value is not None]
     if rows:
         with store.atomic():
-            store.conn.executemany("update tiles set pixel_hash = ? where id = ?", rows)
+            set_pixel_hashes(store.conn, rows)
 
 
 def requeue_changed_tiles(store: Store, run_id: int, dataset, bands: Sequence[int],
@@ -60,14 +62,14 @@ def requeue_changed_tiles(store: Store, run_id: int, dataset, bands: Sequence[in
     imported) get one now: later edits to them are then caught.
     """
     state = raster_state(info, dataset)
-    (seen,) = store.conn.execute("select raster_state from runs where id = ?", (run_id,)).fetchone()
+    seen = run_raster_state(store.conn, run_id)
     if seen == state:
         return ()
     changed = total = 0
     if seen is not None:
         changed, total = _compare(store, run_id, dataset, bands)
     with store.atomic():
-        store.conn.execute("update runs set raster_state = ? where id = ?", (state, run_id))
+        set_run_raster_state(store.conn, run_id, state)
     if not changed:
         return ()
     return (f"{info.path} changed since run {run_id} captioned it: {changed} of {total} finished tiles "
@@ -77,16 +79,13 @@ def requeue_changed_tiles(store: Store, run_id: int, dataset, bands: Sequence[in
 def _compare(store: Store, run_id: int, dataset, bands: Sequence[int]) -> tuple[int, int]:
     changed = total = 0
     last = 0
-    while rows := store.conn.execute(
-            "select id, col_off, row_off, width, height, pixel_hash from tiles where run_id = ? and"
-            " status in ('done', 'skipped') and id > ? order by id limit ?", (run_id, last, PAGE)).fetchall():
+    while rows := finished_tiles_page(store.conn, run_id, last, PAGE):
         fresh = {row[0]: pixel_hash(read_window(dataset, Window(*row[1:5]), list(bands))) for row in rows}
         moved = [tile_id for tile_id, old in ((row[0], row[5]) for row in rows)
                  if old is not None and old != fresh[tile_id]]
         with store.atomic():
             save_pixel_hashes(store, fresh)
-            store.conn.executemany("update tiles set status = 'pending', reason = '' where id = ?",
-                                   [(tile_id,) for tile_id in moved])
+            requeue_tiles(store.conn, moved)
         changed, total, last = changed + len(moved), total + len(rows), rows[-1][0]
     return changed, total
 

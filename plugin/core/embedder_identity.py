@@ -20,6 +20,8 @@ from .captions import CaptionVariant
 from .embedding import Embedder
 from .errors import ModelError
 from .store import Store
+from .store_reads import embedder_caption_sample, embedder_record, embedders_of_dim
+from .store_writes import set_embedder_probe
 
 PROBE_SENTENCES = (
     "a harbour with small boats moored along a wooden pier",
@@ -50,7 +52,7 @@ def resolve_embedder(store: Store, embedder: Embedder) -> int:
     A model computing other vectors under a name the index already has is refused.
     """
     probe = embedder_probe(embedder)
-    rows = store.conn.execute("select id, name, probe from embedders where dim = ?", (embedder.dim,)).fetchall()
+    rows = embedders_of_dim(store.conn, embedder.dim)
     for embedder_id, _, stored in rows:
         if stored and _similarity(stored, probe) >= SAME_MODEL_SIMILARITY:
             return embedder_id
@@ -65,8 +67,7 @@ def resolve_embedder(store: Store, embedder: Embedder) -> int:
 
 def check_embedder(store: Store, embedder_id: int, embedder: Embedder) -> None:
     """Refuse `embedder` for vectors the index's embedder `embedder_id` made, unless it computes the same."""
-    name, dim, stored = store.conn.execute(
-        "select name, dim, probe from embedders where id = ?", (embedder_id,)).fetchone()
+    name, dim, stored = embedder_record(store.conn, embedder_id)
     probe = embedder_probe(embedder)
     if stored == UNCHECKED:
         return
@@ -89,13 +90,12 @@ def check_embedder(store: Store, embedder_id: int, embedder: Embedder) -> None:
 def mark_unchecked(store: Store, embedder_id: int) -> None:
     """For vectors made without a model (synthetic benchmarks): no probe to compare, any model may search."""
     with store.atomic():
-        store.conn.execute("update embedders set probe = ? where id = ?", (UNCHECKED, embedder_id))
+        set_embedder_probe(store.conn, embedder_id, UNCHECKED)
 
 
 def _record(store: Store, embedder_id: int, probe: np.ndarray) -> None:
     with store.atomic():
-        store.conn.execute("update embedders set probe = ? where id = ?",
-                           (np.ascontiguousarray(probe, dtype=np.float32).tobytes(), embedder_id))
+        set_embedder_probe(store.conn, embedder_id, np.ascontiguousarray(probe, dtype=np.float32).tobytes())
 
 
 def _similarity(stored: bytes, probe: np.ndarray) -> float:
@@ -129,10 +129,7 @@ def _legacy_similarity(store: Store, embedder_id: int, embedder: Embedder) -> Op
     written by hand, as tests do, must not make the right model look wrong), and another
     model reproduces none.
     """
-    rows = store.conn.execute(
-        "select c.id, c.one_sentence, c.feature, c.caption, t.run_id from captions c"
-        " join tiles t on t.id = c.tile_id join runs r on r.id = t.run_id"
-        " where r.embedder_id = ? order by c.id limit ?", (embedder_id, LEGACY_SAMPLES)).fetchall()
+    rows = embedder_caption_sample(store.conn, embedder_id, LEGACY_SAMPLES)
     if not rows:
         return None
     found, stored = store.vector_reader(store.run_info(rows[0][4])).read(np.array([row[0] for row in rows]))

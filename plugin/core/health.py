@@ -1,10 +1,13 @@
 """Is an index whole? SQLite keeps no page checksums, so a damaged page can change results silently.
 
 `check_index` (behind `tilescribe check`) runs SQLite's integrity check, checks that every
-run's captions, vectors (vec0 and plain) and words agree in number and shape, that the
-vectors are finite and unit length, and a few known searches: a stored caption's own vector
-must find that caption first. `check_after_crash` is the cheap part (counts and known
+run's captions, vectors (their one copy, in vec0) and words agree in number and shape, that
+the vectors are finite and unit length, and a few known searches: a stored caption's own
+vector must find that caption first. `check_after_crash` is the cheap part (counts and known
 searches of one run, no full read), run when an indexer resumes after one died.
+
+The one module besides store*.py that writes its own SQL, on purpose: an auditor counts and
+reads the tables directly, so a bug in the reads it audits (store_reads.py) cannot hide itself.
 """
 
 from __future__ import annotations

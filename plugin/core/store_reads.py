@@ -173,6 +173,36 @@ def word_matches(conn: sqlite3.Connection, fts_query: str, run_id: int, extent: 
         " order by bm25(caption_fts) limit ?", (fts_query, run_id, *params, limit)).fetchall()
 
 
+def embedders_of_dim(conn: sqlite3.Connection, dim: int) -> list[tuple[int, str, Optional[bytes]]]:
+    """[(id, name, probe)] of the index's embedders making `dim`-d vectors."""
+    return conn.execute("select id, name, probe from embedders where dim = ?", (dim,)).fetchall()
+
+
+def embedder_record(conn: sqlite3.Connection, embedder_id: int) -> tuple[str, int, Optional[bytes]]:
+    """(name, dim, probe) of one embedder."""
+    return conn.execute("select name, dim, probe from embedders where id = ?", (embedder_id,)).fetchone()
+
+
+def embedder_caption_sample(conn: sqlite3.Connection, embedder_id: int, limit: int) -> list[tuple]:
+    """[(caption id, one_sentence, feature, caption, run id)]: the first captions this embedder embedded."""
+    return conn.execute(
+        "select c.id, c.one_sentence, c.feature, c.caption, t.run_id from captions c"
+        " join tiles t on t.id = c.tile_id join runs r on r.id = t.run_id"
+        " where r.embedder_id = ? order by c.id limit ?", (embedder_id, limit)).fetchall()
+
+
+def run_raster_state(conn: sqlite3.Connection, run_id: int) -> Optional[str]:
+    """What the raster looked like when the run last read it (changes.raster_state), if recorded."""
+    return conn.execute("select raster_state from runs where id = ?", (run_id,)).fetchone()[0]
+
+
+def finished_tiles_page(conn: sqlite3.Connection, run_id: int, after: int, page: int) -> list[tuple]:
+    """[(id, col_off, row_off, width, height, pixel_hash)] of a run's done or skipped tiles after `after`."""
+    return conn.execute(
+        "select id, col_off, row_off, width, height, pixel_hash from tiles where run_id = ? and"
+        " status in ('done', 'skipped') and id > ? order by id limit ?", (run_id, after, page)).fetchall()
+
+
 @contextlib.contextmanager
 def snapshot(conn: sqlite3.Connection) -> Iterator[None]:
     """One read transaction, so several reads see the file at the same moment."""

@@ -116,3 +116,21 @@ def _bump_runs(conn: sqlite3.Connection, added: Counter, removed: Counter) -> No
         "update runs set vector_count = vector_count + ?, vector_version = vector_version + 1 where id = ?",
         [(added[run_id] - removed[run_id], run_id) for run_id in set(added) | set(removed)],
     )
+
+
+def set_embedder_probe(conn: sqlite3.Connection, embedder_id: int, probe: bytes) -> None:
+    conn.execute("update embedders set probe = ? where id = ?", (probe, embedder_id))
+
+
+def set_pixel_hashes(conn: sqlite3.Connection, rows: Sequence[tuple[str, int]]) -> None:
+    """[(pixel hash, tile id)]: the checksums change detection compares on the next run."""
+    conn.executemany("update tiles set pixel_hash = ? where id = ?", rows)
+
+
+def set_run_raster_state(conn: sqlite3.Connection, run_id: int, state: str) -> None:
+    conn.execute("update runs set raster_state = ? where id = ?", (state, run_id))
+
+
+def requeue_tiles(conn: sqlite3.Connection, tile_ids: Sequence[int]) -> None:
+    """Back to pending (their pixels changed); their captions stay searchable until replaced."""
+    conn.executemany("update tiles set status = 'pending', reason = '' where id = ?", [(t,) for t in tile_ids])
