@@ -80,6 +80,19 @@ def test_projected_rows_and_query_give_the_cosine_less_a_constant():
     assert np.abs(error).max() < 0.02
 
 
+def test_a_sample_smaller_than_the_dimensions_projects_to_finite_values():
+    # 6 sparse vectors in 64 dimensions: the sample spreads along 5 components; the rest had
+    # steps of ~1e-46, 0 in float32, and every projection divided by zero.
+    rng = np.random.default_rng(5)
+    vectors = np.zeros((6, 64), dtype=np.float32)
+    for row in vectors:
+        row[rng.choice(64, 5, replace=False)] = 1.0
+    projection = Projection.fit(vectors, 64, float_dims=32)
+    with np.errstate(divide="raise", invalid="raise", over="raise"):
+        assert np.isfinite(projection.rows(vectors)).all() and np.isfinite(projection.query(vectors[0])).all()
+    assert (projection.step > 0).all()
+
+
 def test_the_read_margin_covers_the_approximate_scores_error():
     # 48 of 96 components kept: for each query, the margin (the exact reads skip rows more than
     # a margin below a bar) must exceed the approximate score's error on every row.

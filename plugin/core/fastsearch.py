@@ -83,7 +83,9 @@ class Projection:
             if len(sample) < 4 * dim:  # too few to tell the spread left out: no margin
                 tail = np.inf
         peak = np.abs((sample - mean) @ basis).max(axis=0) if len(sample) else np.ones(dims)
-        step = np.where(peak > 0, peak * INT8_MARGIN / 127, 1.0)
+        # A component the sample does not spread along (fewer vectors than dimensions: round-off,
+        # down to 1e-46, which float32 makes 0) gets step 1: its values round to 0, not to inf.
+        step = np.where(peak > 1e-6 * peak.max(initial=0.0), peak * INT8_MARGIN / 127, 1.0)
         step[:float_dims] = 1.0
         return cls(mean.astype(np.float32), np.ascontiguousarray(basis, dtype=np.float32),
                    step.astype(np.float32), float_dims, max(tail, 0.0))
