@@ -65,26 +65,6 @@ python_requirements() {
     echo "$want" > "$stamp"
 }
 
-# The CPU instruction sets decide which llama.cpp build is fastest here. llama-cpp-python
-# cannot load llama.cpp's dynamic CPU backends (GGML_BACKEND_DL), so both the wheel and
-# llama-server are built for this CPU (-march=native) and cached under a key of its
-# feature flags: another CPU gets its own build, never one that crashes on it.
-cpu_key() {
-    local flags
-    flags="$(grep -m1 -E '^(flags|Features)' /proc/cpuinfo 2>/dev/null || uname -m)"
-    printf '%s' "$flags" | sha256sum | cut -c1-12
-}
-
-gpu_cmake_args() {
-    # A GPU backend only where it can run: a CUDA compiler alone (no driver, no card)
-    # would add an hour of compiling for nothing.
-    if command -v nvcc >/dev/null && command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
-        echo "-DGGML_CUDA=ON"
-    elif command -v glslc >/dev/null && command -v vulkaninfo >/dev/null && vulkaninfo --summary >/dev/null 2>&1; then
-        echo "-DGGML_VULKAN=ON"
-    fi
-}
-
 llama_sdist() {
     local dir="$CACHE_ROOT/sdist"
     mkdir -p "$dir"
@@ -96,56 +76,17 @@ llama_sdist() {
     echo "$dir/llama_cpp_python-$LLAMA_VERSION.tar.gz"
 }
 
+# llama-cpp-python and llama.cpp's own llama-server (batched slots, prompt cache), both from the
+# sources llama-cpp-python vendors, for this CPU's best *safe* instruction set (never AMX, never
+# -march=native: plugin/bootstrap/llama_variants.py says why), each proven in a child process
+# with quantized models before it is used; a build that crashes here falls back to the next.
 llama_runtime() {
-    local key wheel_dir wheel
-    key="$(cpu_key)"
-    wheel_dir="$WHEEL_CACHE/native-$key$(gpu_cmake_args | tr -d ' =' | tr 'A-Z' 'a-z' | sed 's/-dggml_/-/')"
-    if [ -f "$VENV/.llama-build" ] && [ "$(cat "$VENV/.llama-build")" = "$wheel_dir" ] && \
-        "$VENV/bin/python" -c "import llama_cpp, sys; sys.exit(llama_cpp.__version__ != '$LLAMA_VERSION')" 2>/dev/null; then
-        return
-    fi
-    mkdir -p "$wheel_dir"
-    wheel="$(ls "$wheel_dir"/llama_cpp_python-"$LLAMA_VERSION"-*.whl 2>/dev/null | head -n 1 || true)"
-    if [ -z "$wheel" ]; then
-        log "compiling llama-cpp-python $LLAMA_VERSION for this CPU once into $wheel_dir (5-10 minutes on 2 cores)"
-        CMAKE_ARGS="-DGGML_NATIVE=ON $(gpu_cmake_args)" "$VENV/bin/pip" wheel -q --disable-pip-version-check \
-            --no-deps -w "$wheel_dir" "$(llama_sdist)"
-        wheel="$(ls "$wheel_dir"/llama_cpp_python-"$LLAMA_VERSION"-*.whl | head -n 1)"
-    fi
-    log "installing $(basename "$wheel") ($wheel_dir)"
-    "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps --force-reinstall "$wheel"
-    echo "$wheel_dir" > "$VENV/.llama-build"
-}
-
-# llama.cpp's own llama-server (batched slots, prompt cache) from the very sources that
-# llama-cpp-python vendors, so both engines run the same llama.cpp. Static: one file.
-llama_server() {
-    local key out src build
-    key="$(cpu_key)"
-    out="$CACHE_ROOT/llama-server/$LLAMA_VERSION-native-$key$(gpu_cmake_args | tr -d ' =' | tr 'A-Z' 'a-z' | sed 's/-dggml_/-/')"
-    if [ -x "$out/llama-server" ]; then
-        ln -sfn "$out/llama-server" "$VENV/bin/llama-server"
-        return
-    fi
-    log "compiling llama.cpp's llama-server (same llama.cpp as llama-cpp-python $LLAMA_VERSION) once into $out (about 8 minutes on 2 cores)"
-    src="$(mktemp -d)"
-    tar -xzf "$(llama_sdist)" -C "$src"
-    build="$src/llama_cpp_python-$LLAMA_VERSION/vendor/llama.cpp"
-    cmake -S "$build" -B "$build/build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
-        -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
-        -DLLAMA_BUILD_SERVER=ON $(gpu_cmake_args) >"$src/cmake.log" 2>&1 \
-        || { tail -n 20 "$src/cmake.log" >&2; exit 1; }
-    cmake --build "$build/build" --target llama-server -j "$(nproc)" >"$src/build.log" 2>&1 \
-        || { tail -n 30 "$src/build.log" >&2; exit 1; }
-    mkdir -p "$out"
-    cp "$build/build/bin/llama-server" "$out/llama-server.tmp" && mv "$out/llama-server.tmp" "$out/llama-server"
-    rm -rf "$src"
-    ln -sfn "$out/llama-server" "$VENV/bin/llama-server"
+    "$VENV/bin/python" -m tilescribe.plugin.bootstrap.llama_build --python "$VENV/bin/python" \
+        --sdist "$(llama_sdist)" --cache "$CACHE_ROOT" --wheels "$WHEEL_CACHE" --server-link "$VENV/bin/llama-server"
 }
 
 system_packages
 make_venv
 python_requirements
 llama_runtime
-llama_server
 log "ready: $VENV/bin/tilescribe"
