@@ -36,17 +36,18 @@ make_venv() {
         log "creating $VENV from $PY (with QGIS's system site-packages)"
         "$PY" -m venv --system-site-packages "$VENV"
     fi
-    # The package name `tilescribe` maps to the checkout, whatever its folder is called.
-    mkdir -p "$VENV/src"
-    ln -sfn "$ROOT" "$VENV/src/tilescribe"
+    # The checkout as the package `tilescribe` (pyproject.toml + setup.py map the root to it),
+    # with the `tilescribe` command. Venvs from before pyproject.toml had a .pth and a shim.
     local site
     site="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-    echo "$VENV/src" > "$site/tilescribe.pth"
-    cat > "$VENV/bin/tilescribe" <<SH
-#!/bin/sh
-exec "$VENV/bin/python" -m tilescribe.plugin.cli "\$@"
-SH
-    chmod +x "$VENV/bin/tilescribe"
+    rm -f "$site/tilescribe.pth" "$VENV/src/tilescribe"
+    if "$VENV/bin/python" -c 'import sys, tilescribe; sys.exit(tilescribe.__path__[0] != sys.argv[1])' "$ROOT" 2>/dev/null \
+        && grep -q "tilescribe.plugin.cli" "$VENV/bin/tilescribe" 2>/dev/null && ! grep -q "^exec " "$VENV/bin/tilescribe"; then
+        return
+    fi
+    log "installing this checkout into $VENV (pip install -e .)"
+    # No build isolation: the venv's own setuptools builds it, offline, in about a second.
+    "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps --no-build-isolation -e "$ROOT"
 }
 
 python_requirements() {
