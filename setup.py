@@ -39,9 +39,9 @@ def version() -> str:
     return metadata["general"]["version"]
 
 
-setup(
-    version=version(),
-    install_requires=requirements(),
-    package_dir={"tilescribe": "."},
-    packages=["tilescribe"] + [f"tilescribe.{name}" for name in find_packages(include=["plugin", "plugin.*"])],
-)
+def packages() -> list[str]:
+    return ["tilescribe"] + [f"tilescribe.{name}" for name in find_packages(str(ROOT), include=["plugin", "plugin.*"])]
+
+
+if __name__ == "__main__":  # how pip's build backend runs it; tests import the helpers
+    setup(version=version(), install_requires=requirements(), package_dir={"tilescribe": "."}, packages=packages())

@@ -18,7 +18,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDER = "tilescribe"
-INCLUDE = ["__init__.py", "metadata.txt", "requirements.txt", "environment.env", "scripts/setup.sh", "plugin", "ui", "resources"]
+INCLUDE = ["__init__.py", "metadata.txt", "LICENSE", "requirements.txt", "environment.env", "scripts/setup.sh",
+           "plugin", "ui", "resources"]
 SKIP_DIRS = {"__pycache__", ".pytest_cache", ".hypothesis", ".venv", ".git", "tests"}
 SKIP_SUFFIXES = {".pyc", ".pyo", ".sqlite", ".gguf", ".tif", ".zip"}
 SKIP_NAMES = {".DS_Store"}

@@ -130,7 +130,8 @@ class _HubHandler(_Handler):
             return
         sha = hashlib.sha256(data).hexdigest()
         self.reply(302, {"Location": f"{self.hub.cdn}/blobs/{sha}", "X-Repo-Commit": COMMIT,
-                         "ETag": f'"{sha}"', "X-Linked-Etag": f'"{sha}"', "X-Linked-Size": str(self.hub.claimed_size.get(match["file"], len(data)))})
+                         "ETag": f'"{sha}"', "X-Linked-Etag": f'"{sha}"',
+                         "X-Linked-Size": str(self.hub.claimed_size.get(match["file"], len(data)))})
 
 
 class _CdnHandler(_Handler):

@@ -86,7 +86,7 @@ def test_interrupted_subprocess_download_resumes(tiny_pair, tmp_path):
         except subprocess.TimeoutExpired:
             first.kill()
             _, err = first.communicate()
-            raise AssertionError(f"models download went on 30 s after SIGINT; its stderr:\n{err[-3000:]}")
+            raise AssertionError(f"models download went on 30 s after SIGINT; its stderr:\n{err[-3000:]}") from None
         assert first.returncode == 130, err[-3000:]
         hub.stall_after.clear()
         second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)

@@ -194,7 +194,8 @@ def test_a_tile_with_thousands_of_top_variants_does_not_hide_the_others(tmp_path
     crowded = store.tiles(run_id)[0]
     store.save_captions(crowded.id, [CaptionVariant.plain(f"harbour {i}") for i in range(4200)],
                         np.repeat(embedder.embed(["harbour"]), 4200, axis=0))
-    hits = search_vector(store, embedder.embed(["harbour"])[0], SearchRequest("q", k=3, mode="fast"), store.run_info(run_id))
+    hits = search_vector(store, embedder.embed(["harbour"])[0], SearchRequest("q", k=3, mode="fast"),
+                         store.run_info(run_id))
     assert [h.tile_db_id for h in hits][:2] == [crowded.id, store.tiles(run_id)[1].id]
     assert len(hits) == 3
     store.close()

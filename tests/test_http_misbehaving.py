@@ -29,7 +29,8 @@ def captioner(url, **settings) -> OpenAICompatibleCaptioner:
 # --- a refusal belongs to the tile ------------------------------------------------------------
 
 @pytest.mark.parametrize("reply, words", [
-    (Reply(400, {"error": {"message": "content filter: image rejected"}}), r"refused this tile \(HTTP 400: 'content filter"),
+    (Reply(400, {"error": {"message": "content filter: image rejected"}}),
+     r"refused this tile \(HTTP 400: 'content filter"),
     (Reply(413, "Request Entity Too Large"), r"too large \(HTTP 413.*--tile-size"),
     (Reply(500, {"error": {"message": "failed to process image"}}), r"HTTP 500: 'failed to process image'"),
     (Reply(400, {"error": {"message": "This model's maximum context length is 4096 tokens. Please "
@@ -150,7 +151,8 @@ def test_a_server_that_hangs_is_abandoned_counted_and_given_fewer_requests(scrip
     assert stats["abandoned"] == 1 and stats["limit"] == 2 and stats["answered"] == 1
 
 
-@pytest.mark.parametrize("reply", [Reply(200, completion(1), trickle_s=0.05), Reply(200, b"", endless=True, trickle_s=0.05),
+@pytest.mark.parametrize("reply", [Reply(200, completion(1), trickle_s=0.05),
+                                   Reply(200, b"", endless=True, trickle_s=0.05),
                                    Reply(200, completion(1), delay_s=60)], ids=["trickle", "endless", "silent"])
 def test_cancel_ends_requests_under_way_and_waiting_within_two_seconds(scripted_server, tile_png, reply):
     scripted_server.script = [reply]

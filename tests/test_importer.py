@@ -13,7 +13,7 @@ from tilescribe.plugin.core.store import Store
 
 
 def write_jsonl(path, lines):
-    path.write_text("".join((l if isinstance(l, str) else json.dumps(l)) + "\n" for l in lines))
+    path.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines))
     return path
 
 

@@ -158,7 +158,8 @@ def test_a_real_minilm_look_alike_in_a_folder_of_the_same_name_is_refused(db, ra
     look_alike._tilescribe_probe = None
     words = look_alike._model[0].auto_model.embeddings.word_embeddings
     with torch.no_grad():
-        words.weight.copy_(words.weight[torch.randperm(words.weight.shape[0], generator=torch.Generator().manual_seed(0))])
+        shuffled = torch.randperm(words.weight.shape[0], generator=torch.Generator().manual_seed(0))
+        words.weight.copy_(words.weight[shuffled])
     assert look_alike.name == minilm.name and look_alike.dim == minilm.dim
     with Store(db) as store:
         assert search(store, minilm, SearchRequest("a bright tile", k=2))

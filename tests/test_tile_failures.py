@@ -20,7 +20,7 @@ SETTINGS = IndexSettings(tile_size=50, variants=2)  # a 200 x 100 raster: 8 tile
 class CrashingOn(FakeCaptioner):
     """Raises `error` for the tiles whose PNG it has seen marked as bad (by call number)."""
 
-    def __init__(self, bad_calls=(), error=RuntimeError("llama_decode returned 1"), **kwargs):
+    def __init__(self, bad_calls=(), error=RuntimeError("llama_decode returned 1"), **kwargs):  # noqa: B008
         super().__init__(**kwargs)
         self.bad_calls, self.error = set(bad_calls), error
 
@@ -78,7 +78,8 @@ def test_failed_tiles_are_retried_a_bounded_number_of_runs_then_left_with_their_
     assert forced.calls == 1 and store.tile_counts(run_id)["done"] == 8
 
 
-def test_a_gone_engine_ends_the_run_keeps_answers_in_flight_and_leaves_its_tile_pending(store, raster, hashing_embedder):
+def test_a_gone_engine_ends_the_run_keeps_answers_in_flight_and_leaves_its_tile_pending(
+        store, raster, hashing_embedder):
     gate = threading.Barrier(3)
     gone = EngineError("llama-server stopped again after a restart")
 

@@ -36,7 +36,8 @@ def gpu_cmake_args() -> list:
     an hour of compiling for nothing."""
     def ok(argv: list) -> bool:
         try:
-            return subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30).returncode == 0
+            run = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
+            return run.returncode == 0
         except (OSError, subprocess.SubprocessError):
             return False
 
@@ -219,7 +220,8 @@ def install(runtime: Runtime, venv: Path, server_link: Optional[Path]) -> None:
         if server_link.is_symlink() or server_link.exists():
             server_link.unlink()
         server_link.symlink_to(runtime.server)
-    stamp = {"variant": runtime.variant.name, "why": runtime.variant.why, "cmake_args": list(runtime.variant.cmake_args),
+    stamp = {"variant": runtime.variant.name, "why": runtime.variant.why,
+             "cmake_args": list(runtime.variant.cmake_args),
              "wheel": str(runtime.wheel), "server": str(runtime.server) if runtime.server else None,
              "proofs": [proof.to_dict() for proof in runtime.proofs],
              "rejected": [{"variant": name, **proof.to_dict()} for name, proof in runtime.rejected],
@@ -237,7 +239,8 @@ def main(argv: Optional[list] = None) -> int:
     parser.add_argument("--no-server", action="store_true", help="llama-cpp-python only")
     args = parser.parse_args(argv)
     log = lambda message: print(f"setup: {message}", file=sys.stderr, flush=True)  # noqa: E731
-    builder = RuntimeBuilder(args.python, args.sdist, args.cache, wheels=args.wheels, with_server=not args.no_server, log=log)
+    builder = RuntimeBuilder(args.python, args.sdist, args.cache, wheels=args.wheels, with_server=not args.no_server,
+                             log=log)
     runtime = builder.ensure()
     venv = args.python.parent.parent
     install(runtime, venv, args.server_link)

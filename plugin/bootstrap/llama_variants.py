@@ -79,8 +79,8 @@ def cpu_variants(cpu_flags: str, machine: str, gpu_args: Sequence[str] = ()) -> 
             variants.append(Variant("avx512", (*avx2, "-DGGML_AVX512=ON", *extra, *_AMX_OFF, *gpu), why))
         variants.append(Variant("avx2", (*avx2, "-DGGML_AVX512=OFF", *_AMX_OFF, *gpu),
                                 "AVX2" + (": a faster build failed its check here" if variants else "")))
-    baseline = ("-DGGML_NATIVE=OFF", "-DGGML_SSE42=OFF", "-DGGML_AVX=OFF", "-DGGML_AVX2=OFF", "-DGGML_FMA=OFF", "-DGGML_F16C=OFF",
-                "-DGGML_BMI2=OFF", "-DGGML_AVX512=OFF", *_AMX_OFF, *gpu)
+    baseline = ("-DGGML_NATIVE=OFF", "-DGGML_SSE42=OFF", "-DGGML_AVX=OFF", "-DGGML_AVX2=OFF", "-DGGML_FMA=OFF",
+                "-DGGML_F16C=OFF", "-DGGML_BMI2=OFF", "-DGGML_AVX512=OFF", *_AMX_OFF, *gpu)
     variants.append(Variant("baseline", baseline, "x86-64 baseline (SSE only; slow)" +
                             (": every faster build failed its check here" if variants else "")))
     return variants

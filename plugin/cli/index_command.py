@@ -56,7 +56,8 @@ def add_captioner_arguments(parser) -> None:
                        help="for --model/--mmproj: run llama.cpp in this process (default), or start "
                             "llama.cpp's llama-server with --slots tiles decoded together (faster)")
     group.add_argument("--slots", type=positive_int, default=4, help="llama-server slots (default 4)")
-    group.add_argument("--llama-server", metavar="PATH", help="llama-server program (default: built by setup, else PATH)")
+    group.add_argument("--llama-server", metavar="PATH",
+                       help="llama-server program (default: built by setup, else PATH)")
     group.add_argument("--server", nargs="+", action="extend", metavar="URL",
                        help="OpenAI-compatible server URL instead of a local model; several share the tiles")
     group.add_argument("--server-model", help="model name to ask the server for")

@@ -4,9 +4,9 @@ Chosen design (large orthophotos in mind): every tile's pixel checksum is comput
 the pixels the indexer reads anyway to render it, and stored with its captions. Each run
 also records the size and modification time of every file the raster reads (a VRT's
 sources too) and the fingerprint (first and last MiB). A later run compares them: a stat
-per file and two MiB read when nothing changed, however large the raster. Only when the file did change are the finished tiles' pixels
-read again (no model involved: reading is milliseconds per tile, captioning seconds) and
-each checksum compared, and only the tiles that differ are captioned again. A sampled
+per file and two MiB read when nothing changed, however large the raster. Only when the file did
+change are the finished tiles' pixels read again (no model involved: reading is milliseconds per
+tile, captioning seconds) and each checksum compared, and only the tiles that differ are captioned again. A sampled
 hash alone would miss an edit between the samples; pixels alone would cost a full read
 on every run. A file touched without a change costs one read pass and re-captions nothing.
 """

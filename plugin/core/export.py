@@ -22,7 +22,8 @@ def hits_to_geojson(hits: Sequence[SearchHit], crs_wkt: str = "") -> str:
         features.append({
             "type": "Feature",
             "geometry": {"type": "Polygon", "coordinates": [ring]},
-            "properties": {k: v for k, v in hit.to_json().items() if k != "bbox"} | {"window": json.dumps(hit.window.as_list())},
+            "properties": {k: v for k, v in hit.to_json().items() if k != "bbox"}
+            | {"window": json.dumps(hit.window.as_list())},
         })
     collection = {"type": "FeatureCollection", "features": features}
     crs_name = _ogc_crs_name(hits[0].crs) if hits else ""

@@ -132,7 +132,7 @@ def _import(store: Store, embedder: Embedder, raster_path: str, path: Path, tile
         raise CaptionImportError(
             f"No valid line in {path}: " + "; ".join(f"line {n}: {why}" for n, why in report.bad_lines[:3])
         )
-    store.add_tiles(run_id, [Tile(l.window, info.bbox(l.window)) for l in lines])
+    store.add_tiles(run_id, [Tile(line.window, info.bbox(line.window)) for line in lines])
     done = {t.window for t in store.tiles(run_id, "done")}
     todo = [line for line in lines if line.window not in done]
     report.already_done = len(lines) - len(todo)

@@ -88,7 +88,7 @@ CancelCheck = Callable[[], bool]
 
 
 def index_raster(store: Store, captioner, embedder: Embedder, raster_path: str,
-                 settings: IndexSettings = IndexSettings(), *,
+                 settings: IndexSettings = IndexSettings(), *,  # noqa: B008 (frozen)
                  progress: Optional[ProgressCallback] = None,
                  cancel: Optional[CancelCheck] = None) -> IndexReport:
     """Caption every pending tile of the raster's run; safe to kill and run again."""

@@ -237,7 +237,7 @@ class WorkerClient:
             process = _Process(self.python, self.plugin_dir)
         except OSError as exc:
             raise WorkerUnavailable(f"Cannot run {self.python}: {exc}.\n\n"
-                                    f"{setup_hint(self.python, self.plugin_dir)}", "WorkerUnavailable")
+                                    f"{setup_hint(self.python, self.plugin_dir)}", "WorkerUnavailable") from exc
         if not process.ready.wait(START_TIMEOUT_S) or not process.alive:
             process.stop(1.0)
             raise WorkerUnavailable(
@@ -281,7 +281,8 @@ class WorkerClient:
                 message = inbox.get(timeout=POLL_S)
             except queue.Empty:
                 if deadline is not None and time.monotonic() > deadline:
-                    raise WorkerTimeout(f"The TileScribe worker did not answer '{cmd}' within {timeout:.0f} s.")
+                    raise WorkerTimeout(
+                        f"The TileScribe worker did not answer '{cmd}' within {timeout:.0f} s.") from None
                 continue
             if message.get("eof"):
                 raise self._death_error(process, cmd)

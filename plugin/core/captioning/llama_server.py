@@ -176,7 +176,8 @@ class LlamaServer:
             except urllib.error.HTTPError as exc:
                 if exc.code == 401:  # another program answers on this port: not ours
                     self._stop_locked()
-                    raise ModelError("Another program answered on the port chosen for llama-server; try again.")
+                    raise ModelError(
+                        "Another program answered on the port chosen for llama-server; try again.") from None
             except (OSError, ValueError):
                 pass
             time.sleep(0.2)
