@@ -48,12 +48,17 @@ def test_zip_holds_the_plugin_and_nothing_else(tmp_path):
     metadata.read(REPO / "metadata.txt")
     general = metadata["general"]
     assert archive.name == f"tilescribe-{general['version']}.zip" == "tilescribe-0.1.0.zip"
-    for key in ("name", "description", "about", "version", "qgisMinimumVersion", "author", "email",
-                "repository", "tracker", "homepage", "tags", "experimental", "icon"):
+    for key in ("name", "description", "about", "version", "qgisMinimumVersion", "author", "tags", "experimental",
+                "icon"):
         assert general.get(key), f"metadata.txt lacks {key}"
+    # No invented addresses: publishing keys are left out until real ones exist.
+    text = (REPO / "metadata.txt").read_text(encoding="utf-8")
+    assert "example." not in text and "PLACEHOLDER" not in text.upper()
+    for key in ("email", "repository", "tracker", "homepage"):
+        assert key not in general or "@" in general[key] or general[key].startswith("https://"), key
     names = zipfile.ZipFile(archive).namelist()
     assert {name.split("/")[0] for name in names} == {"tilescribe"}
-    for required in ("__init__.py", "metadata.txt", "plugin/qgis/plugin.py", "plugin/core/worker.py",
+    for required in ("__init__.py", "metadata.txt", "LICENSE", "plugin/qgis/plugin.py", "plugin/core/worker.py",
                      "ui/dock.ui", "ui/index_dialog.ui", "resources/icon.svg", "requirements.txt"):
         assert f"tilescribe/{required}" in names
     banned = ("tests/", ".venv/", ".git/", "__pycache__", ".pyc", ".sqlite", "demo-output/", ".gguf")
