@@ -20,7 +20,7 @@ test-fast: setup
 
 # ruff (rules and settings in pyproject.toml), ruff's formatter on the files already in its
 # format (the rest of the tree keeps its own hanging-indent style for now), mypy on its scope.
-FORMATTED := setup.py tests/test_packaging.py
+FORMATTED := setup.py tests/test_docs.py tests/test_packaging.py
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check $(FORMATTED)

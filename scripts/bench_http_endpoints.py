@@ -2,7 +2,7 @@
 at a time in a fixed time, like a GPU box with one slot. The baseline is the 1-server run
 of the same invocation. Only 127.0.0.1 is contacted.
 
-    source /work/wt/env.sh "$PWD"; nice python scripts/bench_http_endpoints.py --tiles 60 --answer-s 0.1
+    nice .venv/bin/python scripts/bench_http_endpoints.py --tiles 60 --answer-s 0.1   (after make setup)
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ pending tile, then checks the file: `pragma integrity_check` ok, every tile done
 failed with a reason, each done tile with exactly `--variants` captions and vectors (none
 captioned twice). Prints a summary; exits 1 when a check failed. Only 127.0.0.1 is contacted.
 
-    source /work/wt/env.sh "$PWD"; nice python scripts/soak_http.py --minutes 8
+    nice .venv/bin/python scripts/soak_http.py --minutes 8   (after make setup)
 """
 
 from __future__ import annotations
