@@ -141,7 +141,7 @@ def llama_download(spec: EnvironmentSpec, source: str) -> str:
 
 
 def rough_time(steps: list) -> str:
-    """What the dialog promises, from first setups measured on a 2-core machine (docs/notes/boot.md)."""
+    """What the dialog promises, from first setups measured on a 2-core machine (docs/performance.md)."""
     names = {step.name for step in steps}
     if names <= {"verify"}:
         return "under a minute (a check only)"

@@ -17,7 +17,7 @@ from .store_reads import RunInfo, VectorReader, run_caption_ids, snapshot, tile_
 # TAIL_DIMS more as int8, which with the others rank the pool before the exact reads. Past
 # 192 components the synthetic vectors keep 6 % of their variance (real captions less): the
 # approximate cosine's error is then ~0.005 (1 sigma), which the exact reads absorb. 300 bytes a
-# vector in all (1M: 300 MB). Measured with bench-search; docs in README "Performance".
+# vector in all (1M: 300 MB). Measured with bench-search; see docs/performance.md.
 STAGE1_DIMS = 32
 STAGE2_DIMS = 64
 TAIL_DIMS = 96

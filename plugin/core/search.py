@@ -71,7 +71,7 @@ class SearchRequest:
     mode: str = "auto"
     # Text queries: fuse the dense ranking with BM25 word matches over the caption variants
     # (reciprocal rank fusion). Off by default, the one place that says so (CLI and worker read
-    # it): through search itself it loses on the RSICD proxy and the demo (README: Lexical fusion).
+    # it): through search itself it loses on the RSICD proxy and the demo (docs/evaluation.md: Lexical fusion).
     lexical: bool = False
 
 
