@@ -46,8 +46,7 @@ make_venv() {
         return
     fi
     log "installing this checkout into $VENV (pip install -e .)"
-    # No build isolation: the venv's own setuptools builds it, offline, in about a second.
-    "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps --no-build-isolation -e "$ROOT"
+    "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps -e "$ROOT"
 }
 
 python_requirements() {
