@@ -290,8 +290,9 @@ def test_the_bootstrap_needs_only_the_standard_library():
 
 # -- where llama-cpp-python comes from: the cache, a prebuilt wheel, else compiled here ------
 
-def llama_run(tmp_path, monkeypatch, compiler, prebuilt_ok):
-    """The llama step with pip replaced by a recorder (pip itself runs in the end-to-end test)."""
+def llama_run(tmp_path, monkeypatch, compiler, prebuilt_ok, proofs=None, flags="flags: avx2"):
+    """The llama step with pip replaced by a recorder (pip itself runs in the end-to-end test);
+    `proofs`: the build checks' outcomes in order (None: no check, as with --no-verify)."""
     from tilescribe.plugin.bootstrap.installer import Installer, Preparation, SetupOptions
 
     calls = []
@@ -304,9 +305,13 @@ def llama_run(tmp_path, monkeypatch, compiler, prebuilt_ok):
         return 0 if prebuilt_ok or "--only-binary" not in argv else 1
 
     monkeypatch.setattr(installer, "run_command", fake_run)
-    facts = MachineFacts("Linux", "x86_64", cpu_flags="flags: avx2", compiler=compiler)
+    if proofs is not None:
+        outcomes = iter(proofs)
+        monkeypatch.setattr(installer, "prove", lambda python, engine, models, env, server=None: next(outcomes))
+    facts = MachineFacts("Linux", "x86_64", cpu_flags=flags, compiler=compiler)
     choice = choose_build(facts, SPEC)
-    options = SetupOptions(REPO, tmp_path / "profile", env={"TILESCRIBE_WHEEL_CACHE": str(tmp_path / "wheels")})
+    options = SetupOptions(REPO, tmp_path / "profile", verify=proofs is not None,
+                           env={"TILESCRIBE_WHEEL_CACHE": str(tmp_path / "wheels"), "TILESCRIBE_CACHE": str(tmp_path)})
     prep = Preparation(SPEC, facts, choice, tmp_path / "python", None, EnvState(True), None, [])
     steps = plan(EnvState(True, True), SPEC, choice, plans.PREBUILT_OR_COMPILE, verify=False)
     inst = Installer(options)
@@ -325,10 +330,30 @@ def test_without_prebuilt_wheel_it_compiles_once_into_the_shared_cache(tmp_path,
     calls, choice, folder = llama_run(tmp_path, monkeypatch, "g++", prebuilt_ok=False)
     kinds = [("wheel" if "wheel" in argv else "prebuilt" if "--only-binary" in argv else "install", cmake)
              for argv, cmake in calls]
-    assert kinds == [("prebuilt", None), ("wheel", "-DGGML_NATIVE=ON"), ("install", None), ("install", None)]
+    assert kinds == [("prebuilt", None), ("wheel", choice.llama_cmake_args), ("install", None), ("install", None)]
     assert calls[2][0][-1].startswith(str(folder))  # the wheel it built, kept for the next setup
-    note = f"Compiling llama-cpp-python {SPEC.llama_version} with g++: 7-12 minutes"
+    note = f"Compiling llama-cpp-python {SPEC.llama_version} ({choice.variants[0].name}: "
     assert note in (tmp_path / "setup.log").read_text()
+
+
+def test_a_build_that_dies_in_its_check_is_recorded_and_the_next_variant_is_compiled(tmp_path, monkeypatch):
+    from tilescribe.plugin.bootstrap.llama_variants import Proof, cpu_key, read_record
+
+    flags = "flags: avx avx2 fma f16c bmi2 avx512f avx512cd avx512vl avx512dq avx512bw amx_tile"
+    died = Proof("in-process", False, "killed by SIGILL: tilezero", "SIGILL")
+    calls, choice, _ = llama_run(tmp_path, monkeypatch, "g++", prebuilt_ok=False, flags=flags,
+                                 proofs=[died, Proof("in-process", True, "captioned with Q4_K_M+Q8_0")])
+    compiled = [cmake for argv, cmake in calls if "wheel" in argv]
+    assert compiled == [choice.variants[0].cmake_string, choice.variants[1].cmake_string]
+    assert [v.name for v in choice.variants[:2]] == ["avx512", "avx2"]
+    record = read_record(tmp_path / "wheels" / choice.variants[0].cache_name, cpu_key(flags, "x86_64"),
+                         "in-process")
+    assert record["ok"] is False and record["signal"] == "SIGILL"
+    assert "avx512 build check: FAILED (killed by SIGILL" in (tmp_path / "setup.log").read_text()
+    # the next setup on this CPU starts from the build that passed, never the one that died
+    options = installer.SetupOptions(REPO, tmp_path / "profile", env={"TILESCRIBE_WHEEL_CACHE": str(tmp_path / "wheels")})
+    facts = MachineFacts("Linux", "x86_64", cpu_flags=flags, compiler="g++")
+    assert [v.name for v in installer.usable_variants(options, choice, facts)] == ["avx2", "baseline"]
 
 
 def test_without_prebuilt_wheel_or_compiler_it_says_what_to_install(tmp_path, monkeypatch):

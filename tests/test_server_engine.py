@@ -70,6 +70,21 @@ def test_a_server_that_dies_is_restarted_once_then_the_run_ends(server_captioner
         server_captioner.caption(tile_png, 3)
 
 
+def test_a_native_crash_of_the_server_names_the_signal_and_the_repair(server_captioner, tile_png):
+    """llama.cpp killed by SIGILL twice (a build for another CPU): the user reads which signal and what to do."""
+    server = server_captioner.server
+    for _ in range(2):
+        server.process.send_signal(signal.SIGILL)
+        server.process.wait()
+        if server.starts == 1:
+            assert len(server_captioner.caption(tile_png, 3).variants) == 3  # the first crash: restarted
+    with pytest.raises(EngineError) as caught:
+        server_captioner.caption(tile_png, 3)
+    text = str(caught.value)
+    assert "killed by SIGILL (an instruction this CPU does not have" in text
+    assert "Set up TileScribe > Repair (from a checkout: make setup)" in text
+
+
 def test_closing_stops_the_server(server_captioner):
     process = server_captioner.server.process
     server_captioner.close()

@@ -14,13 +14,13 @@ pure function of them, so every platform's rule is unit-tested here.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Optional
 
+from .llama_variants import cpu_key, cpu_variants, read_cpu_flags  # noqa: F401 (cpu_key: re-exported)
 from .platforms import LINUX, MACOS, WINDOWS
 from .spec import EnvironmentSpec
 
@@ -53,11 +53,7 @@ class BuildChoice:
     llama_cmake_args: str            # CMAKE_ARGS when llama-cpp-python is compiled here
     cache_folder: str                # the wheel cache's subfolder, named as scripts/setup.sh names it
     notes: tuple = ()
-
-
-def cpu_key(cpu_flags: str, machine: str) -> str:
-    """scripts/setup.sh's cpu_key: sha256 of the first flags line (or `uname -m`), 12 hex digits."""
-    return hashlib.sha256((cpu_flags or machine).encode("utf-8")).hexdigest()[:12]
+    variants: tuple = ()             # every build to try on this CPU, best first (llama_variants)
 
 
 def gpu_usable(facts: MachineFacts) -> bool:
@@ -65,26 +61,34 @@ def gpu_usable(facts: MachineFacts) -> bool:
 
 
 def choose_build(facts: MachineFacts, spec: EnvironmentSpec, want_gpu: Optional[bool] = None) -> BuildChoice:
-    """want_gpu None: use a GPU when one is usable. Raises UnsupportedPlatform where torch has no build."""
+    """want_gpu None: use a GPU when one is usable. Raises UnsupportedPlatform where torch has no build.
+
+    llama.cpp is compiled as the first of `llama_variants.cpu_variants` (never -march=native: AMX
+    kernels crash on recent Xeons); the installer proves it and falls back along `variants`."""
     if facts.system == MACOS and not facts.apple_silicon:
         raise UnsupportedPlatform(
             f"torch {spec.torch_version} has no build for Intel Macs. Run the worker elsewhere: point "
             "TileScribe at a captioning server (Settings), or use a Python you name whose torch works.")
-    key = cpu_key(facts.cpu_flags, facts.machine)
     if facts.apple_silicon:
-        return BuildChoice("metal", None, "metal", "-DGGML_METAL=ON", f"native-{key}")
+        return _choice("metal", None, "metal", facts, ["-DGGML_METAL=ON"])
     want = gpu_usable(facts) if want_gpu is None else want_gpu
     if not (want and facts.nvidia_gpu):
         notes = ("No usable NVIDIA GPU: the CPU builds.",) if want else ()
         torch_index = spec.torch_cpu_index if facts.system == LINUX else None
-        return BuildChoice("cpu", torch_index, "cpu", "-DGGML_NATIVE=ON", f"native-{key}", notes)
+        return _choice("cpu", torch_index, "cpu", facts, [], notes)
     torch_index = spec.torch_cuda_index if facts.system == WINDOWS else None
     if facts.cuda_compiler:
-        return BuildChoice("cuda", torch_index, CUDA_LLAMA_VARIANT, "-DGGML_NATIVE=ON -DGGML_CUDA=ON",
-                           f"native-{key}-cudaon")
-    return BuildChoice("cuda", torch_index, CUDA_LLAMA_VARIANT, "-DGGML_NATIVE=ON", f"native-{key}",
-                       ("torch uses the GPU. llama-cpp-python takes a prebuilt CUDA wheel where one exists, "
-                        "else it is compiled for the CPU: install the CUDA toolkit (nvcc), then Repair.",))
+        return _choice("cuda", torch_index, CUDA_LLAMA_VARIANT, facts, ["-DGGML_CUDA=ON"])
+    return _choice("cuda", torch_index, CUDA_LLAMA_VARIANT, facts, [],
+                   ("torch uses the GPU. llama-cpp-python takes a prebuilt CUDA wheel where one exists, "
+                    "else it is compiled for the CPU: install the CUDA toolkit (nvcc), then Repair.",))
+
+
+def _choice(accelerator: str, torch_index: Optional[str], llama_variant: str, facts: MachineFacts,
+            gpu_args: list, notes: tuple = ()) -> BuildChoice:
+    variants = tuple(cpu_variants(facts.cpu_flags, facts.machine, gpu_args))
+    first = variants[0]
+    return BuildChoice(accelerator, torch_index, llama_variant, first.cmake_string, first.cache_name, notes, variants)
 
 
 # -- facts -------------------------------------------------------------------------------
@@ -126,17 +130,6 @@ def compiler_advice(system: str) -> str:
         return "Run `xcode-select --install` in Terminal, then run Set up TileScribe again."
     return ("Install a C++ compiler (Debian/Ubuntu: `sudo apt install build-essential`; Fedora: "
             "`sudo dnf install gcc-c++`), then run Set up TileScribe again.")
-
-
-def read_cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
-    """The line setup.sh hashes: the first `flags` (x86) or `Features` (ARM) line, as grep prints it."""
-    try:
-        for line in cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines():
-            if line.startswith(("flags", "Features")):
-                return line
-    except OSError:
-        pass
-    return ""
 
 
 def detect_facts(system: str, machine: str, env: Mapping[str, str], which: Which = shutil.which) -> MachineFacts:

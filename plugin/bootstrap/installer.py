@@ -20,6 +20,7 @@ from typing import Callable, Optional
 
 from . import platforms
 from .builds import BuildChoice, MachineFacts, choose_build, compiler_advice, detect_facts
+from .llama_variants import Variant, cpu_key, prove, read_record, write_record
 from .commands import CommandLog, SetupError, run_command
 from .plan import CACHED, PREBUILT_OR_COMPILE, SERVER_NAMES, EnvState, Step, imports, plan, probe
 from .progress import BuildProgress, PipProgress, StepProgress
@@ -107,17 +108,37 @@ def python_version(python: Path, env: dict) -> Optional[tuple]:
     return version if run.returncode == 0 and len(version) == 2 else None  # /bin/true prints nothing
 
 
-def cached_llama_wheel(options: SetupOptions, spec: EnvironmentSpec, choice: BuildChoice) -> Optional[Path]:
-    folder = platforms.wheel_cache(system(), options.env, Path.home()) / choice.cache_folder
-    found = sorted(glob.glob(str(folder / f"llama_cpp_python-{spec.llama_version}-*.whl")))
-    return Path(found[0]) if found else None
+def usable_variants(options: SetupOptions, choice: BuildChoice, facts: MachineFacts) -> list:
+    """The builds still worth trying here: those that never failed their check on this CPU."""
+    wheels = platforms.wheel_cache(system(), options.env, Path.home())
+    key = cpu_key(facts.cpu_flags, facts.machine)
+    return [variant for variant in choice.variants
+            if not any((read_record(wheels / variant.cache_name, key, engine) or {"ok": True}).get("ok") is False
+                       for engine in ("in-process", "server"))]
 
 
-def cached_llama_server(options: SetupOptions, spec: EnvironmentSpec, choice: BuildChoice) -> Optional[Path]:
-    folder = platforms.llama_server_cache(system(), options.env, Path.home()) / \
-        f"{spec.llama_version}-{choice.cache_folder}"
-    found = [folder / name for name in SERVER_NAMES if (folder / name).is_file()]
-    return found[0] if found else None
+def cached_llama_wheel(options: SetupOptions, spec: EnvironmentSpec, choice: BuildChoice,
+                       facts: Optional[MachineFacts] = None) -> Optional[Path]:
+    """A wheel compiled before (by this setup or scripts/setup.sh) of the best build not known to fail here."""
+    variants = usable_variants(options, choice, facts) if facts is not None else list(choice.variants)
+    for variant in variants[:1]:
+        folder = platforms.wheel_cache(system(), options.env, Path.home()) / variant.cache_name
+        found = sorted(glob.glob(str(folder / f"llama_cpp_python-{spec.llama_version}-*.whl")))
+        if found:
+            return Path(found[0])
+    return None
+
+
+def cached_llama_server(options: SetupOptions, spec: EnvironmentSpec, choice: BuildChoice,
+                        facts: Optional[MachineFacts] = None) -> Optional[Path]:
+    """scripts/setup.sh's llama-server of the same build, if it was made and proven on this CPU."""
+    variants = usable_variants(options, choice, facts) if facts is not None else list(choice.variants)
+    for variant in variants[:1]:
+        folder = platforms.llama_server_cache(system(), options.env, Path.home()) / \
+            f"{spec.llama_version}-{variant.cache_name}"
+        found = [folder / name for name in SERVER_NAMES if (folder / name).is_file()]
+        return found[0] if found else None
+    return None
 
 
 def prepare(options: SetupOptions, spec: Optional[EnvironmentSpec] = None) -> Preparation:
@@ -127,9 +148,9 @@ def prepare(options: SetupOptions, spec: Optional[EnvironmentSpec] = None) -> Pr
     python = platforms.venv_python(options.venv, system())
     state = probe(python, spec, platforms.subprocess_environment(options.env))
     base = options.base_python or find_base_python(options.env)
-    wheel = cached_llama_wheel(options, spec, choice)
+    wheel = cached_llama_wheel(options, spec, choice, facts)
     source = CACHED if wheel else PREBUILT_OR_COMPILE
-    server = cached_llama_server(options, spec, choice)
+    server = cached_llama_server(options, spec, choice, facts)
     steps = plan(state, spec, choice, source, options.verify, server is not None)
     return Preparation(spec, facts, choice, python, base, state, wheel, steps, server)
 
@@ -204,29 +225,57 @@ class Installer:
         self._pip([prep.spec.rasterio_requirement], step, progress)
 
     def _llama(self, prep: Preparation, step: Step, progress: StepProgress) -> None:
+        """Install a llama-cpp-python build and prove it here (a child process captions with quantized
+        models); a build that dies is recorded and the next safer variant is compiled."""
         wheel = prep.llama_wheel
-        if wheel is not None and self._install_wheel(prep, wheel, step, progress):
+        if wheel is not None and self._install_wheel(prep, wheel, step, progress) and self._prove(prep, None):
             return
-        index = f"{prep.spec.llama_wheel_index}/{prep.choice.llama_variant}"
-        self.log.write(f"looking for a prebuilt llama-cpp-python wheel in {index}")
-        # --force-reinstall: the same version may be installed but fail to import (built for another CPU)
-        if self._run([str(prep.python), *PIP, "--retries", "1", "--only-binary", "llama-cpp-python", "--no-deps",
-                      "--force-reinstall", "--extra-index-url", index, prep.spec.llama_requirement], progress,
-                     PipProgress(step.expected)) == 0:
-            return
-        self._install_wheel(prep, self._compile_llama(prep, progress), step, progress, required=True)
+        if wheel is None:
+            index = f"{prep.spec.llama_wheel_index}/{prep.choice.llama_variant}"
+            self.log.write(f"looking for a prebuilt llama-cpp-python wheel in {index}")
+            # --force-reinstall: the same version may be installed but fail to import (built for another CPU)
+            if self._run([str(prep.python), *PIP, "--retries", "1", "--only-binary", "llama-cpp-python", "--no-deps",
+                          "--force-reinstall", "--extra-index-url", index, prep.spec.llama_requirement], progress,
+                         PipProgress(step.expected)) == 0 and self._prove(prep, None):
+                return
+        for variant in usable_variants(self.options, prep.choice, prep.facts):
+            wheel = self._compile_llama(prep, progress, variant)
+            self._install_wheel(prep, wheel, step, progress, required=True)
+            if self._prove(prep, variant):
+                return
+        raise self.log.error("No llama-cpp-python build runs on this CPU: each one tried died in its check "
+                             f"(see {self.log.path}). Use a captioning server instead (Settings).")
 
-    def _compile_llama(self, prep: Preparation, progress: StepProgress) -> Path:
+    def _prove(self, prep: Preparation, variant: Optional[Variant]) -> bool:
+        """True when a child process captioned with Q4_K_M and Q8_0 models; a failure is recorded."""
+        if not self.options.verify:
+            return True
+        models = platforms.cache_root(system(), self.options.env, Path.home()) / "proof-models"
+        env = dict(self.env)
+        if self.options.plugin_dir.name == "tilescribe":  # a ZIP install: -m tilescribe... from the plugins folder
+            env["PYTHONPATH"] = str(self.options.plugin_dir.parent)
+        proof = prove(prep.python, "in-process", models, env)
+        name = variant.name if variant else "installed"
+        self.log.write(f"llama.cpp {name} build check: {'passed' if proof.ok else 'FAILED'} ({proof.detail})")
+        if not proof.ok and variant is not None:
+            folder = platforms.wheel_cache(system(), self.options.env, Path.home()) / variant.cache_name
+            write_record(folder, cpu_key(prep.facts.cpu_flags, prep.facts.machine), proof)
+        return proof.ok
+
+    def _compile_llama(self, prep: Preparation, progress: StepProgress, variant: Variant) -> Path:
         if not prep.facts.compiler:
             raise self.log.error(f"No prebuilt llama-cpp-python {prep.spec.llama_version} wheel for this platform, "
                                  f"and no C++ compiler to build one. {compiler_advice(prep.facts.system)}")
-        folder = platforms.wheel_cache(system(), self.options.env, Path.home()) / prep.choice.cache_folder
+        folder = platforms.wheel_cache(system(), self.options.env, Path.home()) / variant.cache_name
+        found = sorted(folder.glob(f"llama_cpp_python-{prep.spec.llama_version}-*.whl"))
+        if found:
+            return found[0]
         folder.mkdir(parents=True, exist_ok=True)
-        note = (f"Compiling llama-cpp-python {prep.spec.llama_version} with {prep.facts.compiler}: 7-12 minutes on "
-                f"2 cores, once (the wheel is kept in {folder})")
+        note = (f"Compiling llama-cpp-python {prep.spec.llama_version} ({variant.name}: {variant.why}) with "
+                f"{prep.facts.compiler}: 7-12 minutes on 2 cores, once (the wheel is kept in {folder})")
         self.log.write(note)
         progress.update(0.05, note)
-        env = dict(self.env, CMAKE_ARGS=prep.choice.llama_cmake_args)
+        env = dict(self.env, CMAKE_ARGS=variant.cmake_string)
         # -v: the build tool's "[n/total]" lines reach us, the compile's real progress
         argv = [str(prep.python), "-m", "pip", "wheel", "-v", "--disable-pip-version-check", "--no-deps", "-w",
                 str(folder), prep.spec.llama_requirement]
@@ -238,10 +287,10 @@ class Installer:
 
         if run_command(argv, self.log, env, on_line, self.cancelled) != 0:
             raise self.log.error(f"Compiling llama-cpp-python {prep.spec.llama_version} failed.")
-        wheel = cached_llama_wheel(self.options, prep.spec, prep.choice)
-        if wheel is None:
+        found = sorted(folder.glob(f"llama_cpp_python-{prep.spec.llama_version}-*.whl"))
+        if not found:
             raise self.log.error(f"pip built no llama-cpp-python wheel in {folder}.")
-        return wheel
+        return found[0]
 
     def _install_wheel(self, prep: Preparation, wheel: Path, step: Step, progress: StepProgress,
                        required: bool = False) -> bool:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from .llama_variants import Proof, Variant, cpu_key, cpu_variants, prove, read_record, write_record
+from .llama_variants import Proof, Variant, cpu_key, cpu_variants, prove, read_cpu_flags, read_record, write_record
 
 Log = Callable[[str], None]
 STAMP = ".llama-build"
@@ -44,16 +44,6 @@ def gpu_cmake_args() -> list:
     if shutil.which("nvcc") and shutil.which("nvidia-smi") and ok(["nvidia-smi", "-L"]):
         return ["-DGGML_CUDA=ON"]
     return []
-
-
-def read_cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
-    try:
-        for line in cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines():
-            if line.startswith(("flags", "Features")):
-                return line
-    except OSError:
-        pass
-    return ""
 
 
 @dataclass
@@ -117,27 +107,31 @@ class RuntimeBuilder:
         return None
 
     def _try(self, variant: Variant, folder: Path):
+        """A Runtime when the build passes its checks here, else the Proof of how it failed."""
         wheel = self._wheel(variant, folder)
         self._install(wheel)
         proofs = []
-        engines = [("in-process", None)]
-        server = self._server(variant) if self.with_server else None
-        if server is not None:
-            engines.append(("server", server))
-        for engine, binary in engines:
-            record = read_record(folder, self.key, engine)
-            if record and record.get("ok"):
-                proofs.append(Proof(engine, True, record.get("detail", ""), None, tuple(record.get("checks", []))))
-                continue
-            self.log(f"checking the {variant.name} build {'in process' if binary is None else 'in llama-server'}: "
-                     "captioning with small Q4_K_M and Q8_0 models in a child process")
-            proof = prove(self.python, engine, self.cache / "proof-models", self.env, binary)
-            write_record(folder, self.key, proof)
+        engines = ["in-process", "server"] if self.with_server else ["in-process"]
+        server = None
+        for engine in engines:  # in process first: a build that dies there is not worth a server build
+            if engine == "server":
+                server = self._server(variant)
+            proof = self._proof(variant, folder, engine, server)
             if not proof.ok:
                 self.log(f"the {variant.name} build failed its check ({engine}): {proof.detail}")
                 return proof
             proofs.append(proof)
         return Runtime(variant, wheel, server, proofs)
+
+    def _proof(self, variant: Variant, folder: Path, engine: str, server: Optional[Path]) -> Proof:
+        record = read_record(folder, self.key, engine)
+        if record and record.get("ok"):
+            return Proof(engine, True, record.get("detail", ""), None, tuple(record.get("checks", [])))
+        self.log(f"checking the {variant.name} build {'in process' if server is None else 'in llama-server'}: "
+                 "captioning with small Q4_K_M and Q8_0 models in a child process")
+        proof = prove(self.python, engine, self.cache / "proof-models", self.env, server)
+        write_record(folder, self.key, proof)
+        return proof
 
     # -- building ------------------------------------------------------------------------------
 

@@ -61,7 +61,15 @@ def cpu_flags_set(cpu_flags: str) -> set:
 
 def cpu_variants(cpu_flags: str, machine: str, gpu_args: Sequence[str] = ()) -> list:
     """The builds to try, best first; the last one runs on any CPU of this architecture."""
-    gpu = tuple(gpu_args)
+    variants = _cpu_variants(cpu_flags, machine, tuple(gpu_args))
+    backends = [arg[len("-DGGML_"):-len("=ON")].lower() for arg in gpu_args if arg.endswith("=ON")]
+    if not backends:
+        return variants
+    suffix = "-" + "-".join(backends)  # a GPU build is another binary: its own folder and proof
+    return [Variant(v.name + suffix, v.cmake_args, v.why) for v in variants]
+
+
+def _cpu_variants(cpu_flags: str, machine: str, gpu: tuple) -> list:
     if machine.lower() not in ("x86_64", "amd64", "i686", "x86"):
         return [Variant("native", ("-DGGML_NATIVE=ON", *gpu), "built for this CPU"),
                 Variant("portable", ("-DGGML_NATIVE=OFF", *gpu), "portable: the native build failed its check")]
@@ -84,6 +92,17 @@ def cpu_variants(cpu_flags: str, machine: str, gpu_args: Sequence[str] = ()) -> 
     variants.append(Variant("baseline", baseline, "x86-64 baseline (SSE only; slow)" +
                             (": every faster build failed its check here" if variants else "")))
     return variants
+
+
+def read_cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The first `flags` (x86) or `Features` (ARM) line of /proc/cpuinfo; "" elsewhere."""
+    try:
+        for line in cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return ""
 
 
 def cpu_key(cpu_flags: str, machine: str) -> str:

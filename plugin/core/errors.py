@@ -62,3 +62,34 @@ def error_class(name: str) -> type[TileScribeError] | None:
             return cls
         pending.extend(cls.__subclasses__())
     return None
+
+
+# What a native crash means and what to do, said the same way by the worker client (QGIS),
+# the managed llama-server and the CLI: one owner for the advice.
+_SIGNAL_MEANING = {
+    "SIGILL": "an instruction this CPU does not have: a llama.cpp build made for another CPU",
+    "SIGSEGV": "a memory fault in native code (llama.cpp, a model file it could not read)",
+    "SIGBUS": "a memory fault in native code (often a model file changed or truncated while in use)",
+    "SIGABRT": "native code stopped itself (a failed check in llama.cpp, often out of memory)",
+    "SIGKILL": "killed from outside (often the system's out-of-memory killer)",
+}
+REBUILD_ADVICE = ("Rebuild the model runtime for this CPU: in QGIS, Plugins > TileScribe > Set up TileScribe > "
+                  "Repair (from a checkout: make setup). Indexed tiles are kept: indexing again resumes where it stopped.")
+
+
+def describe_exit(returncode: int | None) -> str:
+    """'killed by SIGILL (an instruction this CPU does not have: ...)' or 'exit code 3'."""
+    if returncode is None or returncode >= 0:
+        return f"exit code {returncode}"
+    import signal
+
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        return f"killed by signal {-returncode}"
+    meaning = _SIGNAL_MEANING.get(name)
+    return f"killed by {name}" + (f" ({meaning})" if meaning else "")
+
+
+def is_native_crash(returncode: int | None) -> bool:
+    return returncode is not None and returncode < 0 and -returncode != 15  # SIGTERM: we stopped it

@@ -45,7 +45,7 @@ class IndexDialog(QDialog, FORM_CLASS):
         for radio in (self.localRadio, self.serverRadio, self.testRadio):
             radio.toggled.connect(self._enable_model_fields)
         self.pickerButton = add_model_picker_button(self, lambda: self.settings, self._store_models_dir)
-        fill_engine_choices(self)
+        fill_engine_choices(self, settings)
         self._clear_problem_on_change()
         self._load(settings)
         self.layerCombo.setLayer(layer)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .settings import PluginSettings
 
 # core.captioning.factory.ENGINES, in words a user reads (the QGIS side stays free of the core's imports).
@@ -9,10 +11,26 @@ ENGINE_CHOICES = (("llama-cpp-python", "In the worker, one tile at a time"),
                   ("server", "llama-server, several tiles at once (faster)"))
 
 
-def fill_engine_choices(form) -> None:
-    """The engine combo's entries, and the slots box enabled only for llama-server."""
+SERVER_MISSING = ("Not available: TileScribe's environment has no llama-server built for this computer. "
+                  "Captioning runs in the worker, one tile at a time.")
+
+
+def llama_server_installed(settings: PluginSettings) -> bool:
+    """The llama-server setup linked beside the worker's Python (where the worker looks first)."""
+    folder = Path(settings.python()).parent
+    return any((folder / name).is_file() for name in ("llama-server", "llama-server.exe"))
+
+
+def fill_engine_choices(form, settings: PluginSettings) -> None:
+    """The engine combo's entries (llama-server only when the environment has one: never offer
+    what would fail), and the slots box enabled only for llama-server."""
+    server = llama_server_installed(settings)
     for value, label in ENGINE_CHOICES:
         form.engineCombo.addItem(label, value)
+        if value == "server" and not server:
+            index = form.engineCombo.count() - 1
+            form.engineCombo.model().item(index).setEnabled(False)
+            form.engineCombo.setItemData(index, SERVER_MISSING, 3)  # Qt.ToolTipRole
     form.engineCombo.currentIndexChanged.connect(lambda *_: enable_slots(form))
 
 
@@ -20,7 +38,9 @@ def show_model_fields(form, settings: PluginSettings) -> None:
     """Put the settings into a form's model, server and tile widgets (same names in both .ui files)."""
     form.modelFile.setFilePath(settings.model_path)
     form.mmprojFile.setFilePath(settings.mmproj_path)
-    form.engineCombo.setCurrentIndex(max(form.engineCombo.findData(settings.engine), 0))
+    index = form.engineCombo.findData(settings.engine)
+    enabled = index >= 0 and form.engineCombo.model().item(index).isEnabled()
+    form.engineCombo.setCurrentIndex(index if enabled else 0)
     form.slotsSpin.setValue(settings.slots)
     enable_slots(form)
     form.serverUrlEdit.setText(settings.server_url)

@@ -27,7 +27,7 @@ class SettingsDialog(QDialog, FORM_CLASS):
         self.buttonBox.accepted.connect(self.accept)
         self.buttonBox.rejected.connect(self.reject)
         self.pythonFile.setFilePath(settings.worker_python)
-        fill_engine_choices(self)
+        fill_engine_choices(self, settings)
         show_model_fields(self, settings)
         self.kSpin.setValue(settings.k)
         self.pickerButton = add_model_picker_button(self, lambda: self.original, self._store_models_dir)

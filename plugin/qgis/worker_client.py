@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from ..core.errors import TileScribeError, error_class
+from ..core.errors import REBUILD_ADVICE, TileScribeError, describe_exit, error_class, is_native_crash
 
 WORKER_MODULE = "tilescribe.plugin.core.worker"
 START_TIMEOUT_S = 60.0
@@ -270,7 +270,7 @@ class WorkerClient:
     def _wait(self, process: _Process, rid: int, inbox: queue.Queue, cmd: str,
               on_event, timeout, cancelled):
         deadline = None if timeout is None else time.monotonic() + timeout
-        cancel_sent = False
+        cancel_sent, last_progress = False, None
         while True:
             # Checked between messages too: a job that reports progress more often than POLL_S
             # would otherwise never hear the Cancel.
@@ -285,7 +285,9 @@ class WorkerClient:
                         f"The TileScribe worker did not answer '{cmd}' within {timeout:.0f} s.") from None
                 continue
             if message.get("eof"):
-                raise self._death_error(process, cmd)
+                raise self._death_error(process, cmd, last_progress)
+            if message.get("event") == "progress":
+                last_progress = message.get("data") or {}
             if "event" in message:
                 if on_event is not None:
                     on_event(message["event"], message.get("data") or {})
@@ -295,13 +297,19 @@ class WorkerClient:
             error = message.get("error") or {}
             raise remote_error(error.get("type", "WorkerError"), error.get("message", "unknown error"))
 
-    def _death_error(self, process: _Process, cmd: str) -> WorkerError:
+    def _death_error(self, process: _Process, cmd: str, progress: Optional[dict] = None) -> WorkerError:
         if process.stopping:
             return WorkerStopped(f"TileScribe stopped its worker while '{cmd}' was running.", "WorkerStopped")
         code = process.popen.returncode
-        how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+        where = ""
+        if cmd == "index" and progress:  # the tile in flight is the one after the last finished
+            where = (f", after tile {progress.get('last_tile') or '?'} ({progress.get('finished')} of "
+                     f"{progress.get('total')} tiles finished)")
+        elif cmd == "index":
+            where = ", before its first tile was finished"
+        advice = f" {REBUILD_ADVICE}" if is_native_crash(code) and code != -9 else ""  # SIGKILL: not our build
         return WorkerCrashed(
-            f"The TileScribe worker stopped unexpectedly ({how}) during '{cmd}'.\n"
+            f"The TileScribe worker stopped unexpectedly ({describe_exit(code)}) during '{cmd}'{where}.{advice}\n"
             f"Its last messages:\n{process.last_messages()}", "WorkerCrashed")
 
     def stop(self, timeout: float = 3.0) -> None:

@@ -29,6 +29,27 @@ def test_engine_choice_and_slots_reach_the_captioner_settings(qgis_app, tiny_pai
     dialog.deleteLater()
 
 
+def test_llama_server_is_offered_only_where_the_environment_has_one(qgis_app, tiny_pair, tmp_path):
+    """The plugin's own setup may not build llama-server: then the dialog must not offer it."""
+    from tilescribe.plugin.qgis.model_fields import SERVER_MISSING
+
+    python = tmp_path / "env" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text("")
+    settings = PluginSettings(captioner=CAPTIONER_LOCAL, model_path=str(tiny_pair[0]), mmproj_path=str(tiny_pair[1]),
+                              worker_python=str(python), engine="server")
+    dialog = IndexDialog(settings)
+    server = dialog.engineCombo.findData("server")
+    assert not dialog.engineCombo.model().item(server).isEnabled()
+    assert dialog.engineCombo.itemData(server, Qt.ToolTipRole) == SERVER_MISSING
+    assert dialog.engineCombo.currentData() == "llama-cpp-python"  # a saved 'server' choice falls back
+    dialog.deleteLater()
+    (python.parent / "llama-server").write_text("")
+    dialog = IndexDialog(settings)
+    assert dialog.engineCombo.model().item(server).isEnabled() and dialog.engineCombo.currentData() == "server"
+    dialog.deleteLater()
+
+
 def test_the_outcome_names_the_engine_that_captioned():
     outcome = IndexOutcome("ortho", "/x/ortho.tilescribe.sqlite", 1, 4, 4, 0, 0, False, False, 4, [],
                            "llama-server (b1-0c1e570), 4 slots, CPU")

@@ -70,7 +70,8 @@ def _cancel_then_crash(plugin, fake_iface, wait_task, monkeypatch, db, qgis_app)
     assert crashed.error is not None
     level, text = fake_iface.messages()[-1]
     assert level == Qgis.Critical
-    assert "worker stopped unexpectedly (killed by signal 9)" in text and "restarts the worker" in text
+    assert "worker stopped unexpectedly (killed by SIGKILL" in text and "restarts the worker" in text
+    assert "during 'index', after tile " in text and " tiles finished)" in text  # which tile was in flight
     assert "Tiles captioned so far are kept in neon.tilescribe.sqlite" in text
     kept = _tile_counts(db)["done"]
     assert kept > cancelled.value.done  # the tile committed just before the kill survived it

@@ -64,9 +64,35 @@ def test_a_crash_during_a_request_is_reported_and_the_next_use_restarts(client, 
     os.kill(first, signal.SIGKILL)
     thread.join(30)
     [error] = errors
-    assert "stopped unexpectedly (killed by signal 9) during 'search'" in str(error)
+    assert "stopped unexpectedly (killed by SIGKILL (killed from outside" in str(error) and "during 'search'" in str(error)
     assert client.hello()["pid"] != first  # restarted on the next use
     assert client.request("info", db=db)["runs"][0]["tiles"]["done"] == 4
+
+
+def test_a_native_crash_while_indexing_names_the_signal_the_tile_and_the_repair(client, rgb_raster, tmp_path):
+    """What the user sees when llama.cpp kills the worker (SIGILL: a build for another CPU), and
+    that indexing again resumes from the tiles already committed."""
+    from tilescribe.plugin.qgis.worker_client import WorkerCrashed
+
+    db = str(tmp_path / "crash.tilescribe.sqlite")
+    pid = client.hello()["pid"]
+    events = []
+
+    def crash_after_first_tile(kind, data):
+        events.append(kind)
+        if kind == "progress" and data.get("finished") == 1:
+            os.kill(pid, signal.SIGILL)
+
+    with pytest.raises(WorkerCrashed) as caught:
+        client.request("index", db=db, raster=str(rgb_raster), captioner={"test_model": True}, tile_size=50,
+                       overlap=0, variants=1, timeout=120, on_event=crash_after_first_tile)
+    text = str(caught.value)
+    assert "killed by SIGILL (an instruction this CPU does not have" in text
+    assert "during 'index', after tile " in text and "(1 of 24 tiles finished)" in text
+    assert "Set up TileScribe > Repair" in text and "indexing again resumes" in text
+    resumed = client.request("index", db=db, raster=str(rgb_raster), captioner={"test_model": True}, tile_size=50,
+                             overlap=0, variants=1, timeout=120)
+    assert resumed["done"] == 24 and resumed["captioned_now"] < 24  # what was committed before the crash stayed
 
 
 def test_stop_ends_waiting_requests_and_the_process(client, captioned_index):

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..errors import EngineError, ModelError
+from ..errors import REBUILD_ADVICE, EngineError, ModelError, describe_exit, is_native_crash
 
 HEALTH_TIMEOUT_S = 600.0  # loading a 7B model from a slow disk takes minutes
 STOP_GRACE_S = 5.0
@@ -167,9 +167,11 @@ class LlamaServer:
             if not self.alive():
                 code = self.process.returncode if self.process else None
                 self.process = None
+                advice = REBUILD_ADVICE if is_native_crash(code) else \
+                    "Check the model files, the context size and free memory."
                 raise ModelError(
-                    f"llama-server stopped while loading {self.options.model.name} (exit status {code}). "
-                    f"It said:\n{self.log_tail()}\nCheck the model files, the context size and free memory.")
+                    f"llama-server stopped while loading {self.options.model.name} ({describe_exit(code)}; "
+                    f"exit status {code}). It said:\n{self.log_tail()}\n{advice}")
             try:
                 self._get("/health", timeout=5)
                 return
@@ -197,7 +199,8 @@ class LlamaServer:
         if self.starts >= 2:
             raise EngineError(
                 f"llama-server stopped again ({reason}) after a restart: captioning cannot go on. Indexed "
-                f"tiles are kept; run again to continue. It said:\n{self.log_tail()}")
+                f"tiles are kept; run again to continue. It said:\n{self.log_tail()}" +
+                (f"\n{REBUILD_ADVICE}" if "killed by SIG" in reason else ""))
         self.start()
 
 

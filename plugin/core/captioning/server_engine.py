@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from typing import Optional
 
-from ..errors import ModelError
+from ..errors import ModelError, describe_exit
 from ..rendering import DEFAULT_MAX_SIDE
 from .base import DEFAULT_MAX_ATTEMPTS, CaptionResult, file_fingerprint
 from .gguf_header import read_gguf_info
@@ -117,7 +117,7 @@ class LlamaServerCaptioner:
             if self._client is not failed_client and self.server.alive():
                 return  # another thread already restarted it
             code = self.server.process.returncode if self.server.process else None
-            self.server.ensure_running(f"exit status {code}: {exc}")
+            self.server.ensure_running(f"{describe_exit(code)}: {exc}")
             self._client = self._connect()
 
     def cancel(self) -> None:
