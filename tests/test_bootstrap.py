@@ -351,7 +351,8 @@ def test_a_build_that_dies_in_its_check_is_recorded_and_the_next_variant_is_comp
     assert record["ok"] is False and record["signal"] == "SIGILL"
     assert "avx512 build check: FAILED (killed by SIGILL" in (tmp_path / "setup.log").read_text()
     # the next setup on this CPU starts from the build that passed, never the one that died
-    options = installer.SetupOptions(REPO, tmp_path / "profile", env={"TILESCRIBE_WHEEL_CACHE": str(tmp_path / "wheels")})
+    options = installer.SetupOptions(REPO, tmp_path / "profile",
+                                     env={"TILESCRIBE_WHEEL_CACHE": str(tmp_path / "wheels")})
     facts = MachineFacts("Linux", "x86_64", cpu_flags=flags, compiler="g++")
     assert [v.name for v in installer.usable_variants(options, choice, facts)] == ["avx2", "baseline"]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import pytest

@@ -74,7 +74,8 @@ _SIGNAL_MEANING = {
     "SIGKILL": "killed from outside (often the system's out-of-memory killer)",
 }
 REBUILD_ADVICE = ("Rebuild the model runtime for this CPU: in QGIS, Plugins > TileScribe > Set up TileScribe > "
-                  "Repair (from a checkout: make setup). Indexed tiles are kept: indexing again resumes where it stopped.")
+                  "Repair (from a checkout: make setup). Indexed tiles are kept: indexing again resumes where it "
+                  "stopped.")
 
 
 def describe_exit(returncode: int | None) -> str:

@@ -64,7 +64,8 @@ def test_a_crash_during_a_request_is_reported_and_the_next_use_restarts(client, 
     os.kill(first, signal.SIGKILL)
     thread.join(30)
     [error] = errors
-    assert "stopped unexpectedly (killed by SIGKILL (killed from outside" in str(error) and "during 'search'" in str(error)
+    assert "stopped unexpectedly (killed by SIGKILL (killed from outside" in str(error)
+    assert "during 'search'" in str(error)
     assert client.hello()["pid"] != first  # restarted on the next use
     assert client.request("info", db=db)["runs"][0]["tiles"]["done"] == 4
 
