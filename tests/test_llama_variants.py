@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import subprocess
 import sys
 from pathlib import Path
 
@@ -104,6 +106,19 @@ def test_a_recorded_crash_skips_that_build_without_retrying_it(tmp_path, monkeyp
     with pytest.raises(SystemExit, match="no llama.cpp build runs on this CPU"):
         builder.ensure()
     assert tried == [second.name]
+
+
+def test_the_installed_build_holds_no_amx_instruction():
+    """What the recipe promises, read off the binary: no AMX tile instruction (the native build had 88)."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    if shutil.which("objdump") is None:
+        pytest.skip("objdump (binutils) is not installed")
+    library = Path(llama_cpp.__file__).parent / "lib" / "libggml-cpu.so"
+    if not library.is_file():
+        pytest.skip(f"{library} not found")
+    code = subprocess.run(["objdump", "-d", str(library)], capture_output=True, text=True, timeout=120).stdout
+    assert "vfmadd" in code  # the disassembly is real
+    assert "tilezero" not in code and "tdpbssd" not in code
 
 
 @pytest.mark.slow

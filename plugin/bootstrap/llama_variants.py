@@ -150,7 +150,8 @@ def prove(python: Path, engine: str, models: Path, env: Mapping[str, str],
     died = signal_name(run.returncode)
     tail = [line for line in (run.stderr or "").splitlines() if line.strip()][-6:]
     if died:  # the child itself (in process: llama.cpp in our Python) was killed
-        return Proof(engine, False, f"killed by {died}: " + " | ".join(tail[-3:]), died)
+        said = [line for line in tail if "Fatal Python error" in line or "error" in line.lower()]
+        return Proof(engine, False, f"killed by {died}" + (f": {said[-1][:160]}" if said else ""), died)
     try:
         result = json.loads(run.stdout.strip().splitlines()[-1])
     except (IndexError, ValueError):
