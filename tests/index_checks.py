@@ -6,8 +6,8 @@ from collections import Counter
 from pathlib import Path
 
 from tilescribe.plugin.core.errors import IndexFileError
-from tilescribe.plugin.core.store import Store
-from tilescribe.plugin.core.store_reads import RunInfo
+from tilescribe.plugin.core.index.store import Store
+from tilescribe.plugin.core.index.store_reads import RunInfo
 
 
 def index_state(db: Path, variants: int) -> dict[str, tuple]:

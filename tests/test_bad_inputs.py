@@ -30,11 +30,11 @@ from helpers import in_process_cli
 from index_checks import index_state
 from rasters import write_raster
 from tilescribe.plugin.cli import index_command
-from tilescribe.plugin.core import indexer
+from tilescribe.plugin.core.indexing import indexer
 from tilescribe.plugin.core.captioning import tiny_gguf
-from tilescribe.plugin.core.migrations import SCHEMA_VERSION
-from tilescribe.plugin.core.store import Store
-from tilescribe.plugin.core.tiling import TileGrid, open_raster, read_info
+from tilescribe.plugin.core.index.migrations import SCHEMA_VERSION
+from tilescribe.plugin.core.index.store import Store
+from tilescribe.plugin.core.raster.tiling import TileGrid, open_raster, read_info
 
 CAPTIONS = [
     {"window": [0, 0, 128, 128], "captions": ["a harbour with many boats", "boats at a pier"]},

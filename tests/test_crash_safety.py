@@ -25,7 +25,7 @@ from index_checks import index_state
 from rasters import write_raster
 from tilescribe.plugin.cli import index_command
 from tilescribe.plugin.cli.main import main
-from tilescribe.plugin.core.store import Store
+from tilescribe.plugin.core.index.store import Store
 
 HARNESS = Path(__file__).with_name("cli_harness.py")
 KILLS = 20

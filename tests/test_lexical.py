@@ -7,7 +7,7 @@ import re
 import pytest
 
 from helpers import build_index
-from tilescribe.plugin.core.lexical import fts_query, lexical_ranking, reciprocal_rank_fusion
+from tilescribe.plugin.core.search.lexical import fts_query, lexical_ranking, reciprocal_rank_fusion
 
 
 @pytest.mark.parametrize("text, tiles", [

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from tilescribe.plugin.core.errors import IndexFileError
-from tilescribe.plugin.core.migrations import MIGRATIONS
-from tilescribe.plugin.core.search import SearchRequest, search_vector
-from tilescribe.plugin.core.store import APPLICATION_ID, Store, load_vec
+from tilescribe.plugin.core.index.migrations import MIGRATIONS
+from tilescribe.plugin.core.search.search import SearchRequest, search_vector
+from tilescribe.plugin.core.index.store import APPLICATION_ID, Store, load_vec
 
 # The vector table as schema 1 created it (Store.embedder_id at that version).
 SCHEMA1_VEC = ("create virtual table caption_vec_1 using vec0(caption_id integer primary key,"
@@ -95,7 +95,7 @@ def test_word_fusion_on_a_schema1_file_gives_a_ranked_list(tmp_path):
     """Issue 14 review: every schema has caption_fts (migration 1); a schema-1 file whose word
     table holds nothing (as this one's) fuses nothing and ranks as dense search does."""
     from fakes import HashingEmbedder
-    from tilescribe.plugin.core.search import search
+    from tilescribe.plugin.core.search.search import search
 
     path = tmp_path / "old.tilescribe.sqlite"
     write_schema1_index(path)

@@ -19,8 +19,8 @@ from rasters import write_raster
 from tilescribe.plugin.core.captioning.parse import parse_variants
 from tilescribe.plugin.core.captions import FIELDS
 from tilescribe.plugin.core.errors import CaptionError, QueryError
-from tilescribe.plugin.core.lexical import lexical_ranking
-from tilescribe.plugin.core.search import MAX_K, SearchRequest, search
+from tilescribe.plugin.core.search.lexical import lexical_ranking
+from tilescribe.plugin.core.search.search import MAX_K, SearchRequest, search
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -26,12 +26,12 @@ from helpers import in_process_cli
 from rasters import write_raster
 from tilescribe.plugin.cli import index_command
 from tilescribe.plugin.core.errors import IndexingError, ModelError, RasterError
-from tilescribe.plugin.core.indexer import IndexSettings, index_raster
-from tilescribe.plugin.core.locking import IndexerLock
-from tilescribe.plugin.core.rendering import RenderSettings
-from tilescribe.plugin.core.search import SearchRequest, search
-from tilescribe.plugin.core.store import Store
-from tilescribe.plugin.core.tiling import TileGrid
+from tilescribe.plugin.core.indexing.indexer import IndexSettings, index_raster
+from tilescribe.plugin.core.index.locking import IndexerLock
+from tilescribe.plugin.core.raster.rendering import RenderSettings
+from tilescribe.plugin.core.search.search import SearchRequest, search
+from tilescribe.plugin.core.index.store import Store
+from tilescribe.plugin.core.raster.tiling import TileGrid
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = IndexSettings(tile_size=100, variants=2)
@@ -330,7 +330,7 @@ def test_a_paletted_raster_is_rendered_through_its_colour_table(tmp_path, db):
 
 class Worker:
     def __init__(self):
-        self.proc = subprocess.Popen([sys.executable, "-m", "tilescribe.plugin.core.worker"],
+        self.proc = subprocess.Popen([sys.executable, "-m", "tilescribe.plugin.worker.server"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, bufsize=1)
         assert json.loads(self.proc.stdout.readline())["event"] == "ready"
@@ -375,7 +375,7 @@ JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st
 def test_any_request_fields_give_a_clear_error_never_an_internal_one(tmp_path, cmd, fields):
     import io
 
-    from tilescribe.plugin.core.worker import Worker
+    from tilescribe.plugin.worker.server import Worker
 
     out = io.StringIO()
     Worker(out).dispatch({"id": 1, "cmd": cmd, "db": str(tmp_path / "none.tilescribe.sqlite"), **fields})
@@ -445,7 +445,7 @@ def test_index_command_sigterm_stops_after_the_tile_in_progress(tmp_path):
 
 KILLED_WRITER = """
 import os, sys
-from tilescribe.plugin.core.store import Store
+from tilescribe.plugin.core.index.store import Store
 store = Store(sys.argv[1], create=True)
 store.conn.execute("create table filler (x)")
 store.conn.executemany("insert into filler values (?)", [(os.urandom(500),) for _ in range(200)])
@@ -554,7 +554,7 @@ def test_resuming_after_a_crash_checks_the_run_and_stops_on_damage(db, raster):
     for _ in range(2):  # refused again: the refusal is no clean end either
         with pytest.raises(IndexingError, match="looks damaged after the last indexer stopped abruptly"):
             _index(db, raster)
-    from tilescribe.plugin.core.health import check_index
+    from tilescribe.plugin.core.index.health import check_index
 
     with Store(db) as store:
         assert not check_index(store).ok

@@ -125,8 +125,8 @@ def _running(pid: int) -> bool:
 def test_three_llama_servers_share_a_run_and_one_killed_mid_run_loses_nothing(tmp_path, tiny_pair, hashing_embedder):
     from tilescribe.plugin.core.captioning.http_backend import OpenAICompatibleCaptioner
     from tilescribe.plugin.core.captioning.llama_server import LlamaServer, ServerOptions
-    from tilescribe.plugin.core.indexer import IndexSettings, index_raster
-    from tilescribe.plugin.core.store import Store
+    from tilescribe.plugin.core.indexing.indexer import IndexSettings, index_raster
+    from tilescribe.plugin.core.index.store import Store
 
     from tilescribe.plugin.core.captioning.gguf_header import read_gguf_info
     from tilescribe.plugin.core.captioning.llama_backend import plan_model_context

@@ -9,8 +9,8 @@ import pytest
 from helpers import build_index
 from tilescribe.plugin.core.captions import CaptionVariant
 from tilescribe.plugin.core.errors import IndexFileError
-from tilescribe.plugin.core.migrations import SCHEMA_VERSION
-from tilescribe.plugin.core.store import APPLICATION_ID, Store
+from tilescribe.plugin.core.index.migrations import SCHEMA_VERSION
+from tilescribe.plugin.core.index.store import APPLICATION_ID, Store
 
 
 def test_new_index_is_versioned_marked_and_in_wal_mode(tmp_path):

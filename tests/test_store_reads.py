@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tilescribe.plugin.core.bench.synthetic import build_synthetic_index
+from tilescribe.devtools.bench.synthetic import build_synthetic_index
 from tilescribe.plugin.core.errors import IndexFileError
-from tilescribe.plugin.core.store import Store
-from tilescribe.plugin.core.store_reads import WHOLE_CHUNK_MIN
+from tilescribe.plugin.core.index.store import Store
+from tilescribe.plugin.core.index.store_reads import WHOLE_CHUNK_MIN
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pytest
 
 from helpers import build_index
 from tilescribe.plugin.core.captions import CaptionVariant
-from tilescribe.plugin.core.store_writes import TileCaptions
+from tilescribe.plugin.core.index.store_writes import TileCaptions
 
 
 def table_counts(store) -> tuple:

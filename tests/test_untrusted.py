@@ -17,7 +17,7 @@ from helpers import in_process_cli
 from rasters import write_raster
 from tilescribe.plugin.cli import index_command
 from tilescribe.plugin.core.captioning import tiny_gguf
-from tilescribe.plugin.core.store import Store
+from tilescribe.plugin.core.index.store import Store
 
 PAYLOADS = [
     "'); drop table tiles; --",

@@ -53,7 +53,7 @@ def test_zip_holds_the_plugin_and_nothing_else(tmp_path):
         assert general.get(key), f"metadata.txt lacks {key}"
     names = zipfile.ZipFile(archive).namelist()
     assert {name.split("/")[0] for name in names} == {"tilescribe"}
-    for required in ("__init__.py", "metadata.txt", "plugin/qgis/plugin.py", "plugin/core/worker.py",
+    for required in ("__init__.py", "metadata.txt", "plugin/qgis/plugin.py", "plugin/worker/server.py",
                      "ui/dock.ui", "ui/index_dialog.ui", "resources/icon.svg", "requirements.txt"):
         assert f"tilescribe/{required}" in names
     banned = ("tests/", ".venv/", ".git/", "__pycache__", ".pyc", ".sqlite", "demo-output/", ".gguf")
