@@ -25,13 +25,12 @@ from ...plugin.core.index.embedder_identity import mark_unchecked
 from ...plugin.core.embedding import DEFAULT_EMBEDDER
 from ...plugin.core.index.store import Store
 from ...plugin.core.index.store_writes import TileCaptions
-from ...plugin.core.raster.tiling import RasterInfo, Tile, TileGrid
+from ...plugin.core.raster.tiling import SYNTHETIC_TILE_SIZE as TILE_SIZE, synthetic_raster
 
 # Share of a caption vector's squared length (before normalising) at each level.
 MEAN_SHARE, TOPIC_SHARE, TILE_SHARE, VARIANT_SHARE = 0.21, 0.27, 0.15, 0.37
 # Variance of the i-th principal direction ~ (i + OFFSET) ** -ALPHA.
 SPECTRUM_ALPHA, SPECTRUM_OFFSET = 1.6, 12.0
-TILE_SIZE = 512
 WRITE_TILES = 10_000  # tiles per transaction while building
 
 
@@ -81,18 +80,6 @@ class SyntheticIndex:
     queries: np.ndarray  # (q, dim): one fresh variant of each query tile
     query_tiles: np.ndarray  # tile ids (in the index) the queries were made from
     build_s: float
-
-
-def synthetic_raster(n_tiles: int, seed: int) -> tuple[RasterInfo, list[Tile]]:
-    """A square-ish grid of 512 px tiles in pixel coordinates (no pixels: only the index needs it)."""
-    cols = math.ceil(math.sqrt(n_tiles))
-    rows = math.ceil(n_tiles / cols)
-    info = RasterInfo(path=f"synthetic-{n_tiles}-tiles-seed-{seed}", fingerprint=f"synthetic-{seed}",
-                      width=cols * TILE_SIZE, height=rows * TILE_SIZE, band_count=3, dtype="uint8",
-                      crs_wkt="", crs_label="pixel coordinates", transform=(0.0, 1.0, 0.0, 0.0, 0.0, -1.0))
-    grid = TileGrid(info.width, info.height, TILE_SIZE)
-    windows = list(zip(range(n_tiles), grid.windows()))
-    return info, [Tile(window, info.bbox(window)) for _, window in windows]
 
 
 def build_synthetic_index(path: Path, n_vectors: int, *, dim: int = 384, variants: int = 5,

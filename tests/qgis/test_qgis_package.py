@@ -56,7 +56,8 @@ def test_zip_holds_the_plugin_and_nothing_else(tmp_path):
     for required in ("__init__.py", "metadata.txt", "plugin/qgis/plugin.py", "plugin/worker/server.py",
                      "ui/dock.ui", "ui/index_dialog.ui", "resources/icon.svg", "requirements.txt"):
         assert f"tilescribe/{required}" in names
-    banned = ("tests/", ".venv/", ".git/", "__pycache__", ".pyc", ".sqlite", "demo-output/", ".gguf")
+    banned = ("tests/", ".venv/", ".git/", "__pycache__", ".pyc", ".sqlite", "demo-output/", ".gguf",
+              "devtools/", "bench", "mosaic_demo")  # benchmarks and demo data stay in the checkout
     assert not [name for name in names if any(part in name for part in banned)]
 
 

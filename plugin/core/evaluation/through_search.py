@@ -25,11 +25,11 @@ from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from ....devtools.bench.synthetic import TILE_SIZE, synthetic_raster
 from ..captions import CaptionVariant
 from ..index.embedder_identity import resolve_embedder
 from ..errors import IndexFileError, QueryError
 from ..indexing.index_settings import INDEX_SUFFIX
+from ..raster.tiling import SYNTHETIC_TILE_SIZE as TILE_SIZE, synthetic_raster
 from ..search.search import SearchRequest, check_query, search
 from ..index.sqlite_errors import write_failure
 from ..index.store import Store

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..captions import CaptionVariant
 from ..errors import IndexFileError
-from ..indexing.index_settings import INDEX_SUFFIX
+from . import INDEX_SUFFIX
 from .migrations import MIGRATIONS, SCHEMA_VERSION, older_schema_message
 from .sqlite_errors import open_failure
 from .store_reads import RunInfo, VectorReader, run_infos, tiles_to_do_page, vec_table

@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import IndexingError
+from ..index import INDEX_SUFFIX
 
 if TYPE_CHECKING:
     from ..raster.rendering import RenderSettings
 
-INDEX_SUFFIX = ".tilescribe.sqlite"
 
 
 def default_index_path(raster: str) -> str:

@@ -19,6 +19,7 @@ SKIP_CONSTANT = "constant value (no content)"
 # 12,288 px tiles took 1.85 GB to read and render, and models see at most ~500 px anyway.
 MAX_TILE_SIZE = 4096
 MIN_SIDE_PX = 8  # a tile thinner than this shows a model nothing it can describe
+SYNTHETIC_TILE_SIZE = 512
 
 
 @dataclass(frozen=True)
@@ -285,3 +286,15 @@ def content_skip_reason(data: np.ma.MaskedArray) -> str:
         if np.ma.count(band) and np.ma.ptp(band) != 0:
             return ""
     return SKIP_CONSTANT
+
+
+def synthetic_raster(n_tiles: int, seed: int) -> tuple[RasterInfo, list[Tile]]:
+    """A square-ish grid of 512 px tiles in pixel coordinates (no pixels: only the index needs it)."""
+    cols = math.ceil(math.sqrt(n_tiles))
+    rows = math.ceil(n_tiles / cols)
+    info = RasterInfo(path=f"synthetic-{n_tiles}-tiles-seed-{seed}", fingerprint=f"synthetic-{seed}",
+                      width=cols * SYNTHETIC_TILE_SIZE, height=rows * SYNTHETIC_TILE_SIZE, band_count=3, dtype="uint8",
+                      crs_wkt="", crs_label="pixel coordinates", transform=(0.0, 1.0, 0.0, 0.0, 0.0, -1.0))
+    grid = TileGrid(info.width, info.height, SYNTHETIC_TILE_SIZE)
+    windows = list(zip(range(n_tiles), grid.windows()))
+    return info, [Tile(window, info.bbox(window)) for _, window in windows]
