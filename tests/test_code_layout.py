@@ -215,3 +215,22 @@ def test_worker_client_needs_only_the_standard_library():
     assert third_party == set()
     assert {p.relative_to(REPO).as_posix() for p in imported_files(client)} == {"plugin/core/errors.py"}
     assert imported_modules(REPO / "plugin" / "core" / "errors.py") <= set(sys.stdlib_module_names) | {"__future__"}
+
+
+INDEX_PRIVATE = {"store_reads.py", "store_writes.py", "store_queries.py", "connection.py"}
+
+
+def test_only_the_index_package_touches_a_connection():
+    """The index is a boundary: outside plugin/core/index nothing reads a connection or the SQL helpers;
+    the Store runs every query (health.py, the auditor, is inside)."""
+    index = REPO / "plugin" / "core" / "index"
+    offenders = []
+    for path in shipped_and_dev_files():
+        if index in path.resolve().parents:
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        offenders += [f"{path.relative_to(REPO)}:{node.lineno}: .{node.attr}" for node in ast.walk(tree)
+                      if isinstance(node, ast.Attribute) and node.attr in ("conn", "_conn")]
+        offenders += [f"{path.relative_to(REPO)} imports {target.name}" for target in imported_files(path)
+                      if target.parent == index and target.name in INDEX_PRIVATE]
+    assert offenders == []

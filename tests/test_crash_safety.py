@@ -165,7 +165,7 @@ def test_disk_full_stops_with_a_clear_message_and_the_index_resumes(tmp_path, mo
         def __call__(self, p):  # after 5 tiles the index may not grow any more: the disk is full
             super().__call__(p)
             if p.done == 5:
-                conn = opened[-1].conn
+                conn = opened[-1]._conn
                 conn.execute(f"pragma max_page_count = {conn.execute('pragma page_count').fetchone()[0]}")
 
     class Recorded(Store):

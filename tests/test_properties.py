@@ -74,7 +74,7 @@ def test_any_text_gives_a_lexical_ranking(small_index, text):
     ranking = lexical_ranking(store, run_id, text)
     tiles = [tile for tile, _ in ranking]
     assert len(tiles) == len(set(tiles)) <= 4
-    assert store.conn.execute("select count(*) from tiles").fetchone()[0] == 6  # nothing was executed
+    assert store._conn.execute("select count(*) from tiles").fetchone()[0] == 6  # nothing was executed
 
 
 # --- model answers --------------------------------------------------------------------------------

@@ -152,7 +152,7 @@ def test_three_llama_servers_share_a_run_and_one_killed_mid_run_loses_nothing(tm
             report = index_raster(store, captioner, hashing_embedder, str(raster),
                                   IndexSettings(tile_size=32, variants=2), progress=kill_the_second_after_three_tiles)
             counts = store.tile_counts(report.run_id)
-            per_tile = store.conn.execute(
+            per_tile = store._conn.execute(
                 "select count(c.id) from tiles t left join captions c on c.tile_id = t.id"
                 " where t.status = 'done' group by t.id").fetchall()
     finally:

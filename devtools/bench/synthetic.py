@@ -23,8 +23,7 @@ import numpy as np
 from ...plugin.core.captions import CaptionVariant
 from ...plugin.core.index.embedder_identity import mark_unchecked
 from ...plugin.core.embedding import DEFAULT_EMBEDDER
-from ...plugin.core.index.store import Store
-from ...plugin.core.index.store_writes import TileCaptions
+from ...plugin.core.index.store import Store, TileCaptions
 from ...plugin.core.raster.tiling import SYNTHETIC_TILE_SIZE as TILE_SIZE, synthetic_raster
 
 # Share of a caption vector's squared length (before normalising) at each level.

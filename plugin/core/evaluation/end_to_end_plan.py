@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import RasterError
-from ..index.store import INDEX_SUFFIX
+from ..index import INDEX_SUFFIX
 from ..raster.tiling import TileGrid, Window, open_raster
 from .datasets import CaptionDataset
 from .metrics import EvaluationError

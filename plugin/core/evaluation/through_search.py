@@ -32,8 +32,7 @@ from ..indexing.index_settings import INDEX_SUFFIX
 from ..raster.tiling import SYNTHETIC_TILE_SIZE as TILE_SIZE, synthetic_raster
 from ..search.search import SearchRequest, check_query, search
 from ..index.sqlite_errors import write_failure
-from ..index.store import Store
-from ..index.store_writes import TileCaptions
+from ..index.store import Store, TileCaptions
 from .datasets import CaptionDataset
 from .metrics import RECALL_AT, TIE_TOLERANCE, EvaluationError, RetrievalRun
 from .proxy import PROXY_LABEL, EmbeddingCache, ProxySettings, check_settings, fold_layout

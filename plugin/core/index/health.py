@@ -44,23 +44,23 @@ class CheckReport:
 
 def check_index(store: Store) -> CheckReport:
     report = CheckReport()
-    rows = [row[0] for row in store.conn.execute("pragma integrity_check(20)")]
+    rows = [row[0] for row in store._conn.execute("pragma integrity_check(20)")]
     if rows == ["ok"]:
         report.checked.append("SQLite integrity check: ok")
     else:
         report.problems.append("SQLite integrity check: " + "; ".join(rows[:5]))
     _check_tables(store, report)
-    for row in run_rows(store.conn):
+    for row in run_rows(store._conn):
         try:
             parse_run_row(row)
         except ValueError as exc:  # search, info and the indexer would stop on it
             report.problems.append(f"{str(exc)[0].upper()}{str(exc)[1:]}.")
-    for run_id, embedder_id, dim in store.conn.execute(
+    for run_id, embedder_id, dim in store._conn.execute(
             "select r.id, r.embedder_id, e.dim from runs r join embedders e on e.id = r.embedder_id"
             " order by r.id").fetchall():
         before = len(report.problems)
         # Not store.run_info: a damaged run record must be reported, not stop the check.
-        reader = VectorReader(store.conn, store.path, vec_table(embedder_id), dim)
+        reader = VectorReader(store._conn, store.path, vec_table(embedder_id), dim)
         counts = _check_counts(store, run_id, embedder_id, report.problems)
         _check_vectors(store, run_id, reader, report.problems)
         searches = _known_searches(store, run_id, reader, report.problems)
@@ -115,12 +115,12 @@ def _frames_not_checkpointed(path: Path) -> int:
 
 
 def _check_tables(store: Store, report: CheckReport) -> None:
-    captions = store.conn.execute("select count(*) from captions").fetchone()[0]
-    orphans = store.conn.execute(
+    captions = store._conn.execute("select count(*) from captions").fetchone()[0]
+    orphans = store._conn.execute(
         "select count(*) from captions c where not exists (select 1 from tiles t where t.id = c.tile_id)").fetchone()[0]
-    has_words = store.conn.execute(
+    has_words = store._conn.execute(
         "select count(*) from sqlite_schema where type = 'table' and name = 'caption_fts'").fetchone()[0]
-    words = store.conn.execute("select count(*) from caption_fts").fetchone()[0] if has_words else None
+    words = store._conn.execute("select count(*) from caption_fts").fetchone()[0] if has_words else None
     if words is None:
         report.problems.append("The word index (table caption_fts) is missing: search works without --lexical.")
     elif not captions == words:
@@ -130,12 +130,12 @@ def _check_tables(store: Store, report: CheckReport) -> None:
 
 
 def _check_counts(store: Store, run_id: int, embedder_id: int, problems: list) -> int:
-    captions = store.conn.execute(
+    captions = store._conn.execute(
         "select count(*) from captions c join tiles t on t.id = c.tile_id where t.run_id = ?", (run_id,)).fetchone()[0]
-    vectors = store.conn.execute(
+    vectors = store._conn.execute(
         f"select count(*) from {vec_table(embedder_id)} where run_id = ?", (run_id,)).fetchone()[0]
     recorded = store.vector_state(run_id)[0]
-    bare = store.conn.execute(
+    bare = store._conn.execute(
         "select count(*) from tiles t where t.run_id = ? and t.status = 'done' and not exists"
         " (select 1 from captions c where c.tile_id = t.id)", (run_id,)).fetchone()[0]
     if not captions == vectors == recorded:
@@ -147,7 +147,7 @@ def _check_counts(store: Store, run_id: int, embedder_id: int, problems: list) -
 
 def _check_vectors(store: Store, run_id: int, reader: VectorReader, problems: list) -> None:
     """Every vector of the run (its one copy, in vec0's chunks): dim float32 values, finite, unit (or zero)."""
-    caption_ids, _ = run_caption_ids(store.conn, run_id)
+    caption_ids, _ = run_caption_ids(store._conn, run_id)
     for start in range(0, len(caption_ids), CHUNK):
         ids = caption_ids[start:start + CHUNK]
         try:
@@ -168,7 +168,7 @@ def _check_vectors(store: Store, run_id: int, reader: VectorReader, problems: li
 
 def _known_searches(store: Store, run_id: int, reader: VectorReader, problems: list) -> int:
     """Search with a few stored vectors: each must find its own caption at distance ~0."""
-    ids = [row[0] for row in store.conn.execute(
+    ids = [row[0] for row in store._conn.execute(
         "select c.id from captions c join tiles t on t.id = c.tile_id where t.run_id = ? order by c.id", (run_id,))]
     picks = sorted({ids[0], ids[len(ids) // 2], ids[-1]}) if ids else []
     for caption_id in picks[:KNOWN_SEARCHES]:
@@ -180,7 +180,7 @@ def _known_searches(store: Store, run_id: int, reader: VectorReader, problems: l
         if not len(found):
             problems.append(f"Run {run_id}: caption {caption_id} has no vector.")
             continue
-        hits = store.conn.execute(
+        hits = store._conn.execute(
             f"select caption_id, distance from {reader.table} where embedding match ? and k = 8"
             " and run_id = ? order by distance", (vectors[0].tobytes(), run_id)).fetchall()
         exact = [cid for cid, distance in hits if distance <= SAME_VECTOR]

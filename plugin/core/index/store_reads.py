@@ -252,7 +252,7 @@ class VectorReader:
     """
 
     def __init__(self, conn: sqlite3.Connection, path: Path, table: str, dim: int):
-        self.conn, self.path, self.table, self.dim = conn, path, table, dim
+        self._conn, self.path, self.table, self.dim = conn, path, table, dim
         self.stride = 4 * dim
         self._blob_io = hasattr(conn, "blobopen")  # Python 3.11+
         try:
@@ -277,7 +277,7 @@ class VectorReader:
     def _read_by_point_queries(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         found, blobs = [], []
         for caption_id in ids.tolist():
-            row = self.conn.execute(f"select embedding from {self.table} where caption_id = ?",
+            row = self._conn.execute(f"select embedding from {self.table} where caption_id = ?",
                                     (caption_id,)).fetchone()
             if row is not None:
                 found.append(caption_id)
@@ -292,10 +292,10 @@ class VectorReader:
             return empty, empty, empty
         low, high = int(wanted.min()), int(wanted.max())
         if len(wanted) * 4 >= high - low:  # dense (a whole run): one range scan, then keep the wanted
-            cursor = self.conn.execute(f"select rowid, chunk_id, chunk_offset from {self.table}_rowids"
+            cursor = self._conn.execute(f"select rowid, chunk_id, chunk_offset from {self.table}_rowids"
                                        " where rowid between ? and ? order by rowid", (low, high))
         else:
-            cursor = self.conn.execute(f"select rowid, chunk_id, chunk_offset from {self.table}_rowids"
+            cursor = self._conn.execute(f"select rowid, chunk_id, chunk_offset from {self.table}_rowids"
                                        " where rowid in (select value from json_each(?)) order by rowid",
                                        (ids_param(wanted),))
         rows = np.array(cursor.fetchall(), dtype=np.int64).reshape(-1, 3)
@@ -304,14 +304,14 @@ class VectorReader:
 
     def _chunk_vectors(self, chunk_id: int, offsets: np.ndarray) -> np.ndarray:
         if len(offsets) >= WHOLE_CHUNK_MIN or not self._blob_io:
-            row = self.conn.execute(f"select vectors from {self.table}_vector_chunks00 where rowid = ?",
+            row = self._conn.execute(f"select vectors from {self.table}_vector_chunks00 where rowid = ?",
                                     (chunk_id,)).fetchone()
             data = row[0] if row else b""
             self._check(chunk_id, offsets, len(data))
             whole = np.frombuffer(data, dtype=np.float32).reshape(-1, self.dim)
             return whole[offsets]
         try:
-            blob = self.conn.blobopen(f"{self.table}_vector_chunks00", "vectors", chunk_id, readonly=True)
+            blob = self._conn.blobopen(f"{self.table}_vector_chunks00", "vectors", chunk_id, readonly=True)
         except sqlite3.OperationalError:  # no such chunk row
             self._check(chunk_id, offsets, 0)
         with blob:

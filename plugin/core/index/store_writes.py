@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -15,12 +15,14 @@ from .store_reads import ids_param, vec_table
 
 @dataclass(frozen=True)
 class TileCaptions:
-    """What one tile's captioning produced: its variants, one vector each, the model's raw answer."""
+    """What one tile's captioning produced: its variants, one vector each, the model's raw answer,
+    and the checksum of the pixels it saw (change detection; None keeps the stored one)."""
 
     tile_id: int
     variants: Sequence[CaptionVariant]
     vectors: np.ndarray
     raw: str = ""
+    pixel_hash: Optional[str] = None
 
 
 def write_captions(conn: sqlite3.Connection, entries: Sequence[TileCaptions], stamp: str) -> None:
@@ -65,7 +67,7 @@ class _Rows:
             self.vec[embedder_id].append((next_id, blob, run_id, *bbox, entry.tile_id))
             self.fts.append((next_id, variant.embedding_text()))
             next_id += 1
-        self.tiles.append((entry.raw, self.stamp, entry.tile_id))
+        self.tiles.append((entry.raw, self.stamp, entry.pixel_hash, entry.tile_id))
         return next_id
 
     def insert(self, conn: sqlite3.Connection) -> None:
@@ -75,8 +77,8 @@ class _Rows:
             conn.executemany(f"insert into {vec_table(embedder_id)} (caption_id, embedding, run_id,"
                              " minx, miny, maxx, maxy, tile_id) values (?,?,?,?,?,?,?,?)", rows)
         conn.executemany("insert into caption_fts (rowid, text) values (?, ?)", self.fts)
-        conn.executemany("update tiles set status = 'done', reason = '', raw = ?, updated_at = ?"
-                         " where id = ?", self.tiles)
+        conn.executemany("update tiles set status = 'done', reason = '', raw = ?, updated_at = ?,"
+                         " pixel_hash = coalesce(?, pixel_hash) where id = ?", self.tiles)
 
 
 def _tiles_for_write(conn: sqlite3.Connection, tile_ids: Sequence[int]) -> dict[int, tuple]:

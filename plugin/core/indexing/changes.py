@@ -19,8 +19,6 @@ import os
 from typing import Sequence
 
 from ..index.store import Store
-from ..index.store_reads import finished_tiles_page, run_raster_state
-from ..index.store_writes import requeue_tiles, set_pixel_hashes, set_run_raster_state
 from ..raster.tiling import RasterInfo, Window, pixel_hash, read_window
 
 PAGE = 1_000  # tiles compared per transaction: a kill loses at most one page of comparisons
@@ -45,14 +43,6 @@ def raster_state(info: RasterInfo, dataset) -> str:
                       sort_keys=True)
 
 
-def save_pixel_hashes(store: Store, hashes: dict) -> None:
-    """Record tiles' pixel checksums (None values are left out); the caller may hold the transaction."""
-    rows = [(value, tile_id) for tile_id, value in hashes.items() if value is not None]
-    if rows:
-        with store.atomic():
-            set_pixel_hashes(store.conn, rows)
-
-
 def requeue_changed_tiles(store: Store, run_id: int, dataset, bands: Sequence[int],
                           info: RasterInfo) -> tuple[str, ...]:
     """Set the run's finished tiles whose pixels changed back to pending; a note saying so, if any.
@@ -62,14 +52,13 @@ def requeue_changed_tiles(store: Store, run_id: int, dataset, bands: Sequence[in
     imported) get one now: later edits to them are then caught.
     """
     state = raster_state(info, dataset)
-    seen = run_raster_state(store.conn, run_id)
+    seen = store.raster_state(run_id)
     if seen == state:
         return ()
     changed = total = 0
     if seen is not None:
         changed, total = _compare(store, run_id, dataset, bands)
-    with store.atomic():
-        set_run_raster_state(store.conn, run_id, state)
+    store.set_raster_state(run_id, state)
     if not changed:
         return ()
     return (f"{info.path} changed since run {run_id} captioned it: {changed} of {total} finished tiles "
@@ -79,13 +68,11 @@ def requeue_changed_tiles(store: Store, run_id: int, dataset, bands: Sequence[in
 def _compare(store: Store, run_id: int, dataset, bands: Sequence[int]) -> tuple[int, int]:
     changed = total = 0
     last = 0
-    while rows := finished_tiles_page(store.conn, run_id, last, PAGE):
+    while rows := store.finished_tiles_page(run_id, last, PAGE):
         fresh = {row[0]: pixel_hash(read_window(dataset, Window(*row[1:5]), list(bands))) for row in rows}
         moved = [tile_id for tile_id, old in ((row[0], row[5]) for row in rows)
                  if old is not None and old != fresh[tile_id]]
-        with store.atomic():
-            save_pixel_hashes(store, fresh)
-            requeue_tiles(store.conn, moved)
+        store.save_pixel_check(fresh, changed=moved)
         changed, total, last = changed + len(moved), total + len(rows), rows[-1][0]
     return changed, total
 

@@ -12,7 +12,6 @@ from ..captions import FIELDS, CaptionVariant
 from ..embedding import Embedder
 from ..index.embedder_identity import resolve_embedder
 from ..errors import CaptionImportError
-from ..index.sqlite_errors import write_failure
 from ..index.store import Store
 from ..raster.tiling import Tile, TileGrid, Window, open_raster, read_info
 
@@ -112,7 +111,7 @@ def import_captions(store: Store, embedder: Embedder, raster_path: str, captions
     try:
         return _import(store, embedder, raster_path, Path(captions_path), tile_size, overlap, progress)
     except sqlite3.Error as exc:
-        failure = write_failure(store.path, exc, store.conn)
+        failure = store.write_failure(exc)
         if failure is None:
             raise  # not about the file or the disk: a bug, keep its traceback
         raise failure from exc

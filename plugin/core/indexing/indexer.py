@@ -10,7 +10,7 @@ from itertools import islice
 from typing import Callable, Iterator, Optional, Sequence
 
 from ..captioning.base import CaptionResult
-from .changes import requeue_changed_tiles, save_pixel_hashes
+from .changes import requeue_changed_tiles
 from ..index.embedder_identity import resolve_embedder
 from ..embedding import Embedder
 from ..errors import CaptionError, IndexingError, TileScribeError
@@ -18,9 +18,7 @@ from .index_settings import IndexSettings
 from ..index.locking import IndexerLock
 from ..index.health import check_after_crash
 from ..raster.rendering import choose_bands, read_palette, render_identity, render_tile_png
-from ..index.sqlite_errors import write_failure
-from ..index.store import Store, StoredTile
-from ..index.store_reads import RunInfo
+from ..index.store import RunInfo, Store, StoredTile, TileCaptions
 from ..raster.tiling import (Tile, TileGrid, content_skip_reason, gdal_errors_as_exceptions,
                      open_raster, pixel_hash, read_info, read_window)
 
@@ -108,7 +106,7 @@ def index_raster(store: Store, captioner, embedder: Embedder, raster_path: str,
             job.palette = palette
             report = job.run(dataset, bands)
     except sqlite3.Error as exc:
-        failure = write_failure(store.path, exc, store.conn)
+        failure = store.write_failure(exc)
         if failure is None:
             raise  # not about the file or the disk: a bug, keep its traceback
         raise failure from exc
@@ -255,9 +253,7 @@ class _IndexJob:
             self.hashes[tile.id] = pixel_hash(data)
             reason = content_skip_reason(data)
             if reason:
-                with self.store.atomic():
-                    self.store.mark_tile(tile.id, "skipped", reason)
-                    save_pixel_hashes(self.store, {tile.id: self.hashes.pop(tile.id)})
+                self.store.mark_tile(tile.id, "skipped", reason, pixel_hash=self.hashes.pop(tile.id))
                 self._moved(tile, "skipped")
                 continue
             png = render_tile_png(data, self.settings.render, self.palette)
@@ -274,13 +270,13 @@ class _IndexJob:
         texts = [v.embedding_text() for _, result in batch for v in result.variants]
         vectors = self.embedder.embed(texts)
         t1 = time.perf_counter()
-        offset = 0
-        with self.store.atomic():  # these tiles' captions and vectors, all or nothing
-            for tile, result in batch:
-                count = len(result.variants)
-                self.store.save_captions(tile.id, result.variants, vectors[offset:offset + count], result.raw)
-                offset += count
-            save_pixel_hashes(self.store, {tile.id: self.hashes.pop(tile.id, None) for tile, _ in batch})
+        entries, offset = [], 0
+        for tile, result in batch:
+            count = len(result.variants)
+            entries.append(TileCaptions(tile.id, result.variants, vectors[offset:offset + count], result.raw,
+                                        self.hashes.pop(tile.id, None)))
+            offset += count
+        self.store.save_captions_many(entries)  # these tiles' captions, vectors and checksums, all or nothing
         self.timings.embed += t1 - t0
         self.timings.store += time.perf_counter() - t1
         for tile, result in batch:

@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 from .fastsearch import FastIndex
-from ..index.store import Store
-from ..index.store_reads import RunInfo
+from ..index.store import RunInfo, Store
 
 # Below this many vectors the exact search takes tens of milliseconds: no index worth holding.
 FAST_MIN_VECTORS = 50_000

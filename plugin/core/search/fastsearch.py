@@ -8,8 +8,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..errors import IndexFileError
-from ..index.store import Store
-from ..index.store_reads import RunInfo, VectorReader, run_caption_ids, snapshot, tile_boxes
+from ..index.store import RunInfo, Store, VectorReader
 
 # Every vector is held in RAM as its projection on the run's leading principal components
 # (PCA of unit vectors): the first STAGE1_DIMS as float32, scored for every vector (a million:
@@ -156,16 +155,16 @@ class FastIndex:
     def load(cls, store: Store, run: RunInfo) -> "FastIndex":
         """Read and project every vector of the run (in chunks: memory stays at the projected size)."""
         run_id, dim = run.id, run.dim
-        with snapshot(store.conn):
+        with store.snapshot():
             state = store.vector_state(run_id)
-            caption_ids, tile_ids = run_caption_ids(store.conn, run_id)
+            caption_ids, tile_ids = store.run_caption_ids(run_id)
             sample = np.sort(np.random.default_rng(0).permutation(caption_ids)[:PCA_SAMPLE])
             reader = store.vector_reader(run)
             projection = Projection.fit(reader.read(sample)[1], min(dim, STAGE1_DIMS + STAGE2_DIMS + TAIL_DIMS),
                                         STAGE1_DIMS)
             stage1, stage2, tail = _projected_rows(store, reader, caption_ids, projection)
             tile_list, tile_pos = np.unique(tile_ids, return_inverse=True)
-            tiles = Columns(id=tile_list, bbox=tile_boxes(store.conn, run_id, tile_list))
+            tiles = Columns(id=tile_list, bbox=store.tile_boxes(run_id, tile_list))
         rows = Columns(stage1=stage1, stage2=stage2, tail=tail, caption_id=caption_ids,
                        tile=tile_pos.astype(np.int32))
         return cls(run, (len(caption_ids), state[1]), projection, rows, tiles)
@@ -175,16 +174,16 @@ class FastIndex:
         state = store.vector_state(self.run_id)
         if state[1] == self.state[1]:
             return True
-        with snapshot(store.conn):
+        with store.snapshot():
             state = store.vector_state(self.run_id)
             last = int(self.rows["caption_id"][-1]) if self.rows.n else 0
-            caption_ids, tile_ids = run_caption_ids(store.conn, self.run_id, after=last)
+            caption_ids, tile_ids = store.run_caption_ids(self.run_id, after=last)
             if self.rows.n + len(caption_ids) != state[0] or np.isin(tile_ids, self.tiles["id"]).any():
                 return False  # captions were replaced or deleted: appending cannot express that
             stage1, stage2, tail = _projected_rows(store, store.vector_reader(self.run), caption_ids,
                                                    self.projection)
             new_tiles, tile_pos = np.unique(tile_ids, return_inverse=True)
-            boxes = tile_boxes(store.conn, self.run_id, new_tiles)
+            boxes = store.tile_boxes(self.run_id, new_tiles)
         self.rows.append(stage1=stage1, stage2=stage2, tail=tail, caption_id=caption_ids,
                          tile=(tile_pos + self.tiles.n).astype(np.int32))
         self.tiles.append(id=new_tiles, bbox=boxes)

@@ -8,7 +8,6 @@ from typing import Iterable, Sequence
 
 from ..errors import IndexFileError
 from ..index.store import Store
-from ..index.store_reads import word_matches
 
 MAX_TERMS = 64
 RRF_K = 60  # the constant of Cormack et al. (2009), also SQLite/Elastic's usual default
@@ -37,7 +36,7 @@ def lexical_ranking(store: Store, run_id: int, text: str, limit: int = 200, exte
     if not query:
         return []
     try:
-        rows = word_matches(store.conn, query, run_id, extent, (limit + len(exclude)) * 8)
+        rows = store.word_matches(query, run_id, extent, (limit + len(exclude)) * 8)
     except sqlite3.OperationalError as exc:
         if "no such table: caption_fts" not in str(exc):
             raise

@@ -15,9 +15,7 @@ from ..errors import QueryError
 from .fast_cache import FAST_MIN_VECTORS, FastIndexCache
 from .fastsearch import Best, FastIndex, pool_sizes
 from .lexical import lexical_ranking, reciprocal_rank_fusion
-from ..index import store_reads
-from ..index.store import Store
-from ..index.store_reads import RunInfo
+from ..index.store import RunInfo, Store
 from ..raster.tiling import Window
 
 MAX_QUERY_CHARS = 2000  # embedders truncate long input anyway; refuse pasted documents
@@ -203,16 +201,15 @@ def _check_embedder(store: Store, run: RunInfo, embedder: Embedder) -> None:
 
 def _best_variant_per_tile(store: Store, run: RunInfo, vector: np.ndarray, request: SearchRequest):
     """[(tile_db_id, caption_id, similarity)] best first, one entry per tile, at most k."""
-    table = run.vector_table
     excluded = set(request.exclude_tiles)
     k_variants = min(KNN_LIMIT, max(64, request.k * 8))
     while True:
-        rows = store_reads.nearest_variants(store.conn, table, vector, k_variants, run.id, request.extent)
+        rows = store.nearest_variants(run, vector, k_variants, request.extent)
         best = _first_per_tile(rows, excluded, request.k)
         if len(best) >= request.k or len(rows) < k_variants:
             return best
         if k_variants == KNN_LIMIT:  # more than 4096 variants before k distinct tiles: rare; scan exactly
-            rows = store_reads.all_variants_by_distance(store.conn, table, vector, run.id, request.extent)
+            rows = store.all_variants_by_distance(run, vector, request.extent)
             return _first_per_tile(rows, excluded, request.k)
         k_variants = min(KNN_LIMIT, k_variants * 4)
 
@@ -230,7 +227,7 @@ def _first_per_tile(rows, excluded: set, k: int) -> list[tuple[int, int, float]]
 
 def _hits(store: Store, run: RunInfo, best) -> list[SearchHit]:
     raster = store.raster_info(run.raster_id)
-    tiles, captions = store_reads.hit_rows(store.conn, [b[0] for b in best], [b[1] for b in best])
+    tiles, captions = store.hit_rows([b[0] for b in best], [b[1] for b in best])
     hits = []
     for rank, (tile_db_id, caption_id, score) in enumerate(best, start=1):
         window, bbox = Window(*tiles[tile_db_id][:4]), tuple(tiles[tile_db_id][4:])
@@ -262,4 +259,4 @@ def similar_tiles(store: Store, tile_db_id: int, k: int = SearchRequest.k,
 
 def tile_at(store: Store, run_id: int, x: float, y: float) -> Optional[int]:
     """Id of the run's captioned tile containing point (x, y) in the raster's CRS, if any."""
-    return store_reads.tile_at(store.conn, run_id, x, y)
+    return store.tile_at(run_id, x, y)
