@@ -1,1 +1,1 @@
-"""TileScribe plugin package: `core` (no QGIS), `cli`, and the QGIS side."""
+"""TileScribe plugin package: `core` (no QGIS), `worker`, `cli`, `bootstrap`, and the QGIS side (`qgis`)."""

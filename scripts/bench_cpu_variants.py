@@ -118,7 +118,7 @@ def main() -> int:
         variants = [v for v in variants if v.name in args.variants]
     if args.with_native:
         variants.insert(0, NATIVE)
-    from tilescribe.plugin.core.bench.shaped_gguf import shaped_pair
+    from tilescribe.devtools.bench.shaped_gguf import shaped_pair
 
     model, _ = shaped_pair(args.shape, log=log)
     rows = []

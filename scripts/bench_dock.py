@@ -3,7 +3,7 @@
 Usage: .venv/bin/python scripts/bench_dock.py [--vectors 10000,1000000] [--queries 30]
 
 For each size it builds (once, cached in build/bench-dock/) a synthetic index of that many
-caption vectors (plugin/core/bench/synthetic.py), opens it in the real dock of the plugin
+caption vectors (devtools/bench/synthetic.py), opens it in the real dock of the plugin
 (offscreen QGIS, a real QgsMapCanvas with the layer tree bridge), warms the worker, then for
 each query types it, presses Enter and waits until the search task has ended, the results
 list has painted and the canvas has finished drawing the highlight layer. Beside it, on the
@@ -33,7 +33,7 @@ QUERIES = ["a bridge over a river", "an airplane parked at an airport", "dense f
 
 
 def synthetic_index(n_vectors: int) -> Path:
-    from tilescribe.plugin.core.bench.synthetic import build_synthetic_index
+    from tilescribe.devtools.bench.synthetic import build_synthetic_index
 
     CACHE.mkdir(parents=True, exist_ok=True)
     path = CACHE / f"synthetic-{n_vectors}.tilescribe.sqlite"

@@ -32,10 +32,10 @@ def demo_raster() -> tuple[Path, int, str]:
 def index_and_search(embedder) -> None:
     from tilescribe.plugin.cli.progress import ProgressBar
     from tilescribe.plugin.core.captioning.factory import CaptionerSettings, make_captioner
-    from tilescribe.plugin.core.export import hits_to_geojson, hits_to_text
-    from tilescribe.plugin.core.indexer import IndexSettings, index_raster
-    from tilescribe.plugin.core.search import SearchRequest, search
-    from tilescribe.plugin.core.store import Store
+    from tilescribe.plugin.core.search.export import hits_to_geojson, hits_to_text
+    from tilescribe.plugin.core.indexing.indexer import IndexSettings, index_raster
+    from tilescribe.plugin.core.search.search import SearchRequest, search
+    from tilescribe.plugin.core.index.store import Store
 
     raster, tile_size, origin = demo_raster()
     settings = CaptionerSettings.from_environment()
@@ -67,12 +67,12 @@ def index_and_search(embedder) -> None:
 
 
 def ucm_human_captions(embedder) -> None:
-    from tilescribe.plugin.core.export import hits_to_geojson, hits_to_text
-    from tilescribe.plugin.core.importer import import_captions
-    from tilescribe.plugin.core.mosaic_demo import (
+    from tilescribe.plugin.core.search.export import hits_to_geojson, hits_to_text
+    from tilescribe.plugin.core.indexing.importer import import_captions
+    from tilescribe.devtools.mosaic_demo import (
         CLASS_QUERIES, load_mosaic_ground_truth, precision_at, write_import_file)
-    from tilescribe.plugin.core.search import SearchRequest, search
-    from tilescribe.plugin.core.store import Store
+    from tilescribe.plugin.core.search.search import SearchRequest, search
+    from tilescribe.plugin.core.index.store import Store
 
     folder = SHARED / "ucm_captions_test"
     print("\n== 2. Search quality on human captions: the UCM mosaic (210 real images, 21 classes)")

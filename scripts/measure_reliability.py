@@ -11,13 +11,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from rasters import write_raster
 from fakes import FakeCaptioner, HashingEmbedder
 from tilescribe.plugin.core.embedding import SentenceTransformerEmbedder
-from tilescribe.plugin.core.embedder_identity import embedder_probe
-from tilescribe.plugin.core.indexer import IndexSettings, index_raster
-from tilescribe.plugin.core.store import Store
-from tilescribe.plugin.core.changes import requeue_changed_tiles
-from tilescribe.plugin.core.tiling import open_raster, read_info
-from tilescribe.plugin.core.health import check_after_crash, check_index
-from tilescribe.plugin.core.bench.synthetic import build_synthetic_index
+from tilescribe.plugin.core.index.embedder_identity import embedder_probe
+from tilescribe.plugin.core.indexing.indexer import IndexSettings, index_raster
+from tilescribe.plugin.core.index.store import Store
+from tilescribe.plugin.core.indexing.changes import requeue_changed_tiles
+from tilescribe.plugin.core.raster.tiling import open_raster, read_info
+from tilescribe.plugin.core.index.health import check_after_crash, check_index
+from tilescribe.devtools.bench.synthetic import build_synthetic_index
 
 tmp = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/tilescribe-measure")
 tmp.mkdir(parents=True, exist_ok=True)

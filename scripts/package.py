@@ -5,7 +5,7 @@ Usage: python scripts/package.py [--out DIR]
 The archive holds one folder, tilescribe/, with the plugin code, its .ui files and
 icons, and what sets up the worker's environment (requirements.txt, environment.env,
 scripts/setup.sh, plugin/bootstrap);
-never tests, caches, virtual environments, indexes, models or data.
+never tests, devtools/ (benchmarks, demo data), caches, virtual environments, indexes, models or data.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ HEAVY_MODULES = ("torch", "sentence_transformers", "llama_cpp", "transformers", 
 
 def build_index(work: Path) -> Path:
     """A symlink to the mosaic with its index beside it (captions 1-2 of each tile)."""
-    from tilescribe.plugin.core.mosaic_demo import load_mosaic_ground_truth, write_import_file
+    from tilescribe.devtools.mosaic_demo import load_mosaic_ground_truth, write_import_file
 
     raster = work / "ucm_mosaic.tif"
     raster.symlink_to(MOSAIC_DIR / "ucm_grid_mosaic_synthetic_georef.tif")

@@ -15,7 +15,7 @@ import sys
 
 
 def _log_caption_calls(log_path: str) -> None:
-    from tilescribe.plugin.core import indexer
+    from tilescribe.plugin.core.indexing import indexer
 
     stream = indexer._caption_stream
 

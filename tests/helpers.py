@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from tilescribe.plugin.core.captions import CaptionVariant
-from tilescribe.plugin.core.store import Store
-from tilescribe.plugin.core.tiling import (RasterInfo, Tile, TileGrid, content_bands, content_skip_reason,
+from tilescribe.plugin.core.index.store import Store
+from tilescribe.plugin.core.raster.tiling import (RasterInfo, Tile, TileGrid, content_bands, content_skip_reason,
                                           open_raster, read_info, read_window)
 
 

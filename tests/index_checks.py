@@ -6,8 +6,8 @@ from collections import Counter
 from pathlib import Path
 
 from tilescribe.plugin.core.errors import IndexFileError
-from tilescribe.plugin.core.store import Store
-from tilescribe.plugin.core.store_reads import RunInfo
+from tilescribe.plugin.core.index.store import Store
+from tilescribe.plugin.core.index.store_reads import RunInfo
 
 
 def index_state(db: Path, variants: int) -> dict[str, tuple]:
@@ -26,7 +26,7 @@ def index_state(db: Path, variants: int) -> dict[str, tuple]:
         assert "older schema" in str(exc), exc  # killed before the schema was committed
         return {}
     with store:
-        conn = store.conn
+        conn = store._conn
         assert conn.execute("pragma integrity_check").fetchall() == [("ok",)]
         runs = store.runs()
         if not runs:
@@ -36,7 +36,7 @@ def index_state(db: Path, variants: int) -> dict[str, tuple]:
 
 
 def _run_state(store: Store, run: RunInfo, variants: int) -> dict[str, tuple]:
-    conn = store.conn
+    conn = store._conn
     tiles = {row[0]: row[1:] for row in conn.execute(
         "select id, tile_key, status, updated_at from tiles where run_id = ?", (run.id,))}
     captions = {row[0]: row[1:] for row in conn.execute("select id, tile_id, variant from captions")}

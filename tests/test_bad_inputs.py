@@ -30,11 +30,11 @@ from helpers import in_process_cli
 from index_checks import index_state
 from rasters import write_raster
 from tilescribe.plugin.cli import index_command
-from tilescribe.plugin.core import indexer
+from tilescribe.plugin.core.indexing import indexer
 from tilescribe.plugin.core.captioning import tiny_gguf
-from tilescribe.plugin.core.migrations import SCHEMA_VERSION
-from tilescribe.plugin.core.store import Store
-from tilescribe.plugin.core.tiling import TileGrid, open_raster, read_info
+from tilescribe.plugin.core.index.migrations import SCHEMA_VERSION
+from tilescribe.plugin.core.index.store import Store
+from tilescribe.plugin.core.raster.tiling import TileGrid, open_raster, read_info
 
 CAPTIONS = [
     {"window": [0, 0, 128, 128], "captions": ["a harbour with many boats", "boats at a pier"]},
@@ -121,7 +121,7 @@ def _assert_kept(before: tuple, db: Path) -> None:
     after = _snapshot(db)
     assert set(before[0]) <= set(after[0]) and set(before[1]) <= set(after[1]), "indexed work was lost"
     with Store(db, readonly=True) as store:
-        assert store.conn.execute("pragma integrity_check").fetchone() == ("ok",)
+        assert store._conn.execute("pragma integrity_check").fetchone() == ("ok",)
 
 
 def run_row(row: Row, ctx: Ctx, cli, monkeypatch) -> tuple[str, str]:
@@ -618,7 +618,7 @@ def test_registration_killed_half_way_is_completed_next_run(tmp_path, monkeypatc
         assert sum(store.tile_counts(run_id).values()) == 2000
         monkeypatch.setattr(store, "add_tiles", add_tiles)
         indexer.register_grid(store, run_id, info, grid)
-        keys = [row[0] for row in store.conn.execute("select tile_key from tiles where run_id = ?", (run_id,))]
+        keys = [row[0] for row in store._conn.execute("select tile_key from tiles where run_id = ?", (run_id,))]
     assert len(keys) == len(set(keys)) == len(grid) == 49 * 49
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tilescribe.plugin.cli.main import main
-from tilescribe.plugin.core.bench.synthetic import SyntheticCaptions
+from tilescribe.devtools.bench.synthetic import SyntheticCaptions
 
 
 def test_bench_search_reports_latency_and_recall_as_json(capsys, tmp_path):

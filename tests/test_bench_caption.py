@@ -18,7 +18,7 @@ def test_bench_caption_reports_each_engine_setting(tmp_path, monkeypatch, capsys
     except ModelError as exc:
         pytest.skip(f"no llama-server: {exc}")
     from tilescribe.plugin.cli.main import main
-    from tilescribe.plugin.core.bench import shaped_gguf
+    from tilescribe.devtools.bench import shaped_gguf
 
     monkeypatch.setattr(shaped_gguf, "CACHE", tmp_path / "models")
     code = main(["bench-caption", "--shape", "tiny", "--tiles", "2", "--answer-tokens", "12",

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from helpers import in_process_cli
-from tilescribe.plugin.core.migrations import SCHEMA_VERSION
+from tilescribe.plugin.core.index.migrations import SCHEMA_VERSION
 
 CAPTIONS = [
     {"window": [0, 0, 128, 128], "captions": ["a harbour with many boats", "boats at a pier"]},
@@ -66,7 +66,7 @@ def test_info_counts_tiles_variants_and_vectors(cli, db):
 
 
 def _newer_schema(path):
-    from tilescribe.plugin.core.store import Store
+    from tilescribe.plugin.core.index.store import Store
 
     Store(path, create=True).close()
     conn = sqlite3.connect(path)

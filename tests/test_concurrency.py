@@ -18,8 +18,8 @@ import pytest
 from fakes import HashingEmbedder
 from index_checks import index_state
 from rasters import write_raster
-from tilescribe.plugin.core.search import SearchRequest, search
-from tilescribe.plugin.core.store import Store
+from tilescribe.plugin.core.search.search import SearchRequest, search
+from tilescribe.plugin.core.index.store import Store
 
 HARNESS = Path(__file__).with_name("cli_harness.py")
 
@@ -121,7 +121,7 @@ def test_a_second_indexer_on_the_same_file_is_refused_and_the_first_goes_on(tmp_
 @pytest.mark.slow
 def test_worker_client_vanishing_during_an_index_job_cancels_it_and_keeps_the_work(tmp_path, raster):
     db = tmp_path / "r.tilescribe.sqlite"
-    worker = subprocess.Popen([sys.executable, "-m", "tilescribe.plugin.core.worker"], stdin=subprocess.PIPE,
+    worker = subprocess.Popen([sys.executable, "-m", "tilescribe.plugin.worker.server"], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
     try:
         assert json.loads(worker.stdout.readline())["event"] == "ready"
@@ -150,7 +150,7 @@ def test_worker_client_vanishing_during_an_index_job_cancels_it_and_keeps_the_wo
 
 
 def _lock_is_free(db: Path) -> bool:
-    from tilescribe.plugin.core.locking import IndexerLock
+    from tilescribe.plugin.core.index.locking import IndexerLock
 
     IndexerLock(db).check_free()
     return True

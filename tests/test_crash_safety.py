@@ -25,7 +25,7 @@ from index_checks import index_state
 from rasters import write_raster
 from tilescribe.plugin.cli import index_command
 from tilescribe.plugin.cli.main import main
-from tilescribe.plugin.core.store import Store
+from tilescribe.plugin.core.index.store import Store
 
 HARNESS = Path(__file__).with_name("cli_harness.py")
 KILLS = 20
@@ -165,7 +165,7 @@ def test_disk_full_stops_with_a_clear_message_and_the_index_resumes(tmp_path, mo
         def __call__(self, p):  # after 5 tiles the index may not grow any more: the disk is full
             super().__call__(p)
             if p.done == 5:
-                conn = opened[-1].conn
+                conn = opened[-1]._conn
                 conn.execute(f"pragma max_page_count = {conn.execute('pragma page_count').fetchone()[0]}")
 
     class Recorded(Store):

@@ -23,8 +23,8 @@ from tilescribe.plugin.core.evaluation import (
     run_end_to_end,
     with_images_dir,
 )
-from tilescribe.plugin.core.search import SearchRequest, search
-from tilescribe.plugin.core.store import Store
+from tilescribe.plugin.core.search.search import SearchRequest, search
+from tilescribe.plugin.core.index.store import Store
 
 pytestmark = pytest.mark.filterwarnings("ignore:Dataset has no geotransform")  # UCM-like, no CRS
 

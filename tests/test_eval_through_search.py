@@ -174,8 +174,8 @@ def test_a_full_temporary_disk_is_named_and_leaves_nothing(tmp_path, monkeypatch
 
     def write_on_a_full_disk(store, embedder, variant_texts):
         # The file may not grow past its schema: SQLite's own "database or disk is full".
-        pages = store.conn.execute("pragma page_count").fetchone()[0]
-        store.conn.execute(f"pragma max_page_count = {pages}")
+        pages = store._conn.execute("pragma page_count").fetchone()[0]
+        store._conn.execute(f"pragma max_page_count = {pages}")
         return write(store, embedder, variant_texts)
 
     monkeypatch.setattr(through_search, "write_fold_index", write_on_a_full_disk)

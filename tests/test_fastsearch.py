@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tilescribe.plugin.core.bench.synthetic import build_synthetic_index
+from tilescribe.devtools.bench.synthetic import build_synthetic_index
 from tilescribe.plugin.core.captions import CaptionVariant
 from tilescribe.plugin.core.errors import QueryError
-from tilescribe.plugin.core.fast_cache import FastIndexCache
-from tilescribe.plugin.core.fastsearch import FastIndex, Projection
-from tilescribe.plugin.core.search import SearchRequest, search_vector
-from tilescribe.plugin.core.store import Store
-from tilescribe.plugin.core.tiling import Tile, Window
+from tilescribe.plugin.core.search.fast_cache import FastIndexCache
+from tilescribe.plugin.core.search.fastsearch import FastIndex, Projection
+from tilescribe.plugin.core.search.search import SearchRequest, search_vector
+from tilescribe.plugin.core.index.store import Store
+from tilescribe.plugin.core.raster.tiling import Tile, Window
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +175,7 @@ def test_auto_mode_searches_exactly_until_the_background_load_is_ready(synthetic
     auto = ranked(store, query, synthetic.run_id, k=10)  # no cache: exact
     search_vector(store, query, SearchRequest("q", k=10), store.run_info(synthetic.run_id), cache)
     assert not cache.ready(synthetic.path, synthetic.run_id)  # 20,000 vectors: below the threshold
-    monkeypatch.setattr("tilescribe.plugin.core.search.FAST_MIN_VECTORS", 1000)
+    monkeypatch.setattr("tilescribe.plugin.core.search.search.FAST_MIN_VECTORS", 1000)
     hits = search_vector(store, query, SearchRequest("q", k=10), store.run_info(synthetic.run_id), cache)
     cache.join()
     assert cache.ready(synthetic.path, synthetic.run_id)

@@ -20,8 +20,8 @@ from tilescribe.plugin.core.captioning.factory import CaptionerSettings, make_ca
 from tilescribe.plugin.core.captioning.http_backend import OpenAICompatibleCaptioner
 from tilescribe.plugin.core.captioning.http_transport import Target
 from tilescribe.plugin.core.errors import EngineError, ModelError
-from tilescribe.plugin.core.indexer import IndexSettings, index_raster
-from tilescribe.plugin.core.store import Store
+from tilescribe.plugin.core.indexing.indexer import IndexSettings, index_raster
+from tilescribe.plugin.core.index.store import Store
 
 SETTINGS = IndexSettings(tile_size=32, variants=2)  # 6 x 4 = 24 tiles
 

@@ -16,8 +16,8 @@ from rasters import write_raster
 from tilescribe.plugin.core.captioning.http_answers import lenient_count
 from tilescribe.plugin.core.captioning.http_backend import REFUSALS_BEFORE_STOP, OpenAICompatibleCaptioner
 from tilescribe.plugin.core.errors import CaptionError, Cancelled, EngineError, ModelError
-from tilescribe.plugin.core.indexer import IndexSettings, index_raster
-from tilescribe.plugin.core.store import Store
+from tilescribe.plugin.core.indexing.indexer import IndexSettings, index_raster
+from tilescribe.plugin.core.index.store import Store
 
 FAST = {"backoff_s": 0.01, "timeout_s": 5}
 

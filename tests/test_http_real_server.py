@@ -12,8 +12,8 @@ from rasters import write_raster
 
 from tilescribe.plugin.core.captioning.http_backend import OpenAICompatibleCaptioner
 from tilescribe.plugin.core.errors import CaptionError
-from tilescribe.plugin.core.indexer import IndexSettings, index_raster
-from tilescribe.plugin.core.store import Store
+from tilescribe.plugin.core.indexing.indexer import IndexSettings, index_raster
+from tilescribe.plugin.core.index.store import Store
 
 pytestmark = pytest.mark.slow
 

@@ -8,8 +8,8 @@ import pytest
 
 from tilescribe.plugin.core.captions import CaptionVariant
 from tilescribe.plugin.core.errors import CaptionImportError
-from tilescribe.plugin.core.importer import import_captions
-from tilescribe.plugin.core.store import Store
+from tilescribe.plugin.core.indexing.importer import import_captions
+from tilescribe.plugin.core.index.store import Store
 
 
 def write_jsonl(path, lines):

@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from tilescribe.plugin.core.errors import IndexingError
-from tilescribe.plugin.core.index_settings import KEYS, IndexSettings, default_index_path
-from tilescribe.plugin.core.rendering import RenderSettings
+from tilescribe.plugin.core.indexing.index_settings import KEYS, IndexSettings, default_index_path
+from tilescribe.plugin.core.raster.rendering import RenderSettings
 
 
 @pytest.mark.parametrize("settings", [
@@ -42,7 +42,7 @@ def test_the_default_index_sits_beside_the_raster():
 
 
 def test_importing_it_loads_neither_the_store_nor_numpy():
-    code = ("import sys, tilescribe.plugin.core.index_settings as s; s.IndexSettings.tile_size; "
-            "print(sorted(m for m in sys.modules if m == 'numpy' or m.endswith('core.store')))")
+    code = ("import sys, tilescribe.plugin.core.indexing.index_settings as s; s.IndexSettings.tile_size; "
+            "print(sorted(m for m in sys.modules if m == 'numpy' or m.endswith('index.store')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -8,10 +8,10 @@ import pytest
 from fakes import FakeCaptioner
 from rasters import write_raster
 from tilescribe.plugin.core.errors import IndexingError, RasterError
-from tilescribe.plugin.core.indexer import IndexSettings, index_raster
-from tilescribe.plugin.core.locking import IndexerLock
-from tilescribe.plugin.core.search import SearchRequest, search
-from tilescribe.plugin.core.store import Store
+from tilescribe.plugin.core.indexing.indexer import IndexSettings, index_raster
+from tilescribe.plugin.core.index.locking import IndexerLock
+from tilescribe.plugin.core.search.search import SearchRequest, search
+from tilescribe.plugin.core.index.store import Store
 
 SETTINGS = IndexSettings(tile_size=100, variants=3)
 
@@ -111,7 +111,7 @@ def test_sixteen_bit_single_band_raster_is_rendered_and_indexed(tmp_path, store,
 
 
 def test_band_setting_that_does_not_fit_is_named(store, raster, hashing_embedder):
-    from tilescribe.plugin.core.rendering import RenderSettings
+    from tilescribe.plugin.core.raster.rendering import RenderSettings
 
     with pytest.raises(RasterError, match=r"Band setting \[5\]"):
         index_raster(store, FakeCaptioner(), hashing_embedder, str(raster),

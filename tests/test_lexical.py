@@ -7,7 +7,7 @@ import re
 import pytest
 
 from helpers import build_index
-from tilescribe.plugin.core.lexical import fts_query, lexical_ranking, reciprocal_rank_fusion
+from tilescribe.plugin.core.search.lexical import fts_query, lexical_ranking, reciprocal_rank_fusion
 
 
 @pytest.mark.parametrize("text, tiles", [
@@ -24,7 +24,7 @@ def test_fts_syntax_in_a_query_never_breaks_or_steers_the_search(tmp_path, rgb_r
     # Only the words count: the same words typed plainly find the same tiles.
     assert ranking == lexical_ranking(store, run_id, " ".join(re.findall(r"\w+", text)))
     assert [tile for tile, _ in ranking] == [store.tiles(run_id)[i].id for i in tiles]
-    assert store.conn.execute("select count(*) from tiles").fetchone()[0] == 6
+    assert store._conn.execute("select count(*) from tiles").fetchone()[0] == 6
 
 
 def test_words_are_quoted_and_or_ed():

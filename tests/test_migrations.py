@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from tilescribe.plugin.core.errors import IndexFileError
-from tilescribe.plugin.core.migrations import MIGRATIONS
-from tilescribe.plugin.core.search import SearchRequest, search_vector
-from tilescribe.plugin.core.store import APPLICATION_ID, Store, load_vec
+from tilescribe.plugin.core.index.migrations import MIGRATIONS
+from tilescribe.plugin.core.search.search import SearchRequest, search_vector
+from tilescribe.plugin.core.index.store import APPLICATION_ID, Store, load_vec
 
 # The vector table as schema 1 created it (Store.embedder_id at that version).
 SCHEMA1_VEC = ("create virtual table caption_vec_1 using vec0(caption_id integer primary key,"
@@ -52,7 +52,7 @@ def test_a_schema1_index_upgrades_keeping_its_vectors(tmp_path):
     path = tmp_path / "old.tilescribe.sqlite"
     vectors = write_schema1_index(path)
     with Store(path) as store:
-        assert store.conn.execute("pragma user_version").fetchone()[0] == len(MIGRATIONS)
+        assert store._conn.execute("pragma user_version").fetchone()[0] == len(MIGRATIONS)
         assert store.vector_state(1)[0] == 6
         np.testing.assert_array_equal(store.vectors_of(2), vectors[2:4])
         query = vectors[4]
@@ -86,7 +86,7 @@ def test_the_plain_vector_copy_goes_and_nothing_is_lost(tmp_path):
     assert conn.execute("select count(*) from caption_embeddings").fetchone()[0] == 6
     conn.close()
     with Store(path) as store:
-        tables = {row[0] for row in store.conn.execute("select name from sqlite_schema")}
+        tables = {row[0] for row in store._conn.execute("select name from sqlite_schema")}
         assert "caption_embeddings" not in tables
         np.testing.assert_array_equal(np.vstack([store.vectors_of(t) for t in (1, 2, 3)]), vectors)
 
@@ -95,7 +95,7 @@ def test_word_fusion_on_a_schema1_file_gives_a_ranked_list(tmp_path):
     """Issue 14 review: every schema has caption_fts (migration 1); a schema-1 file whose word
     table holds nothing (as this one's) fuses nothing and ranks as dense search does."""
     from fakes import HashingEmbedder
-    from tilescribe.plugin.core.search import search
+    from tilescribe.plugin.core.search.search import search
 
     path = tmp_path / "old.tilescribe.sqlite"
     write_schema1_index(path)

@@ -19,8 +19,8 @@ from rasters import write_raster
 from tilescribe.plugin.core.captioning.parse import parse_variants
 from tilescribe.plugin.core.captions import FIELDS
 from tilescribe.plugin.core.errors import CaptionError, QueryError
-from tilescribe.plugin.core.lexical import lexical_ranking
-from tilescribe.plugin.core.search import MAX_K, SearchRequest, search
+from tilescribe.plugin.core.search.lexical import lexical_ranking
+from tilescribe.plugin.core.search.search import MAX_K, SearchRequest, search
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -74,7 +74,7 @@ def test_any_text_gives_a_lexical_ranking(small_index, text):
     ranking = lexical_ranking(store, run_id, text)
     tiles = [tile for tile, _ in ranking]
     assert len(tiles) == len(set(tiles)) <= 4
-    assert store.conn.execute("select count(*) from tiles").fetchone()[0] == 6  # nothing was executed
+    assert store._conn.execute("select count(*) from tiles").fetchone()[0] == 6  # nothing was executed
 
 
 # --- model answers --------------------------------------------------------------------------------

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from tilescribe.plugin.core.importer import import_captions
-from tilescribe.plugin.core.mosaic_demo import (
+from tilescribe.plugin.core.indexing.importer import import_captions
+from tilescribe.devtools.mosaic_demo import (
     CLASS_QUERIES, load_mosaic_ground_truth, precision_at, write_import_file)
-from tilescribe.plugin.core.search import SearchRequest, search
-from tilescribe.plugin.core.store import Store
+from tilescribe.plugin.core.search.search import SearchRequest, search
+from tilescribe.plugin.core.index.store import Store
 
 
 @pytest.fixture(scope="module")

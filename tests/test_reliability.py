@@ -26,12 +26,12 @@ from helpers import in_process_cli
 from rasters import write_raster
 from tilescribe.plugin.cli import index_command
 from tilescribe.plugin.core.errors import IndexingError, ModelError, RasterError
-from tilescribe.plugin.core.indexer import IndexSettings, index_raster
-from tilescribe.plugin.core.locking import IndexerLock
-from tilescribe.plugin.core.rendering import RenderSettings
-from tilescribe.plugin.core.search import SearchRequest, search
-from tilescribe.plugin.core.store import Store
-from tilescribe.plugin.core.tiling import TileGrid
+from tilescribe.plugin.core.indexing.indexer import IndexSettings, index_raster
+from tilescribe.plugin.core.index.locking import IndexerLock
+from tilescribe.plugin.core.raster.rendering import RenderSettings
+from tilescribe.plugin.core.search.search import SearchRequest, search
+from tilescribe.plugin.core.index.store import Store
+from tilescribe.plugin.core.raster.tiling import TileGrid
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = IndexSettings(tile_size=100, variants=2)
@@ -91,7 +91,7 @@ def test_a_run_from_before_render_settings_on_a_paletted_raster_is_not_resumed(d
     path = _paletted(tmp_path)
     first, _ = _index(db, path)
     with Store(db) as store:
-        store.conn.execute("update runs set render = null")  # rendered black, by an older version
+        store._conn.execute("update runs set render = null")  # rendered black, by an older version
     again, captioner = _index(db, path)
     assert again.run_id != first.run_id and captioner.calls == 1
 
@@ -100,7 +100,7 @@ def test_a_run_from_before_render_settings_were_recorded_is_resumed_and_adopts_t
     calls = []
     first, _ = _index(db, raster, cancel=lambda: calls.append(1) or len(calls) > 3)
     with Store(db) as store:
-        store.conn.execute("update runs set render = null")
+        store._conn.execute("update runs set render = null")
     resumed, captioner = _index(db, raster)
     assert resumed.run_id == first.run_id and 0 < captioner.calls < 6
     with Store(db) as store:
@@ -124,7 +124,7 @@ def test_a_look_alike_embedder_is_refused_for_search_and_for_resuming(db, raster
     with pytest.raises(ModelError, match="not by their folder name"):
         _index(db, raster, embedder=look_alike)
     with Store(db) as store:  # nothing mixed in
-        assert store.conn.execute("select count(*) from runs").fetchone()[0] == 1
+        assert store._conn.execute("select count(*) from runs").fetchone()[0] == 1
 
 
 def test_the_same_model_under_another_name_is_the_same_embedder(db, raster):
@@ -139,13 +139,13 @@ def test_the_same_model_under_another_name_is_the_same_embedder(db, raster):
 def test_an_index_without_probe_vectors_records_them_after_checking_its_captions(db, raster):
     _index(db, raster)
     with Store(db) as store:
-        store.conn.execute("update embedders set probe = null")
+        store._conn.execute("update embedders set probe = null")
     with Store(db) as store, pytest.raises(ModelError, match="computes other vectors"):
         search(store, OtherHashing(), SearchRequest("a bright tile"))  # told by its own stored captions
     with Store(db) as store:
-        assert store.conn.execute("select probe from embedders").fetchone()[0] is None  # not recorded
+        assert store._conn.execute("select probe from embedders").fetchone()[0] is None  # not recorded
         assert search(store, HashingEmbedder(), SearchRequest("a bright tile", k=2))
-        assert store.conn.execute("select probe from embedders").fetchone()[0] is not None
+        assert store._conn.execute("select probe from embedders").fetchone()[0] is not None
 
 
 def test_a_real_minilm_look_alike_in_a_folder_of_the_same_name_is_refused(db, raster, minilm):
@@ -331,7 +331,7 @@ def test_a_paletted_raster_is_rendered_through_its_colour_table(tmp_path, db):
 
 class Worker:
     def __init__(self):
-        self.proc = subprocess.Popen([sys.executable, "-m", "tilescribe.plugin.core.worker"],
+        self.proc = subprocess.Popen([sys.executable, "-m", "tilescribe.plugin.worker.server"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, bufsize=1)
         assert json.loads(self.proc.stdout.readline())["event"] == "ready"
@@ -376,7 +376,7 @@ JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st
 def test_any_request_fields_give_a_clear_error_never_an_internal_one(tmp_path, cmd, fields):
     import io
 
-    from tilescribe.plugin.core.worker import Worker
+    from tilescribe.plugin.worker.server import Worker
 
     out = io.StringIO()
     Worker(out).dispatch({"id": 1, "cmd": cmd, "db": str(tmp_path / "none.tilescribe.sqlite"), **fields})
@@ -446,10 +446,10 @@ def test_index_command_sigterm_stops_after_the_tile_in_progress(tmp_path):
 
 KILLED_WRITER = """
 import os, sys
-from tilescribe.plugin.core.store import Store
+from tilescribe.plugin.core.index.store import Store
 store = Store(sys.argv[1], create=True)
-store.conn.execute("create table filler (x)")
-store.conn.executemany("insert into filler values (?)", [(os.urandom(500),) for _ in range(200)])
+store._conn.execute("create table filler (x)")
+store._conn.executemany("insert into filler values (?)", [(os.urandom(500),) for _ in range(200)])
 os._exit(9)  # killed: no checkpoint
 """
 
@@ -515,8 +515,8 @@ def test_check_finds_vectors_that_no_longer_match(cli, raster, db):
     # vector. (With one copy of each vector, a vector changed in place has nothing to be
     # compared with: the check cannot see that.)
     with Store(db) as store:
-        store.conn.execute("update caption_vec_1_rowids set chunk_offset = chunk_offset + 1 where rowid = 1")
-        store.conn.execute("delete from caption_vec_1 where caption_id = 5")
+        store._conn.execute("update caption_vec_1_rowids set chunk_offset = chunk_offset + 1 where rowid = 1")
+        store._conn.execute("delete from caption_vec_1 where caption_id = 5")
     code, out, err = cli("check", "--db", db)
     assert code == 2 and "failed 3 check(s)" in err and "Run 1 has 12 captions but 11 vectors (12 recorded)" in err
     assert "caption 1's own vector does not find it" in err and "Run 1: captions [5] have no vector" in err
@@ -526,7 +526,7 @@ def test_check_reports_a_missing_word_table_as_a_problem(cli, raster, db):
     """Issue 14 review: `check` stopped with `internal error: ... no such table: caption_fts`."""
     assert cli("index", raster, "--db", db, "--tile-size", 100, "--variants", 2)[0] == 0
     with Store(db) as store:
-        store.conn.execute("drop table caption_fts")
+        store._conn.execute("drop table caption_fts")
     code, out, err = cli("check", "--db", db)
     # One problem: the runs' counts, vectors and known searches were still checked, and passed.
     assert code == 2 and "failed 1 check(s)" in err and "The word index (table caption_fts) is missing" in err
@@ -538,7 +538,7 @@ def test_a_damaged_run_record_is_named_by_search_info_and_check(cli, raster, db,
     in search and info, while check said every check passed."""
     assert cli("index", raster, "--db", db, "--tile-size", 100, "--variants", 2)[0] == 0
     with Store(db) as store:
-        store.conn.execute(f"update runs set {column} = '{{not json'")
+        store._conn.execute(f"update runs set {column} = '{{not json'")
     for command in (("search", "--db", db, "a tile"), ("info", "--db", db)):
         code, out, err = cli(*command)
         assert code == 2 and f"the record of run 1 is damaged ({column} " in err and "Restore a copy" in err
@@ -550,12 +550,12 @@ def test_resuming_after_a_crash_checks_the_run_and_stops_on_damage(db, raster):
     calls = []
     _index(db, raster, cancel=lambda: calls.append(1) or len(calls) > 3)
     with Store(db) as store:
-        store.conn.execute("delete from caption_vec_1 where caption_id = 1")
+        store._conn.execute("delete from caption_vec_1 where caption_id = 1")
     Path(f"{db}.lock").write_text("12345")  # the last indexer died holding the lock
     for _ in range(2):  # refused again: the refusal is no clean end either
         with pytest.raises(IndexingError, match="looks damaged after the last indexer stopped abruptly"):
             _index(db, raster)
-    from tilescribe.plugin.core.health import check_index
+    from tilescribe.plugin.core.index.health import check_index
 
     with Store(db) as store:
         assert not check_index(store).ok

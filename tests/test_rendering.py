@@ -10,7 +10,7 @@ from PIL import Image
 from rasterio.enums import ColorInterp as CI
 
 from tilescribe.plugin.core.errors import RasterError
-from tilescribe.plugin.core.rendering import choose_bands, encode_png, to_rgb8
+from tilescribe.plugin.core.raster.rendering import choose_bands, encode_png, to_rgb8
 
 
 def test_bands_follow_the_colour_interpretation():

@@ -9,8 +9,8 @@ from fakes import HashingEmbedder
 from helpers import build_index
 from tilescribe.plugin.core.captions import CaptionVariant
 from tilescribe.plugin.core.errors import QueryError
-from tilescribe.plugin.core.search import SearchRequest, search
-from tilescribe.plugin.core.store import Store
+from tilescribe.plugin.core.search.search import SearchRequest, search
+from tilescribe.plugin.core.index.store import Store
 
 CAPTIONS = [
     ["a red barn beside fields", "green crop fields", "farmland with a barn"],
@@ -93,7 +93,7 @@ def test_searching_with_another_embedder_is_refused(index):
 
 
 def test_empty_index_says_to_index_first(tmp_path, hashing_embedder):
-    from tilescribe.plugin.core.store import Store
+    from tilescribe.plugin.core.index.store import Store
 
     with Store(tmp_path / "e.tilescribe.sqlite", create=True) as store:
         with pytest.raises(QueryError, match="no captioned tiles"):

@@ -140,8 +140,8 @@ def _running(pid: int) -> bool:
 def test_three_llama_servers_share_a_run_and_one_killed_mid_run_loses_nothing(tmp_path, tiny_pair, hashing_embedder):
     from tilescribe.plugin.core.captioning.http_backend import OpenAICompatibleCaptioner
     from tilescribe.plugin.core.captioning.llama_server import LlamaServer, ServerOptions
-    from tilescribe.plugin.core.indexer import IndexSettings, index_raster
-    from tilescribe.plugin.core.store import Store
+    from tilescribe.plugin.core.indexing.indexer import IndexSettings, index_raster
+    from tilescribe.plugin.core.index.store import Store
 
     from tilescribe.plugin.core.captioning.gguf_header import read_gguf_info
     from tilescribe.plugin.core.captioning.llama_backend import plan_model_context
@@ -167,7 +167,7 @@ def test_three_llama_servers_share_a_run_and_one_killed_mid_run_loses_nothing(tm
             report = index_raster(store, captioner, hashing_embedder, str(raster),
                                   IndexSettings(tile_size=32, variants=2), progress=kill_the_second_after_three_tiles)
             counts = store.tile_counts(report.run_id)
-            per_tile = store.conn.execute(
+            per_tile = store._conn.execute(
                 "select count(c.id) from tiles t left join captions c on c.tile_id = t.id"
                 " where t.status = 'done' group by t.id").fetchall()
     finally:

@@ -9,13 +9,13 @@ import pytest
 from helpers import build_index
 from tilescribe.plugin.core.captions import CaptionVariant
 from tilescribe.plugin.core.errors import IndexFileError
-from tilescribe.plugin.core.migrations import SCHEMA_VERSION
-from tilescribe.plugin.core.store import APPLICATION_ID, Store
+from tilescribe.plugin.core.index.migrations import SCHEMA_VERSION
+from tilescribe.plugin.core.index.store import APPLICATION_ID, Store
 
 
 def test_new_index_is_versioned_marked_and_in_wal_mode(tmp_path):
     with Store(tmp_path / "a.tilescribe.sqlite", create=True) as store:
-        conn = store.conn
+        conn = store._conn
         assert conn.execute("pragma user_version").fetchone()[0] == SCHEMA_VERSION
         assert conn.execute("pragma application_id").fetchone()[0] == APPLICATION_ID
         assert conn.execute("pragma journal_mode").fetchone()[0] == "wal"
@@ -93,7 +93,7 @@ def test_saving_a_tile_again_replaces_its_captions_without_orphans(tmp_path, rgb
     tile = store.tiles(run_id, "done")[0]
     store.save_captions(tile.id, [CaptionVariant.plain("a lake")], hashing_embedder.embed(["a lake"]))
     assert store.variant_count(run_id) == 1 == store.vector_count(run_id)
-    assert store.conn.execute("select count(*) from caption_fts").fetchone()[0] == 1
+    assert store._conn.execute("select count(*) from caption_fts").fetchone()[0] == 1
 
 
 def test_an_error_inside_a_batch_rolls_back_the_whole_batch(tmp_path, rgb_raster, hashing_embedder):
@@ -115,14 +115,14 @@ def test_a_commit_that_fails_rolls_back_and_the_store_goes_on(tmp_path, rgb_rast
     # A deferred foreign key is checked at COMMIT: the write fails there, not at the insert.
     store, run_id = build_index(tmp_path / "i.tilescribe.sqlite", rgb_raster, hashing_embedder, [["a farm"]],
                                 tile_size=128)
-    store.conn.execute("pragma foreign_keys = on")
+    store._conn.execute("pragma foreign_keys = on")
     with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
         with store.atomic():
-            store.conn.execute("pragma defer_foreign_keys = on")
-            store.conn.execute("insert into captions (tile_id, variant, one_sentence, feature, caption)"
+            store._conn.execute("pragma defer_foreign_keys = on")
+            store._conn.execute("insert into captions (tile_id, variant, one_sentence, feature, caption)"
                                " values (999999, 0, '', '', 'orphan')")
-    assert not store.conn.in_transaction
-    assert store.conn.execute("select count(*) from captions where tile_id = 999999").fetchone()[0] == 0
+    assert not store._conn.in_transaction
+    assert store._conn.execute("select count(*) from captions where tile_id = 999999").fetchone()[0] == 0
     pending = store.tiles(run_id, "pending")[0]
     store.save_captions(pending.id, [CaptionVariant.plain("x")], hashing_embedder.embed(["x"]))  # still usable
     assert store.tile_counts(run_id)["done"] == 2
@@ -136,4 +136,4 @@ def test_read_only_open_of_a_current_index(tmp_path, rgb_raster, hashing_embedde
     with Store(path, readonly=True) as ro:
         assert ro.tile_counts(run_id)["done"] == 1
         with pytest.raises(sqlite3.OperationalError):
-            ro.conn.execute("delete from tiles")
+            ro._conn.execute("delete from tiles")

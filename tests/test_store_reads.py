@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tilescribe.plugin.core.bench.synthetic import build_synthetic_index
+from tilescribe.devtools.bench.synthetic import build_synthetic_index
 from tilescribe.plugin.core.errors import IndexFileError
-from tilescribe.plugin.core.store import Store
-from tilescribe.plugin.core.store_reads import WHOLE_CHUNK_MIN
+from tilescribe.plugin.core.index.store import Store
+from tilescribe.plugin.core.index.store_reads import WHOLE_CHUNK_MIN
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def three_chunks(tmp_path_factory):
 
 def vec0_vectors(store, ids) -> np.ndarray:
     """vec0's own point reads, the reference."""
-    return np.array([np.frombuffer(store.conn.execute("select embedding from caption_vec_1 where caption_id = ?",
+    return np.array([np.frombuffer(store._conn.execute("select embedding from caption_vec_1 where caption_id = ?",
                                                       (int(i),)).fetchone()[0], dtype=np.float32) for i in ids])
 
 
@@ -41,7 +41,7 @@ def test_ids_without_a_vector_are_left_out(three_chunks):
 def test_a_cut_chunk_is_reported_as_damage_not_misread(tmp_path):
     index = build_synthetic_index(tmp_path / "d.tilescribe.sqlite", 100, n_queries=1)
     with Store(index.path) as store:
-        store.conn.execute("update caption_vec_1_vector_chunks00 set vectors = zeroblob(100)")
+        store._conn.execute("update caption_vec_1_vector_chunks00 set vectors = zeroblob(100)")
         reader = store.vector_reader(store.run_info(index.run_id))
         for ids in ([1, 2], list(range(1, 101))):  # blob I/O path and whole-chunk path
             with pytest.raises(IndexFileError, match="cannot be read .*it is damaged.*restore a copy"):

@@ -7,11 +7,11 @@ import pytest
 
 from helpers import build_index
 from tilescribe.plugin.core.captions import CaptionVariant
-from tilescribe.plugin.core.store_writes import TileCaptions
+from tilescribe.plugin.core.index.store_writes import TileCaptions
 
 
 def table_counts(store) -> tuple:
-    return tuple(store.conn.execute(f"select count(*) from {table}").fetchone()[0]
+    return tuple(store._conn.execute(f"select count(*) from {table}").fetchone()[0]
                  for table in ("captions", "caption_vec_1", "caption_fts"))
 
 

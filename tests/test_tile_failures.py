@@ -11,8 +11,8 @@ import pytest
 from fakes import FakeCaptioner
 from rasters import write_raster
 from tilescribe.plugin.core.errors import EngineError, IndexingError
-from tilescribe.plugin.core.indexer import CONSECUTIVE_CRASH_LIMIT, MAX_TILE_ATTEMPTS, IndexSettings, index_raster
-from tilescribe.plugin.core.store import Store
+from tilescribe.plugin.core.indexing.indexer import CONSECUTIVE_CRASH_LIMIT, MAX_TILE_ATTEMPTS, IndexSettings, index_raster
+from tilescribe.plugin.core.index.store import Store
 
 SETTINGS = IndexSettings(tile_size=50, variants=2)  # a 200 x 100 raster: 8 tiles
 
@@ -47,7 +47,7 @@ def store(tmp_path):
 
 
 def attempts(store, run_id):
-    return dict(store.conn.execute("select tile_key, attempts from tiles where run_id = ? and status = 'failed'",
+    return dict(store._conn.execute("select tile_key, attempts from tiles where run_id = ? and status = 'failed'",
                                    (run_id,)).fetchall())
 
 
@@ -69,7 +69,7 @@ def test_failed_tiles_are_retried_a_bounded_number_of_runs_then_left_with_their_
     left = CrashingOn(range(1, 1000))
     index_raster(store, left, hashing_embedder, str(raster), SETTINGS)
     assert left.calls == 0, "after MAX_TILE_ATTEMPTS runs a failed tile is left with its reason"
-    assert "crashed on this tile" in store.conn.execute(
+    assert "crashed on this tile" in store._conn.execute(
         "select reason from tiles where tile_key = ?", (key,)).fetchone()[0]
     # --retry-failed tries it once more, and a working model now captions it.
     forced = FakeCaptioner()

@@ -11,7 +11,7 @@ from rasterio.windows import Window as RioWindow, bounds
 from helpers import iter_tiles
 from rasters import write_raster
 from tilescribe.plugin.core.errors import RasterError
-from tilescribe.plugin.core.tiling import SKIP_CONSTANT, SKIP_NODATA, TileGrid, Window, open_raster, read_info
+from tilescribe.plugin.core.raster.tiling import SKIP_CONSTANT, SKIP_NODATA, TileGrid, Window, open_raster, read_info
 
 
 def tiles_of(path, tile_size, overlap=0):

@@ -17,7 +17,7 @@ from helpers import in_process_cli
 from rasters import write_raster
 from tilescribe.plugin.cli import index_command
 from tilescribe.plugin.core.captioning import tiny_gguf
-from tilescribe.plugin.core.store import Store
+from tilescribe.plugin.core.index.store import Store
 
 PAYLOADS = [
     "'); drop table tiles; --",
@@ -43,13 +43,13 @@ def test_an_open_index_loads_no_extension_but_sqlite_vec(tmp_path, readonly):
     path = tmp_path / "x.tilescribe.sqlite"
     Store(path, create=True).close()
     with Store(path, readonly=readonly) as store:
-        assert store.conn.execute("select vec_version()").fetchone()[0].startswith("v")  # sqlite-vec is there
+        assert store._conn.execute("select vec_version()").fetchone()[0].startswith("v")  # sqlite-vec is there
         for call in ("select load_extension('/nonexistent/evil.so')",
                      "select load_extension('/nonexistent/evil.so', 'sqlite3_evil_init')"):
             with pytest.raises(sqlite3.OperationalError, match="not authorized"):
-                store.conn.execute(call)
+                store._conn.execute(call)
         with pytest.raises(sqlite3.OperationalError, match="not authorized"):
-            store.conn.load_extension("/nonexistent/evil.so")
+            store._conn.load_extension("/nonexistent/evil.so")
 
 
 def test_sql_planted_in_an_index_file_cannot_load_an_extension(tmp_path):
@@ -63,7 +63,7 @@ def test_sql_planted_in_an_index_file_cannot_load_an_extension(tmp_path):
         # Refused twice over: SQLite never lets schema objects call load_extension(), and
         # Store switched extension loading off after sqlite-vec.
         with pytest.raises(sqlite3.OperationalError, match="unsafe use of load_extension|not authorized"):
-            store.conn.execute("select * from innocent").fetchall()
+            store._conn.execute("select * from innocent").fetchall()
 
 
 # --- stored text is data --------------------------------------------------------------------------
@@ -88,7 +88,7 @@ def test_captions_holding_sql_or_jinja_are_stored_and_returned_verbatim(tmp_path
         tiles = store.tiles(1)
         assert [t.status for t in tiles] == ["done", "done"]
         assert [v.one_sentence for v in store.captions_of(tiles[0].id)] == PAYLOADS
-        assert store.conn.execute("select count(*) from tiles").fetchone() == (2,)
+        assert store._conn.execute("select count(*) from tiles").fetchone() == (2,)
     for payload in PAYLOADS:
         code, out, err = cli("search", "--db", db, payload, "--format", "json", "-k", 2)
         assert code == 0, err

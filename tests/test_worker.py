@@ -9,14 +9,14 @@ import sys
 import pytest
 
 from tilescribe.plugin.core.captions import CaptionVariant
-from tilescribe.plugin.core.store import Store
-from tilescribe.plugin.core.tiling import Tile, TileGrid, open_raster, read_info
+from tilescribe.plugin.core.index.store import Store
+from tilescribe.plugin.core.raster.tiling import Tile, TileGrid, open_raster, read_info
 
 
 class WorkerProcess:
     def __init__(self):
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tilescribe.plugin.core.worker"], stdin=subprocess.PIPE,
+            [sys.executable, "-m", "tilescribe.plugin.worker.server"], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
         assert json.loads(self.proc.stdout.readline())["event"] == "ready"
 
@@ -129,7 +129,7 @@ def test_a_damaged_index_gets_the_clis_message_and_type(worker, db, tmp_path):
 
 def test_the_client_raises_the_workers_error_as_its_core_class():
     from tilescribe.plugin.core.errors import IndexFileError, QueryError
-    from tilescribe.plugin.qgis.worker_client import WorkerError, remote_error
+    from tilescribe.plugin.worker.client import WorkerError, remote_error
 
     remote_error("QueryError", "made once, then reused")
     error = remote_error("QueryError", "The query is empty")
@@ -160,8 +160,8 @@ def test_every_command_has_its_fields_checked():
     """A command missing from FIELDS went unchecked: `runs` without db was a KeyError."""
     import io
 
-    from tilescribe.plugin.core.worker import Worker
-    from tilescribe.plugin.core.worker_protocol import FIELDS
+    from tilescribe.plugin.worker.server import Worker
+    from tilescribe.plugin.worker.protocol import FIELDS
 
     commands = {*Worker(io.StringIO()).handlers, "index"}
     assert commands - set(FIELDS) == set()

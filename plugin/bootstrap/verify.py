@@ -29,7 +29,7 @@ TIMEOUT_S = 300
 
 def verify_environment(python: Path, plugin_dir: Path, env: dict, report: Callable[[float, str], None]) -> dict:
     """{'modules', 'tiles', 'hits', 'seconds'}; raises SetupError saying which part failed."""
-    from ..qgis.worker_client import WorkerClient, WorkerError  # stdlib only, no QGIS
+    from ..worker.client import WorkerClient, WorkerError  # stdlib only, no QGIS
 
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="tilescribe-check-") as folder:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..core.errors import IndexFileError
-from ..core.health import check_index, wal_note
-from ..core.store import Store
+from ..core.index.health import check_index, wal_note
+from ..core.index.store import Store
 from .common import add_db_argument, index_writable, say
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..core.importer import import_captions
-from ..core.store import Store
+from ..core.indexing.importer import import_captions
+from ..core.index.store import Store
 from .common import add_db_argument, add_embedder_argument, load_embedder, non_negative_int, positive_int, say
 
 

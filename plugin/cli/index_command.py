@@ -11,11 +11,11 @@ from pathlib import Path
 from ..core.captioning.engine_info import describe_engine
 from ..core.captioning.factory import ENGINES, CaptionerSettings, make_captioner
 from ..core.errors import ModelError
-from ..core.index_settings import INDEX_SUFFIX, IndexSettings, default_index_path
-from ..core.indexer import MAX_TILE_ATTEMPTS, index_raster
-from ..core.locking import IndexerLock
-from ..core.rendering import RenderSettings
-from ..core.store import Store
+from ..core.indexing.index_settings import INDEX_SUFFIX, IndexSettings, default_index_path
+from ..core.indexing.indexer import MAX_TILE_ATTEMPTS, index_raster
+from ..core.index.locking import IndexerLock
+from ..core.raster.rendering import RenderSettings
+from ..core.index.store import Store
 from .common import add_embedder_argument, load_embedder, non_negative_int, positive_int, say
 from .progress import ProgressBar, format_duration
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from ..core.store import Store
-from ..core.summary import index_summary
-from ..core.health import wal_note
+from ..core.index.store import Store
+from ..core.index.summary import index_summary
+from ..core.index.health import wal_note
 from .common import add_db_argument, say
 
 

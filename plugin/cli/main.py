@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import os
 import sqlite3
 import sys
 
 from ..core.errors import Cancelled, TileScribeError
-from ..core.sqlite_errors import read_failure
+from ..core.index.sqlite_errors import read_failure
 
 # Each module has `register(subparsers)`, which adds its parser with `func=run`.
 COMMAND_MODULES = [
@@ -19,10 +20,13 @@ COMMAND_MODULES = [
     "check_command",
     "eval_command",
     "index_command",
+    "models_command",
+]
+# Benchmarks live in devtools/, beside plugin/ in a checkout and absent from the QGIS ZIP.
+DEVTOOLS_COMMAND_MODULES = [
     "bench_search_command",
     "bench_index_command",
     "bench_caption_command",
-    "models_command",
 ]
 
 EXIT_ERROR = 2
@@ -39,7 +43,17 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers.required = True
     for name in COMMAND_MODULES:
         importlib.import_module(f"{__package__}.{name}").register(subparsers)
+    for module in devtools_command_modules():
+        module.register(subparsers)
     return parser
+
+
+def devtools_command_modules() -> list:
+    """The bench commands when devtools/ is beside plugin/ (a checkout); none in an installed ZIP."""
+    root = __package__.rsplit(".", 2)[0]  # tilescribe.plugin.cli -> tilescribe
+    if importlib.util.find_spec(f"{root}.devtools") is None:
+        return []
+    return [importlib.import_module(f"{root}.devtools.cli.{name}") for name in DEVTOOLS_COMMAND_MODULES]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,9 +6,9 @@ import argparse
 from pathlib import Path
 
 from ..core.errors import TileScribeError
-from ..core.export import hits_to_geojson, hits_to_json, hits_to_text
-from ..core.search import SearchRequest, check_extent, check_query, search
-from ..core.store import Store
+from ..core.search.export import hits_to_geojson, hits_to_json, hits_to_text
+from ..core.search.search import SearchRequest, check_extent, check_query, search
+from ..core.index.store import Store
 from .common import add_db_argument, add_embedder_argument, index_writable, load_embedder, say
 
 FORMATTERS = {"text": hits_to_text, "json": hits_to_json, "geojson": hits_to_geojson}

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .settings import default_worker_python
-from .worker_client import WorkerClient, WorkerUnavailable
+from ..worker.client import WorkerClient, WorkerUnavailable
 
 # Module name -> what pip installs it from.
 PIP_NAMES = {

@@ -13,7 +13,7 @@ from qgis.PyQt.QtCore import Qt, QTimer, pyqtSignal
 from qgis.PyQt.QtGui import QColor, QIcon, QPixmap
 from qgis.PyQt.QtWidgets import QFileDialog, QListWidgetItem
 
-from ..core.index_settings import INDEX_SUFFIX
+from ..core.indexing.index_settings import INDEX_SUFFIX
 from .results import Hit
 from .runs import RunChoice
 

@@ -12,7 +12,7 @@ from qgis.PyQt import uic
 from qgis.PyQt.QtWidgets import QDialog, QDialogButtonBox
 
 from ..core.errors import TileScribeError
-from ..core.index_settings import INDEX_SUFFIX
+from ..core.indexing.index_settings import INDEX_SUFFIX
 from .indexing import IndexRequest, captioner_settings, default_index_path, raster_file
 from .messages import push_wrapped
 from .model_fields import enable_slots, fill_engine_choices, model_field_values, show_model_fields

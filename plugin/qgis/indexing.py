@@ -11,7 +11,7 @@ from qgis.core import QgsMapLayerType, QgsProviderRegistry, QgsRasterLayer
 from ..core.captioning.factory import CaptionerSettings
 from ..core.errors import ModelError, RasterError
 from ..core.models.folder import family_for_model
-from ..core.index_settings import IndexSettings, default_index_path
+from ..core.indexing.index_settings import IndexSettings, default_index_path
 from .deps import INDEX_MODULES, LOCAL_MODEL_MODULES
 from .settings import CAPTIONER_LOCAL, CAPTIONER_SERVER, CAPTIONER_TEST, PluginSettings
 

@@ -9,7 +9,7 @@ from qgis.gui import QgsMessageBar, QgsMessageBarItem
 from qgis.PyQt.QtCore import Qt, QTimer
 from qgis.PyQt.QtWidgets import QHBoxLayout, QLabel, QMessageBox, QPushButton, QSizePolicy, QWidget
 
-from .worker_client import WorkerCrashed, WorkerUnavailable
+from ..worker.client import WorkerCrashed, WorkerUnavailable
 
 TITLE = "TileScribe"
 TASK_PREFIX = "TileScribe:"  # every task's description starts so (see tasks.py)

@@ -24,7 +24,7 @@ from qgis.PyQt.QtCore import pyqtSignal
 
 from ..core.errors import ModelError
 from .tasks import TaskResult
-from .worker_client import worker_environment
+from ..worker.client import worker_environment
 
 CLI_MODULE = "tilescribe.plugin.cli"
 STOP_WAIT_S = 15.0

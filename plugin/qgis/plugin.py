@@ -22,7 +22,7 @@ from .settings import PLUGIN_DIR, read_settings, write_settings
 from .settings_dialog import SettingsDialog
 from .setup_task import EnvironmentSetup
 from .tasks import IndexTask, TaskResult, TaskRunner, TileAtTask
-from .worker_client import WorkerClient
+from ..worker.client import WorkerClient
 
 MENU = "&TileScribe"  # under the Raster menu (Raster > TileScribe)
 ICON = str(Path(__file__).resolve().parents[2] / "resources" / "icon.svg")

@@ -16,7 +16,7 @@ from .messages import Messages
 from .results import ExtentFilter, Hit, SearchOutcome, SearchParams
 from .tasks import RunsTask, SearchTask, SimilarTask, TaskResult, TaskRunner
 from .thumbnails import raster_layer_for, tile_thumbnail
-from .worker_client import WorkerClient, WorkerError
+from ..worker.client import WorkerClient, WorkerError
 
 # Errors about what the user typed are shown in the dock, not in the message bar.
 INLINE_ERRORS = {"QueryError"}

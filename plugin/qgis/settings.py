@@ -11,7 +11,7 @@ from qgis.core import QgsApplication, QgsSettings
 
 from ..bootstrap.installer import STAMP
 
-from ..core.index_settings import IndexSettings
+from ..core.indexing.index_settings import IndexSettings
 
 PREFIX = "tilescribe/"
 # Not resolved: installed as a symlink, the folder must keep its link name (`tilescribe`).

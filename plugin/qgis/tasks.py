@@ -14,7 +14,7 @@ from .deps import SEARCH_MODULES, check_environment
 from .indexing import IndexOutcome, IndexRequest
 from .results import Hit, SearchOutcome, SearchParams, point_in_crs
 from .runs import RunChoice, runs_from_reply, searchable
-from .worker_client import WorkerClient
+from ..worker.client import WorkerClient
 
 
 @dataclass

@@ -188,7 +188,7 @@ def captioned_index(shared_data, tmp_path_factory, minilm) -> Path:
 def shared_worker(qgis_app):
     """One worker for a module's searches: its embedder loads once, not once per test."""
     from tilescribe.plugin.qgis.settings import PLUGIN_DIR, PluginSettings
-    from tilescribe.plugin.qgis.worker_client import WorkerClient
+    from tilescribe.plugin.worker.client import WorkerClient
 
     client = WorkerClient(PluginSettings().python(), PLUGIN_DIR)
     yield client

@@ -130,7 +130,7 @@ def test_zip_install_layout_finds_the_worker(tmp_path, qgis_app):
     from pathlib import Path
 
     from tilescribe.plugin.qgis.deps import LOCAL_MODEL_MODULES, missing_modules
-    from tilescribe.plugin.qgis.worker_client import WorkerClient
+    from tilescribe.plugin.worker.client import WorkerClient
 
     plugins = tmp_path / "plugins"
     plugins.mkdir()

@@ -127,7 +127,7 @@ def test_index_dialog_button_fills_the_model_fields_and_family(qtbot, tiny_catal
 def test_download_process_is_online_unless_the_user_says_offline(monkeypatch):
     from tilescribe.plugin.qgis.model_download import download_command, download_environment
     from tilescribe.plugin.qgis.settings import PLUGIN_DIR
-    from tilescribe.plugin.qgis.worker_client import worker_environment
+    from tilescribe.plugin.worker.client import worker_environment
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     assert worker_environment(PLUGIN_DIR)["HF_HUB_OFFLINE"] == "1"  # the worker stays offline

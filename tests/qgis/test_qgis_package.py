@@ -58,10 +58,11 @@ def test_zip_holds_the_plugin_and_nothing_else(tmp_path):
         assert key not in general or "@" in general[key] or general[key].startswith("https://"), key
     names = zipfile.ZipFile(archive).namelist()
     assert {name.split("/")[0] for name in names} == {"tilescribe"}
-    for required in ("__init__.py", "metadata.txt", "LICENSE", "plugin/qgis/plugin.py", "plugin/core/worker.py",
+    for required in ("__init__.py", "metadata.txt", "LICENSE", "plugin/qgis/plugin.py", "plugin/worker/server.py",
                      "ui/dock.ui", "ui/index_dialog.ui", "resources/icon.svg", "requirements.txt"):
         assert f"tilescribe/{required}" in names
-    banned = ("tests/", ".venv/", ".git/", "__pycache__", ".pyc", ".sqlite", "demo-output/", ".gguf")
+    banned = ("tests/", ".venv/", ".git/", "__pycache__", ".pyc", ".sqlite", "demo-output/", ".gguf",
+              "devtools/", "bench", "mosaic_demo")  # benchmarks and demo data stay in the checkout
     assert not [name for name in names if any(part in name for part in banned)]
 
 

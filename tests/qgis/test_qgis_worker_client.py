@@ -16,7 +16,7 @@ pytestmark = pytest.mark.qgis
 @pytest.fixture
 def client(qgis_app):
     from tilescribe.plugin.qgis.settings import PLUGIN_DIR, PluginSettings
-    from tilescribe.plugin.qgis.worker_client import WorkerClient
+    from tilescribe.plugin.worker.client import WorkerClient
 
     client = WorkerClient(PluginSettings().python(), PLUGIN_DIR)
     yield client
@@ -36,7 +36,7 @@ def test_replies_reach_the_thread_that_asked(client, captioned_index):
 
 
 def test_worker_errors_keep_their_type_and_message(client, tmp_path):
-    from tilescribe.plugin.qgis.worker_client import WorkerError
+    from tilescribe.plugin.worker.client import WorkerError
 
     with pytest.raises(WorkerError) as caught:
         client.request("info", db=str(tmp_path / "none.tilescribe.sqlite"))
@@ -46,7 +46,7 @@ def test_worker_errors_keep_their_type_and_message(client, tmp_path):
 
 
 def test_a_crash_during_a_request_is_reported_and_the_next_use_restarts(client, captioned_index):
-    from tilescribe.plugin.qgis.worker_client import WorkerCrashed
+    from tilescribe.plugin.worker.client import WorkerCrashed
 
     db = str(captioned_index.with_name("neon.tilescribe.sqlite"))
     first = client.hello()["pid"]
@@ -73,7 +73,7 @@ def test_a_crash_during_a_request_is_reported_and_the_next_use_restarts(client, 
 def test_a_native_crash_while_indexing_names_the_signal_the_tile_and_the_repair(client, rgb_raster, tmp_path):
     """What the user sees when llama.cpp kills the worker (SIGILL: a build for another CPU), and
     that indexing again resumes from the tiles already committed."""
-    from tilescribe.plugin.qgis.worker_client import WorkerCrashed
+    from tilescribe.plugin.worker.client import WorkerCrashed
 
     db = str(tmp_path / "crash.tilescribe.sqlite")
     pid = client.hello()["pid"]
@@ -97,7 +97,7 @@ def test_a_native_crash_while_indexing_names_the_signal_the_tile_and_the_repair(
 
 
 def test_stop_ends_waiting_requests_and_the_process(client, captioned_index):
-    from tilescribe.plugin.qgis.worker_client import WorkerStopped
+    from tilescribe.plugin.worker.client import WorkerStopped
 
     db = str(captioned_index.with_name("neon.tilescribe.sqlite"))
     client.hello()
@@ -113,7 +113,7 @@ def test_stop_ends_waiting_requests_and_the_process(client, captioned_index):
 
 
 def _catch(client, db):
-    from tilescribe.plugin.qgis.worker_client import WorkerError
+    from tilescribe.plugin.worker.client import WorkerError
 
     try:
         return client.request("search", db=db, query="a pond", k=2)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Mapping
 
 from ..errors import CaptionError, ModelError
-from ..rendering import DEFAULT_MAX_SIDE
+from ..raster.rendering import DEFAULT_MAX_SIDE
 from .base import DEFAULT_MAX_ATTEMPTS, CaptionResult, caption_with_retries, file_fingerprint
 from .context_budget import SAMPLE_ANSWER, ContextPlan, estimate_image_tokens, plan_context
 from .gguf_header import GgufInfo, read_gguf_info

@@ -12,7 +12,7 @@ import threading
 from typing import Optional
 
 from ..errors import ModelError, describe_exit
-from ..rendering import DEFAULT_MAX_SIDE
+from ..raster.rendering import DEFAULT_MAX_SIDE
 from .base import DEFAULT_MAX_ATTEMPTS, CaptionResult, file_fingerprint
 from .gguf_header import read_gguf_info
 from .http_backend import OpenAICompatibleCaptioner

@@ -10,8 +10,8 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from ..indexer import IndexProgress, IndexSettings, index_raster
-from ..store import Store
+from ..indexing.indexer import IndexProgress, IndexSettings, index_raster
+from ..index.store import Store
 from .datasets import CaptionDataset
 from .end_to_end_plan import RasterJob
 from .metrics import RetrievalRun, evaluate_scores

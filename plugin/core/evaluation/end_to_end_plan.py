@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import RasterError
-from ..store import INDEX_SUFFIX
-from ..tiling import TileGrid, Window, open_raster
+from ..index import INDEX_SUFFIX
+from ..raster.tiling import TileGrid, Window, open_raster
 from .datasets import CaptionDataset
 from .metrics import EvaluationError
 

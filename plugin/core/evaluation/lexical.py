@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..lexical import rrf
+from ..search.lexical import rrf
 from .metrics import TIE_TOLERANCE
 
 _WORD = re.compile(r"[a-z0-9]+")
@@ -62,7 +62,7 @@ def competition_ranks(scores: np.ndarray, tolerance: float = TIE_TOLERANCE) -> n
 
 
 def reciprocal_rank_fusion(*score_matrices: np.ndarray) -> np.ndarray:
-    """Search's fusion (core/lexical.py) over whole score matrices; ties keep equal fused scores."""
+    """Search's fusion (core/search/lexical.py) over whole score matrices; ties keep equal fused scores."""
     fused = np.zeros(np.shape(score_matrices[0]), dtype=np.float64)
     for scores in score_matrices:
         fused += rrf(competition_ranks(scores))

@@ -25,15 +25,14 @@ from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from ..bench.synthetic import TILE_SIZE, synthetic_raster
 from ..captions import CaptionVariant
-from ..embedder_identity import resolve_embedder
+from ..index.embedder_identity import resolve_embedder
 from ..errors import IndexFileError, QueryError
-from ..index_settings import INDEX_SUFFIX
-from ..search import SearchRequest, check_query, search
-from ..sqlite_errors import write_failure
-from ..store import Store
-from ..store_writes import TileCaptions
+from ..indexing.index_settings import INDEX_SUFFIX
+from ..raster.tiling import SYNTHETIC_TILE_SIZE as TILE_SIZE, synthetic_raster
+from ..search.search import SearchRequest, check_query, search
+from ..index.sqlite_errors import write_failure
+from ..index.store import Store, TileCaptions
 from .datasets import CaptionDataset
 from .metrics import RECALL_AT, TIE_TOLERANCE, EvaluationError, RetrievalRun
 from .proxy import PROXY_LABEL, EmbeddingCache, ProxySettings, check_settings, fold_layout

@@ -1,0 +1,104 @@
+"""One indexer per index file: an advisory lock the OS releases when the process dies."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import IndexingError
+
+
+class IndexerLock:
+    """Held while a process writes captions into an index; a second indexer is refused.
+
+    The lock lives on a side file (`<index>.lock`), never on the database itself:
+    closing any descriptor of the database would drop SQLite's own POSIX locks. It sits
+    beside the file the path resolves to, so a symlink (or `a/../b`) to the same index
+    meets the same lock. The holder's pid stays in it until a clean release: a pid found
+    there on acquiring means the last indexer died holding it, or ended in an error
+    (`previous_holder_died`).
+    """
+
+    def __init__(self, db_path: str | os.PathLike):
+        self.db_path = Path(db_path)
+        self.path = Path(f"{Path(db_path).resolve()}.lock")
+        self._handle = None
+        self._marked = False
+        self.previous_holder_died = False
+
+    def acquire(self, mark: bool = True) -> "IndexerLock":
+        if not self.path.parent.is_dir():
+            raise IndexingError(
+                f"The folder of the index {self.db_path} does not exist: create it, or give an index "
+                "path in a folder that exists."
+            )
+        try:
+            handle = open(self.path, "a+")
+        except OSError as exc:
+            raise IndexingError(
+                f"Cannot create the lock file {self.path} ({exc.strerror}): an index is written in a "
+                "folder you can write. Give an index path in such a folder."
+            ) from exc
+        try:
+            _lock(handle)
+        except OSError:
+            handle.close()
+            raise IndexingError(
+                f"Another TileScribe indexer is writing {self.db_path} right now. Wait for it to "
+                "finish (or stop it), then run again: it will resume where the index stands."
+            ) from None
+        self._handle = handle
+        if mark:
+            self._mark(handle)
+        return self
+
+    def _mark(self, handle) -> None:
+        try:  # the pid also helps a person looking at the file: a full disk must not stop us here
+            handle.seek(0)
+            self.previous_holder_died = bool(handle.read().strip())
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
+            self._marked = True
+        except OSError:
+            pass
+
+    def release(self, clean: bool = True) -> None:
+        """Drop the lock; `clean=False` leaves the pid, so the next indexer checks the index first."""
+        if self._handle is not None:
+            if self._marked and clean:
+                try:
+                    self._handle.truncate(0)  # a clean end: the next indexer finds no pid
+                except OSError:
+                    pass
+                self._marked = False
+            try:
+                self._handle.close()  # closing drops the lock
+            except OSError:
+                pass  # flushing the pid failed (disk full): the lock is dropped all the same
+            self._handle = None
+
+    def check_free(self) -> None:
+        """Raises what acquire() would, keeping nothing: lets a command fail before it loads models."""
+        if self.db_path.is_dir():
+            return  # not an index file at all: the Store says so, no lock file is left beside it
+        self.acquire(mark=False)  # leaves a dead indexer's pid for the real acquire to find
+        self.release()
+
+    def __enter__(self) -> "IndexerLock":
+        return self.acquire()
+
+    def __exit__(self, exc_type, *exc) -> None:
+        self.release(clean=exc_type is None)  # an error, a second Ctrl-C: not a clean end
+
+
+def _lock(handle) -> None:
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        return
+    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
