@@ -68,12 +68,43 @@ def worker_environment(plugin_dir: Path) -> dict:
     # another interpreter would load QGIS's compiled modules and fail.
     env.pop("PYTHONHOME", None)
     env.pop("PYTHONPATH", None)
-    if plugin_dir.name == "tilescribe":
-        # A ZIP install: `-m tilescribe...` resolves from the plugins folder.
-        env["PYTHONPATH"] = str(plugin_dir.parent)
+    root = import_root(plugin_dir)
+    if root is not None:
+        env["PYTHONPATH"] = str(root)
     env["PYTHONIOENCODING"] = "utf-8"
     env.setdefault("HF_HUB_OFFLINE", "1")
     return env
+
+
+def import_root(plugin_dir: Path) -> Optional[Path]:
+    """A folder from which `-m tilescribe...` imports this plugin in any Python.
+
+    A ZIP install: the plugins folder. A checkout in a folder of another name (its package is
+    installed with `pip install -e .` in its own .venv, but the worker may run another Python):
+    a private folder holding a link named `tilescribe` to it. None where no link can be made.
+    """
+    plugin_dir = Path(plugin_dir)
+    if plugin_dir.name == "tilescribe":
+        return plugin_dir.parent
+    import hashlib
+    import tempfile
+
+    digest = hashlib.sha256(str(plugin_dir.resolve()).encode("utf-8")).hexdigest()[:12]
+    folder = Path(tempfile.gettempdir()) / f"tilescribe-{os.getuid() if hasattr(os, 'getuid') else 'user'}-{digest}"
+    link = folder / "tilescribe"
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        info = folder.lstat()
+        if hasattr(os, "getuid") and (info.st_uid != os.getuid() or info.st_mode & 0o077 or folder.is_symlink()):
+            return None  # made by someone else: never import code from a folder another user controls
+        if not (link.is_symlink() and link.resolve() == plugin_dir.resolve()):
+            tmp = folder / f"tilescribe.{os.getpid()}.tmp"
+            tmp.unlink(missing_ok=True)
+            tmp.symlink_to(plugin_dir.resolve(), target_is_directory=True)
+            os.replace(tmp, link)
+    except OSError:
+        return None
+    return folder
 
 
 class _Process:
