@@ -120,6 +120,7 @@ class FamilyArch:
     vision: VisionArch
     tiny_text: TextArch
     tiny_vision: VisionArch
+    text_type: str = "Q4_K_M"  # the catalogue's text file: Q4_K_M, or F16 (moondream2's only GGUF)
 
     def arch(self, tiny: bool) -> tuple[TextArch, VisionArch]:
         return (self.tiny_text, self.tiny_vision) if tiny else (self.text, self.vision)
@@ -195,7 +196,7 @@ FAMILY_ARCHS: dict[str, FamilyArch] = {
         _tiny_text(_QWEN25VL_TEXT, rope_sections=(8, 12, 12, 0)), _tiny_vision(_QWEN25VL_VISION, n_wa_pattern=2)),
     "moondream": FamilyArch(
         "moondream", "moondream2", _MOONDREAM_TEXT, _MOONDREAM_VISION,
-        _tiny_text(_MOONDREAM_TEXT), _tiny_vision(_MOONDREAM_VISION)),
+        _tiny_text(_MOONDREAM_TEXT), _tiny_vision(_MOONDREAM_VISION), text_type="F16"),
     "minicpm-v-2.6": FamilyArch(
         # the resampler's attention has 128-wide heads: the tiny text width stays a multiple of 128
         "minicpm-v-2.6", "MiniCPM-V-2.6", _MINICPM_TEXT, _MINICPM_VISION,
@@ -243,12 +244,14 @@ def qwen_image_tokens(width: int, height: int, v: VisionArch, merge: int = 2) ->
 def write_family_pair(name: str, folder: Path, *, tiny: bool, quantize=None, log=print) -> tuple[Path, Path]:
     """(text model, mmproj) for a catalogue entry or family, written once into `folder`.
 
-    The text model is written F16 and, with `quantize(src, dst)`, quantized (Q4_K_M, as the
-    catalogue's files); the mmproj stays F16 as published.
+    The text model is written F16 and, with `quantize(src, dst)`, quantized to Q4_K_M where the
+    catalogue's file is Q4_K_M (moondream2's stays F16); the mmproj stays F16 as published.
     """
     import os
 
     fam = family_of_shape(name)
+    if fam.text_type == "F16":
+        quantize = None
     text, vision = fam.arch(tiny)
     size = "tiny" if tiny else "real-size"
     folder.mkdir(parents=True, exist_ok=True)
