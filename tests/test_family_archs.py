@@ -201,3 +201,30 @@ def test_family_runs_in_llama_server_through_its_template(family, family_cache, 
         without = _server_prompt_tokens(server, [text])
         # + the family's image delimiters (Qwen's vision_start/end, MiniCPM's <image>/<slice> markers)
         assert 0 <= (with_image - without) - expected_image_tokens(family) <= 8, (with_image, without)
+
+
+def _catalogue_names() -> list[str]:
+    return [entry.name for entry in load_catalogue()]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", _catalogue_names())
+def test_bench_caption_tiny_gives_both_engines_for_every_catalogue_model(name, tmp_path, monkeypatch, capsys):
+    """`tilescribe bench-caption --shape NAME --tiny ...` for each name `models list` shows."""
+    from tilescribe.plugin.cli.main import main
+    from tilescribe.plugin.core.bench import shaped_gguf
+    from tilescribe.plugin.core.captioning.llama_server import find_llama_server
+    from tilescribe.plugin.core.errors import ModelError
+
+    try:
+        find_llama_server()
+    except ModelError as exc:
+        pytest.skip(f"no llama-server: {exc}")
+    monkeypatch.setattr(shaped_gguf, "CACHE", tmp_path / "models")
+    code = main(["bench-caption", "--shape", name, "--tiny", "--tiles", "1", "--answer-tokens", "16",
+                 "--settings", "in-process", "server:1", "--format", "json"])
+    assert code == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["engine"], r["slots"]) for r in rows] == [("llama-cpp-python", 1), ("llama-server", 1)]
+    for row in rows:
+        assert row["shape"] == f"{name} (tiny)" and row["output_tokens"] == 16 and row["prompt_tokens"] > 200

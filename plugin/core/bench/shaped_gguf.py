@@ -77,12 +77,13 @@ def shape_family(shape: str) -> str:
     return family_of_shape(shape).family
 
 
-def shaped_pair(shape: str, cache: Path = CACHE, log=print, tiny: bool = False) -> tuple[Path, Path]:
+def shaped_pair(shape: str, cache: Path | None = None, log=print, tiny: bool = False) -> tuple[Path, Path]:
     """(model Q4_K_M, mmproj f16) with the shape's dimensions, written once into `cache`.
 
     A catalogue entry's name (or a chat family) writes that model's own architecture
     (family_gguf), at real size, or at tiny size with `tiny`.
     """
+    cache = CACHE if cache is None else cache  # read at call time: tests point CACHE elsewhere
     if shape not in SHAPES:
         from ..captioning.family_gguf import family_of_shape, write_family_pair
 
