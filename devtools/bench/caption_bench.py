@@ -75,14 +75,14 @@ def warm_up_png(pngs: Sequence[bytes]) -> bytes:
 
 
 def bench_in_process(model: Path, mmproj: Path, pngs: Sequence[bytes], *, shape: str, variants: int,
-                     answer_tokens: int, threads: Optional[int]) -> SettingResult:
+                     answer_tokens: int, threads: Optional[int], family: str = "auto") -> SettingResult:
     """llama-cpp-python in this process, one tile after the other (today's default engine)."""
     import llama_cpp
 
     from ...plugin.core.captioning.engine_info import llama_cpp_device
     from ...plugin.core.captioning.llama_backend import LlamaCppCaptioner
 
-    captioner = LlamaCppCaptioner(model, mmproj, n_threads=threads, n_variants=variants,
+    captioner = LlamaCppCaptioner(model, mmproj, family=family, n_threads=threads, n_variants=variants,
                                   force_answer_tokens=WARM_UP_TOKENS, max_attempts=1)
     try:
         captioner._generate(warm_up_png(pngs), variants, 0)  # warm-up, as for the server: one-time setup
@@ -111,16 +111,18 @@ def bench_in_process(model: Path, mmproj: Path, pngs: Sequence[bytes], *, shape:
 
 
 def bench_server(model: Path, mmproj: Path, pngs: Sequence[bytes], *, shape: str, variants: int,
-                 answer_tokens: int, slots: int, threads: Optional[int], image_first: bool = False) -> SettingResult:
+                 answer_tokens: int, slots: int, threads: Optional[int], image_first: bool = False,
+                 family: str = "auto") -> SettingResult:
     """The managed llama-server with `slots` tiles decoded together."""
     from ...plugin.core.captioning.server_engine import LlamaServerCaptioner
 
-    captioner = LlamaServerCaptioner(model, mmproj, slots=slots, n_threads=threads, n_variants=variants)
+    captioner = LlamaServerCaptioner(model, mmproj, family=family, slots=slots, n_threads=threads,
+                                     n_variants=variants)
     try:
         # One-time setup, and the instructions into the prompt cache (a tile not timed: a timed
         # tile already seen would be served from the cache image and all).
-        warm = _Asker(captioner, variants, WARM_UP_TOKENS, image_first)
-        ask = _Asker(captioner, variants, answer_tokens, image_first)
+        warm = _Asker(captioner, variants, WARM_UP_TOKENS, image_first, captioner.family)
+        ask = _Asker(captioner, variants, answer_tokens, image_first, captioner.family)
         with ThreadPoolExecutor(max_workers=slots) as pool:
             list(pool.map(warm, [warm_up_png(pngs)] * slots))  # every slot once
         started = time.perf_counter()
@@ -144,16 +146,17 @@ def bench_server(model: Path, mmproj: Path, pngs: Sequence[bytes], *, shape: str
 class _Asker:
     """One chat request per tile, as the HTTP backend sends it, keeping llama-server's timings."""
 
-    def __init__(self, captioner, variants: int, answer_tokens: int, image_first: bool):
+    def __init__(self, captioner, variants: int, answer_tokens: int, image_first: bool, family: str = "auto"):
         self.url = captioner.server.url + "/v1/chat/completions"
         self.key, self.variants, self.answer_tokens = captioner.server.api_key, variants, answer_tokens
-        self.max_len, self.image_first = captioner.plan.max_len, image_first
+        self.max_len, self.image_first, self.family = captioner.plan.max_len, image_first, family
         self.opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         self.lock = threading.Lock()
 
     def __call__(self, png: bytes) -> dict:
         uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-        messages = build_messages(uri, self.variants, "minicpm-v-2.6" if self.image_first else None)
+        # The family's own message order (as the HTTP backend sends it), or image first when asked.
+        messages = build_messages(uri, self.variants, "minicpm-v-2.6" if self.image_first else self.family)
         body = {"model": "tilescribe", "messages": messages, "temperature": 0.3, "seed": 0,
                 "max_tokens": self.answer_tokens,
                 "response_format": {"type": "json_schema", "json_schema": {

@@ -58,10 +58,43 @@ VISION = VisionShape()
 VISIONS = {"tiny": VisionShape(image_size=112, patch=14, hidden=64, layers=1, heads=4, ffn=128)}
 
 
-def shaped_pair(shape: str, cache: Path = CACHE, log=print) -> tuple[Path, Path]:
-    """(model Q4_K_M, mmproj f16) with the shape's dimensions, written once into `cache`."""
+def shape_names() -> list[str]:
+    """Every --shape: the generic ones, each catalogue entry's name (its own architecture), and
+    each chat family of the handler table."""
+    from ...plugin.core.captioning.family_gguf import FAMILY_ARCHS
+    from ...plugin.core.models.catalogue import load_catalogue
+
+    names = list(SHAPES) + [entry.name for entry in load_catalogue()]
+    return names + [family for family in FAMILY_ARCHS if family not in names]
+
+
+def shape_family(shape: str) -> str:
+    """The chat family a shape is prompted with: "auto" for the generic (LLaVA-style) shapes."""
+    if shape in SHAPES:
+        return "auto"
+    from ...plugin.core.captioning.family_gguf import family_of_shape
+
+    return family_of_shape(shape).family
+
+
+def shaped_pair(shape: str, cache: Path | None = None, log=print, tiny: bool = False) -> tuple[Path, Path]:
+    """(model Q4_K_M, mmproj f16) with the shape's dimensions, written once into `cache`.
+
+    A catalogue entry's name (or a chat family) writes that model's own architecture
+    (family_gguf), at real size, or at tiny size with `tiny`.
+    """
+    cache = CACHE if cache is None else cache  # read at call time: tests point CACHE elsewhere
     if shape not in SHAPES:
-        raise ValueError(f"unknown shape {shape!r}; choose one of {', '.join(SHAPES)}")
+        from ...plugin.core.captioning.family_gguf import family_of_shape, write_family_pair
+
+        try:
+            family_of_shape(shape)
+        except KeyError:
+            raise ValueError(f"unknown shape {shape!r}; choose one of {', '.join(shape_names())}") from None
+        folder = cache / f"{shape}-{'tiny' if tiny else 'real'}-v{FORMAT_VERSION}"
+        return write_family_pair(shape, folder, tiny=tiny, quantize=_quantize, log=log)
+    if tiny:
+        raise ValueError(f"--tiny is for a catalogue model's shape, not {shape!r} (use --shape tiny)")
     text = SHAPES[shape]
     folder = cache / f"{shape}-v{FORMAT_VERSION}"
     folder.mkdir(parents=True, exist_ok=True)

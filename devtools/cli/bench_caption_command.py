@@ -19,9 +19,12 @@ def register(subparsers) -> None:
                     "real tiles with it, rendered and prompted exactly as `index` does, answers held to a "
                     "realistic length. Reports encode/prompt/generation seconds, tokens, cached prompt "
                     "tokens, seconds per tile and tiles per hour for each engine setting, in one run.")
-    parser.add_argument("--shape", choices=("1b", "3b", "7b", "tiny"), default="3b",
-                        help="model shapes: Llama-3.2-1B/3B + CLIP ViT-L/336, or LLaVA-1.5-7B (default 3b); "
-                             "tiny: seconds, for checking the benchmark itself")
+    parser.add_argument("--shape", default="3b", metavar="SHAPE",
+                        help="model shapes: 1b/3b (Llama-3.2 + CLIP ViT-L/336), 7b (LLaVA-1.5-7B), tiny (seconds, "
+                             "for checking the benchmark itself), or a catalogue model's name (`tilescribe models "
+                             "list`) or chat family: that model's own architecture and projector (default 3b)")
+    parser.add_argument("--tiny", action="store_true",
+                        help="with a catalogue model's name: the same architecture at tiny size (seconds)")
     parser.add_argument("--settings", nargs="+", default=list(DEFAULT_SETTINGS), metavar="SETTING",
                         help="in-process, server:SLOTS, server:SLOTS:image-first (default: "
                              f"{' '.join(DEFAULT_SETTINGS)})")
@@ -38,15 +41,22 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from ..bench.caption_bench import as_dicts, bench_in_process, bench_server, bench_tiles
-    from ..bench.shaped_gguf import shaped_pair
+    from ..bench.shaped_gguf import shape_family, shape_names, shaped_pair
 
+    if args.shape not in shape_names():
+        raise TileScribeError(f"Unknown --shape {args.shape!r}: choose one of {', '.join(shape_names())}.")
     settings = [_parse_setting(text) for text in args.settings]
     raster = _raster(args.raster)
-    model, mmproj = shaped_pair(args.shape, log=say)
+    try:
+        model, mmproj = shaped_pair(args.shape, log=say, tiny=args.tiny)
+    except ValueError as exc:
+        raise TileScribeError(str(exc)) from exc
     pngs = bench_tiles(raster, args.tiles)
     say(f"{len(pngs)} tiles of {raster.name}, {args.answer_tokens}-token answers, shape {args.shape}")
     results = []
-    common = dict(shape=args.shape, variants=args.variants, answer_tokens=args.answer_tokens, threads=args.threads)
+    shape = f"{args.shape} (tiny)" if args.tiny else args.shape
+    common = dict(shape=shape, variants=args.variants, answer_tokens=args.answer_tokens, threads=args.threads,
+                  family=shape_family(args.shape))
     for engine, slots, image_first in settings:
         say(f"timing {engine}{f' with {slots} slots' if engine == 'server' else ''} ...")
         if engine == "in-process":

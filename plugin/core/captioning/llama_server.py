@@ -38,6 +38,25 @@ _LOG_TAIL = 15
 # tool calls and answers HTTP 500 "does not match the expected peg-native format" when a
 # weak model's text trips that parser; a built-in template there also lost the image marker.
 SERVER_TEMPLATES = {"llava-1-5": "vicuna", "llava-1-6": "vicuna"}
+# Families whose format llama.cpp has no built-in template for, and whose GGUFs carry none (the
+# server would fall back to ChatML): their own Jinja template, run with --jinja. moondream2's
+# format, as llama-cpp-python's MoondreamChatHandler writes it: "<image>\n\nQuestion: ...\n\nAnswer:".
+SERVER_JINJA_TEMPLATES = {
+    "moondream": (
+        "{% for message in messages %}"
+        "{% if message['role'] == 'user' %}"
+        "{% if message['content'] is string %}Question: {{ message['content'] }}\n\n"
+        "{% else %}"
+        "{% for part in message['content'] %}{% if part['type'] != 'text' %}{{ part['text'] }}\n\n{% endif %}"
+        "{% endfor %}Question: "
+        "{% for part in message['content'] %}{% if part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+        "{% endfor %}\n\n"
+        "{% endif %}"
+        "{% elif message['role'] == 'assistant' %}Answer:{{ message['content'] }}\n\n"
+        "{% endif %}"
+        "{% endfor %}"
+        "{% if add_generation_prompt %}Answer:{% endif %}"),
+}
 _live: "weakref.WeakSet[LlamaServer]" = weakref.WeakSet()
 
 
@@ -70,6 +89,7 @@ class ServerOptions:
     threads: Optional[int] = None
     gpu_layers: int = 0
     chat_template: Optional[str] = None
+    jinja_template: Optional[str] = None  # a Jinja template's text: run with --jinja instead of --no-jinja
     extra_args: Sequence[str] = field(default_factory=tuple)
 
 
@@ -117,10 +137,15 @@ class LlamaServer:
         o = self.options
         command = [str(self.binary), "-m", str(o.model), "--mmproj", str(o.mmproj),
                    "--host", "127.0.0.1", "--port", str(port), "--api-key", self.api_key,
-                   "-np", str(o.slots), "-c", str(o.ctx_per_slot * o.slots), "--no-webui", "--no-jinja",
+                   "-np", str(o.slots), "-c", str(o.ctx_per_slot * o.slots), "--no-webui",
                    "-ngl", str(o.gpu_layers)]
         if o.threads:
             command += ["-t", str(o.threads)]
+        if o.jinja_template:
+            template = Path(self._log_dir) / "chat-template.jinja"
+            template.write_text(o.jinja_template, "utf-8")
+            return command + ["--jinja", "--chat-template-file", str(template)] + list(o.extra_args)
+        command.append("--no-jinja")
         if o.chat_template:
             command += ["--chat-template", o.chat_template]
         return command + list(o.extra_args)

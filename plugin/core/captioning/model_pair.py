@@ -11,7 +11,11 @@ from .gguf_header import GgufInfo
 # template the model was trained with; a wrong one gives poor or empty answers.
 CHAT_HANDLERS: Mapping[str, str] = {
     "llava-1-5": "Llava15ChatHandler",  # LLaVA 1.5, BakLLaVA, ShareGPT4V, obsidian
-    "llava-1-6": "Llava16ChatHandler",  # LLaVA 1.6 / NeXT (mmproj with grid pinpoints)
+    # LLaVA 1.6 / NeXT (mmproj with grid pinpoints). Not Llava16ChatHandler: in llama-cpp-python
+    # 0.3.36 its template has no USER:/ASSISTANT: turns ("<system><image>\n<question>Answer:"),
+    # unlike its own documented example and llama-server's "vicuna" (tests/test_family_archs.py).
+    # mtmd tiles the image from the mmproj's grid pinpoints whatever the handler.
+    "llava-1-6": "Llava15ChatHandler",
     "moondream": "MoondreamChatHandler",  # moondream2
     "nanollava": "NanoLlavaChatHandler",  # nanoLLaVA (ChatML)
     "qwen2.5-vl": "Qwen25VLChatHandler",  # Qwen2.5-VL (projector qwen2.5vl_merger)
@@ -27,8 +31,9 @@ _PROJECTOR_OUTPUT = {
     "ldp": ("mm.model.mb_block.1.block.2.1.bias", 0),
     "ldpv2": ("mm.model.peg.0.bias", 0),
     "resampler": ("resampler.proj.weight", 0),
-    "qwen2vl_merger": ("mm.1.bias", 0),
-    "qwen2.5vl_merger": ("mm.1.bias", 0),
+    # clip.cpp loads the merger's second layer from mm.2 (conversion/qwenvl.py writes mm.0, mm.2)
+    "qwen2vl_merger": ("mm.2.bias", 0),
+    "qwen2.5vl_merger": ("mm.2.bias", 0),
     "gemma3": ("mm.input_projection.weight", 0),
     "idefics3": ("mm.model.fc.weight", 1),
 }

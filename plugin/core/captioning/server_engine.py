@@ -17,7 +17,7 @@ from .base import DEFAULT_MAX_ATTEMPTS, CaptionResult, file_fingerprint
 from .gguf_header import read_gguf_info
 from .http_backend import OpenAICompatibleCaptioner
 from .llama_backend import plan_model_context
-from .llama_server import SERVER_TEMPLATES, LlamaServer, ServerOptions, find_llama_server
+from .llama_server import SERVER_JINJA_TEMPLATES, SERVER_TEMPLATES, LlamaServer, ServerOptions, find_llama_server
 from .model_pair import FAMILIES, check_pair, guess_family
 from .prompt import PROMPT_VERSION, field_max_len
 
@@ -61,7 +61,7 @@ class LlamaServerCaptioner:
         self.n_gpu_layers = n_gpu_layers
         self.server = LlamaServer(find_llama_server(llama_server), ServerOptions(
             model.path, mmproj.path, slots, self.plan.n_ctx, n_threads, n_gpu_layers,
-            SERVER_TEMPLATES.get(self.family)))
+            SERVER_TEMPLATES.get(self.family), SERVER_JINJA_TEMPLATES.get(self.family)))
         self._restart_lock = threading.Lock()
         self.server.start()
         self.build = self._build_info()
@@ -93,7 +93,8 @@ class LlamaServerCaptioner:
             "model": self._fingerprints["model"], "mmproj": self._fingerprints["mmproj"],
             "projector_type": self._projector, "family": self.family,
             "family_setting": self._requested_family,
-            "chat_template": SERVER_TEMPLATES.get(self.family, "from the GGUF"),
+            "chat_template": SERVER_TEMPLATES.get(self.family) or (
+                f"tilescribe's {self.family} template" if self.family in SERVER_JINJA_TEMPLATES else "from the GGUF"),
             "prompt_version": PROMPT_VERSION,
             "settings": {"n_ctx": self.plan.n_ctx, "slots": self.slots, "n_gpu_layers": self.n_gpu_layers,
                          "seed": self.seed, "temperature": self.temperature,
