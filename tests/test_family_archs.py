@@ -17,7 +17,7 @@ import pytest
 
 from fixtures_models import png_bytes
 from tilescribe.devtools.bench.shaped_gguf import shape_names, shaped_pair
-from tilescribe.plugin.core.captioning.family_gguf import (
+from tilescribe.devtools.bench.family_gguf import (
     FAMILY_ARCHS, expected_fixed_image_tokens, family_of_shape, qwen_image_tokens, write_family_pair)
 from tilescribe.plugin.core.captioning.gguf_header import read_gguf_info
 from tilescribe.plugin.core.captioning.model_pair import (

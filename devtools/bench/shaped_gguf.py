@@ -61,7 +61,7 @@ VISIONS = {"tiny": VisionShape(image_size=112, patch=14, hidden=64, layers=1, he
 def shape_names() -> list[str]:
     """Every --shape: the generic ones, each catalogue entry's name (its own architecture), and
     each chat family of the handler table."""
-    from ...plugin.core.captioning.family_gguf import FAMILY_ARCHS
+    from .family_gguf import FAMILY_ARCHS
     from ...plugin.core.models.catalogue import load_catalogue
 
     names = list(SHAPES) + [entry.name for entry in load_catalogue()]
@@ -72,7 +72,7 @@ def shape_family(shape: str) -> str:
     """The chat family a shape is prompted with: "auto" for the generic (LLaVA-style) shapes."""
     if shape in SHAPES:
         return "auto"
-    from ...plugin.core.captioning.family_gguf import family_of_shape
+    from .family_gguf import family_of_shape
 
     return family_of_shape(shape).family
 
@@ -85,7 +85,7 @@ def shaped_pair(shape: str, cache: Path | None = None, log=print, tiny: bool = F
     """
     cache = CACHE if cache is None else cache  # read at call time: tests point CACHE elsewhere
     if shape not in SHAPES:
-        from ...plugin.core.captioning.family_gguf import family_of_shape, write_family_pair
+        from .family_gguf import family_of_shape, write_family_pair
 
         try:
             family_of_shape(shape)

@@ -215,7 +215,7 @@ FAMILY_ARCHS: dict[str, FamilyArch] = {
 
 def family_of_shape(name: str) -> FamilyArch:
     """The architecture for a catalogue entry's name or a chat family's name."""
-    from ..models.catalogue import find_entry
+    from ...plugin.core.models.catalogue import find_entry
 
     entry = find_entry(name)
     family = entry.family if entry is not None else name
@@ -278,13 +278,13 @@ def write_family_pair(name: str, folder: Path, *, tiny: bool, quantize=None, log
 
 
 def write_text(path: Path, t: TextArch, title: str) -> None:
-    from .tiny_gguf import write_gguf
+    from ...plugin.core.captioning.tiny_gguf import write_gguf
 
     write_gguf(path, t.arch, lambda w: _fill_text(w, t, title))
 
 
 def write_mmproj(path: Path, v: VisionArch, projection_dim: int, title: str) -> None:
-    from .tiny_gguf import write_gguf
+    from ...plugin.core.captioning.tiny_gguf import write_gguf
 
     write_gguf(path, "clip", lambda w: _fill_mmproj(w, v, projection_dim, title))
 
@@ -369,7 +369,7 @@ def _fill_text(w, t: TextArch, title: str) -> None:
 def _smollm2_tokenizer() -> dict:
     from gguf import GGUFReader
 
-    from .tiny_gguf import smollm2_model_path
+    from ...plugin.core.captioning.tiny_gguf import smollm2_model_path
 
     reader = GGUFReader(smollm2_model_path())
 
