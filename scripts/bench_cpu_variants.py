@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -109,6 +110,7 @@ def main() -> int:
     parser.add_argument("--prompt-tokens", type=int, default=512)
     parser.add_argument("--gen-tokens", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2, help="times each variant is timed, interleaved")
     parser.add_argument("--format", choices=("table", "json"), default="table")
     args = parser.parse_args()
     log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
@@ -121,26 +123,42 @@ def main() -> int:
     from tilescribe.devtools.bench.shaped_gguf import shaped_pair
 
     model, _ = shaped_pair(args.shape, log=log)
-    rows = []
-    for variant in variants:
+    rows, envs, folders = [], {}, []
+    for variant in variants:  # build and prove each once
         library = build_cpu_library(variant, sdist, log)
-        with tempfile.TemporaryDirectory(prefix="tilescribe-variant-") as folder:
-            env = overlay(library, Path(folder))
-            started = time.monotonic()
-            proof = prove(Path(sys.executable), "in-process", CACHE / "proof-models", env)
-            row = {"variant": variant.name, "proof": "passed" if proof.ok else proof.detail[:120],
-                   "signal": proof.signal, "proof_s": round(time.monotonic() - started, 1)}
-            if proof.ok:
-                log(f"timing {variant.name} on the {args.shape} shape")
-                row.update(time_variant(env, model, args))
-        rows.append(row)
-        log(json.dumps(row))
-    if args.format == "json":
-        print(json.dumps({"shape": args.shape, "threads": args.threads, "rows": rows}, indent=1))
-    else:
-        print("variant | proof | prompt tok/s | generation tok/s")
+        folder = tempfile.TemporaryDirectory(prefix="tilescribe-variant-")
+        folders.append(folder)
+        env = dict(overlay(library, Path(folder.name)), OMP_WAIT_POLICY="PASSIVE")
+        started = time.monotonic()
+        proof = prove(Path(sys.executable), "in-process", CACHE / "proof-models", env)
+        rows.append({"variant": variant.name, "proof": "passed" if proof.ok else proof.detail[:120],
+                     "signal": proof.signal, "proof_s": round(time.monotonic() - started, 1), "runs": []})
+        log(json.dumps(rows[-1]))
+        if proof.ok:
+            envs[variant.name] = env
+    for round_number in range(args.rounds):  # interleaved (A B C A B C): the machine's drift hits all alike
         for row in rows:
-            print(f"{row['variant']} | {row['proof']} | {row.get('prompt_tok_s', '-')} | {row.get('gen_tok_s', '-')}")
+            if row["variant"] in envs:
+                log(f"round {round_number + 1}: timing {row['variant']} on the {args.shape} shape")
+                row["runs"].append(time_variant(envs[row["variant"]], model, args))
+                log(json.dumps(row["runs"][-1]))
+    for row in rows:
+        good = [run for run in row["runs"] if "error" not in run]
+        for key in ("prompt_tok_s", "gen_tok_s"):
+            values = [run[key] for run in good]
+            if values:
+                row[key] = round(statistics.median(values), 2)
+                row[key + "_range"] = [min(values), max(values)]
+    for folder in folders:
+        folder.cleanup()
+    if args.format == "json":
+        print(json.dumps({"shape": args.shape, "threads": args.threads, "prompt_tokens": args.prompt_tokens,
+                      "gen_tokens": args.gen_tokens, "rounds": args.rounds, "rows": rows}, indent=1))
+    else:
+        print("variant | proof | prompt tok/s (median, range) | generation tok/s (median, range)")
+        for row in rows:
+            prompt = f"{row.get('prompt_tok_s', '-')} {row.get('prompt_tok_s_range', '')}"
+            print(f"{row['variant']} | {row['proof']} | {prompt} | {row.get('gen_tok_s', '-')} {row.get('gen_tok_s_range', '')}")
     return 0
 
 
