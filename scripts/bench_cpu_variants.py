@@ -158,7 +158,8 @@ def main() -> int:
         print("variant | proof | prompt tok/s (median, range) | generation tok/s (median, range)")
         for row in rows:
             prompt = f"{row.get('prompt_tok_s', '-')} {row.get('prompt_tok_s_range', '')}"
-            print(f"{row['variant']} | {row['proof']} | {prompt} | {row.get('gen_tok_s', '-')} {row.get('gen_tok_s_range', '')}")
+            generation = f"{row.get('gen_tok_s', '-')} {row.get('gen_tok_s_range', '')}"
+            print(f"{row['variant']} | {row['proof']} | {prompt} | {generation}")
     return 0
 
 

@@ -60,7 +60,7 @@ def test_every_catalogue_entry_has_its_own_shape():
 
 
 def test_real_shapes_are_the_published_models():
-    q, m, c, l = (FAMILY_ARCHS[f] for f in ("qwen2.5-vl", "moondream", "minicpm-v-2.6", "llava-1-5"))
+    q, m, c, llava = (FAMILY_ARCHS[f] for f in ("qwen2.5-vl", "moondream", "minicpm-v-2.6", "llava-1-5"))
     dims = lambda t: (t.arch, t.hidden, t.layers, t.heads, t.kv_heads, t.ffn, t.vocab)  # noqa: E731
     assert dims(q.text) == ("qwen2vl", 2048, 36, 16, 2, 11008, 151936) and q.text.tied_output
     assert (q.vision.projector, q.vision.hidden, q.vision.layers, q.vision.heads, q.vision.patch,
@@ -70,7 +70,7 @@ def test_real_shapes_are_the_published_models():
     assert dims(c.text) == ("qwen2", 3584, 28, 28, 4, 18944, 151666)
     assert (c.vision.projector, c.vision.hidden, c.vision.layers, c.vision.minicpmv_version) == (
         "resampler", 1152, 27, 3)
-    assert dims(l.text)[:6] == ("llama", 4096, 32, 32, 32, 11008) and l.vision.layers == 23
+    assert dims(llava.text)[:6] == ("llama", 4096, 32, 32, 32, 11008) and llava.vision.layers == 23
     for fam in FAMILY_ARCHS.values():
         for text, vision in (fam.arch(False), fam.arch(True)):
             assert text.arch == fam.text.arch and vision.projector == fam.vision.projector

@@ -11,7 +11,8 @@ import pytest
 from fakes import FakeCaptioner
 from rasters import write_raster
 from tilescribe.plugin.core.errors import EngineError, IndexingError
-from tilescribe.plugin.core.indexing.indexer import CONSECUTIVE_CRASH_LIMIT, MAX_TILE_ATTEMPTS, IndexSettings, index_raster
+from tilescribe.plugin.core.indexing.indexer import (CONSECUTIVE_CRASH_LIMIT, MAX_TILE_ATTEMPTS, IndexSettings,
+                                                     index_raster)
 from tilescribe.plugin.core.index.store import Store
 
 SETTINGS = IndexSettings(tile_size=50, variants=2)  # a 200 x 100 raster: 8 tiles
