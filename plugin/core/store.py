@@ -121,6 +121,11 @@ class Store:
                 f"{self.path} is an SQLite file of another program, not a TileScribe index. "
                 "Pick a *.tilescribe.sqlite file, or a new file name to create one."
             )
+        if version < 0:  # no TileScribe writes one: migrating from it ran migrations from the end (issue 22)
+            raise IndexFileError(
+                f"Index {self.path} records schema version {version}, which no TileScribe writes: the file "
+                "was changed by another program or is damaged. Nothing was written to it. Restore a copy, "
+                "or index the raster again into a new file (--db).")
         if version > SCHEMA_VERSION:
             raise IndexFileError(
                 f"Index {self.path} was written by a newer TileScribe (schema {version}, this "
@@ -131,8 +136,10 @@ class Store:
 
     def _migrate(self) -> None:
         version = self.conn.execute("pragma user_version").fetchone()[0]
-        for number in range(version, SCHEMA_VERSION):
-            with self.atomic():
+        if not 0 <= version < SCHEMA_VERSION:
+            return
+        with self.atomic():  # all steps or none: a step that fails leaves the file as it was
+            for number in range(version, SCHEMA_VERSION):
                 MIGRATIONS[number](self.conn)
                 self.conn.execute(f"pragma application_id = {APPLICATION_ID}")
                 self.conn.execute(f"pragma user_version = {number + 1}")
