@@ -1,7 +1,9 @@
 """Starts, watches and stops one llama.cpp `llama-server` process that only we can use.
 
 It listens on 127.0.0.1 on a free port and wants a random API key made at each start,
-so no other local user or web page can use it; it dies with the process that started
+so no other local user or web page can use it. The key reaches it in a file only the
+user can read (0600, in a 0700 folder of our own; `--api-key-file`), removed once the
+server has read it: on the command line any local user read it in /proc/PID/cmdline; it dies with the process that started
 it (Linux: the kernel's parent-death signal; elsewhere atexit), so a killed worker or
 QGIS never leaves a model loaded in memory.
 """
@@ -86,6 +88,7 @@ class LlamaServer:
         self.starts = 0
         self._log_dir = tempfile.mkdtemp(prefix="tilescribe-llama-server-")
         self._log_path = Path(self._log_dir) / "llama-server.log"
+        self._key_path = Path(self._log_dir) / "api-key"  # mkdtemp made the folder 0700
         self._lock = threading.Lock()
         _live.add(self)
 
@@ -99,6 +102,7 @@ class LlamaServer:
             self.api_key = self._fixed_key or secrets.token_urlsafe(24)
             self.url = f"http://127.0.0.1:{port}"
             command = self.command(port)
+            self._write_key_file()
             log = self._log_path.open("ab")
             try:
                 self.process = subprocess.Popen(
@@ -110,13 +114,30 @@ class LlamaServer:
             finally:
                 log.close()
             self.starts += 1
-            self._wait_healthy()
+            try:
+                self._wait_healthy()
+            finally:
+                self._remove_key_file()  # read at start: no need to keep it on disk
         return self
+
+    def _write_key_file(self) -> None:
+        """The key, for this user only: a new file (never through a link planted in its place)."""
+        self._remove_key_file()
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        fd = os.open(self._key_path, flags, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(self.api_key + "\n")
+
+    def _remove_key_file(self) -> None:
+        try:
+            self._key_path.unlink()
+        except FileNotFoundError:
+            pass
 
     def command(self, port: int) -> list[str]:
         o = self.options
         command = [str(self.binary), "-m", str(o.model), "--mmproj", str(o.mmproj),
-                   "--host", "127.0.0.1", "--port", str(port), "--api-key", self.api_key,
+                   "--host", "127.0.0.1", "--port", str(port), "--api-key-file", str(self._key_path),
                    "-np", str(o.slots), "-c", str(o.ctx_per_slot * o.slots), "--no-webui", "--no-jinja",
                    "-ngl", str(o.gpu_layers)]
         if o.threads:
@@ -137,6 +158,7 @@ class LlamaServer:
         shutil.rmtree(self._log_dir, ignore_errors=True)
 
     def _stop_locked(self) -> None:
+        self._remove_key_file()
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
             return
