@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+from .captioning.parse import clean_text
 from .captions import FIELDS, CaptionVariant
 from .embedding import Embedder
 from .embedder_identity import resolve_embedder
@@ -60,6 +61,8 @@ def _variant(item, number: int) -> CaptionVariant:
         variant = CaptionVariant.from_mapping(item)
     else:
         raise ValueError(f"caption {number} must be a string or an object with {', '.join(FIELDS)}")
+    # Cleaned as model answers are: no escape sequence or control character reaches the index (issue 22).
+    variant = CaptionVariant(**{name: clean_text(getattr(variant, name)) for name in FIELDS})
     if variant.is_empty():
         raise ValueError(f"caption {number} is empty")
     return variant
