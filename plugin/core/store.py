@@ -16,6 +16,7 @@ import numpy as np
 from .captions import CaptionVariant
 from .errors import IndexFileError
 from .index_settings import INDEX_SUFFIX
+from .untrusted import bound_query_time, refuse_foreign_objects
 from .migrations import MIGRATIONS, SCHEMA_VERSION, older_schema_message
 from .sqlite_errors import open_failure
 from .store_reads import RunInfo, VectorReader, run_infos, tiles_to_do_page, vec_table
@@ -74,6 +75,7 @@ class Store:
         try:
             self.conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
             self.conn.execute("pragma busy_timeout = 5000")
+            bound_query_time(self.conn)  # a received file must not hang a command (untrusted.py)
             self.conn.execute(f"pragma mmap_size = {MMAP_BYTES}")
         except sqlite3.Error as exc:
             raise IndexFileError(f"Cannot open index {self.path}: {exc}.") from exc
@@ -121,6 +123,7 @@ class Store:
                 f"{self.path} is an SQLite file of another program, not a TileScribe index. "
                 "Pick a *.tilescribe.sqlite file, or a new file name to create one."
             )
+        refuse_foreign_objects(self.conn, self.path)  # views, triggers: never ours (issue 22)
         if version < 0:  # no TileScribe writes one: migrating from it ran migrations from the end (issue 22)
             raise IndexFileError(
                 f"Index {self.path} records schema version {version}, which no TileScribe writes: the file "
