@@ -66,7 +66,12 @@ def main(argv: list[str]) -> int:
             self.end_headers()
             self.wfile.write(data)
 
-    server = ThreadingHTTPServer((args.get("--host", "127.0.0.1"), int(args["--port"])), Handler)
+    host, port = args.get("--host", "127.0.0.1"), int(args["--port"])
+    try:
+        server = ThreadingHTTPServer((host, port), Handler)
+    except OSError:  # what llama.cpp's server-http.cpp logs, then exits
+        print(f"srv    start: couldn't bind HTTP server socket, hostname: {host}, port: {port}", flush=True)
+        return 1
     server.serve_forever()
     return 0
 

@@ -33,6 +33,8 @@ from typing import Optional, Sequence
 from ..errors import EngineError, ModelError
 
 HEALTH_TIMEOUT_S = 600.0  # loading a 7B model from a slow disk takes minutes
+WAIT_REPORT_S = 10.0  # while loading: a line on stderr this often (it said nothing for up to 600 s)
+PORT_TRIES = 3  # another program may take the free port before llama-server binds it
 STOP_GRACE_S = 5.0
 _LOG_TAIL = 15
 # Built-in llama-server templates for families whose GGUFs often carry none (else the
@@ -97,28 +99,43 @@ class LlamaServer:
     def start(self) -> "LlamaServer":
         """Start the process and wait until it has loaded the model (ModelError if it cannot)."""
         with self._lock:
-            self._stop_locked()
-            port = _free_port()
-            self.api_key = self._fixed_key or secrets.token_urlsafe(24)
-            self.url = f"http://127.0.0.1:{port}"
-            command = self.command(port)
-            self._write_key_file()
-            log = self._log_path.open("ab")
-            try:
-                self.process = subprocess.Popen(
-                    command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
-            except OSError as exc:
-                raise ModelError(f"Cannot start {self.binary}: {exc}. Check that it is a llama-server "
-                                 "built for this machine (or run `make setup`).") from exc
-            finally:
-                log.close()
-            self.starts += 1
-            try:
-                self._wait_healthy()
-            finally:
-                self._remove_key_file()  # read at start: no need to keep it on disk
+            for attempt in range(1, PORT_TRIES + 1):
+                try:
+                    self._start_locked()
+                    break
+                except _PortTaken as taken:
+                    if attempt == PORT_TRIES:
+                        raise ModelError(
+                            f"llama-server could not listen on 127.0.0.1:{taken.port}: another program took the "
+                            f"port ({PORT_TRIES} free ports tried, each taken before llama-server could bind "
+                            "it). Close programs that open many local ports, or start llama-server yourself "
+                            "and use --server URL.") from None
         return self
+
+    def _start_locked(self) -> None:
+        self._stop_locked()
+        port = _free_port()
+        self.api_key = self._fixed_key or secrets.token_urlsafe(24)
+        self.url = f"http://127.0.0.1:{port}"
+        command = self.command(port)
+        self._write_key_file()
+        log = self._log_path.open("ab")
+        self._log_start = self._log_path.stat().st_size
+        try:
+            self.process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+        except OSError as exc:
+            self._remove_key_file()
+            raise ModelError(f"Cannot start {self.binary}: {exc}. Check that it is a llama-server "
+                             "built for this machine (or run `make setup`).") from exc
+        finally:
+            log.close()
+        self.starts += 1
+        try:
+            self._wait_healthy(port)
+        finally:
+            self._remove_key_file()  # read at start: no need to keep it on disk
 
     def _write_key_file(self) -> None:
         """The key, for this user only: a new file (never through a link planted in its place)."""
@@ -183,12 +200,15 @@ class LlamaServer:
         """llama-server's /props (build, slots, context), for the run record and the log."""
         return json.loads(self._get("/props", timeout=10))
 
-    def _wait_healthy(self) -> None:
-        deadline = time.monotonic() + self.health_timeout_s
+    def _wait_healthy(self, port: int = 0) -> None:
+        started = time.monotonic()
+        deadline, next_report = started + self.health_timeout_s, started + WAIT_REPORT_S
         while time.monotonic() < deadline:
             if not self.alive():
                 code = self.process.returncode if self.process else None
                 self.process = None
+                if _bind_failed(self._log_since_start()):
+                    raise _PortTaken(port)
                 raise ModelError(
                     f"llama-server stopped while loading {self.options.model.name} (exit status {code}). "
                     f"It said:\n{self.log_tail()}\nCheck the model files, the context size and free memory.")
@@ -198,13 +218,26 @@ class LlamaServer:
             except urllib.error.HTTPError as exc:
                 if exc.code == 401:  # another program answers on this port: not ours
                     self._stop_locked()
-                    raise ModelError("Another program answered on the port chosen for llama-server; try again.")
+                    raise _PortTaken(port) from None
             except (OSError, ValueError):
                 pass
+            if time.monotonic() >= next_report:
+                next_report += WAIT_REPORT_S
+                print(f"waiting for llama-server to load {self.options.model.name}: "
+                      f"{time.monotonic() - started:.0f} s so far (gives up after {self.health_timeout_s:.0f} s; "
+                      f"its log: {self._log_path})", file=sys.stderr, flush=True)
             time.sleep(0.2)
         self._stop_locked()
         raise ModelError(f"llama-server did not finish loading {self.options.model.name} within "
                          f"{self.health_timeout_s:.0f} s. It said:\n{self.log_tail()}")
+
+    def _log_since_start(self) -> str:
+        try:
+            with self._log_path.open("rb") as handle:
+                handle.seek(getattr(self, "_log_start", 0))
+                return handle.read(1 << 16).decode("utf-8", "replace")
+        except OSError:
+            return ""
 
     def _get(self, path: str, timeout: float) -> bytes:
         request = urllib.request.Request(self.url + path, headers={"Authorization": f"Bearer {self.api_key}"})
@@ -220,6 +253,18 @@ class LlamaServer:
                 f"llama-server stopped again ({reason}) after a restart: captioning cannot go on. Indexed "
                 f"tiles are kept; run again to continue. It said:\n{self.log_tail()}")
         self.start()
+
+
+class _PortTaken(Exception):
+    """llama-server could not bind the port chosen for it (another program took it): try another."""
+
+    def __init__(self, port: int):
+        super().__init__(port)
+        self.port = port
+
+
+def _bind_failed(log: str) -> bool:
+    return "couldn't bind HTTP server socket" in log or "Address already in use" in log
 
 
 # A local server must never be reached through the user's HTTP proxy.
