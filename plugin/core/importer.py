@@ -72,11 +72,17 @@ def read_caption_lines(path: Path, grid: TileGrid, report: ImportReport) -> list
     """Valid lines of a caption file; bad ones go to report.bad_lines with their line number."""
     lines, seen = [], {}
     try:
-        handle = open(path, encoding="utf-8")
+        handle = open(path, "rb")  # decoded line by line: one line that is not UTF-8 stops no other
     except OSError as exc:
         raise CaptionImportError(f"Cannot read caption file {path}: {exc.strerror}.") from exc
     with handle:
-        for line_no, text in enumerate(handle, start=1):
+        for line_no, data in enumerate(handle, start=1):
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                report.bad_lines.append((line_no, f"not valid UTF-8 text (byte {exc.start + 1}): save the file "
+                                                  "as UTF-8"))
+                continue
             if not text.strip():
                 continue
             try:

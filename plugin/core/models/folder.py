@@ -38,7 +38,13 @@ def default_models_dir() -> Path:
 def models_dir(chosen: Optional[str | os.PathLike] = None) -> Path:
     """The folder given (--dir, the QGIS setting), else the default one."""
     text = str(chosen).strip() if chosen else ""
-    return Path(text).expanduser() if text else default_models_dir()
+    folder = Path(text).expanduser() if text else default_models_dir()
+    if folder.exists() and not folder.is_dir():  # was an internal error (NotADirectoryError) or "no models"
+        from ..errors import ModelError
+
+        raise ModelError(f"The models folder {folder} is a file, not a folder: give a folder (--dir, or Models "
+                         "folder in the QGIS settings), or move the file away.")
+    return folder
 
 
 def repo_folder(root: Path, repo: str) -> Path:
