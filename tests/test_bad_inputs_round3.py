@@ -51,3 +51,55 @@ def test_models_verify_with_a_dir_that_is_a_file_says_so(tmp_path, cli):
     code, out, err = cli("models", "verify", "--dir", a_file)
     assert code == 2
     assert f"The models folder {a_file} is a file, not a folder" in err
+
+
+def _damaged_copy(tmp_path, hashing_embedder, *statements):
+    import sqlite3
+
+    import numpy as np
+    import sqlite_vec
+
+    from helpers import build_index
+
+    raster = write_raster(tmp_path / "r.tif", width=128, height=64)
+    db = tmp_path / "r.tilescribe.sqlite"
+    store, _ = build_index(db, raster, hashing_embedder, [["a harbour"], ["a forest"]])
+    store.close()
+    conn = sqlite3.connect(db)
+    conn.enable_load_extension(True)
+    sqlite_vec.load(conn)
+    nan = np.full(hashing_embedder.dim, np.nan, dtype=np.float32).tobytes()
+    with conn:
+        for statement in statements:
+            conn.execute(statement, (nan,)) if "?" in statement else conn.execute(statement)
+    conn.close()
+    return db
+
+
+def test_nan_vectors_are_named_by_search_and_check(tmp_path, cli, hashing_embedder):
+    db = _damaged_copy(tmp_path, hashing_embedder, "update caption_vec_1 set embedding = ? where caption_id = "
+                                                   "(select min(caption_id) from caption_vec_1)")
+    code, out, err = cli("search", "harbour", "--db", db)
+    assert code == 2, err
+    assert f"Index {db} holds vectors that are not numbers" in err and "tilescribe check" in err
+    code, out, err = cli("check", "--db", db)
+    assert code == 2 and "internal error" not in err and "not finite unit vectors" in err
+
+
+def test_caption_rows_deleted_under_their_tiles_are_named_by_search(tmp_path, cli, hashing_embedder):
+    db = _damaged_copy(tmp_path, hashing_embedder, "delete from captions where tile_id = 1")
+    code, out, err = cli("search", "harbour", "--db", db)
+    assert code == 2, err
+    assert f"Index {db} has vectors whose captions are gone" in err and "tilescribe check" in err
+
+
+def test_tile_boxes_that_are_not_finite_are_reported_by_check_and_never_printed_as_infinity(
+        tmp_path, cli, hashing_embedder):
+    db = _damaged_copy(tmp_path, hashing_embedder, "update tiles set minx = 1e999 where id = 1")
+    for fmt in ("json", "geojson"):
+        code, out, err = cli("search", "harbour", "--db", db, "--format", fmt)
+        assert code == 0, err
+        assert "Infinity" not in out and "NaN" not in out
+        json.loads(out, parse_constant=lambda c: pytest.fail(f"non-standard JSON {c}"))
+    code, out, err = cli("check", "--db", db)
+    assert code == 2 and "1 tiles have boxes that are not finite numbers" in err

@@ -12,6 +12,7 @@ the stored text back. Stored captions are cleaned on the way in as model answers
 from __future__ import annotations
 
 import json
+import math
 import unicodedata
 
 _UNSAFE_CATEGORIES = {"Cc", "Cf", "Zl", "Zp"}
@@ -40,8 +41,12 @@ def for_terminal(text, keep: str = "") -> str:
 
 
 def json_for_terminal(value, **dumps_options) -> str:
-    """json.dumps(value), with every control or format character as a JSON escape (same data)."""
-    text = json.dumps(value, **dumps_options)
+    """json.dumps(value), with every control or format character as a JSON escape (same data), and
+    numbers that are not finite (a damaged tile box) as null: `Infinity` and `NaN` are not JSON."""
+    try:
+        text = json.dumps(value, allow_nan=False, **dumps_options)
+    except ValueError:
+        text = json.dumps(_finite_only(value), allow_nan=False, **dumps_options)
     if not any(_unsafe(ch, "\n") for ch in text):
         return text
     out = []
@@ -54,3 +59,13 @@ def json_for_terminal(value, **dumps_options) -> str:
             code = ord(ch) - 0x10000
             out.append(f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}")
     return "".join(out)
+
+
+def _finite_only(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_only(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_only(v) for v in value]
+    return value
