@@ -103,3 +103,21 @@ def test_tile_boxes_that_are_not_finite_are_reported_by_check_and_never_printed_
         json.loads(out, parse_constant=lambda c: pytest.fail(f"non-standard JSON {c}"))
     code, out, err = cli("check", "--db", db)
     assert code == 2 and "1 tiles have boxes that are not finite numbers" in err
+
+
+def test_an_embedder_dimension_that_disagrees_with_its_vector_table_is_named(tmp_path, cli, hashing_embedder):
+    db = _damaged_copy(tmp_path, hashing_embedder, "update embedders set dim = 32")
+    for argv in (("search", "harbour", "--db", db), ("check", "--db", db)):
+        code, out, err = cli(*argv)
+        assert code == 2, err
+        assert "internal error" not in err
+        assert f"he embedder record of run 1 says 32-d, but its vector table caption_vec_1 holds " \
+               f"{hashing_embedder.dim}-d vectors" in err  # "The" in check's list, "the" in search's sentence
+
+
+def test_vector_rowids_deleted_do_not_stop_search_and_check_names_them(tmp_path, cli, hashing_embedder):
+    db = _damaged_copy(tmp_path, hashing_embedder, "delete from caption_vec_1_rowids")
+    code, out, err = cli("search", "harbour", "--db", db)
+    assert code in (0, 2) and "internal error" not in err, err
+    code, out, err = cli("check", "--db", db)
+    assert code == 2 and "have no vector" in err

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import IndexFileError, IndexingError
+from .vector_table import dim_disagreement
 from .store import Store
 from .store_reads import VectorReader, parse_run_row, run_caption_ids, run_rows, vec_table
 
@@ -60,6 +61,10 @@ def check_index(store: Store) -> CheckReport:
             " order by r.id").fetchall():
         before = len(report.problems)
         # Not store.run_info: a damaged run record must be reported, not stop the check.
+        disagreement = dim_disagreement(store.conn, vec_table(embedder_id), run_id, dim)
+        if disagreement:  # every query of that table would fail: the rest of this run is not checked
+            report.problems.append(f"{disagreement[0].upper()}{disagreement[1:]}.")
+            continue
         reader = VectorReader(store.conn, store.path, vec_table(embedder_id), dim)
         counts = _check_counts(store, run_id, embedder_id, report.problems)
         _check_vectors(store, run_id, reader, report.problems)

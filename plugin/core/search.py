@@ -19,6 +19,7 @@ from . import store_reads
 from .store import Store
 from .store_reads import RunInfo
 from .tiling import Window
+from .vector_table import dim_disagreement
 
 MAX_QUERY_CHARS = 2000  # embedders truncate long input anyway; refuse pasted documents
 MAX_K = 1000
@@ -192,6 +193,10 @@ def _fast_index(store: Store, run: RunInfo, mode: str, cache: Optional[FastIndex
 
 
 def _check_embedder(store: Store, run: RunInfo, embedder: Embedder) -> None:
+    disagreement = dim_disagreement(store.conn, run.vector_table, run.id, run.dim)
+    if disagreement:
+        raise IndexFileError(f"Index {store.path} is damaged: {disagreement}. Restore a copy, or index the raster "
+                             "again into a new file (--db).")
     if run.dim != embedder.dim:
         raise QueryError(
             f"Run {run.id} of {store.path} was embedded with {run.embedder} ({run.dim}-d); "
