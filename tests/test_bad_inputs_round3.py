@@ -121,3 +121,25 @@ def test_vector_rowids_deleted_do_not_stop_search_and_check_names_them(tmp_path,
     assert code in (0, 2) and "internal error" not in err, err
     code, out, err = cli("check", "--db", db)
     assert code == 2 and "have no vector" in err
+
+
+def test_a_disk_that_fills_while_the_manifest_is_written_is_named_and_leaves_no_tmp(tmp_path, monkeypatch):
+    import errno
+    import pathlib
+
+    from tilescribe.plugin.core.errors import ModelError
+    from tilescribe.plugin.core.models.folder import Manifest, write_manifest
+
+    real = pathlib.Path.write_text
+
+    def full(self, data, *args, **kwargs):
+        if self.name.endswith(".json.tmp"):
+            real(self, "", *args, **kwargs)  # created, then no room for the bytes
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "write_text", full)
+    with pytest.raises(ModelError) as failed:
+        write_manifest(tmp_path, Manifest("m", "a/b", "main", "c0ffee", "auto", []))
+    assert f"Cannot write the model manifest {tmp_path}" in str(failed.value) and "No space left" in str(failed.value)
+    assert list(tmp_path.iterdir()) == []

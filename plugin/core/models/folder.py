@@ -105,8 +105,16 @@ def read_manifest(folder: Path) -> Optional[Manifest]:
 def write_manifest(folder: Path, manifest: Manifest) -> Path:
     path = Path(folder) / MANIFEST
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(asdict(manifest), indent=2), encoding="utf-8")
-    os.replace(tmp, path)  # a crash never leaves half a manifest
+    try:
+        tmp.write_text(json.dumps(asdict(manifest), indent=2), encoding="utf-8")
+        os.replace(tmp, path)  # a crash never leaves half a manifest
+    except OSError as exc:  # a full disk: was exit 70, and an empty .json.tmp left behind
+        tmp.unlink(missing_ok=True)
+        from ..errors import ModelError
+
+        raise ModelError(f"Cannot write the model manifest {path} ({exc.strerror or exc}): free some space in "
+                         f"{folder} (or choose another models folder), then download again: the files already "
+                         "there are checked, not fetched twice.") from exc
     return path
 
 
