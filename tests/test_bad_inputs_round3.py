@@ -143,3 +143,20 @@ def test_a_disk_that_fills_while_the_manifest_is_written_is_named_and_leaves_no_
         write_manifest(tmp_path, Manifest("m", "a/b", "main", "c0ffee", "auto", []))
     assert f"Cannot write the model manifest {tmp_path}" in str(failed.value) and "No space left" in str(failed.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_gguf_header_with_arrays_nested_absurdly_deep_is_a_corrupt_file(tmp_path, cli):
+    import struct
+
+    from tilescribe.plugin.core.captioning.gguf_header import read_gguf_info
+    from tilescribe.plugin.core.errors import ModelError
+
+    key = b"general.evil"
+    data = b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", len(key)) + key + struct.pack("<I", 9)
+    data += struct.pack("<IQ", 9, 1) * 100_000 + struct.pack("<IQ", 4, 0)
+    deep = tmp_path / "deep.gguf"
+    deep.write_bytes(data)
+    with pytest.raises(ModelError, match=f"The model file {deep} is truncated or corrupt .*nested"):
+        read_gguf_info(deep, "model")
+    code, out, err = cli("models", "verify", deep)
+    assert code != 70 and "internal error" not in err and "nested" in out + err
