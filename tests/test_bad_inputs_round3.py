@@ -160,3 +160,18 @@ def test_a_gguf_header_with_arrays_nested_absurdly_deep_is_a_corrupt_file(tmp_pa
         read_gguf_info(deep, "model")
     code, out, err = cli("models", "verify", deep)
     assert code != 70 and "internal error" not in err and "nested" in out + err
+
+
+@pytest.mark.parametrize("files", [[{"file": "x.gguf"}], [5], [{"file": "../../x.gguf", "role": "model", "size": 1,
+                                                               "etag": "e"}],
+                                   [{"file": "x.gguf", "role": "model", "size": "big", "etag": "e"}]])
+def test_a_damaged_manifest_record_is_named_by_list_and_verify(tmp_path, cli, files):
+    folder = tmp_path / "models" / "a--b"
+    folder.mkdir(parents=True)
+    (folder / "tilescribe-model.json").write_text(json.dumps({
+        "name": "m", "repo": "a/b", "revision": "main", "commit": "c", "family": "auto", "files": files}))
+    code, out, err = cli("models", "list", "--dir", tmp_path / "models")  # lists the catalogue; skips the folder
+    assert code == 0 and "internal error" not in err, err
+    code, out, err = cli("models", "verify", "--dir", tmp_path / "models")
+    assert code == 1 and "internal error" not in err, err
+    assert f"FAIL {folder}: The model manifest {folder / 'tilescribe-model.json'} is damaged" in out, out

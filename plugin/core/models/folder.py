@@ -96,10 +96,33 @@ def read_manifest(folder: Path) -> Optional[Manifest]:
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return Manifest(**data)
+        manifest = Manifest(**data)
+        _check_records(manifest)
+        return manifest
     except (ValueError, TypeError) as exc:
         raise ModelError(f"The model manifest {path} is damaged ({exc}). Delete it and download the "
                          "model again (files already there are checked, not downloaded twice).") from exc
+
+
+def _check_records(manifest: Manifest) -> None:
+    """ValueError for a record of the wrong shape (was a TypeError later: exit 70) or a file name
+    leaving the folder (verify would read outside it)."""
+    for name in ("name", "repo", "revision", "commit", "family"):
+        if not isinstance(getattr(manifest, name), str):
+            raise ValueError(f"{name} is not text")
+    if not isinstance(manifest.files, list):
+        raise ValueError("files is not a list")
+    for number, record in enumerate(manifest.files, start=1):
+        if not isinstance(record, dict) or set(record) != {"file", "role", "size", "etag"}:
+            raise ValueError(f"file record {number} is not an object with file, role, size and etag")
+        name, size = record["file"], record["size"]
+        if (not isinstance(name, str) or not name.strip() or name.startswith(("/", "\\"))
+                or ".." in Path(name.replace("\\", "/")).parts):
+            raise ValueError(f"file record {number} names {name!r}, not a file inside the folder")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0 or not isinstance(record["etag"], str) \
+                or not isinstance(record["role"], str):
+            raise ValueError(f"file record {number} has a size that is not a whole number, or an etag or role "
+                             "that is not text")
 
 
 def write_manifest(folder: Path, manifest: Manifest) -> Path:
