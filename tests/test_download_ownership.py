@@ -95,3 +95,14 @@ def test_the_command_line_says_which_files_were_hash_checked(hub, tiny_pair, tmp
     assert code == 0
     assert f"{text.name}: size checked only: the hub at " in err and "gave no content hash" in err
     assert f"{mmproj.name}: sha256 checked" in err
+
+
+@pytest.mark.parametrize("size", [10 ** 400, 2 ** 63, -5])
+def test_a_declared_size_no_file_can_have_is_refused_naming_the_file(hub, tiny_pair, tmp_path, size):
+    text, _ = tiny_pair
+    hub.claimed_size[text.name] = size
+    with pytest.raises(ModelError) as refused:
+        download_model(tiny_spec(tiny_pair), tmp_path)
+    message = str(refused.value)
+    assert f"declares the size of {TINY_REPO}/{text.name} as" in message and "Check HF_ENDPOINT" in message
+    assert not (repo_folder(tmp_path, TINY_REPO) / text.name).exists()
