@@ -122,3 +122,13 @@ def test_the_protocols_bounds_are_the_command_lines():
     from tilescribe.plugin.core.tiling import MAX_TILE_SIZE
 
     assert worker_protocol._MAX_TILE == MAX_TILE_SIZE and worker_protocol._MAX_VARIANTS == MAX_VARIANTS
+
+
+def test_replies_are_strict_json_even_for_non_finite_numbers_and_escape_characters():
+    out = Recorder()
+    worker = Worker(out)
+    worker.send({"id": 1, "ok": True, "result": {"bbox": [float("inf"), 0, 1, float("nan")], "caption": "a\x9bb"}})
+    line = out.getvalue().splitlines()[0]
+    reply = json.loads(line, parse_constant=lambda c: pytest.fail(f"non-standard JSON {c}"))
+    assert reply["result"]["bbox"] == [None, 0, 1, None] and reply["result"]["caption"] == "a\x9bb"
+    assert "\x9b" not in line

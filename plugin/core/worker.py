@@ -39,7 +39,10 @@ class Worker:
     # -- plumbing ---------------------------------------------------------------------------
 
     def send(self, message: dict) -> None:
-        line = json.dumps(message, ensure_ascii=False)
+        from .terminal_text import json_for_terminal
+
+        # Strict JSON: a damaged tile box is null, never Infinity; control characters escaped (same data).
+        line = json_for_terminal(message, ensure_ascii=False)
         with self._write_lock:
             try:
                 self._out.write(line + "\n")
