@@ -82,13 +82,15 @@ def _try(captioner, png):
         return exc
 
 
-def test_waiting_for_llama_server_to_load_says_so(fake_binary, options, monkeypatch, capfd):
+def test_waiting_for_llama_server_to_load_says_so(fake_binary, options, monkeypatch, caplog):
+    """A warning (the command line and the worker show warnings on stderr) every WAIT_REPORT_S."""
     monkeypatch.setenv("FAKE_LLAMA_SLOW_S", "2")
     monkeypatch.setattr(llama_server, "WAIT_REPORT_S", 0.5)
-    server = LlamaServer(fake_binary, options, health_timeout_s=60).start()
+    with caplog.at_level("WARNING", logger=llama_server.__name__):
+        server = LlamaServer(fake_binary, options, health_timeout_s=60).start()
     server.close()
-    err = capfd.readouterr().err
-    assert "waiting for llama-server to load m.gguf" in err and "s so far" in err
+    waits = [r.getMessage() for r in caplog.records if "waiting for llama-server" in r.getMessage()]
+    assert waits and "waiting for llama-server to load m.gguf" in waits[0] and "s so far" in waits[0]
 
 
 def test_a_port_taken_by_another_program_is_named_and_another_port_is_tried(fake_binary, options, monkeypatch):

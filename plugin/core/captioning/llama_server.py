@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import collections
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -32,6 +33,7 @@ from typing import Optional, Sequence
 
 from ..errors import EngineError, ModelError
 
+log = logging.getLogger(__name__)
 HEALTH_TIMEOUT_S = 600.0  # loading a 7B model from a slow disk takes minutes
 WAIT_REPORT_S = 10.0  # while loading: a line on stderr this often (it said nothing for up to 600 s)
 PORT_TRIES = 3  # another program may take the free port before llama-server binds it
@@ -223,9 +225,9 @@ class LlamaServer:
                 pass
             if time.monotonic() >= next_report:
                 next_report += WAIT_REPORT_S
-                print(f"waiting for llama-server to load {self.options.model.name}: "
-                      f"{time.monotonic() - started:.0f} s so far (gives up after {self.health_timeout_s:.0f} s; "
-                      f"its log: {self._log_path})", file=sys.stderr, flush=True)
+                log.warning("waiting for llama-server to load %s: %.0f s so far (gives up after %.0f s; its log: %s)",
+                            self.options.model.name, time.monotonic() - started, self.health_timeout_s,
+                            self._log_path)
             time.sleep(0.2)
         self._stop_locked()
         raise ModelError(f"llama-server did not finish loading {self.options.model.name} within "
