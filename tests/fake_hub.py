@@ -28,6 +28,7 @@ class FakeHub:
     cut_after: dict = field(default_factory=dict)    # file name -> bytes sent before a drop (once)
     stall_after: dict = field(default_factory=dict)  # file name -> bytes sent before stalling
     claimed_size: dict = field(default_factory=dict)  # file name -> X-Linked-Size to announce
+    plain_etag: set = field(default_factory=set)     # file names whose ETag is no content hash (a mirror)
     release: threading.Event = field(default_factory=threading.Event)
     log: list = field(default_factory=list)          # (server, method, path, Range header)
     auth: list = field(default_factory=list)         # (server, Authorization header or None)
@@ -129,8 +130,9 @@ class _HubHandler(_Handler):
             self.reply(404, {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": COMMIT}, b"Entry not found")
             return
         sha = hashlib.sha256(data).hexdigest()
+        etag = f'W/"{len(data):x}-5f3a"' if match["file"] in self.hub.plain_etag else f'"{sha}"'
         self.reply(302, {"Location": f"{self.hub.cdn}/blobs/{sha}", "X-Repo-Commit": COMMIT,
-                         "ETag": f'"{sha}"', "X-Linked-Etag": f'"{sha}"',
+                         "ETag": etag, "X-Linked-Etag": etag,
                          "X-Linked-Size": str(self.hub.claimed_size.get(match["file"], len(data)))})
 
 

@@ -63,6 +63,7 @@ class ScriptedServer(ThreadingHTTPServer):
         self._queue = threading.Condition()
         self._tickets = self._serving = 0  # first come, first served, as its queue does
         self.clients_gone = 0  # answers nobody read any more: work wasted on abandoned requests
+        self.models: list[str] | None = None  # GET /v1/models lists these; None: 404, as servers without it
 
     def one_at_a_time(self, work) -> None:
         with self._queue:
@@ -105,6 +106,19 @@ class ScriptedServer(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     server: ScriptedServer
+
+    def do_GET(self):
+        if self.path.rstrip("/").endswith("/models") and self.server.models is not None:
+            data = json.dumps({"object": "list", "data": [{"id": m, "object": "model"}
+                                                          for m in self.server.models]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+        else:
+            data = b'{"error": "not found"}'
+            self.send_response(404)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def do_POST(self):
         length = int(self.headers.get("Content-Length") or 0)

@@ -40,7 +40,7 @@ def test_real_server_answers_through_the_whole_http_path(llama_server, tile_png)
         assert len(result.variants) == 1 and result.raw.strip() and result.completion_tokens > 0
     # llama_cpp.server rejects json_schema with a 500 naming response_format, takes json_object.
     assert cap.describe()["response_format"] == "json_object"
-    raw, tokens = cap._generate(tile_png, 1, 0)  # the answer itself: status 200, text, usage
+    raw, tokens, _ = cap._generate(tile_png, 1, 0)  # the answer itself: status 200, text, usage, endpoint
     assert raw.strip().startswith("{") and tokens > 0
 
 

@@ -59,11 +59,16 @@ def test_sql_planted_in_an_index_file_cannot_load_an_extension(tmp_path):
     conn.execute("create view innocent as select load_extension('/nonexistent/evil.so') as x")
     conn.commit()
     conn.close()
-    with Store(path) as store:
-        # Refused twice over: SQLite never lets schema objects call load_extension(), and
-        # Store switched extension loading off after sqlite-vec.
-        with pytest.raises(sqlite3.OperationalError, match="unsafe use of load_extension|not authorized"):
-            store._conn.execute("select * from innocent").fetchall()
+    # Refused three times over: Store refuses a file holding views or triggers (issue 22); SQLite
+    # never lets schema objects call load_extension(); Store switches extension loading off after sqlite-vec.
+    from tilescribe.plugin.core.errors import IndexFileError
+
+    with pytest.raises(IndexFileError, match="view 'innocent'"):
+        Store(path)
+    conn = sqlite3.connect(path)
+    with pytest.raises(sqlite3.OperationalError, match="unsafe use of load_extension|not authorized"):
+        conn.execute("select * from innocent").fetchall()
+    conn.close()
 
 
 # --- stored text is data --------------------------------------------------------------------------

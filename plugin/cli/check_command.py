@@ -7,6 +7,7 @@ from pathlib import Path
 from ..core.errors import IndexFileError
 from ..core.index.health import check_index, wal_note
 from ..core.index.store import Store
+from ..core.index.untrusted import ForeignSchemaError, describe
 from .common import add_db_argument, index_writable, say
 
 
@@ -25,7 +26,15 @@ def run(args) -> int:
     if note:
         say(f"note: {note}")
     # Writable when it can be: an older index is upgraded, and a normal end checkpoints the -wal.
-    with Store(args.db, readonly=not index_writable(Path(args.db))) as store:
+    try:
+        store = Store(args.db, readonly=not index_writable(Path(args.db)))
+    except ForeignSchemaError as exc:  # a failed check, listed as the others are
+        raise IndexFileError(
+            f"Index {args.db} failed 1 check(s): it holds schema objects TileScribe never creates "
+            f"({describe(exc.objects)}): another program changed it, and reading or writing it would run their "
+            "SQL. Remove them if you trust where it came from, restore a copy, or index the raster again into a "
+            "new file (--db).") from exc
+    with store:
         report = check_index(store)
     if not report.ok:
         raise IndexFileError(

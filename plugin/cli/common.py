@@ -46,8 +46,10 @@ def non_negative_int(text: str) -> int:
 
 
 def say(message: str) -> None:
-    """Progress and notes go to stderr, so stdout stays machine-readable."""
-    print(message, file=sys.stderr, flush=True)
+    """Progress and notes go to stderr, so stdout stays machine-readable (escapes shown, not obeyed)."""
+    from ..core.terminal_text import for_terminal
+
+    print(for_terminal(message, keep="\n"), file=sys.stderr, flush=True)
 
 
 def index_writable(db: Path) -> bool:

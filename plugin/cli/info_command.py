@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 
+from ..core.index.health import wal_note
 from ..core.index.store import Store
 from ..core.index.summary import index_summary
-from ..core.index.health import wal_note
+from ..core.terminal_text import for_terminal, json_for_terminal
 from .common import add_db_argument, say
 
 
@@ -34,21 +35,21 @@ def run(args) -> int:
     if summary["wal_note"]:
         say(f"note: {summary['wal_note']}")
     if args.format == "json":
-        print(json.dumps(summary, indent=2))
+        print(json_for_terminal(summary, indent=2))
         return 0
-    print(f"index {summary['index']}")
+    print(for_terminal(f"index {summary['index']}"))
     for raster in summary["rasters"]:
-        print(f"raster {raster['id']}: {raster['path']} ({raster['width']}x{raster['height']}, "
-              f"{raster['band_count']} bands {raster['dtype']}, {raster['crs_label']})")
+        print(for_terminal(f"raster {raster['id']}: {raster['path']} ({raster['width']}x{raster['height']}, "
+                           f"{raster['band_count']} bands {raster['dtype']}, {raster['crs_label']})"))
     for run in summary["runs"]:
         tiles = ", ".join(f"{n} {status}" for status, n in run["tiles"].items())
         captioner = describe_captioner(run["captioner"])
         render = run.get("render")
         bands = f", bands {' '.join(map(str, render['bands']))}" if render else ""
-        print(f"run {run['id']}: raster {run['raster_id']}, captioner {captioner}, "
-              f"prompt {run['prompt_version']}, embedder {run['embedder']} ({run['dim']}-d), "
-              f"tiles {run['tile_size']} px overlap {run['overlap']}{bands}: {tiles}; "
-              f"{run['variants_stored']} variants, {run['vectors']} vectors")
+        print(for_terminal(f"run {run['id']}: raster {run['raster_id']}, captioner {captioner}, "
+                           f"prompt {run['prompt_version']}, embedder {run['embedder']} ({run['dim']}-d), "
+                           f"tiles {run['tile_size']} px overlap {run['overlap']}{bands}: {tiles}; "
+                           f"{run['variants_stored']} variants, {run['vectors']} vectors"))
     if not summary["runs"]:
         print("no runs yet")
     return 0

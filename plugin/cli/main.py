@@ -11,6 +11,7 @@ import sys
 
 from ..core.errors import Cancelled, TileScribeError
 from ..core.index.sqlite_errors import read_failure
+from ..core.terminal_text import for_terminal
 
 # Each module has `register(subparsers)`, which adds its parser with `func=run`.
 COMMAND_MODULES = [
@@ -62,13 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except Cancelled as exc:
-        print(f"tilescribe: cancelled: {exc}", file=sys.stderr)
+        print(for_terminal(f"tilescribe: cancelled: {exc}", keep="\n"), file=sys.stderr)
         return EXIT_CANCELLED
     except KeyboardInterrupt:
         print("tilescribe: interrupted; work committed so far is kept.", file=sys.stderr)
         return EXIT_CANCELLED
-    except TileScribeError as exc:
-        print(f"tilescribe: error: {exc}", file=sys.stderr)
+    except TileScribeError as exc:  # messages quote paths and text from files: escapes are shown, not obeyed
+        print(for_terminal(f"tilescribe: error: {exc}", keep="\n"), file=sys.stderr)
         return EXIT_ERROR
     except BrokenPipeError:
         return 0
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         failure = read_failure(getattr(args, "db", None), exc)
         if failure is None:
             return _internal_error(exc)
-        print(f"tilescribe: error: {failure}", file=sys.stderr)
+        print(for_terminal(f"tilescribe: error: {failure}", keep="\n"), file=sys.stderr)
         return EXIT_ERROR
     except Exception as exc:  # a failure no message covers yet (a bug): one line, not a traceback
         return _internal_error(exc)
@@ -86,6 +87,7 @@ def _internal_error(exc: Exception) -> int:
     if os.environ.get("TILESCRIBE_DEBUG"):
         raise exc
     text = (str(exc).strip().splitlines() or [""])[0][:300]
+    text = for_terminal(text)
     print(f"tilescribe: internal error: {type(exc).__name__}: {text}. Work committed so far is kept. "
           "This is a bug in TileScribe: run the command again with TILESCRIBE_DEBUG=1 to see where "
           "it happened, and report it.", file=sys.stderr)

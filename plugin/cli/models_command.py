@@ -129,7 +129,16 @@ class _TextEvents:
             resumed = f", resuming at {format_size(event['resume_from'])}" if event["resume_from"] else ""
             say(f"downloading {event['file']} ({format_size(event['size'])}{resumed})")
         elif kind == "present":
-            say(f"{event['file']}: already downloaded, hash checked")
+            by = event.get("by", "sha256")
+            say(f"{event['file']}: already downloaded, "
+                + (f"{by} checked" if by != "size" else "size checked only (the hub gave no content hash)"))
+        elif kind == "checked":
+            if event["by"] == "size":
+                say(f"{event['file']}: size checked only: the hub at {event['endpoint']} gave no content hash "
+                    f"(ETag {event['etag']}), so its content could not be verified. Download from the Hugging "
+                    "Face hub itself (unset HF_ENDPOINT) to have it checked.")
+            else:
+                say(f"{event['file']}: {event['by']} checked against the hub's")
         elif kind == "cached":
             say(f"{event['file']}: taken from the Hugging Face cache {event['from']}")
         elif kind == "verify":

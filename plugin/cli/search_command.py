@@ -6,9 +6,10 @@ import argparse
 from pathlib import Path
 
 from ..core.errors import TileScribeError
+from ..core.index.store import Store
 from ..core.search.export import hits_to_geojson, hits_to_json, hits_to_text
 from ..core.search.search import SearchRequest, check_extent, check_query, search
-from ..core.index.store import Store
+from .output_guard import refuse_output_over_index
 from .common import add_db_argument, add_embedder_argument, index_writable, load_embedder, say
 
 FORMATTERS = {"text": hits_to_text, "json": hits_to_json, "geojson": hits_to_geojson}
@@ -35,6 +36,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     check_query(args.query, args.k)  # before loading a model, so bad input fails fast
     extent = check_extent(args.extent)
+    refuse_output_over_index(args.output, args.db)
     # Searching writes nothing; opened writable when it can be, an older index is upgraded on the way.
     with Store(args.db, readonly=not index_writable(Path(args.db))) as store:
         embedder = load_embedder(args.embedder)

@@ -60,6 +60,9 @@ def describe(event: dict) -> Optional[str]:
         return f"Checking the hash of {event['file']}"
     if kind == "present":
         return f"{event['file']} is already downloaded"
+    if kind == "checked" and event.get("by") == "size":
+        return (f"{event['file']}: only its size could be checked (the hub at {event.get('endpoint')} gave "
+                "no content hash)")
     if kind == "cached":
         return f"{event['file']} taken from the Hugging Face cache"
     return None

@@ -39,7 +39,10 @@ class Worker:
     # -- plumbing ---------------------------------------------------------------------------
 
     def send(self, message: dict) -> None:
-        line = json.dumps(message, ensure_ascii=False)
+        from ..core.terminal_text import json_for_terminal
+
+        # Strict JSON: a damaged tile box is null, never Infinity; control characters escaped (same data).
+        line = json_for_terminal(message, ensure_ascii=False)
         with self._write_lock:
             try:
                 self._out.write(line + "\n")
@@ -51,35 +54,35 @@ class Worker:
         for line in lines:
             if not line.strip():
                 continue
-            try:
-                request = json.loads(line)
-                if not isinstance(request, dict):
-                    raise ValueError("a request is a JSON object")
-            except RecursionError:  # json's decoder recurses per nesting level: this line must not end the loop
-                self.send({"id": None, "ok": False, "error": {
-                    "type": "ProtocolError", "message": "the request is nested too deeply to be a request"}})
-                continue
-            except ValueError as exc:
-                self.send({"id": None, "ok": False, "error": {"type": "ProtocolError", "message": str(exc)}})
-                continue
-            if request.get("cmd") == "shutdown":
-                self.send({"id": request.get("id"), "ok": True, "result": None})
-                break
-            self.dispatch(request)
+            request = None
+            try:  # the worker's one error boundary: no request line, however malformed, ends the loop
+                request = _parse(line)
+                if request.get("cmd") == "shutdown":
+                    self.send({"id": _reply_id(request), "ok": True, "result": None})
+                    break
+                self.dispatch(request)
+            except Exception as exc:
+                from ..core.errors import ProtocolError
+
+                rid = _reply_id(request) if isinstance(request, dict) else None
+                if isinstance(exc, ProtocolError):
+                    self._error(rid, exc)
+                else:
+                    self._internal(rid, exc)
         self.stop_jobs()
 
     def dispatch(self, request: dict) -> None:
         from .protocol import ProtocolError, check_request
 
-        rid, cmd = request.get("id"), request.get("cmd")
         try:
             check_request(request, {*self.handlers, "index"})
+            if request["cmd"] == "index":
+                self._start_index(request.get("id"), request)
+                return
         except ProtocolError as exc:
-            self.send({"id": rid, "ok": False, "error": {"type": "ProtocolError", "message": str(exc)}})
+            self._error(_reply_id(request), exc)
             return
-        if cmd == "index":
-            self._start_index(rid, request)
-            return
+        rid, cmd = request.get("id"), request.get("cmd")
         handler = self.handlers[cmd]
         self._reply(rid, lambda: handler(request), request.get("db"))
 
@@ -205,6 +208,11 @@ class Worker:
         return event is not None
 
     def _start_index(self, rid, request: dict) -> None:
+        from ..core.errors import ProtocolError
+
+        if rid in self._jobs:  # it would take over the running job's cancel (issue 22)
+            raise ProtocolError(f"index: a job with id {rid!r} is already running: give each job its own id "
+                                "(cancel it first, or wait for its reply)")
         stop = threading.Event()
         self._jobs[rid] = stop
         thread = threading.Thread(target=self._run_index, args=(rid, request, stop), name=f"index-{rid}")
@@ -246,6 +254,28 @@ class Worker:
 
     def _progress(self, rid, progress) -> None:
         self.send({"id": rid, "event": "progress", "data": _progress_data(progress)})
+
+
+def _parse(line: str) -> dict:
+    from ..core.errors import ProtocolError
+
+    try:
+        request = json.loads(line)
+    except RecursionError:  # json's decoder recurses per nesting level
+        raise ProtocolError("the request is nested too deeply to be a request") from None
+    except ValueError as exc:
+        raise ProtocolError(str(exc)) from None
+    if not isinstance(request, dict):
+        raise ProtocolError("a request is a JSON object")
+    return request
+
+
+def _reply_id(request: dict):
+    """The id to answer with: the request's own when it is a valid id, else null (never `Infinity`)."""
+    from .worker_protocol import _request_id
+
+    rid = request.get("id")
+    return rid if _request_id(rid) is None else None
 
 
 def _given(request: dict, name: str, default):

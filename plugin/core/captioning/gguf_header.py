@@ -76,19 +76,26 @@ def _read_header(handle: BinaryIO) -> tuple[dict, dict, int]:
     return fields, {name: shape for name, shape, _, _ in infos}, data_end
 
 
-def _read_value(handle: BinaryIO, kind: int):
+# GGUF metadata nests arrays of arrays at most a level or two deep; a file nesting them
+# thousands deep ended the reader in a RecursionError (issue 22: exit 70).
+_MAX_NESTING = 16
+
+
+def _read_value(handle: BinaryIO, kind: int, depth: int = 0):
     if kind in _SCALARS:
         fmt = _SCALARS[kind]
         return struct.unpack(fmt, _read(handle, struct.calcsize(fmt)))[0]
     if kind == _STRING:
         return _read_string(handle)
     if kind == _ARRAY:
-        _skip_array(handle, _read_u32(handle), _read_u64(handle))
+        if depth >= _MAX_NESTING:
+            raise ValueError(f"metadata arrays nested more than {_MAX_NESTING} deep")
+        _skip_array(handle, _read_u32(handle), _read_u64(handle), depth + 1)
         return None
     raise ValueError(f"unknown metadata value type {kind}")
 
 
-def _skip_array(handle: BinaryIO, kind: int, count: int) -> None:
+def _skip_array(handle: BinaryIO, kind: int, count: int, depth: int = 1) -> None:
     if count > _MAX_COUNT:
         raise ValueError("impossible array length")
     if kind in _SCALARS:
@@ -98,7 +105,7 @@ def _skip_array(handle: BinaryIO, kind: int, count: int) -> None:
             handle.seek(_read_u64(handle), os.SEEK_CUR)
     else:
         for _ in range(count):
-            _read_value(handle, kind)
+            _read_value(handle, kind, depth)
 
 
 def _read_tensor_info(handle: BinaryIO) -> tuple[str, tuple, int, int]:

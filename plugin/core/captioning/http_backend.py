@@ -19,6 +19,7 @@ from .http_answers import (RETRY_STATUS, AnswerReader, TileRefused, answer_limit
 from .http_pool import Endpoint, EndpointPool, Ticket
 from .http_transport import (Aborted, Answer, Exchange, Target, TooLarge, TransportError, check_url,
                              redact_one)
+from .endpoint_models import served_models, wrong_model
 from .parse import MAX_ANSWER_CHARS, parse_variants
 from .prompt import PROMPT_VERSION, build_messages, field_max_len, response_schema
 
@@ -66,6 +67,14 @@ def server_urls(value) -> list[str]:
     """The URLs of a server setting: one URL, several separated by spaces, or a list."""
     items = value.split() if isinstance(value, str) else list(value or ())
     return [str(u).strip() for u in items if str(u).strip()]
+
+
+class _InvalidAnswer(CaptionError):
+    """A 2xx answer that is not a usable completion, from `endpoint`."""
+
+    def __init__(self, message: str, endpoint: Endpoint):
+        super().__init__(message)
+        self.endpoint = endpoint
 
 
 class OpenAICompatibleCaptioner:
@@ -120,6 +129,7 @@ class OpenAICompatibleCaptioner:
         self._format = 0 if json_schema else FORMATS.index("none")
         self._closed = False
         self._captioned, self._refusals = False, 0
+        self._models_checked, self._models_lock = False, threading.Lock()
 
     def _api_key(self, api_key: str | None) -> str:
         if api_key:
@@ -167,23 +177,45 @@ class OpenAICompatibleCaptioner:
             raise CaptionError("the tile image given to the captioner is not a PNG")
         started, tokens, failures = time.perf_counter(), 0, []
         max_chars = max(MAX_ANSWER_CHARS, 2 * worst_case_chars(n_variants, self.max_len))
+        self._check_models_once()
+        avoid: set[int] = set()  # endpoints whose answer for this tile failed validation: others first
         for attempt in range(self.max_attempts):
+            endpoint = None
             try:
-                raw, used = self._generate(png, n_variants, attempt)
+                raw, used, endpoint = self._generate(png, n_variants, attempt, avoid)
                 tokens += used
                 variants = parse_variants(raw, n_variants, max_chars)
             except TileRefused as err:
                 self._note_refusal(err)
                 raise  # the same request again would be refused again
             except CaptionError as err:
-                failures.append(str(err))
+                endpoint = getattr(err, "endpoint", endpoint)
+                if endpoint is not None:  # its answer came, and failed validation: that server is named
+                    self._pool.invalid_answer(endpoint, str(err))
+                    avoid.add(endpoint.index)
+                    failures.append(f"{err} (from {endpoint.url})")
+                else:
+                    failures.append(str(err))
                 continue
+            self._pool.valid_answer(endpoint)
             self._captioned = True
             return CaptionResult(variants, raw, attempt + 1, tokens, time.perf_counter() - started, failures)
         raise CaptionError(
             f"The model {self.model} at {self.url} gave no valid captions in {self.max_attempts} "
             f"attempts; last reason: {failures[-1]}. Try a larger or instruction-tuned vision "
             "model, fewer variants, or a lower temperature.")
+
+    def _check_models_once(self) -> None:
+        """Before the first tile, with several endpoints: leave out those serving another model."""
+        if self._models_checked or len(self._pool.endpoints) < 2:
+            return
+        with self._models_lock:
+            if self._models_checked:
+                return
+            listed = {e.index: (e.url, served_models(e.target)) for e in self._pool.endpoints}
+            for index, message in wrong_model(self.model, listed).items():
+                self._pool.leave(self._pool.endpoints[index], message)
+            self._models_checked = True
 
     def _note_refusal(self, err: TileRefused) -> None:
         """A server that refuses every tile from the start is set up wrong (a context too small
@@ -217,13 +249,19 @@ class OpenAICompatibleCaptioner:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
-    def _generate(self, png: bytes, n_variants: int, attempt: int) -> tuple[str, int]:
-        """One answer, stepping down to a plainer response_format when the server rejects one."""
+    def _generate(self, png: bytes, n_variants: int, attempt: int, avoid: set = frozenset()):
+        """(answer text, tokens, endpoint that gave it), stepping down to a plainer response_format
+        when the server rejects one."""
         for _ in FORMATS:  # the format only moves forward: at most one pass per format
             tried = self._format
-            answer, url = self._send(self._payload(png, n_variants, attempt, FORMATS[tried]), n_variants)
+            answer, endpoint = self._send(self._payload(png, n_variants, attempt, FORMATS[tried]), n_variants,
+                                          avoid)
+            url = endpoint.url
             if 200 <= answer.status < 300:
-                return self._reader.content(answer.body, url)
+                try:
+                    return (*self._reader.content(answer.body, url), endpoint)
+                except CaptionError as err:
+                    raise _InvalidAnswer(str(err), endpoint) from None
             if tried + 1 < len(FORMATS) and rejects_format(answer.status, answer.body):
                 self._fall_back(tried, answer)
                 continue
@@ -260,22 +298,26 @@ class OpenAICompatibleCaptioner:
             payload["response_format"] = {"type": "json_object", "schema": schema}
         return payload
 
-    def _send(self, payload: dict, n_variants: int) -> tuple[Answer, str]:
-        """An answer from some server, moving to another when one fails. CaptionError when this
-        tile failed max_retries + 1 times on every server still up."""
+    def _send(self, payload: dict, n_variants: int, avoid: set = frozenset()) -> tuple[Answer, Endpoint]:
+        """An answer from some server (preferring those not in `avoid`), moving to another when one
+        fails. CaptionError when this tile failed max_retries + 1 times on every server still up."""
         data = json.dumps(payload).encode("utf-8")
         limit = answer_limit_bytes(n_variants, self.max_len, self.max_tokens)
         fails: collections.Counter = collections.Counter()
         tried_out: set[int] = set()
         last = ""
+        preferred_out = set(avoid)
         while True:
-            ticket = self._pool.acquire(tried_out)
+            ticket = self._pool.acquire(tried_out | preferred_out)
+            if ticket is None and preferred_out:
+                preferred_out = set()  # only servers that gave a bad answer are left: they try again
+                continue
             if ticket is None:
                 raise CaptionError(f"every captioning server still up failed this tile "
                                    f"{self.max_retries + 1} times (last: {last})")
             outcome = self._attempt(ticket, data, limit, payload)
             if isinstance(outcome, Answer):
-                return outcome, ticket.endpoint.url
+                return outcome, ticket.endpoint
             last = outcome
             fails[ticket.endpoint.index] += 1
             if fails[ticket.endpoint.index] > self.max_retries:

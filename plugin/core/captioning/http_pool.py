@@ -19,6 +19,9 @@ from typing import Optional
 from ..errors import Cancelled, EngineError, ModelError
 from .http_transport import Target
 
+# Answers in a row that fail validation (fewer variants, not the schema, no choices) before an
+# endpoint leaves the run, once another endpoint has given a valid one (issue 22).
+INVALID_BEFORE_GONE = 3
 MAX_DELAY_S = 60.0  # a Retry-After of an hour must not freeze indexing silently
 _WAIT_SLICE_S = 0.1  # waits poll the cancel event this often (no lock is taken to cancel)
 
@@ -38,17 +41,18 @@ class Endpoint:
     gone: Optional[str] = None  # why it left the run
     last_progress: float = -math.inf  # when it last answered anything
     good_in_a_row: int = 0
+    invalid_in_a_row: int = 0  # answers that failed validation since its last valid one
     sustained: Optional[float] = None  # requests it serves at once, measured (EWMA)
     served: Optional[float] = None  # share of a request's time the server spent on it (EWMA)
     counts: dict = field(default_factory=lambda: dict.fromkeys(
-        ("sent", "answered", "failed", "abandoned", "refused", "peak"), 0))
+        ("sent", "answered", "failed", "abandoned", "refused", "peak", "valid", "invalid"), 0))
 
     def __post_init__(self):
         self.limit = self.limit or self.max_limit
 
     def ready(self, now: float) -> bool:
         # While failing, one probe at a time: a broken server is not sent a whole batch.
-        allowed = 1 if self.rounds else self.limit
+        allowed = 1 if self.rounds or self.invalid_in_a_row else self.limit
         return self.gone is None and self.backoff_until <= now and self.in_flight < allowed
 
 
@@ -166,6 +170,36 @@ class EndpointPool:
                 return
             delay = self.backoff_s * 2 ** (e.rounds - 1) * random.uniform(0.5, 1.5)
             e.backoff_until = now + min(max(delay, retry_after or 0.0), MAX_DELAY_S)
+
+    def valid_answer(self, e: Endpoint) -> None:
+        with self._cond:
+            e.counts["valid"] += 1
+            e.invalid_in_a_row = 0
+            self._cond.notify_all()
+
+    def invalid_answer(self, e: Endpoint, reason: str) -> None:
+        """An answer that failed validation: one probe at a time, backed off; after
+        INVALID_BEFORE_GONE in a row, while another endpoint answers validly, it leaves the run."""
+        with self._cond:
+            e.counts["invalid"] += 1
+            e.invalid_in_a_row += 1
+            now = time.monotonic()
+            others_valid = any(o is not e and o.gone is None and o.counts["valid"] for o in self.endpoints)
+            if e.invalid_in_a_row >= INVALID_BEFORE_GONE and others_valid:
+                e.gone = (f"The captioning server at {e.url} gave {e.invalid_in_a_row} answers in a row that "
+                          f"failed validation (last: {reason}) while another server's answers were valid: it "
+                          "may serve another model or ignore the answer schema. It left this run; check what it "
+                          "serves.")
+            else:
+                delay = self.backoff_s * 2 ** (e.invalid_in_a_row - 1) * random.uniform(0.5, 1.5)
+                e.backoff_until = max(e.backoff_until, now + min(delay, MAX_DELAY_S))
+            self._cond.notify_all()
+
+    def leave(self, e: Endpoint, message: str) -> None:
+        """The endpoint leaves the run before any request (it serves another model)."""
+        with self._cond:
+            e.gone = message
+            self._cond.notify_all()
 
     def drop(self, ticket: Ticket, message: str) -> None:
         """The endpoint cannot be used in this run (no such host, nobody listening, TLS)."""

@@ -1,7 +1,9 @@
 """Starts, watches and stops one llama.cpp `llama-server` process that only we can use.
 
 It listens on 127.0.0.1 on a free port and wants a random API key made at each start,
-so no other local user or web page can use it; it dies with the process that started
+so no other local user or web page can use it. The key reaches it in a file only the
+user can read (0600, in a 0700 folder of our own; `--api-key-file`), removed once the
+server has read it: on the command line any local user read it in /proc/PID/cmdline; it dies with the process that started
 it (Linux: the kernel's parent-death signal; elsewhere atexit), so a killed worker or
 QGIS never leaves a model loaded in memory.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 import atexit
 import collections
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -30,7 +33,10 @@ from typing import Optional, Sequence
 
 from ..errors import REBUILD_ADVICE, EngineError, ModelError, describe_exit, is_native_crash
 
+log = logging.getLogger(__name__)
 HEALTH_TIMEOUT_S = 600.0  # loading a 7B model from a slow disk takes minutes
+WAIT_REPORT_S = 10.0  # while loading: a line on stderr this often (it said nothing for up to 600 s)
+PORT_TRIES = 3  # another program may take the free port before llama-server binds it
 STOP_GRACE_S = 5.0
 _LOG_TAIL = 15
 # Built-in llama-server templates for families whose GGUFs often carry none (else the
@@ -106,6 +112,7 @@ class LlamaServer:
         self.starts = 0
         self._log_dir = tempfile.mkdtemp(prefix="tilescribe-llama-server-")
         self._log_path = Path(self._log_dir) / "llama-server.log"
+        self._key_path = Path(self._log_dir) / "api-key"  # mkdtemp made the folder 0700
         self._lock = threading.Lock()
         _live.add(self)
 
@@ -114,29 +121,62 @@ class LlamaServer:
     def start(self) -> "LlamaServer":
         """Start the process and wait until it has loaded the model (ModelError if it cannot)."""
         with self._lock:
-            self._stop_locked()
-            port = _free_port()
-            self.api_key = self._fixed_key or secrets.token_urlsafe(24)
-            self.url = f"http://127.0.0.1:{port}"
-            command = self.command(port)
-            log = self._log_path.open("ab")
-            try:
-                self.process = subprocess.Popen(
-                    command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
-            except OSError as exc:
-                raise ModelError(f"Cannot start {self.binary}: {exc}. Check that it is a llama-server "
-                                 "built for this machine (or run `make setup`).") from exc
-            finally:
-                log.close()
-            self.starts += 1
-            self._wait_healthy()
+            for attempt in range(1, PORT_TRIES + 1):
+                try:
+                    self._start_locked()
+                    break
+                except _PortTaken as taken:
+                    if attempt == PORT_TRIES:
+                        raise ModelError(
+                            f"llama-server could not listen on 127.0.0.1:{taken.port}: another program took the "
+                            f"port ({PORT_TRIES} free ports tried, each taken before llama-server could bind "
+                            "it). Close programs that open many local ports, or start llama-server yourself "
+                            "and use --server URL.") from None
         return self
+
+    def _start_locked(self) -> None:
+        self._stop_locked()
+        port = _free_port()
+        self.api_key = self._fixed_key or secrets.token_urlsafe(24)
+        self.url = f"http://127.0.0.1:{port}"
+        command = self.command(port)
+        self._write_key_file()
+        log = self._log_path.open("ab")
+        self._log_start = self._log_path.stat().st_size
+        try:
+            self.process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+        except OSError as exc:
+            self._remove_key_file()
+            raise ModelError(f"Cannot start {self.binary}: {exc}. Check that it is a llama-server "
+                             "built for this machine (or run `make setup`).") from exc
+        finally:
+            log.close()
+        self.starts += 1
+        try:
+            self._wait_healthy(port)
+        finally:
+            self._remove_key_file()  # read at start: no need to keep it on disk
+
+    def _write_key_file(self) -> None:
+        """The key, for this user only: a new file (never through a link planted in its place)."""
+        self._remove_key_file()
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        fd = os.open(self._key_path, flags, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(self.api_key + "\n")
+
+    def _remove_key_file(self) -> None:
+        try:
+            self._key_path.unlink()
+        except FileNotFoundError:
+            pass
 
     def command(self, port: int) -> list[str]:
         o = self.options
         command = [str(self.binary), "-m", str(o.model), "--mmproj", str(o.mmproj),
-                   "--host", "127.0.0.1", "--port", str(port), "--api-key", self.api_key,
+                   "--host", "127.0.0.1", "--port", str(port), "--api-key-file", str(self._key_path),
                    "-np", str(o.slots), "-c", str(o.ctx_per_slot * o.slots), "--no-webui",
                    "-ngl", str(o.gpu_layers)]
         if o.threads:
@@ -162,6 +202,7 @@ class LlamaServer:
         shutil.rmtree(self._log_dir, ignore_errors=True)
 
     def _stop_locked(self) -> None:
+        self._remove_key_file()
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
             return
@@ -186,12 +227,15 @@ class LlamaServer:
         """llama-server's /props (build, slots, context), for the run record and the log."""
         return json.loads(self._get("/props", timeout=10))
 
-    def _wait_healthy(self) -> None:
-        deadline = time.monotonic() + self.health_timeout_s
+    def _wait_healthy(self, port: int = 0) -> None:
+        started = time.monotonic()
+        deadline, next_report = started + self.health_timeout_s, started + WAIT_REPORT_S
         while time.monotonic() < deadline:
             if not self.alive():
                 code = self.process.returncode if self.process else None
                 self.process = None
+                if _bind_failed(self._log_since_start()):
+                    raise _PortTaken(port)
                 advice = REBUILD_ADVICE if is_native_crash(code) else \
                     "Check the model files, the context size and free memory."
                 raise ModelError(
@@ -203,14 +247,26 @@ class LlamaServer:
             except urllib.error.HTTPError as exc:
                 if exc.code == 401:  # another program answers on this port: not ours
                     self._stop_locked()
-                    raise ModelError(
-                        "Another program answered on the port chosen for llama-server; try again.") from None
+                    raise _PortTaken(port) from None
             except (OSError, ValueError):
                 pass
+            if time.monotonic() >= next_report:
+                next_report += WAIT_REPORT_S
+                log.warning("waiting for llama-server to load %s: %.0f s so far (gives up after %.0f s; its log: %s)",
+                            self.options.model.name, time.monotonic() - started, self.health_timeout_s,
+                            self._log_path)
             time.sleep(0.2)
         self._stop_locked()
         raise ModelError(f"llama-server did not finish loading {self.options.model.name} within "
                          f"{self.health_timeout_s:.0f} s. It said:\n{self.log_tail()}")
+
+    def _log_since_start(self) -> str:
+        try:
+            with self._log_path.open("rb") as handle:
+                handle.seek(getattr(self, "_log_start", 0))
+                return handle.read(1 << 16).decode("utf-8", "replace")
+        except OSError:
+            return ""
 
     def _get(self, path: str, timeout: float) -> bytes:
         request = urllib.request.Request(self.url + path, headers={"Authorization": f"Bearer {self.api_key}"})
@@ -227,6 +283,18 @@ class LlamaServer:
                 f"tiles are kept; run again to continue. It said:\n{self.log_tail()}" +
                 (f"\n{REBUILD_ADVICE}" if "killed by SIG" in reason else ""))
         self.start()
+
+
+class _PortTaken(Exception):
+    """llama-server could not bind the port chosen for it (another program took it): try another."""
+
+    def __init__(self, port: int):
+        super().__init__(port)
+        self.port = port
+
+
+def _bind_failed(log: str) -> bool:
+    return "couldn't bind HTTP server socket" in log or "Address already in use" in log
 
 
 # A local server must never be reached through the user's HTTP proxy.

@@ -107,6 +107,10 @@ class LlamaServerCaptioner:
         try:
             return client.caption(png, n_variants)
         except ModelError as exc:
+            with self._restart_lock:  # a restart under way: wait for it, then see which client is current
+                current = self._client
+            if current is not client:  # restarted while this tile was in flight on the old port
+                return current.caption(png, n_variants)
             if self.server.alive():
                 raise
             self._restart(client, exc)

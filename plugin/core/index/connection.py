@@ -10,6 +10,7 @@ from pathlib import Path
 from ..errors import IndexFileError
 from . import INDEX_SUFFIX
 from .migrations import MIGRATIONS, SCHEMA_VERSION, older_schema_message
+from .untrusted import bound_query_time, refuse_foreign_objects
 
 # "TSCR": marks a file as a TileScribe index, so another program's SQLite file is refused.
 APPLICATION_ID = 0x54534352
@@ -50,6 +51,7 @@ def connect(path: Path, *, create: bool, readonly: bool) -> sqlite3.Connection:
     try:
         conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
         conn.execute("pragma busy_timeout = 5000")
+        bound_query_time(conn)  # a received file must not hang a command (untrusted.py)
         conn.execute(f"pragma mmap_size = {MMAP_BYTES}")
     except sqlite3.Error as exc:
         raise IndexFileError(f"Cannot open index {path}: {exc}.") from exc
@@ -94,6 +96,12 @@ def check_schema(conn: sqlite3.Connection, path: Path, readonly: bool) -> None:
             f"{path} is an SQLite file of another program, not a TileScribe index. "
             "Pick a *.tilescribe.sqlite file, or a new file name to create one."
         )
+    refuse_foreign_objects(conn, path)  # views, triggers: never ours (issue 22)
+    if version < 0:  # no TileScribe writes one: migrating from it ran migrations from the end (issue 22)
+        raise IndexFileError(
+            f"Index {path} records schema version {version}, which no TileScribe writes: the file "
+            "was changed by another program or is damaged. Nothing was written to it. Restore a copy, "
+            "or index the raster again into a new file (--db).")
     if version > SCHEMA_VERSION:
         raise IndexFileError(
             f"Index {path} was written by a newer TileScribe (schema {version}, this "
@@ -104,10 +112,13 @@ def check_schema(conn: sqlite3.Connection, path: Path, readonly: bool) -> None:
 
 
 def migrate(conn: sqlite3.Connection, atomic) -> None:
-    """Run the migrations the file lacks, each in its own transaction (`atomic`: the Store's)."""
+    """Run the migrations the file lacks, all in one transaction (`atomic`: the Store's): a step
+    that fails leaves the file as it was."""
     version = conn.execute("pragma user_version").fetchone()[0]
-    for number in range(version, SCHEMA_VERSION):
-        with atomic():
+    if not 0 <= version < SCHEMA_VERSION:
+        return
+    with atomic():
+        for number in range(version, SCHEMA_VERSION):
             MIGRATIONS[number](conn)
             conn.execute(f"pragma application_id = {APPLICATION_ID}")
             conn.execute(f"pragma user_version = {number + 1}")

@@ -134,6 +134,8 @@ def _legacy_similarity(store: Store, embedder_id: int, embedder: Embedder) -> Op
         return None
     found, stored = store.vector_reader(store.run_info(rows[0][4])).read(np.array([row[0] for row in rows]))
     rows = [row for row in rows if row[0] in set(found.tolist())]  # ascending ids, as `found`
+    if not rows:  # captions whose vectors are gone (damaged sqlite-vec tables): nothing to compare
+        return None
     fresh = embedder.embed([CaptionVariant(*row[1:4]).embedding_text() for row in rows])
     if stored.shape != fresh.shape:
         return 0.0

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import IndexFileError, IndexingError
+from .vector_table import dim_disagreement
 from .store import Store
 from .store_reads import VectorReader, parse_run_row, run_caption_ids, run_rows, vec_table
 
@@ -60,6 +61,10 @@ def check_index(store: Store) -> CheckReport:
             " order by r.id").fetchall():
         before = len(report.problems)
         # Not store.run_info: a damaged run record must be reported, not stop the check.
+        disagreement = dim_disagreement(store._conn, vec_table(embedder_id), run_id, dim)
+        if disagreement:  # every query of that table would fail: the rest of this run is not checked
+            report.problems.append(f"{disagreement[0].upper()}{disagreement[1:]}.")
+            continue
         reader = VectorReader(store._conn, store.path, vec_table(embedder_id), dim)
         counts = _check_counts(store, run_id, embedder_id, report.problems)
         _check_vectors(store, run_id, reader, report.problems)
@@ -127,6 +132,13 @@ def _check_tables(store: Store, report: CheckReport) -> None:
         report.problems.append(f"{captions} captions, but {words} word entries.")
     if orphans:
         report.problems.append(f"{orphans} captions belong to no tile.")
+    # SQLite stores NaN as NULL and keeps infinities: a box must be finite to be drawn or searched by extent.
+    bad_boxes = store._conn.execute(
+        "select count(*) from tiles where not (abs(minx) <= 1.7976931348623157e308 and abs(miny) <= "
+        "1.7976931348623157e308 and abs(maxx) <= 1.7976931348623157e308 and abs(maxy) <= "
+        "1.7976931348623157e308)").fetchone()[0]
+    if bad_boxes:
+        report.problems.append(f"{bad_boxes} tiles have boxes that are not finite numbers.")
 
 
 def _check_counts(store: Store, run_id: int, embedder_id: int, problems: list) -> int:
@@ -183,7 +195,7 @@ def _known_searches(store: Store, run_id: int, reader: VectorReader, problems: l
         hits = store._conn.execute(
             f"select caption_id, distance from {reader.table} where embedding match ? and k = 8"
             " and run_id = ? order by distance", (vectors[0].tobytes(), run_id)).fetchall()
-        exact = [cid for cid, distance in hits if distance <= SAME_VECTOR]
+        exact = [cid for cid, distance in hits if distance is not None and distance <= SAME_VECTOR]
         if caption_id not in exact and not len(exact) == len(hits) == 8:  # 8 exact: duplicates of it
             problems.append(f"Run {run_id}: caption {caption_id}'s own vector does not find it (best match "
                             f"{hits[0] if hits else 'none'}): the vector table disagrees with the stored vectors.")

@@ -17,12 +17,19 @@ class IndexerLock:
     meets the same lock. The holder's pid stays in it until a clean release: a pid found
     there on acquiring means the last indexer died holding it, or ended in an error
     (`previous_holder_died`).
+
+    A name is not what the file is: through a hard link (another name in another folder)
+    two indexers met two side files and both ran, each with its own WAL (issue 22). So the
+    lock is also taken on the file's identity (device + inode), in a per-user folder, and a
+    file with several hard links is refused with what to do: SQLite keeps its journal beside
+    each name, so writing through one name while another is in use can damage it.
     """
 
     def __init__(self, db_path: str | os.PathLike):
         self.db_path = Path(db_path)
         self.path = Path(f"{Path(db_path).resolve()}.lock")
         self._handle = None
+        self._identity_handle = None
         self._marked = False
         self.previous_holder_died = False
 
@@ -48,9 +55,47 @@ class IndexerLock:
                 "finish (or stop it), then run again: it will resume where the index stands."
             ) from None
         self._handle = handle
+        try:
+            self._lock_identity()
+        except BaseException:
+            self.release()
+            raise
         if mark:
             self._mark(handle)
         return self
+
+    def _lock_identity(self) -> None:
+        try:
+            st = os.stat(self.db_path)
+        except OSError:
+            return  # not created yet: nothing else can name it
+        folder = _identity_lock_folder()
+        try:
+            handle = open(folder / f"{st.st_dev}-{st.st_ino}.lock", "a+") if folder else None
+        except OSError:
+            handle = None
+        if handle is None:  # the name lock and the link check still hold
+            self._refuse_links(st)
+            return
+        try:
+            _lock(handle)
+        except OSError:
+            handle.close()
+            raise IndexingError(
+                f"Another TileScribe indexer is writing {self.db_path} right now (through another name "
+                "of the same file). Wait for it to finish (or stop it), then run again: it will resume "
+                "where the index stands.") from None
+        self._identity_handle = handle
+        self._refuse_links(st)
+
+    def _refuse_links(self, st) -> None:
+        if st.st_nlink > 1:
+            raise IndexingError(
+                f"The index {self.db_path} has {st.st_nlink} hard links (other names for the same file, "
+                "made by ln or cp -l): SQLite keeps its journal beside each name, so writing through one "
+                "name while another is in use can damage the index. Index into a copy of its own "
+                f"(cp {self.db_path} NEW.tilescribe.sqlite, then --db NEW.tilescribe.sqlite), or remove "
+                f"the other names (find them with: find / -xdev -samefile {self.db_path}).")
 
     def _mark(self, handle) -> None:
         try:  # the pid also helps a person looking at the file: a full disk must not stop us here
@@ -66,6 +111,12 @@ class IndexerLock:
 
     def release(self, clean: bool = True) -> None:
         """Drop the lock; `clean=False` leaves the pid, so the next indexer checks the index first."""
+        if self._identity_handle is not None:
+            try:
+                self._identity_handle.close()
+            except OSError:
+                pass
+            self._identity_handle = None
         if self._handle is not None:
             if self._marked and clean:
                 try:
@@ -91,6 +142,19 @@ class IndexerLock:
 
     def __exit__(self, exc_type, *exc) -> None:
         self.release(clean=exc_type is None)  # an error, a second Ctrl-C: not a clean end
+
+
+def _identity_lock_folder():
+    """A folder only this user writes, for locks named by device + inode (None: none can be made)."""
+    base = os.environ.get("XDG_RUNTIME_DIR") or os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    folder = Path(base) / "tilescribe" / "index-locks"
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if hasattr(os, "getuid") and folder.stat().st_uid != os.getuid():
+            return None  # planted by someone else: do not lock through it
+    except OSError:
+        return None
+    return folder
 
 
 def _lock(handle) -> None:

@@ -37,6 +37,11 @@ def open_failure(path, exc: sqlite3.DatabaseError) -> IndexFileError:
 
 def read_failure(path, exc: BaseException) -> Optional[IndexFileError]:
     """An IndexFileError for an index whose pages cannot be read (damage), else None."""
+    from .untrusted import interrupted_failure
+
+    stopped = interrupted_failure(path, exc) if path is not None else None
+    if stopped is not None:
+        return stopped
     if path is None or not _DAMAGED.search(str(exc)):
         return None
     return IndexFileError(f"Index {path} cannot be read ({exc}): it is damaged. Index the raster again "

@@ -10,6 +10,7 @@ import numpy as np
 
 from . import store_reads, store_writes
 from .store_reads import Extent, RunInfo
+from .vector_table import dim_disagreement
 
 
 class StoreQueries:
@@ -29,6 +30,10 @@ class StoreQueries:
                                  extent: Optional[Extent]) -> list[tuple[int, int, float]]:
         """Every variant of the run, nearest first: an exact scan past sqlite-vec's largest k."""
         return store_reads.all_variants_by_distance(self._conn, run.vector_table, vector, run.id, extent)
+
+    def vector_dim_disagreement(self, run: RunInfo) -> Optional[str]:
+        """A sentence when the run's embedder record and its vector table disagree (a damaged file), else None."""
+        return dim_disagreement(self._conn, run.vector_table, run.id, run.dim)
 
     def hit_rows(self, tile_ids: Sequence[int], caption_ids: Sequence[int]) -> tuple[dict, dict]:
         """The tiles' windows and boxes and the captions' fields of a page of hits (store_reads.hit_rows)."""

@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+from ..captioning.parse import clean_text
 from ..captions import FIELDS, CaptionVariant
 from ..embedding import Embedder
-from ..index.embedder_identity import resolve_embedder
 from ..errors import CaptionImportError
+from ..index.embedder_identity import resolve_embedder
 from ..index.store import Store
 from ..raster.tiling import Tile, TileGrid, Window, open_raster, read_info
 
@@ -59,6 +60,8 @@ def _variant(item, number: int) -> CaptionVariant:
         variant = CaptionVariant.from_mapping(item)
     else:
         raise ValueError(f"caption {number} must be a string or an object with {', '.join(FIELDS)}")
+    # Cleaned as model answers are: no escape sequence or control character reaches the index (issue 22).
+    variant = CaptionVariant(**{name: clean_text(getattr(variant, name)) for name in FIELDS})
     if variant.is_empty():
         raise ValueError(f"caption {number} is empty")
     return variant
@@ -68,11 +71,17 @@ def read_caption_lines(path: Path, grid: TileGrid, report: ImportReport) -> list
     """Valid lines of a caption file; bad ones go to report.bad_lines with their line number."""
     lines, seen = [], {}
     try:
-        handle = open(path, encoding="utf-8")
+        handle = open(path, "rb")  # decoded line by line: one line that is not UTF-8 stops no other
     except OSError as exc:
         raise CaptionImportError(f"Cannot read caption file {path}: {exc.strerror}.") from exc
     with handle:
-        for line_no, text in enumerate(handle, start=1):
+        for line_no, data in enumerate(handle, start=1):
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                report.bad_lines.append((line_no, f"not valid UTF-8 text (byte {exc.start + 1}): save the file "
+                                                  "as UTF-8"))
+                continue
             if not text.strip():
                 continue
             try:

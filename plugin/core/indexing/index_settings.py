@@ -12,6 +12,9 @@ from ..index import INDEX_SUFFIX
 if TYPE_CHECKING:
     from ..raster.rendering import RenderSettings
 
+# A model's answer is cut at 100,000 characters (captioning.parse) and a variant may hold
+# 1,400: past a few tens of variants no answer could hold them all (issue 22: unbounded).
+MAX_VARIANTS = 32
 
 
 def default_index_path(raster: str) -> str:
@@ -35,6 +38,9 @@ class IndexSettings:
         from ..raster.tiling import check_tile_size_to_read  # rasterio: only where settings are made for a run
 
         check_tile_size_to_read(self.tile_size)  # where settings are made: before any model loads
+        if not 1 <= self.variants <= MAX_VARIANTS:
+            raise IndexingError(f"{self.variants} caption variants per tile: give 1 to {MAX_VARIANTS} "
+                                "(--variants).")
 
     def to_dict(self) -> dict:
         """The settings a user chooses, as JSON-ready values (render's other fields are not settings)."""

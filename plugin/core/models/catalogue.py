@@ -70,7 +70,14 @@ def load_catalogue() -> tuple[CatalogueEntry, ...]:
 def _read(path: Path) -> tuple[CatalogueEntry, ...]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return tuple(CatalogueEntry(**entry) for entry in data["models"])
+        entries = tuple(CatalogueEntry(**entry) for entry in data["models"])
+        for entry in entries:  # a name with `..` would write outside the model's folder (issue 22)
+            if not isinstance(entry.repo, str) or not _REPO_ID.match(entry.repo):
+                raise ValueError(f"model {entry.name!r}: {entry.repo!r} is not a hub repository (owner/name)")
+            bad = [f for f in entry.files if _unsafe_file_name(f)]
+            if bad:
+                raise ValueError(f"model {entry.name!r}: {bad[0]!r} is not a file name inside a repository")
+        return entries
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ModelError(f"The model catalogue {path} cannot be read ({exc}). Fix the file or unset "
                          f"{EXTRA_CATALOGUE_ENV}.") from exc
@@ -101,11 +108,17 @@ def resolve_spec(name_or_repo: str, files: Sequence[str] = (), revision: Optiona
         raise ModelError(
             f"Name the files to download from {repo} with --files MODEL.gguf MMPROJ.gguf "
             "(the GGUF text model and its vision projector, as listed on the repository's Files page).")
-    bad = [f for f in files if not f.strip() or f.startswith("/") or ".." in Path(f).parts]
+    bad = [f for f in files if _unsafe_file_name(f)]
     if bad:
         raise ModelError(f"Not a file name inside a repository: {bad[0]!r}. Give names as the hub lists them.")
     family = entry.family if entry is not None else "auto"
     return ModelSpec(repo, repo, tuple(files), family, revision)
+
+
+def _unsafe_file_name(name) -> bool:
+    """Not a plain relative name inside a repository: empty, absolute, or climbing out with `..`."""
+    return (not isinstance(name, str) or not name.strip() or name.startswith(("/", "\\"))
+            or ".." in Path(name.replace("\\", "/")).parts or "\0" in name)
 
 
 def format_size(size_bytes: Optional[int]) -> str:

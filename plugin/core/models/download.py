@@ -1,5 +1,6 @@
 """Download a model's files into the models folder: disk space checked first, resumable after
-any interruption, each file's hash checked against the hub's before it takes its place.
+any interruption, each file's hash checked against the hub's before it takes its place (where
+the hub or a mirror gives no content hash, only the size: a `checked` event says which, per file).
 
 huggingface_hub's own hf_hub_download writes to a temporary file unique to each process and
 deletes it on failure, so a cancelled or killed download would start again from zero; here
@@ -21,8 +22,9 @@ from tqdm import tqdm
 from ..errors import Cancelled, ModelError
 from .catalogue import ModelSpec, format_size
 from .folder import PARTIAL_DIR, InstalledModel, Manifest, read_manifest, repo_folder, write_manifest
-from .hashing import matches_etag
-from .hub import RemoteFile, check_online, download_headers, hub_errors, remote_file
+from .hashing import hash_kind, matches_etag
+from .hub import RemoteFile, check_online, download_headers, endpoint, hub_errors, remote_file
+from .ownership import download_lock, open_partial, partial_dir, partial_size
 from .pairing import assign_roles
 
 Progress = Callable[[dict], None]
@@ -37,6 +39,12 @@ def download_model(spec: ModelSpec, root: Path, *, progress: Optional[Progress] 
     report = progress or (lambda event: None)
     folder = repo_folder(root, spec.repo)
     remotes = _remote_files(spec)
+    with download_lock(folder, spec.repo):  # one download per model folder
+        return _download_locked(spec, folder, remotes, report, cancel)
+
+
+def _download_locked(spec: ModelSpec, folder: Path, remotes: list[RemoteFile], report: Progress,
+                     cancel: Optional[Callable[[], bool]]) -> InstalledModel:
     manifest = read_manifest(folder)
     todo = [r for r in remotes if not _already_there(folder, r, manifest, report)]
     check_disk_space(folder, todo)
@@ -67,20 +75,30 @@ def _already_there(folder: Path, remote: RemoteFile, manifest: Optional[Manifest
     if not path.is_file() or (remote.size is not None and path.stat().st_size != remote.size):
         return False
     record = manifest.record(remote.file) if manifest else None
+    by = checked_by(remote)
     if record is not None and record.etag == remote.etag:
-        report({"event": "present", "file": remote.file, "size": remote.size})
+        report({"event": "present", "file": remote.file, "size": remote.size, "by": by})
         return True
     report({"event": "verify", "file": remote.file, "size": remote.size})
     if matches_etag(path, remote.etag) is False:
         return False
-    report({"event": "present", "file": remote.file, "size": remote.size})
+    report({"event": "present", "file": remote.file, "size": remote.size, "by": by})
     return True
+
+
+def checked_by(remote: RemoteFile) -> str:
+    """What a file is checked by: its content hash when the ETag is one, else its size only."""
+    return hash_kind(remote.etag) or "size"
+
+
+def _report_checked(remote: RemoteFile, report: Progress) -> None:
+    report({"event": "checked", "file": remote.file, "size": remote.size, "by": checked_by(remote),
+            "etag": remote.etag, "endpoint": endpoint()})
 
 
 def check_disk_space(folder: Path, remotes: list[RemoteFile]) -> None:
     """ModelError before any byte is fetched when the files (less what is resumed) cannot fit."""
-    needed = sum(max((r.size or 0) - _partial_path(folder, r).stat().st_size, 0)
-                 if _partial_path(folder, r).is_file() else (r.size or 0) for r in remotes)
+    needed = sum(max((r.size or 0) - partial_size(_partial_path(folder, r)), 0) for r in remotes)
     if not needed:
         return
     existing = next(p for p in [folder, *folder.parents] if p.exists())
@@ -102,7 +120,7 @@ def fetch_file(remote: RemoteFile, folder: Path, repo: str, revision: str, befor
     """One file: taken from the Hugging Face cache or fetched (resuming its partial file), then
     hash-checked and moved into place."""
     part = _partial_path(folder, remote)
-    part.parent.mkdir(parents=True, exist_ok=True)
+    partial_dir(folder, PARTIAL_DIR)
     for stale in part.parent.glob(f"{remote.file.replace('/', '--')}.*.part"):
         if stale != part:
             stale.unlink()  # the file changed on the hub since: its old bytes are useless
@@ -111,6 +129,7 @@ def fetch_file(remote: RemoteFile, folder: Path, repo: str, revision: str, befor
         remote = remote_file(repo, remote.file, remote.commit)
         _transfer(remote, part, folder, repo, revision, before, total, report, cancel)
         _check_hash(part, remote, report)
+    _report_checked(remote, report)
     target = folder / remote.file
     target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(part, target)
@@ -138,13 +157,13 @@ def _from_hf_cache(remote: RemoteFile, repo: str, part: Path, report: Progress) 
 def _transfer(remote: RemoteFile, part: Path, folder: Path, repo: str, revision: str, before: int, total: int,
               report: Progress, cancel: Optional[Callable[[], bool]]) -> None:
     """http_get into the partial file, resuming from its size (a Range request)."""
-    resume = part.stat().st_size if part.is_file() else 0
+    resume = partial_size(part)  # a link planted there is removed, never followed
     if remote.size is not None and resume > remote.size:
         part.unlink()
         resume = 0
     report({"event": "file", "file": remote.file, "size": remote.size, "resume_from": resume})
     counter = _ProgressFile(remote, resume, before, total, report, cancel)
-    with hub_errors(repo, remote.file, revision, folder), part.open("ab") as handle:
+    with hub_errors(repo, remote.file, revision, folder), open_partial(part) as handle:
         counter.handle = handle
         try:
             http_get(remote.url, counter, resume_size=resume, headers=download_headers(remote.url),
@@ -158,6 +177,11 @@ def _transfer(remote: RemoteFile, part: Path, folder: Path, repo: str, revision:
 
 def _check_hash(part: Path, remote: RemoteFile, report: Progress) -> None:
     report({"event": "verify", "file": remote.file, "size": remote.size})
+    if remote.size is not None and partial_size(part) != remote.size:
+        part.unlink(missing_ok=True)
+        raise ModelError(
+            f"The downloaded {remote.file} is not the hub's size ({format_size(remote.size)}): it has been "
+            "deleted. Download again.")
     if matches_etag(part, remote.etag) is False:
         part.unlink()
         raise ModelError(

@@ -38,7 +38,13 @@ def default_models_dir() -> Path:
 def models_dir(chosen: Optional[str | os.PathLike] = None) -> Path:
     """The folder given (--dir, the QGIS setting), else the default one."""
     text = str(chosen).strip() if chosen else ""
-    return Path(text).expanduser() if text else default_models_dir()
+    folder = Path(text).expanduser() if text else default_models_dir()
+    if folder.exists() and not folder.is_dir():  # was an internal error (NotADirectoryError) or "no models"
+        from ..errors import ModelError
+
+        raise ModelError(f"The models folder {folder} is a file, not a folder: give a folder (--dir, or Models "
+                         "folder in the QGIS settings), or move the file away.")
+    return folder
 
 
 def repo_folder(root: Path, repo: str) -> Path:
@@ -90,17 +96,48 @@ def read_manifest(folder: Path) -> Optional[Manifest]:
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return Manifest(**data)
+        manifest = Manifest(**data)
+        _check_records(manifest)
+        return manifest
     except (ValueError, TypeError) as exc:
         raise ModelError(f"The model manifest {path} is damaged ({exc}). Delete it and download the "
                          "model again (files already there are checked, not downloaded twice).") from exc
 
 
+def _check_records(manifest: Manifest) -> None:
+    """ValueError for a record of the wrong shape (was a TypeError later: exit 70) or a file name
+    leaving the folder (verify would read outside it)."""
+    for name in ("name", "repo", "revision", "commit", "family"):
+        if not isinstance(getattr(manifest, name), str):
+            raise ValueError(f"{name} is not text")
+    if not isinstance(manifest.files, list):
+        raise ValueError("files is not a list")
+    for number, record in enumerate(manifest.files, start=1):
+        if not isinstance(record, dict) or set(record) != {"file", "role", "size", "etag"}:
+            raise ValueError(f"file record {number} is not an object with file, role, size and etag")
+        name, size = record["file"], record["size"]
+        if (not isinstance(name, str) or not name.strip() or name.startswith(("/", "\\"))
+                or ".." in Path(name.replace("\\", "/")).parts):
+            raise ValueError(f"file record {number} names {name!r}, not a file inside the folder")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0 or not isinstance(record["etag"], str) \
+                or not isinstance(record["role"], str):
+            raise ValueError(f"file record {number} has a size that is not a whole number, or an etag or role "
+                             "that is not text")
+
+
 def write_manifest(folder: Path, manifest: Manifest) -> Path:
     path = Path(folder) / MANIFEST
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(asdict(manifest), indent=2), encoding="utf-8")
-    os.replace(tmp, path)  # a crash never leaves half a manifest
+    try:
+        tmp.write_text(json.dumps(asdict(manifest), indent=2), encoding="utf-8")
+        os.replace(tmp, path)  # a crash never leaves half a manifest
+    except OSError as exc:  # a full disk: was exit 70, and an empty .json.tmp left behind
+        tmp.unlink(missing_ok=True)
+        from ..errors import ModelError
+
+        raise ModelError(f"Cannot write the model manifest {path} ({exc.strerror or exc}): free some space in "
+                         f"{folder} (or choose another models folder), then download again: the files already "
+                         "there are checked, not fetched twice.") from exc
     return path
 
 

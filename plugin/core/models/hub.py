@@ -50,6 +50,9 @@ def check_online() -> None:
             "download ...`.")
 
 
+MAX_FILE_BYTES = 1 << 50  # 1 PiB: past any model file; a larger declared size is a wrong answer
+
+
 def remote_file(repo: str, filename: str, revision: str) -> RemoteFile:
     """The hub's metadata of one file (a HEAD request); ModelError when the hub cannot give it."""
     base = endpoint()
@@ -60,6 +63,11 @@ def remote_file(repo: str, filename: str, revision: str) -> RemoteFile:
         raise ModelError(
             f"{base} answered for {repo}/{filename} without the headers of a Hugging Face hub "
             "(X-Repo-Commit, ETag). Check HF_ENDPOINT and your proxy settings.")
+    if meta.size is not None and not 0 <= meta.size <= MAX_FILE_BYTES:  # was exit 70 (OverflowError, ...)
+        shown = str(meta.size) if len(str(meta.size)) <= 30 else f"a number of {len(str(meta.size))} digits"
+        raise ModelError(
+            f"{base} declares the size of {repo}/{filename} as {shown} bytes, which no model file has: the hub "
+            "or a mirror between answers wrongly. Check HF_ENDPOINT and your proxy settings, then download again.")
     return RemoteFile(filename, meta.location, meta.etag, meta.size, meta.commit_hash)
 
 

@@ -73,7 +73,11 @@ def _hash_checks(folder: Path, files: list, on_file, manifest: Optional[Manifest
                                 f"{format_size(record.size)}: download {manifest.name} again"))
             continue
         same = matches_etag(path, record.etag)
-        kind = hash_kind(record.etag) or "size"
+        kind = hash_kind(record.etag)
+        if kind is None:  # a mirror's ETag that is no content hash: say so, never "matches"
+            checks.append(Check(str(path), True, f"size only matches the hub ({format_size(record.size)}): the "
+                                f"hub gave no content hash (ETag {record.etag}), content not verified"))
+            continue
         checks.append(Check(str(path), same is not False,
                             f"{kind} matches the hub ({format_size(record.size)})" if same is not False else
                             f"{kind} differs from the hub's: the file is damaged; delete it and download "

@@ -6,10 +6,11 @@ import json
 from typing import Sequence
 
 from .search import SearchHit
+from ..terminal_text import for_terminal, json_for_terminal
 
 
 def hits_to_json(hits: Sequence[SearchHit]) -> str:
-    return json.dumps([hit.to_json() for hit in hits], indent=2, ensure_ascii=False)
+    return json_for_terminal([hit.to_json() for hit in hits], indent=2, ensure_ascii=False)
 
 
 def hits_to_geojson(hits: Sequence[SearchHit], crs_wkt: str = "") -> str:
@@ -29,7 +30,7 @@ def hits_to_geojson(hits: Sequence[SearchHit], crs_wkt: str = "") -> str:
     crs_name = _ogc_crs_name(hits[0].crs) if hits else ""
     if crs_name:
         collection["crs"] = {"type": "name", "properties": {"name": crs_name}}
-    return json.dumps(collection, indent=2, ensure_ascii=False)
+    return json_for_terminal(collection, indent=2, ensure_ascii=False)
 
 
 def _ogc_crs_name(label: str) -> str:
@@ -44,5 +45,5 @@ def hits_to_text(hits: Sequence[SearchHit]) -> str:
     lines = []
     for hit in hits:
         caption = hit.caption if len(hit.caption) <= 90 else hit.caption[:87] + "..."
-        lines.append(f"{hit.rank:>3}  {hit.score:.3f}  {hit.tile_id:<22} {caption}")
+        lines.append(for_terminal(f"{hit.rank:>3}  {hit.score:.3f}  {hit.tile_id:<22} {caption}"))
     return "\n".join(lines)

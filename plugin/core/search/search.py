@@ -9,14 +9,14 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..captions import CaptionVariant
-from ..index.embedder_identity import check_embedder
 from ..embedding import Embedder
-from ..errors import QueryError
+from ..errors import IndexFileError, QueryError
+from ..index.embedder_identity import check_embedder
+from ..index.store import RunInfo, Store
+from ..raster.tiling import Window
 from .fast_cache import FAST_MIN_VECTORS, FastIndexCache
 from .fastsearch import Best, FastIndex, pool_sizes
 from .lexical import lexical_ranking, reciprocal_rank_fusion
-from ..index.store import RunInfo, Store
-from ..raster.tiling import Window
 
 MAX_QUERY_CHARS = 2000  # embedders truncate long input anyway; refuse pasted documents
 MAX_K = 1000
@@ -190,6 +190,10 @@ def _fast_index(store: Store, run: RunInfo, mode: str, cache: Optional[FastIndex
 
 
 def _check_embedder(store: Store, run: RunInfo, embedder: Embedder) -> None:
+    disagreement = store.vector_dim_disagreement(run)
+    if disagreement:
+        raise IndexFileError(f"Index {store.path} is damaged: {disagreement}. Restore a copy, or index the raster "
+                             "again into a new file (--db).")
     if run.dim != embedder.dim:
         raise QueryError(
             f"Run {run.id} of {store.path} was embedded with {run.embedder} ({run.dim}-d); "
@@ -205,13 +209,25 @@ def _best_variant_per_tile(store: Store, run: RunInfo, vector: np.ndarray, reque
     k_variants = min(KNN_LIMIT, max(64, request.k * 8))
     while True:
         rows = store.nearest_variants(run, vector, k_variants, request.extent)
+        _refuse_nan_distances(store, run, rows)
         best = _first_per_tile(rows, excluded, request.k)
         if len(best) >= request.k or len(rows) < k_variants:
             return best
         if k_variants == KNN_LIMIT:  # more than 4096 variants before k distinct tiles: rare; scan exactly
             rows = store.all_variants_by_distance(run, vector, request.extent)
+            _refuse_nan_distances(store, run, rows)
             return _first_per_tile(rows, excluded, request.k)
         k_variants = min(KNN_LIMIT, k_variants * 4)
+
+
+def _refuse_nan_distances(store: Store, run: RunInfo, rows) -> None:
+    """sqlite-vec gives no distance (None) for a NaN vector: say the file is damaged (was a TypeError)."""
+    bad = [caption_id for _, caption_id, distance in rows if distance is None or not math.isfinite(distance)]
+    if bad:
+        raise IndexFileError(
+            f"Index {store.path} holds vectors that are not numbers (NaN or infinite: captions {bad[:5]} of run "
+            f"{run.id}): it is damaged or was changed by another program. Run `tilescribe check --db "
+            f"{store.path}`, restore a copy, or index the raster again into a new file (--db).")
 
 
 def _first_per_tile(rows, excluded: set, k: int) -> list[tuple[int, int, float]]:
@@ -229,6 +245,12 @@ def _hits(store: Store, run: RunInfo, best) -> list[SearchHit]:
     raster = store.raster_info(run.raster_id)
     tiles, captions = store.hit_rows([b[0] for b in best], [b[1] for b in best])
     hits = []
+    gone = [c for t, c, _ in best if c not in captions or t not in tiles]
+    if gone:  # caption rows deleted under their vectors (was a KeyError)
+        raise IndexFileError(
+            f"Index {store.path} has vectors whose captions are gone (captions {gone[:5]} of run {run.id}): it "
+            f"is damaged or was changed by another program. Run `tilescribe check --db {store.path}`, restore a "
+            "copy, or index the raster again into a new file (--db).")
     for rank, (tile_db_id, caption_id, score) in enumerate(best, start=1):
         window, bbox = Window(*tiles[tile_db_id][:4]), tuple(tiles[tile_db_id][4:])
         hits.append(SearchHit(
