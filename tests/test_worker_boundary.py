@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import threading
-import time
 
 import pytest
 
@@ -41,7 +40,7 @@ def test_a_malformed_request_line_gets_a_protocol_error_and_the_worker_lives_on(
     _serve(Worker(out), [line, '{"id": 99, "cmd": "hello"}'])
     replies = out.replies()  # every line the worker wrote is strict JSON (no Infinity)
     for raw in out.getvalue().splitlines():
-        json.loads(raw, parse_constant=lambda c: pytest.fail(f"non-standard JSON {c} in {raw}"))
+        json.loads(raw, parse_constant=lambda c, raw=raw: pytest.fail(f"non-standard JSON {c} in {raw}"))
     assert replies[0]["ok"] is False and replies[0]["error"]["type"] == "ProtocolError", replies
     assert message in replies[0]["error"]["message"]
     assert replies[-1]["id"] == 99 and replies[-1]["ok"] is True

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 
 from ..core.index.health import wal_note
 from ..core.index.store import Store

@@ -3,9 +3,9 @@
 It listens on 127.0.0.1 on a free port and wants a random API key made at each start,
 so no other local user or web page can use it. The key reaches it in a file only the
 user can read (0600, in a 0700 folder of our own; `--api-key-file`), removed once the
-server has read it: on the command line any local user read it in /proc/PID/cmdline; it dies with the process that started
-it (Linux: the kernel's parent-death signal; elsewhere atexit), so a killed worker or
-QGIS never leaves a model loaded in memory.
+server has read it (on the command line any local user could read it in /proc/PID/cmdline).
+It dies with the process that started it (Linux: the kernel's parent-death signal; elsewhere
+atexit), so a killed worker or QGIS never leaves a model loaded in memory.
 """
 
 from __future__ import annotations
