@@ -9,7 +9,7 @@ import pytest
 
 from helpers import build_index, in_process_cli
 from rasters import write_raster
-from tilescribe.plugin.core import migrations, store as store_module
+from tilescribe.plugin.core.index import connection as store_module, migrations
 from tilescribe.plugin.core.errors import IndexFileError
 from tilescribe.plugin.core.index.store import Store
 

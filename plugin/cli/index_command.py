@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 from ..core.captioning.engine_info import describe_engine
-from ..core.captioning.factory import ENGINES, CaptionerSettings, make_captioner
+from ..core.captioning.factory import DEFAULT_CAPTIONER, ENGINES, CaptionerSettings, make_captioner
 from ..core.errors import ModelError
 from ..core.indexing.index_settings import INDEX_SUFFIX, IndexSettings, default_index_path
 from ..core.indexing.indexer import MAX_TILE_ATTEMPTS, index_raster
@@ -47,26 +47,29 @@ def add_captioner_arguments(parser) -> None:
     group = parser.add_argument_group("captioning model (a local GGUF pair, or a server)")
     group.add_argument("--model", help="GGUF vision-language model (text part)")
     group.add_argument("--mmproj", help="GGUF vision projector belonging to --model")
-    group.add_argument("--family", default="auto", help="chat template family (default: auto)")
+    group.add_argument("--family", default=DEFAULT_CAPTIONER.family,
+                       help=f"chat template family (default: {DEFAULT_CAPTIONER.family})")
     group.add_argument("--threads", type=positive_int, default=None, help="CPU threads for llama.cpp")
     group.add_argument("--n-ctx", type=context_size, default=None,
                        help="context size per sequence in tokens (default auto: prompt + image + answer)")
-    group.add_argument("--gpu-layers", type=non_negative_int, default=0, help="layers offloaded to a GPU")
-    group.add_argument("--engine", choices=ENGINES, default="llama-cpp-python",
+    group.add_argument("--gpu-layers", type=non_negative_int, default=DEFAULT_CAPTIONER.n_gpu_layers,
+                       help="layers offloaded to a GPU")
+    group.add_argument("--engine", choices=ENGINES, default=DEFAULT_CAPTIONER.engine,
                        help="for --model/--mmproj: run llama.cpp in this process (default), or start "
                             "llama.cpp's llama-server with --slots tiles decoded together (faster)")
-    group.add_argument("--slots", type=positive_int, default=4, help="llama-server slots (default 4)")
+    group.add_argument("--slots", type=positive_int, default=DEFAULT_CAPTIONER.slots,
+                       help=f"llama-server slots (default {DEFAULT_CAPTIONER.slots})")
     group.add_argument("--llama-server", metavar="PATH",
                        help="llama-server program (default: built by setup, else PATH)")
     group.add_argument("--server", nargs="+", action="extend", metavar="URL",
                        help="OpenAI-compatible server URL instead of a local model; several share the tiles")
     group.add_argument("--server-model", help="model name to ask the server for")
     group.add_argument("--api-key-env", help="environment variable holding the server's API key")
-    group.add_argument("--parallel", type=positive_int, default=4,
-                       help="requests in flight per server (default 4)")
-    group.add_argument("--timeout", type=_seconds, default=120.0, metavar="SECONDS",
+    group.add_argument("--parallel", type=positive_int, default=DEFAULT_CAPTIONER.parallel_requests,
+                       help=f"requests in flight per server (default {DEFAULT_CAPTIONER.parallel_requests})")
+    group.add_argument("--timeout", type=_seconds, default=DEFAULT_CAPTIONER.timeout_s, metavar="SECONDS",
                        help="give up a server request after this long without an answer from that "
-                            "server (default 120)")
+                            f"server (default {DEFAULT_CAPTIONER.timeout_s:g})")
     group.add_argument("--test-model", action="store_true",
                        help="tiny random-weight model: tests the pipeline, captions are meaningless")
 

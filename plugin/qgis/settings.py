@@ -11,6 +11,7 @@ from qgis.core import QgsApplication, QgsSettings
 
 from ..bootstrap.installer import STAMP
 
+from ..core.captioning.factory import DEFAULT_CAPTIONER
 from ..core.indexing.index_settings import IndexSettings
 
 PREFIX = "tilescribe/"
@@ -31,8 +32,8 @@ class PluginSettings:
     captioner: str = CAPTIONER_LOCAL
     model_path: str = ""           # GGUF vision-language model
     mmproj_path: str = ""          # its GGUF vision projector
-    engine: str = "llama-cpp-python"  # or "server": a llama-server TileScribe starts (core ENGINES)
-    slots: int = 4                 # tiles the llama-server engine decodes together
+    engine: str = DEFAULT_CAPTIONER.engine  # or "server": a llama-server TileScribe starts (core ENGINES)
+    slots: int = DEFAULT_CAPTIONER.slots    # tiles the llama-server engine decodes together
     models_dir: str = ""           # where downloads go; empty: the default (core.models.folder)
     server_url: str = ""           # OpenAI-compatible endpoint
     server_model: str = ""
@@ -40,7 +41,8 @@ class PluginSettings:
     tile_size: int = IndexSettings.tile_size
     overlap: int = IndexSettings.overlap
     variants: int = IndexSettings.variants
-    k: int = 10                    # the dock's Results box (the worker's own default: SearchRequest.k)
+    k: int = 10                    # the dock's Results box: SearchRequest.k (a test keeps them equal; the
+                                   # QGIS side may not import the search package, which needs numpy)
 
     def python(self) -> Path:
         """The Python that runs the worker."""

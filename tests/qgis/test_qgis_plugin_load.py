@@ -117,3 +117,14 @@ def test_a_message_pushed_without_a_key_keeps_its_text(plugin, fake_iface):
     gc.collect()
     labels = [bar_item.findChild(QLabel, "tilescribeMessageText") for bar_item in fake_iface.bar.items()]
     assert text in [label.text() for label in labels if label is not None]
+
+
+def test_qgis_defaults_are_the_cores():
+    """The dock's and dialogs' defaults come from the core's settings objects (one owner each)."""
+    from tilescribe.plugin.core.captioning.factory import DEFAULT_CAPTIONER
+    from tilescribe.plugin.core.search.search import SearchRequest
+    from tilescribe.plugin.qgis.settings import PluginSettings
+
+    settings = PluginSettings()
+    assert (settings.engine, settings.slots) == (DEFAULT_CAPTIONER.engine, DEFAULT_CAPTIONER.slots)
+    assert settings.k == SearchRequest.k

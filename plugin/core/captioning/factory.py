@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 from ..errors import ModelError
+from . import defaults
 
 TEST_MODEL_MAX_LEN = 16
 # In process (simplest, the default) or a llama-server TileScribe starts (batched slots).
@@ -27,13 +28,13 @@ class CaptionerSettings:
     server_url: Union[str, tuple, None] = None
     server_model: Optional[str] = None
     api_key_env: Optional[str] = None    # name of the environment variable holding the key
-    parallel_requests: int = 4           # server requests in flight, per server
-    timeout_s: float = 120.0             # how long a server may answer nothing before a retry
+    parallel_requests: int = defaults.PARALLEL_REQUESTS  # server requests in flight, per server
+    timeout_s: float = defaults.TIMEOUT_S  # how long a server may answer nothing before a retry
     n_threads: Optional[int] = None
     n_ctx: Optional[int] = None          # None: sized for prompt + image + answer (per slot)
     n_gpu_layers: int = 0
-    engine: str = "llama-cpp-python"     # for a local GGUF pair: see ENGINES
-    slots: int = 4                       # llama-server sequences decoded together (engine "server")
+    engine: str = defaults.ENGINE        # for a local GGUF pair: see ENGINES
+    slots: int = defaults.SLOTS          # llama-server sequences decoded together (engine "server")
     llama_server: Optional[str] = None   # llama-server program; None: built by setup, else PATH
     seed: int = 0
     temperature: float = 0.3
@@ -71,6 +72,12 @@ class CaptionerSettings:
     @property
     def is_placeholder(self) -> bool:
         return self.test_model
+
+
+
+# The captioner's defaults as one object, for the CLI and the QGIS settings (a literal repeated
+# elsewhere drifts); the values themselves live in defaults.py.
+DEFAULT_CAPTIONER = CaptionerSettings()
 
 
 def make_captioner(settings: CaptionerSettings):

@@ -13,6 +13,7 @@ import urllib.parse
 from typing import Mapping, Optional, Sequence
 
 from ..errors import CaptionError, Cancelled, ModelError
+from . import defaults
 from .base import DEFAULT_MAX_ATTEMPTS, CaptionResult
 from .http_answers import (RETRY_STATUS, AnswerReader, TileRefused, answer_limit_bytes, rejects_format,
                            service_seconds, worst_case_chars)
@@ -93,7 +94,8 @@ class OpenAICompatibleCaptioner:
 
     def __init__(
         self, base_url: str | Sequence[str], model: str, *, api_key_env: str | None = None,
-        api_key: str | None = None, parallel_requests: int = 4, timeout_s: float = 120,
+        api_key: str | None = None, parallel_requests: int = defaults.PARALLEL_REQUESTS,
+        timeout_s: float = defaults.TIMEOUT_S,
         max_retries: int = 4, backoff_s: float = 1.0, json_schema: bool = True,
         temperature: float = 0.3, max_tokens: int | None = None,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS, seed: int = 0,

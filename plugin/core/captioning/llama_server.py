@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ..errors import REBUILD_ADVICE, EngineError, ModelError, describe_exit, is_native_crash
+from . import defaults
 
 log = logging.getLogger(__name__)
 HEALTH_TIMEOUT_S = 600.0  # loading a 7B model from a slow disk takes minutes
@@ -90,7 +91,7 @@ def find_llama_server(configured: Optional[str] = None) -> Path:
 class ServerOptions:
     model: Path
     mmproj: Path
-    slots: int = 4
+    slots: int = defaults.SLOTS
     ctx_per_slot: int = 4096
     threads: Optional[int] = None
     gpu_layers: int = 0
