@@ -190,9 +190,11 @@ class EndpointPool:
                           f"failed validation (last: {reason}) while another server's answers were valid: it "
                           "may serve another model or ignore the answer schema. It left this run; check what it "
                           "serves.")
-            else:
+            elif others_valid:  # another server answers well: send it this one's share for a while
                 delay = self.backoff_s * 2 ** (e.invalid_in_a_row - 1) * random.uniform(0.5, 1.5)
                 e.backoff_until = max(e.backoff_until, now + min(delay, MAX_DELAY_S))
+            else:  # the only server with answers: backing off would only stall the run (up to 60 s a try)
+                e.invalid_in_a_row = 0
             self._cond.notify_all()
 
     def leave(self, e: Endpoint, message: str) -> None:
