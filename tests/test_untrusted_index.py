@@ -70,7 +70,7 @@ def test_a_view_named_tiles_that_never_ends_does_not_hang_info_search_or_check(i
 
 
 def test_a_query_that_runs_too_long_is_stopped_with_a_message(index, monkeypatch):
-    from tilescribe.plugin.core import untrusted
+    from tilescribe.plugin.core.index import untrusted
     from tilescribe.plugin.core.index.sqlite_errors import read_failure
 
     monkeypatch.setattr(untrusted, "QUERY_LIMIT_S", 0.5)

@@ -116,7 +116,7 @@ def test_a_second_job_with_an_id_in_use_is_refused_and_cannot_steal_the_first_on
 
 
 def test_the_protocols_bounds_are_the_command_lines():
-    from tilescribe.plugin.core import worker_protocol
+    from tilescribe.plugin.worker import protocol as worker_protocol
     from tilescribe.plugin.core.indexing.index_settings import MAX_VARIANTS
     from tilescribe.plugin.core.raster.tiling import MAX_TILE_SIZE
 

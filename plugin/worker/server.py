@@ -272,14 +272,14 @@ def _parse(line: str) -> dict:
 
 def _reply_id(request: dict):
     """The id to answer with: the request's own when it is a valid id, else null (never `Infinity`)."""
-    from .worker_protocol import _request_id
+    from .protocol import _request_id
 
     rid = request.get("id")
     return rid if _request_id(rid) is None else None
 
 
 def _given(request: dict, name: str, default):
-    """An optional field's value: absent and null both mean the default (worker_protocol.FIELDS)."""
+    """An optional field's value: absent and null both mean the default (protocol.FIELDS)."""
     value = request.get(name)
     return default if value is None else value
 
