@@ -116,11 +116,34 @@ def test_a_second_job_with_an_id_in_use_is_refused_and_cannot_steal_the_first_on
 
 
 def test_the_protocols_bounds_are_the_command_lines():
-    from tilescribe.plugin.worker import protocol as worker_protocol
-    from tilescribe.plugin.core.indexing.index_settings import MAX_VARIANTS
-    from tilescribe.plugin.core.raster.tiling import MAX_TILE_SIZE
+    """The worker's limits are derived from the dataclasses the core and the CLI run on (one place)."""
+    from dataclasses import fields
 
-    assert worker_protocol._MAX_TILE == MAX_TILE_SIZE and worker_protocol._MAX_VARIANTS == MAX_VARIANTS
+    from tilescribe.plugin.core.bounds import bounds_of
+    from tilescribe.plugin.core.indexing.index_settings import MAX_VARIANTS, IndexSettings
+    from tilescribe.plugin.core.raster.tiling import MAX_TILE_SIZE
+    from tilescribe.plugin.worker import protocol
+
+    limits = {f.name: bounds_of(f) for f in fields(IndexSettings)}
+    assert (limits["tile_size"].high, limits["variants"].high) == (MAX_TILE_SIZE, MAX_VARIANTS)
+    assert protocol.FIELDS["index"]["tile_size"][1](MAX_TILE_SIZE + 1) == f"a whole number from 16 to {MAX_TILE_SIZE}"
+    assert protocol.FIELDS["index"]["variants"][1](MAX_VARIANTS) is None
+
+
+def test_every_request_dataclass_field_is_checked_and_nothing_else_is_invented():
+    """Adding a field to SearchRequest, IndexSettings or CaptionerSettings adds its check, with no edit here."""
+    from dataclasses import fields
+
+    from tilescribe.plugin.core.captioning.factory import CaptionerSettings
+    from tilescribe.plugin.core.search.search import SearchRequest
+    from tilescribe.plugin.worker import protocol
+
+    assert set(protocol.CAPTIONER_FIELDS) == {f.name for f in fields(CaptionerSettings)}
+    search = protocol.FIELDS["search"]
+    assert {f.name for f in fields(SearchRequest)} - {"exclude_tiles"} <= set(search)
+    assert search["query"][0] is True and search["k"][0] is False  # required: no default in the dataclass
+    assert protocol.CAPTIONER_FIELDS["temperature"](2.5) == "a number from 0 to 2"
+    assert protocol.CAPTIONER_FIELDS["timeout_s"](0) == "a number above 0 and at most 86400"
 
 
 def test_replies_are_strict_json_even_for_non_finite_numbers_and_escape_characters():

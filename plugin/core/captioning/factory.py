@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 from ..errors import ModelError
+from ..bounds import bounded
 from . import defaults
 
 TEST_MODEL_MAX_LEN = 16
@@ -25,19 +26,19 @@ class CaptionerSettings:
     family: str = "auto"                 # chat template family (see llama_backend.CHAT_HANDLERS)
     # OpenAI-compatible endpoint instead of a local model: a URL, or several (a list or tuple)
     # that share the tiles.
-    server_url: Union[str, tuple, None] = None
+    server_url: Union[str, tuple, None] = bounded(None, kind="urls")
     server_model: Optional[str] = None
     api_key_env: Optional[str] = None    # name of the environment variable holding the key
-    parallel_requests: int = defaults.PARALLEL_REQUESTS  # server requests in flight, per server
-    timeout_s: float = defaults.TIMEOUT_S  # how long a server may answer nothing before a retry
-    n_threads: Optional[int] = None
-    n_ctx: Optional[int] = None          # None: sized for prompt + image + answer (per slot)
-    n_gpu_layers: int = 0
+    parallel_requests: int = bounded(defaults.PARALLEL_REQUESTS, 1, 256)  # requests in flight, per server
+    timeout_s: float = bounded(defaults.TIMEOUT_S, above=0, high=86400)  # silence before a retry
+    n_threads: Optional[int] = bounded(None, 1, 1024)
+    n_ctx: Optional[int] = bounded(None, 1, 1 << 22)  # None: sized for prompt + image + answer (per slot)
+    n_gpu_layers: int = bounded(0, -1, 100000)
     engine: str = defaults.ENGINE        # for a local GGUF pair: see ENGINES
-    slots: int = defaults.SLOTS          # llama-server sequences decoded together (engine "server")
+    slots: int = bounded(defaults.SLOTS, 1, 256)  # llama-server sequences decoded together (engine "server")
     llama_server: Optional[str] = None   # llama-server program; None: built by setup, else PATH
-    seed: int = 0
-    temperature: float = 0.3
+    seed: int = bounded(0, 0, 2 ** 32 - 1)
+    temperature: float = bounded(0.3, 0, 2)
     test_model: bool = False             # tiny random-weight pair: meaningless captions
 
     def __post_init__(self):

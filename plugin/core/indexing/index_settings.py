@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..bounds import bounded
 from ..errors import IndexingError
 from ..index import INDEX_SUFFIX
 
@@ -15,6 +16,8 @@ if TYPE_CHECKING:
 # A model's answer is cut at 100,000 characters (captioning.parse) and a variant may hold
 # 1,400: past a few tens of variants no answer could hold them all (issue 22: unbounded).
 MAX_VARIANTS = 32
+# raster.tiling.MAX_TILE_SIZE (tiling needs rasterio, this module must stay light; a test keeps them equal)
+MAX_TILE_SIZE = 4096
 
 
 def default_index_path(raster: str) -> str:
@@ -27,9 +30,9 @@ def default_index_path(raster: str) -> str:
 class IndexSettings:
     """How a raster is cut and captioned: the CLI, the worker and the QGIS dialog start from these defaults."""
 
-    tile_size: int = 512
-    overlap: int = 0
-    variants: int = 5
+    tile_size: int = bounded(512, 16, MAX_TILE_SIZE)
+    overlap: int = bounded(0, 0, MAX_TILE_SIZE - 1)
+    variants: int = bounded(5, 1, MAX_VARIANTS)
     render: "RenderSettings" = field(default_factory=lambda: _render())
     # A resumed run retries failed tiles up to MAX_TILE_ATTEMPTS runs; True retries them all.
     retry_failed: bool = False

@@ -8,6 +8,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ..bounds import bounded
 from ..captions import CaptionVariant
 from ..embedding import Embedder
 from ..errors import IndexFileError, QueryError
@@ -61,7 +62,7 @@ class SearchRequest:
     query: str
     k: int = 10
     run_id: Optional[int] = None
-    extent: Optional[Extent] = None
+    extent: Optional[Extent] = bounded(None, kind="extent")
     exclude_tiles: Sequence[int] = field(default=())
     # "exact": sqlite-vec KNN over every vector. "fast": in-memory first pass + exact
     # re-scoring (fastsearch.py); without a cache it loads the index for this one query.
