@@ -105,3 +105,14 @@ def field_checks(cls, *, only: Optional[Iterable[str]] = None, exclude: Iterable
         required = f.default is MISSING and f.default_factory is MISSING
         checks[f.name] = (required, check_of(str(f.type), bounds_of(f)))
     return checks
+
+
+def build(cls, request: dict, *, exclude: Iterable[str] = ()):
+    """The dataclass from a checked request: the fields it gives (null or absent: the default);
+    JSON lists become tuples, as the frozen request objects hold them."""
+    values = {}
+    for f in fields(cls):
+        value = request.get(f.name)
+        if f.name not in exclude and value is not None:
+            values[f.name] = tuple(value) if isinstance(value, list) else value
+    return cls(**values)

@@ -163,18 +163,14 @@ class Worker:
             return run_choices(store)
 
     def search(self, request: dict) -> list:
-        from ..core.search.search import SearchRequest, check_query, search
         from ..core.index.store import Store
+        from ..core.search.search import SearchRequest, check_query, search
+        from .request_fields import build
 
-        k = _given(request, "k", SearchRequest.k)
-        check_query(request["query"], k)  # before the index is opened or a model loaded
-        extent = tuple(request["extent"]) if request.get("extent") else None
+        wanted = build(SearchRequest, request, exclude=("exclude_tiles",))  # its fields: protocol.FIELDS
+        check_query(wanted.query, wanted.k)  # before the index is opened or a model loaded
         with Store(request["db"], readonly=True) as store:
-            hits = search(store, self.embedder(request.get("embedder")),
-                          SearchRequest(request["query"], k, request.get("run_id"), extent,
-                                        mode=_given(request, "mode", SearchRequest.mode),
-                                        lexical=_given(request, "lexical", SearchRequest.lexical)),
-                          self.fast_cache())
+            hits = search(store, self.embedder(request.get("embedder")), wanted, self.fast_cache())
             return [dict(hit.to_json(), tile_db_id=hit.tile_db_id) for hit in hits]
 
     def similar(self, request: dict) -> list:
