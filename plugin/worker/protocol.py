@@ -36,6 +36,11 @@ def _bands(value) -> Optional[str]:
     return None if ok else "a list of whole band numbers"
 
 
+def _texts(value) -> Optional[str]:
+    ok = isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value)
+    return None if ok else "a non-empty list of index file paths"
+
+
 def _flag(value) -> Optional[str]:
     return None if isinstance(value, bool) else "true or false"
 
@@ -53,7 +58,9 @@ Check = Callable[[object], Optional[str]]
 FIELDS: dict[str, dict[str, tuple[bool, Check]]] = {
     "hello": {}, "cancel": {"target": (True, _any)},
     "info": {"db": (True, _text)}, "runs": {"db": (True, _text)},
-    "search": {"db": (True, _text), "query": (True, _text), "k": (False, _whole), "run_id": (False, _whole),
+    # "search": `db` (one index, as before) or `dbs` (several files or folders: one merged ranking).
+    "search": {"db": (False, _text), "dbs": (False, _texts), "extent_crs": (False, _text),
+               "other_embedders": (False, _text), "query": (True, _text), "k": (False, _whole), "run_id": (False, _whole),
                "extent": (False, _extent), "mode": (False, _text), "embedder": (False, _text),
                "lexical": (False, _flag)},
     "similar": {"db": (True, _text), "tile_db_id": (True, _whole), "k": (False, _whole)},

@@ -19,6 +19,8 @@ import threading
 from typing import Callable, Optional
 
 PROTOCOL_VERSION = 1
+FAST_CACHE_RUNS = 64  # warm fast-search indexes kept (a project search warms one per medium run)...
+FAST_CACHE_BYTES = 1 << 30  # ...within this much memory (~300 bytes per vector: about 3.5M vectors)
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,7 @@ class Worker:
         self._write_lock = threading.Lock()
         self._embedders: dict = {}
         self._fast_cache = None  # FastIndexCache, made at the first search
+        self._stores = None  # StorePool of the indexes a project search keeps open
         self._jobs: dict[object, threading.Event] = {}
         self._threads: list[threading.Thread] = []
         self.handlers: dict[str, Callable[[dict], object]] = {
@@ -141,8 +144,17 @@ class Worker:
         if self._fast_cache is None:
             from ..core.search.fast_cache import FastIndexCache
 
-            self._fast_cache = FastIndexCache()
+            # Bounded by count and by size: a project's many medium runs, or one or two huge ones.
+            self._fast_cache = FastIndexCache(max_runs=FAST_CACHE_RUNS, max_bytes=FAST_CACHE_BYTES)
         return self._fast_cache
+
+    def stores(self):
+        """Index files a project search opened stay open between queries (least recently used closed)."""
+        if self._stores is None:
+            from ..core.search.project import StorePool
+
+            self._stores = StorePool()
+        return self._stores
 
     def info(self, request: dict) -> dict:
         from ..core.index.store import Store
@@ -166,6 +178,8 @@ class Worker:
         k = _given(request, "k", SearchRequest.k)
         check_query(request["query"], k)  # before the index is opened or a model loaded
         extent = tuple(request["extent"]) if request.get("extent") else None
+        if request.get("dbs") is not None or request.get("db") is None:
+            return self._search_project(request, k, extent)
         with Store(request["db"], readonly=True) as store:
             hits = search(store, self.embedder(request.get("embedder")),
                           SearchRequest(request["query"], k, request.get("run_id"), extent,
@@ -173,6 +187,25 @@ class Worker:
                                         lexical=_given(request, "lexical", SearchRequest.lexical)),
                           self.fast_cache())
             return [dict(hit.to_json(), tile_db_id=hit.tile_db_id) for hit in hits]
+
+    def _search_project(self, request: dict, k: int, extent) -> list:
+        from ..core.errors import ProtocolError
+        from ..core.search.project import search_project
+        from ..core.search.search import SearchRequest
+
+        if request.get("dbs") is None:
+            raise ProtocolError("search: give field 'db' (one index) or 'dbs' (several)")
+        if request.get("db") is not None:
+            raise ProtocolError("search: give 'db' or 'dbs', not both")
+        if request.get("run_id") is not None:
+            raise ProtocolError("search: 'run_id' picks a run of one 'db'; 'dbs' searches each raster's latest run")
+        result = search_project(
+            request["dbs"], self.embedder(request.get("embedder")),
+            SearchRequest(request["query"], k, None, extent, mode=_given(request, "mode", SearchRequest.mode),
+                          lexical=_given(request, "lexical", SearchRequest.lexical)),
+            pool=self.stores(), fast_cache=self.fast_cache(),
+            other_embedders=_given(request, "other_embedders", "refuse"), extent_crs=request.get("extent_crs"))
+        return [dict(hit.to_json(), tile_db_id=hit.tile_db_id) for hit in result.hits]
 
     def similar(self, request: dict) -> list:
         from ..core.search.search import SearchRequest, similar_tiles
