@@ -99,7 +99,7 @@ def test_an_index_of_another_embedder_is_refused_by_name_or_left_out(project, mi
 def test_paths_that_are_not_indexes_are_refused(tmp_path):
     with pytest.raises(QueryError, match="does not exist"):
         index_files([tmp_path / "missing.tilescribe.sqlite"])
-    with pytest.raises(QueryError, match="holds no index file"):
+    with pytest.raises(QueryError, match="is a folder; give an index file, or a folder holding some"):
         index_files([tmp_path])
 
 

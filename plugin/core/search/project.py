@@ -62,8 +62,8 @@ def index_files(paths: Iterable[os.PathLike | str]) -> list[Path]:
         if path.is_dir():
             inside = sorted(p for p in path.glob(INDEX_GLOB) if p.is_file())
             if not inside:
-                raise QueryError(f"Folder {path} holds no index file ({INDEX_GLOB}): index its rasters first "
-                                 "(`tilescribe index`), or name the index files.")
+                raise QueryError(f"{path} is a folder; give an index file, or a folder holding some: it holds no "
+                                 f"{INDEX_GLOB} (index its rasters first with `tilescribe index`).")
             found.extend(inside)
         elif path.is_file():
             found.append(path)
