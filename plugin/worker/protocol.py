@@ -66,6 +66,8 @@ FIELDS: dict[str, dict[str, tuple[bool, Check]]] = {
     "similar": {"db": (True, _text), "tile_db_id": (True, _whole), "k": (False, _whole)},
     "tile_at": {"db": (True, _text), "x": (True, _number), "y": (True, _number), "run_id": (False, _whole)},
     "captions": {"db": (True, _text), "tile_db_id": (True, _whole)},
+    "import_captions": {"db": (True, _text), "raster": (True, _text), "captions": (True, _text),
+                        "tile_size": (False, _whole), "overlap": (False, _whole), "embedder": (False, _text)},
     "index": {"db": (True, _text), "raster": (True, _text), "tile_size": (False, _whole),
               "overlap": (False, _whole), "variants": (False, _whole), "bands": (False, _bands),
               "captioner": (False, _object), "embedder": (False, _text),

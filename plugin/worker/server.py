@@ -37,6 +37,7 @@ class Worker:
         self.handlers: dict[str, Callable[[dict], object]] = {
             "hello": self.hello, "info": self.info, "runs": self.runs, "search": self.search,
             "similar": self.similar, "tile_at": self.tile_at, "captions": self.captions, "cancel": self.cancel,
+            "import_captions": self.import_captions,
         }
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -230,6 +231,23 @@ class Worker:
 
         with Store(request["db"], readonly=True) as store:
             return _tile_record(store, request["tile_db_id"])
+
+    def import_captions(self, request: dict) -> dict:
+        """Captions written elsewhere (JSONL) into an index, embedded here (Processing's Import captions)."""
+        from ..core.indexing.importer import import_captions
+        from ..core.index.store import Store
+
+        rid = request.get("id")
+
+        def progress(done: int, total: int) -> None:
+            self.send({"id": rid, "event": "progress", "data": {"finished": done, "total": total}})
+
+        with Store(request["db"], create=True) as store:
+            report = import_captions(store, self.embedder(request.get("embedder")), request["raster"],
+                                     request["captions"], tile_size=request.get("tile_size"),
+                                     overlap=_given(request, "overlap", 0), progress=progress)
+        return {"run_id": report.run_id, "imported": report.imported, "already_done": report.already_done,
+                "bad_lines": [list(line) for line in report.bad_lines[:50]]}
 
     def cancel(self, request: dict) -> bool:
         event = self._jobs.get(request.get("target"))
