@@ -159,3 +159,15 @@ def test_the_worker_searches_several_indexes_and_keeps_them_open(project, minilm
     assert [r["error"]["type"] for r in replies[2:]] == ["ProtocolError"] * 3
     assert "'db'" in replies[2]["error"]["message"] and "not both" in replies[3]["error"]["message"]
     assert len(worker.stores()) == 3  # kept open for the next query
+
+
+def test_in_memory_runs_rank_exactly_as_the_file_does(project, minilm):
+    from tilescribe.plugin.core.search.project import MemoryRuns
+
+    memory = MemoryRuns()
+    for query, extent in (("trees", None), ("a port", None), ("cars", (1000000.0, 5999872.0, 1000120.0, 6000000.0))):
+        plain = search_project([project], minilm, SearchRequest(query, k=7, extent=extent, mode="exact")).hits
+        fast = search_project([project], minilm, SearchRequest(query, k=7, extent=extent), memory=memory).hits
+        assert [(h.index, h.tile_id, h.caption) for h in fast] == [(h.index, h.tile_id, h.caption) for h in plain]
+        assert [h.score for h in fast] == pytest.approx([h.score for h in plain], abs=1e-5)
+    assert memory.nbytes > 0

@@ -32,6 +32,7 @@ class Worker:
         self._embedders: dict = {}
         self._fast_cache = None  # FastIndexCache, made at the first search
         self._stores = None  # StorePool of the indexes a project search keeps open
+        self._memory_runs = None  # MemoryRuns: vectors of medium runs, for project searches
         self._jobs: dict[object, threading.Event] = {}
         self._threads: list[threading.Thread] = []
         self.handlers: dict[str, Callable[[dict], object]] = {
@@ -149,6 +150,14 @@ class Worker:
             self._fast_cache = FastIndexCache(max_runs=FAST_CACHE_RUNS, max_bytes=FAST_CACHE_BYTES)
         return self._fast_cache
 
+    def memory_runs(self):
+        """Medium runs' vectors in RAM (bounded: MEMORY_RUNS_BYTES), so a project search reads no file."""
+        if self._memory_runs is None:
+            from ..core.search.project import MemoryRuns
+
+            self._memory_runs = MemoryRuns()
+        return self._memory_runs
+
     def stores(self):
         """Index files a project search opened stay open between queries (least recently used closed)."""
         if self._stores is None:
@@ -204,7 +213,7 @@ class Worker:
             request["dbs"], self.embedder(request.get("embedder")),
             SearchRequest(request["query"], k, None, extent, mode=_given(request, "mode", SearchRequest.mode),
                           lexical=_given(request, "lexical", SearchRequest.lexical)),
-            pool=self.stores(), fast_cache=self.fast_cache(),
+            pool=self.stores(), fast_cache=self.fast_cache(), memory=self.memory_runs(),
             other_embedders=_given(request, "other_embedders", "refuse"), extent_crs=request.get("extent_crs"))
         return [dict(hit.to_json(), tile_db_id=hit.tile_db_id) for hit in result.hits]
 

@@ -23,8 +23,8 @@ from ..embedding import Embedder
 from ..errors import ModelError, QueryError, TileScribeError
 from ..index.sqlite_errors import read_failure
 from ..index.store import RunInfo, Store
-from .fast_cache import FastIndexCache
-from .fastsearch import pool_sizes
+from .fast_cache import FAST_MIN_VECTORS, FastIndexCache
+from .fastsearch import FastIndex, pool_sizes
 from .search import (SearchHit, SearchRequest, _best_variant_per_tile, _check_embedder, _fused, _hits,
                      check_extent, check_query)
 
@@ -34,6 +34,10 @@ OTHER_EMBEDDERS = ("refuse", "skip")
 # exact scans of 10k vectors cost ~100 ms together, twenty fast ones a few ms.
 PROJECT_FAST_MIN_VECTORS = 5_000
 MAX_OPEN_STORES = 32  # open index files kept by a StorePool (a file handle and page cache each)
+# Runs below FAST_MIN_VECTORS are held in RAM as a fast index plus their float32 unit vectors
+# (~1.8 kB per vector; MemoryRun): a fast index alone re-scores by reading ~100 vectors from
+# SQLite per query (~3 ms), and twenty runs of 10k vectors then cost more than one of 1M.
+MEMORY_RUNS_BYTES = 768 << 20
 
 
 @dataclass(frozen=True)
@@ -80,12 +84,103 @@ def index_files(paths: Iterable[os.PathLike | str]) -> list[Path]:
 
 
 def latest_runs_per_raster(store: Store) -> list[RunInfo]:
-    """The latest run with captioned tiles of each raster of the index, oldest raster first."""
+    """The latest run with captioned tiles of each raster of the index, oldest raster first.
+
+    Told by each run's stored vector count (a primary-key read per run): `searchable_runs()`
+    scans the tiles table, 16 ms per query at a million vectors.
+    """
     latest: dict[int, RunInfo] = {}
-    for run_id in store.searchable_runs():  # oldest first: a later run of a raster replaces it
-        run = store.run_info(run_id)
-        latest[run.raster_id] = run
+    for run in store.runs():  # oldest first: a later run of a raster replaces it
+        if store.vector_state(run.id)[0] > 0:
+            latest[run.raster_id] = run
     return [latest[raster] for raster in sorted(latest)]
+
+
+class MemoryRun:
+    """One medium run in RAM: its fast index picks candidates (a scan of a few bytes per vector), then
+    their exact cosines come from the run's float32 unit vectors held beside it, not from the file.
+
+    Scanning every float32 vector instead costs the memory bandwidth: 20 runs of 10k vectors
+    are 300 MB read per query (~55 ms here); re-scoring from the file costs ~2 ms of SQLite reads per run.
+    """
+
+    def __init__(self, fast: FastIndex, vectors: np.ndarray):
+        self.fast, self.vectors = fast, vectors  # vectors[i] belongs to fast.rows["caption_id"][i]
+        self.state = fast.state
+
+    @property
+    def nbytes(self) -> int:
+        return self.fast.nbytes + self.vectors.nbytes
+
+    @classmethod
+    def load(cls, store: Store, run: RunInfo) -> "MemoryRun":
+        with store.snapshot():
+            fast = FastIndex.load(store, run)
+            ids = fast.rows["caption_id"]
+            found, vectors = store.vector_reader(run).read(ids)
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if len(found) != len(ids) or not np.array_equal(found, ids):  # align by caption id
+            aligned = np.zeros((len(ids), vectors.shape[1]), dtype=np.float32)
+            aligned[np.searchsorted(ids, found)] = vectors
+            vectors = aligned
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        vectors /= np.where(norms == 0, 1.0, norms)
+        fast.state = store.vector_state(run.id)
+        return cls(fast, vectors)
+
+    def search(self, query: np.ndarray, k: int, extent=None, exclude=()) -> list[tuple[int, int, float]]:
+        """[(tile id, caption id, cosine)] best first, one per tile, at most k."""
+        fast = self.fast
+        query = np.asarray(query, dtype=np.float32)
+        unit = query / (float(np.linalg.norm(query)) or 1.0)
+        allowed = fast._allowed_rows(extent, exclude)
+        total = fast.rows.n if allowed is None else len(allowed)
+        rescored, survivors = pool_sizes(k, total)
+        projected = fast.projection.query(query)
+        tiles, caption_ids, tile_ids = fast.rows["tile"], fast.rows["caption_id"], fast.tiles["id"]
+        while True:
+            if rescored >= total:
+                candidates = np.arange(fast.rows.n) if allowed is None else allowed
+            else:
+                candidates = fast._candidates(projected, allowed, rescored, survivors)
+            scores = self.vectors[candidates] @ unit
+            result, seen = [], set()
+            for at in np.argsort(-scores, kind="stable"):
+                row = candidates[at]
+                tile = int(tiles[row])
+                if tile not in seen:
+                    seen.add(tile)
+                    result.append((int(tile_ids[tile]), int(caption_ids[row]), float(scores[at])))
+                    if len(result) == k:
+                        return result
+            if rescored >= total:
+                return result
+            rescored, survivors = rescored * 4, survivors * 4
+
+
+class MemoryRuns:
+    """MemoryRuns of the last runs searched, within `max_bytes` (least recently used dropped)."""
+
+    def __init__(self, max_bytes: int = MEMORY_RUNS_BYTES):
+        self.max_bytes = max_bytes
+        self._runs: OrderedDict[tuple[str, int], MemoryRun] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, store: Store, run: RunInfo) -> MemoryRun:
+        key = (os.path.realpath(store.path), run.id)
+        with self._lock:
+            found = self._runs.pop(key, None)
+        if found is None or found.state != tuple(store.vector_state(run.id)):
+            found = MemoryRun.load(store, run)
+        with self._lock:
+            self._runs[key] = found
+            while len(self._runs) > 1 and sum(r.nbytes for r in self._runs.values()) > self.max_bytes:
+                self._runs.popitem(last=False)
+        return found
+
+    @property
+    def nbytes(self) -> int:
+        return sum(r.nbytes for r in self._runs.values())
 
 
 class StorePool:
@@ -128,12 +223,15 @@ class StorePool:
 
 def search_project(paths: Sequence[os.PathLike | str], embedder: Embedder, request: SearchRequest, *,
                    pool: Optional[StorePool] = None, fast_cache: Optional[FastIndexCache] = None,
-                   other_embedders: str = "refuse", extent_crs: Optional[str] = None) -> ProjectResult:
+                   other_embedders: str = "refuse", extent_crs: Optional[str] = None,
+                   memory: Optional[MemoryRuns] = None) -> ProjectResult:
     """Rank the tiles of every raster of every index for a text query, in one ranking.
 
     `request.extent` is in `extent_crs` (any CRS rasterio reads: "EPSG:4326", WKT) and is
     transformed to each raster's CRS; without `extent_crs` it is taken in each raster's own CRS.
     `request.run_id` is not used: each raster is searched at its latest captioned run.
+    With `memory` (kept between queries, as the worker does), runs too small for a fast index
+    are scanned exactly in RAM; with `fast_cache`, larger ones through their fast index.
     """
     query = check_query(request.query, request.k)
     check_extent(request.extent, "The extent")
@@ -178,7 +276,7 @@ def search_project(paths: Sequence[os.PathLike | str], embedder: Embedder, reque
                     result.skipped.append(f"{path} (run {run.id}): raster without CRS, the extent cannot apply")
                     continue
             one = replace(request, extent=extent)
-            hits = _guarded(path, lambda: _hits(store, run, _ranked(store, query, vector, one, run, fast_cache)))
+            hits = _guarded(path, lambda: _hits(store, run, _ranked(store, query, vector, one, run, fast_cache, memory)))
             result.searched.append((str(path), run.id))
             for position, hit in enumerate(hits):
                 # Dense: cosines of one embedder compare across indexes. Fused: each list is a
@@ -195,9 +293,12 @@ def search_project(paths: Sequence[os.PathLike | str], embedder: Embedder, reque
 
 
 def _ranked(store: Store, query: str, vector: np.ndarray, request: SearchRequest, run: RunInfo,
-            cache: Optional[FastIndexCache]):
+            cache: Optional[FastIndexCache], memory: Optional[MemoryRuns] = None):
     if request.lexical:
         return _fused(store, query, vector, request, run, cache)
+    if (memory is not None and request.mode != "exact"
+            and store.vector_state(run.id)[0] < FAST_MIN_VECTORS):
+        return memory.get(store, run).search(vector, request.k, request.extent, request.exclude_tiles)
     index = _project_fast_index(store, run, request.mode, cache)
     if index is None:
         return _best_variant_per_tile(store, run, vector, request)
