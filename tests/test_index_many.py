@@ -1,4 +1,5 @@
-"""One index over many rasters (issue 20, item 2): `tilescribe index R1 R2 ... --db project`, a folder, a VRT's sources."""
+"""One index over many rasters (issue 20, item 2): `tilescribe index R1 R2 ... --db project`,
+a folder, a VRT's sources."""
 
 from __future__ import annotations
 

@@ -60,7 +60,8 @@ FIELDS: dict[str, dict[str, tuple[bool, Check]]] = {
     "info": {"db": (True, _text)}, "runs": {"db": (True, _text)},
     # "search": `db` (one index, as before) or `dbs` (several files or folders: one merged ranking).
     "search": {"db": (False, _text), "dbs": (False, _texts), "extent_crs": (False, _text),
-               "other_embedders": (False, _text), "query": (True, _text), "k": (False, _whole), "run_id": (False, _whole),
+               "other_embedders": (False, _text), "query": (True, _text), "k": (False, _whole),
+               "run_id": (False, _whole),
                "extent": (False, _extent), "mode": (False, _text), "embedder": (False, _text),
                "lexical": (False, _flag)},
     "similar": {"db": (True, _text), "tile_db_id": (True, _whole), "k": (False, _whole)},

@@ -246,7 +246,7 @@ def search_project(paths: Sequence[os.PathLike | str], embedder: Embedder, reque
         targets, mismatched = [], []
         for path in files:
             store = _open(pool, path)
-            runs = _guarded(path, lambda: latest_runs_per_raster(store))
+            runs = _guarded(path, latest_runs_per_raster, store)
             if not runs:
                 result.skipped.append(f"{path}: no captioned tiles yet")
             for run in runs:
@@ -276,7 +276,7 @@ def search_project(paths: Sequence[os.PathLike | str], embedder: Embedder, reque
                     result.skipped.append(f"{path} (run {run.id}): raster without CRS, the extent cannot apply")
                     continue
             one = replace(request, extent=extent)
-            hits = _guarded(path, lambda: _hits(store, run, _ranked(store, query, vector, one, run, fast_cache, memory)))
+            hits = _guarded(path, _search_run, store, query, vector, one, run, fast_cache, memory)
             result.searched.append((str(path), run.id))
             for position, hit in enumerate(hits):
                 # Dense: cosines of one embedder compare across indexes. Fused: each list is a
@@ -290,6 +290,11 @@ def search_project(paths: Sequence[os.PathLike | str], embedder: Embedder, reque
     finally:
         if own_pool:
             pool.close()
+
+
+def _search_run(store: Store, query: str, vector: np.ndarray, request: SearchRequest, run: RunInfo,
+                cache: Optional[FastIndexCache], memory: Optional[MemoryRuns]) -> list[SearchHit]:
+    return _hits(store, run, _ranked(store, query, vector, request, run, cache, memory))
 
 
 def _ranked(store: Store, query: str, vector: np.ndarray, request: SearchRequest, run: RunInfo,
@@ -350,10 +355,10 @@ def _open(pool: StorePool, path: Path) -> Store:
         raise read_failure(path, exc) or TileScribeError(f"Index {path} cannot be opened: {exc}.") from None
 
 
-def _guarded(path: Path, call):
-    """`call()`, with a damaged index's SQLite error told as the CLI tells it, naming the file."""
+def _guarded(path: Path, call, *args):
+    """`call(*args)`, with a damaged index's SQLite error told as the CLI tells it, naming the file."""
     try:
-        return call()
+        return call(*args)
     except sqlite3.DatabaseError as exc:
         failure = read_failure(path, exc)
         if failure is None:
