@@ -5,7 +5,7 @@ export QT_QPA_PLATFORM := offscreen
 export HF_HUB_OFFLINE := 1
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: setup test test-fast lint docs demo package install-plugin clean gui-smoke gui-first-run bench-dock
+.PHONY: setup test test-fast lint docs demo package install-plugin clean gui-smoke gui-first-run bench-dock bench-project
 
 setup:
 	@bash scripts/setup.sh
@@ -50,6 +50,10 @@ gui-first-run: setup
 # Enter-to-painted latency of the real dock against a warm worker, beside the worker-only time.
 bench-dock: setup
 	$(PY) scripts/bench_dock.py
+
+# One query over 20 indexes of 10k vectors plus one of 1M, beside the 1M index alone (worker side).
+bench-project: setup
+	OMP_WAIT_POLICY=PASSIVE $(PY) scripts/bench_project_search.py
 
 # dist/tilescribe-<version>.zip for QGIS's "Install from ZIP" (stdlib only: no setup needed).
 package:

@@ -165,4 +165,5 @@ def test_every_command_has_its_fields_checked():
 
     commands = {*Worker(io.StringIO()).handlers, "index"}
     assert commands - set(FIELDS) == set()
-    assert all(FIELDS[cmd].get("db") == FIELDS["info"]["db"] for cmd in commands - {"hello", "cancel"})
+    assert all(FIELDS[cmd].get("db") == FIELDS["info"]["db"] for cmd in commands - {"hello", "cancel", "search"})
+    assert FIELDS["search"]["db"][1] is FIELDS["info"]["db"][1]  # search: `db`, or `dbs` for several

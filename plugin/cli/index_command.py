@@ -15,6 +15,7 @@ from ..core.indexing.index_settings import INDEX_SUFFIX, IndexSettings, default_
 from ..core.indexing.indexer import MAX_TILE_ATTEMPTS, index_raster
 from ..core.index.locking import IndexerLock
 from ..core.raster.rendering import RenderSettings
+from ..core.raster.sources import raster_inputs
 from ..core.index.store import Store
 from .common import add_embedder_argument, load_embedder, non_negative_int, positive_int, say
 from .progress import ProgressBar, format_duration
@@ -25,8 +26,13 @@ def register(subparsers) -> None:
         "index", help="caption and index the tiles of a raster",
         description="Runs again resume where the index stands; Ctrl-C stops after the tile "
                     "in progress, keeping everything captioned so far.")
-    parser.add_argument("raster", help="GeoTIFF, VRT or any raster GDAL reads")
-    parser.add_argument("--db", default=None, help=f"index file (default: beside the raster, *{INDEX_SUFFIX})")
+    parser.add_argument("raster", nargs="+",
+                        help="GeoTIFF, VRT or any raster GDAL reads; several, or a folder of rasters")
+    parser.add_argument("--db", default=None,
+                        help=f"index file (default: beside each raster, *{INDEX_SUFFIX}); with several "
+                             "rasters, one index holding them all (one run per raster)")
+    parser.add_argument("--vrt-sources", action="store_true",
+                        help="index the files each .vrt mosaics, one run per file, instead of the VRT")
     add_captioner_arguments(parser)
     parser.add_argument("--tile-size", type=positive_int, default=IndexSettings.tile_size,
                         help=f"tile size in px (default {IndexSettings.tile_size})")
@@ -120,40 +126,56 @@ def run(args) -> int:
     if settings.is_placeholder:
         say("note: no VLM given (--model/--mmproj, --server, or TILESCRIBE_MODEL/TILESCRIBE_MMPROJ): "
             "using the tiny test model, whose captions are meaningless placeholders.")
-    db = Path(args.db or default_index_path(args.raster))
+    rasters = [str(r) for r in raster_inputs(args.raster, vrt_sources=args.vrt_sources)]
+    jobs = [(raster, Path(args.db or default_index_path(raster))) for raster in rasters]
     index_settings = IndexSettings(args.tile_size, args.overlap, args.variants,
                                    RenderSettings(bands=tuple(args.bands) if args.bands else None),
                                    retry_failed=args.retry_failed)
-    IndexerLock(db).check_free()  # a second indexer is refused before it spends time loading models
+    for db in dict.fromkeys(db for _, db in jobs):
+        IndexerLock(db).check_free()  # a second indexer is refused before it spends time loading models
     stop, terminated = threading.Event(), threading.Event()
     previous_term = signal.signal(signal.SIGTERM, lambda *_: _terminate(stop, terminated))
+    codes = []
     try:
-        report = _index(args, db, settings, index_settings, stop)
+        for raster, db, report in _index(args, jobs, settings, index_settings, stop):
+            codes.append(_summary(raster, db, report))
     finally:
         signal.signal(signal.SIGTERM, previous_term)
-    code = _summary(args, db, report)
+    code = 130 if 130 in codes else max(codes, default=0)
+    if len(jobs) > 1:
+        say(f"{len(codes)} of {len(jobs)} rasters {'stopped or ' if code == 130 else ''}done"
+            + (f" into {args.db}" if args.db else ""))
     return 128 + signal.SIGTERM if terminated.is_set() else code  # the status a SIGTERM death has
 
 
-def _index(args, db: Path, settings: CaptionerSettings, index_settings: IndexSettings, stop: threading.Event):
+def _index(args, jobs, settings: CaptionerSettings, index_settings: IndexSettings, stop: threading.Event):
+    """(raster, db, report) of each raster in turn, with one captioner and one embedder for all."""
     captioner = make_captioner(settings)  # first: a bad model file is reported in a second, not ten
     say(f"captioning with {describe_engine(captioner)}")
     for warning in getattr(captioner, "warnings", ()):
         say(f"warning: {warning}")
     previous = signal.signal(signal.SIGINT, lambda *_: _first_interrupt(stop, previous, captioner))
-    bar = ProgressBar()
     try:
         embedder = load_embedder(args.embedder)
-        with Store(db, create=True) as store:
-            return index_raster(store, captioner, embedder, args.raster, index_settings,
-                                progress=bar, cancel=stop.is_set)
+        for number, (raster, db) in enumerate(jobs, start=1):
+            if stop.is_set():
+                break
+            if len(jobs) > 1:
+                say(f"[{number}/{len(jobs)}] {raster}")
+            bar = ProgressBar()
+            try:
+                with Store(db, create=True) as store:
+                    report = index_raster(store, captioner, embedder, raster, index_settings,
+                                          progress=bar, cancel=stop.is_set)
+            finally:
+                bar.close()
+            yield raster, db, report
     finally:
-        bar.close()
         signal.signal(signal.SIGINT, previous)
         captioner.close()
 
 
-def _summary(args, db: Path, report) -> int:
+def _summary(raster: str, db: Path, report) -> int:
     p = report.progress
     for warning in report.warnings:
         say(f"warning: {warning}")
@@ -161,7 +183,7 @@ def _summary(args, db: Path, report) -> int:
         f"{p.total} tiles captioned ({p.captioned_now} now), {p.skipped} skipped, {p.failed} failed, "
         f"in {format_duration(p.elapsed_s)}")
     if p.total and p.skipped == p.total:
-        say(f"note: no tile of {args.raster} has content (all nodata, masked or one colour): "
+        say(f"note: no tile of {raster} has content (all nodata, masked or one colour): "
             "check the raster's nodata value and --bands.")
     for key, reason in report.failures[:5]:
         say(f"  tile {key} failed: {reason}")

@@ -42,10 +42,20 @@ class TileScribePlugin:
         self.runner: Optional[TaskRunner] = None
         self._client: Optional[WorkerClient] = None
         self.environment_setup: Optional[EnvironmentSetup] = None
+        self.provider = None  # the Processing provider (initProcessing)
 
     # -- lifecycle ---------------------------------------------------------------------
 
+    def initProcessing(self) -> None:
+        """Adds the TileScribe Processing provider (QGIS calls it before initGui; qgis_process only it)."""
+        from .processing.provider import TileScribeProvider
+
+        if self.provider is None:
+            self.provider = TileScribeProvider(self.client)
+            QgsApplication.processingRegistry().addProvider(self.provider)
+
     def initGui(self) -> None:
+        self.initProcessing()  # QGIS 3.22 calls initProcessing itself too: adding twice is avoided
         self.messages = Messages(self.iface)
         self.runner = TaskRunner()
         self.toolbar = self.iface.addToolBar("TileScribe")
@@ -84,6 +94,9 @@ class TileScribePlugin:
         return action
 
     def unload(self) -> None:
+        if self.provider is not None:
+            QgsApplication.processingRegistry().removeProvider(self.provider)
+            self.provider = None
         self.runner.close()
         canvas = self.iface.mapCanvas()
         if canvas.mapTool() is self.inspect_tool:

@@ -31,6 +31,11 @@ def _request_id(value) -> Optional[str]:
     return f"text (at most {MAX_ID_TEXT} characters), a whole number (at most 2**53) or null"
 
 
+def _texts(value) -> Optional[str]:
+    ok = isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value)
+    return None if ok else "a non-empty list of index file paths"
+
+
 def _captioner(value) -> Optional[str]:
     return None if isinstance(value, dict) else "an object"
 
@@ -47,11 +52,15 @@ _NOT_REQUIRED = {name: (False, check) for name, (_, check) in _INDEX_SETTINGS.it
 FIELDS: dict[str, dict[str, tuple[bool, Check]]] = {
     "hello": {}, "cancel": {"target": (True, _request_id)},
     "info": {"db": (True, text)}, "runs": {"db": (True, text)},
-    "search": {"db": (True, text), "embedder": (False, text),
+    # "search": `db` (one index, as before) or `dbs` (several files or folders: one merged ranking).
+    "search": {"db": (False, text), "dbs": (False, _texts), "extent_crs": (False, text),
+               "other_embedders": (False, text), "embedder": (False, text),
                **field_checks(SearchRequest, exclude=("exclude_tiles",))},
     "similar": {"db": (True, text), "tile_db_id": (True, whole), "k": (False, whole)},
     "tile_at": {"db": (True, text), "x": (True, number), "y": (True, number), "run_id": (False, whole)},
     "captions": {"db": (True, text), "tile_db_id": (True, whole)},
+    "import_captions": {"db": (True, text), "raster": (True, text), "captions": (True, text),
+                        **field_checks(IndexSettings, only=("tile_size", "overlap")), "embedder": (False, text)},
     "index": {"db": (True, text), "raster": (True, text), **_NOT_REQUIRED, "bands": (False, index_bands),
               "captioner": (False, _captioner), "embedder": (False, text)},
 }

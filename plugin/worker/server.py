@@ -19,6 +19,8 @@ import threading
 from typing import Callable, Optional
 
 PROTOCOL_VERSION = 1
+FAST_CACHE_RUNS = 64  # warm fast-search indexes kept (a project search warms one per medium run)...
+FAST_CACHE_BYTES = 1 << 30  # ...within this much memory (~300 bytes per vector: about 3.5M vectors)
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +31,14 @@ class Worker:
         self._write_lock = threading.Lock()
         self._embedders: dict = {}
         self._fast_cache = None  # FastIndexCache, made at the first search
+        self._stores = None  # StorePool of the indexes a project search keeps open
+        self._memory_runs = None  # MemoryRuns: vectors of medium runs, for project searches
         self._jobs: dict[object, threading.Event] = {}
         self._threads: list[threading.Thread] = []
         self.handlers: dict[str, Callable[[dict], object]] = {
             "hello": self.hello, "info": self.info, "runs": self.runs, "search": self.search,
             "similar": self.similar, "tile_at": self.tile_at, "captions": self.captions, "cancel": self.cancel,
+            "import_captions": self.import_captions,
         }
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -144,8 +149,25 @@ class Worker:
         if self._fast_cache is None:
             from ..core.search.fast_cache import FastIndexCache
 
-            self._fast_cache = FastIndexCache()
+            # Bounded by count and by size: a project's many medium runs, or one or two huge ones.
+            self._fast_cache = FastIndexCache(max_runs=FAST_CACHE_RUNS, max_bytes=FAST_CACHE_BYTES)
         return self._fast_cache
+
+    def memory_runs(self):
+        """Medium runs' vectors in RAM (bounded: MEMORY_RUNS_BYTES), so a project search reads no file."""
+        if self._memory_runs is None:
+            from ..core.search.project import MemoryRuns
+
+            self._memory_runs = MemoryRuns()
+        return self._memory_runs
+
+    def stores(self):
+        """Index files a project search opened stay open between queries (least recently used closed)."""
+        if self._stores is None:
+            from ..core.search.project import StorePool
+
+            self._stores = StorePool()
+        return self._stores
 
     def info(self, request: dict) -> dict:
         from ..core.index.store import Store
@@ -169,9 +191,27 @@ class Worker:
 
         wanted = build(SearchRequest, request, exclude=("exclude_tiles",))  # its fields: protocol.FIELDS
         check_query(wanted.query, wanted.k)  # before the index is opened or a model loaded
+        if request.get("dbs") is not None or request.get("db") is None:
+            return self._search_project(request, wanted)
         with Store(request["db"], readonly=True) as store:
             hits = search(store, self.embedder(request.get("embedder")), wanted, self.fast_cache())
             return [dict(hit.to_json(), tile_db_id=hit.tile_db_id) for hit in hits]
+
+    def _search_project(self, request: dict, wanted) -> list:
+        from ..core.errors import ProtocolError
+        from ..core.search.project import search_project
+
+        if request.get("dbs") is None:
+            raise ProtocolError("search: give field 'db' (one index) or 'dbs' (several)")
+        if request.get("db") is not None:
+            raise ProtocolError("search: give 'db' or 'dbs', not both")
+        if request.get("run_id") is not None:
+            raise ProtocolError("search: 'run_id' picks a run of one 'db'; 'dbs' searches each raster's latest run")
+        result = search_project(
+            request["dbs"], self.embedder(request.get("embedder")), wanted,
+            pool=self.stores(), fast_cache=self.fast_cache(), memory=self.memory_runs(),
+            other_embedders=_given(request, "other_embedders", "refuse"), extent_crs=request.get("extent_crs"))
+        return [dict(hit.to_json(), tile_db_id=hit.tile_db_id) for hit in result.hits]
 
     def similar(self, request: dict) -> list:
         from ..core.search.search import SearchRequest, similar_tiles
@@ -196,6 +236,23 @@ class Worker:
 
         with Store(request["db"], readonly=True) as store:
             return _tile_record(store, request["tile_db_id"])
+
+    def import_captions(self, request: dict) -> dict:
+        """Captions written elsewhere (JSONL) into an index, embedded here (Processing's Import captions)."""
+        from ..core.indexing.importer import import_captions
+        from ..core.index.store import Store
+
+        rid = request.get("id")
+
+        def progress(done: int, total: int) -> None:
+            self.send({"id": rid, "event": "progress", "data": {"finished": done, "total": total}})
+
+        with Store(request["db"], create=True) as store:
+            report = import_captions(store, self.embedder(request.get("embedder")), request["raster"],
+                                     request["captions"], tile_size=request.get("tile_size"),
+                                     overlap=_given(request, "overlap", 0), progress=progress)
+        return {"run_id": report.run_id, "imported": report.imported, "already_done": report.already_done,
+                "bad_lines": [list(line) for line in report.bad_lines[:50]]}
 
     def cancel(self, request: dict) -> bool:
         event = self._jobs.get(request.get("target"))

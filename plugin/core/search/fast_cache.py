@@ -26,8 +26,9 @@ class FastIndexCache:
     each with its own connection, and publish a finished index under a lock.
     """
 
-    def __init__(self, max_runs: int = 2):
+    def __init__(self, max_runs: int = 2, max_bytes: Optional[int] = None):
         self.max_runs = max_runs  # each index holds ~300 bytes per vector: bound the RAM
+        self.max_bytes = max_bytes  # and/or their total size (the newest index is always kept)
         self._ready: OrderedDict[Key, FastIndex] = OrderedDict()
         self._loading: dict[Key, threading.Thread] = {}
         self._failed: dict[Key, tuple[int, int]] = {}  # run state at a failed load: not retried until it changes
@@ -78,7 +79,9 @@ class FastIndexCache:
         with self._lock:
             self._ready[key] = index
             self._ready.move_to_end(key)
-            while len(self._ready) > self.max_runs:
+            while len(self._ready) > self.max_runs or (
+                    self.max_bytes is not None and len(self._ready) > 1
+                    and sum(i.nbytes for i in self._ready.values()) > self.max_bytes):
                 self._ready.popitem(last=False)
 
     def _start_load(self, key: Key, store: Store, run: RunInfo) -> None:
