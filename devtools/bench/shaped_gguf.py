@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...plugin.core.captioning.runtime_proof import quantize
 from ...plugin.core.captioning.tiny_gguf import smollm2_model_path, write_gguf
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tilescribe" / "bench-models"
@@ -237,17 +238,7 @@ def _fill_mmproj(writer, projection_dim: int, v: VisionShape) -> None:
 
 
 def _quantize(src: Path, dst: Path) -> None:
-    import llama_cpp
-
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M
-    params.nthread = os.cpu_count() or 1
-    tmp = dst.with_name(dst.name + ".part")
-    code = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), params)
-    if code != 0:
-        tmp.unlink(missing_ok=True)
-        raise RuntimeError(f"llama.cpp could not quantize {src} (code {code})")
-    os.replace(tmp, dst)
+    quantize(src, dst, "Q4_K_M")  # the catalogue's quantization
 
 
 if __name__ == "__main__":

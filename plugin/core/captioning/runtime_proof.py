@@ -54,7 +54,7 @@ def proof_pairs(folder: Path) -> list[tuple[str, Path, Path]]:
         if not model.is_file():
             if not f32.is_file():
                 write_gguf(f32, "llama", _fill_text)
-            _quantize(f32, model, quant)
+            quantize(f32, model, quant)
         pairs.append((quant, model, mmproj))
     f32.unlink(missing_ok=True)
     return pairs
@@ -85,11 +85,13 @@ def _fill_text(writer) -> None:
         writer.add_tensor(name, values + np.float32(1.0) if "norm" in name else values)
 
 
-def _quantize(src: Path, dst: Path, quant: str) -> None:
+def quantize(src: Path, dst: Path, quant: str = "Q4_K_M") -> None:
+    """Quantize a GGUF with the llama.cpp under test (written beside, then renamed into place)."""
     import llama_cpp
 
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{quant}")
+    params.nthread = os.cpu_count() or 1
     tmp = dst.with_name(dst.name + ".part")
     code = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), params)
     if code != 0:

@@ -33,8 +33,13 @@ def raster_inputs(inputs: Iterable[str | os.PathLike], *, vrt_sources: bool = Fa
     if vrt_sources:
         found = [source for path in found
                  for source in (vrt_source_files(path) if path.suffix.lower() == ".vrt" else [path])]
+    return unique_paths(found)
+
+
+def unique_paths(paths) -> list:
+    """Each file once (as its real path tells), in the order given."""
     unique, seen = [], set()
-    for path in found:
+    for path in paths:
         key = os.path.realpath(path)
         if key not in seen:
             seen.add(key)

@@ -23,6 +23,7 @@ from ..embedding import Embedder
 from ..errors import ModelError, QueryError, TileScribeError
 from ..index.sqlite_errors import read_failure
 from ..index.store import RunInfo, Store
+from ..raster.sources import unique_paths
 from .fast_cache import FAST_MIN_VECTORS, FastIndexCache
 from .fastsearch import FastIndex, pool_sizes
 from .search import (SearchHit, SearchRequest, _best_variant_per_tile, _check_embedder, _fused, _hits,
@@ -74,13 +75,7 @@ def index_files(paths: Iterable[os.PathLike | str]) -> list[Path]:
         else:
             raise QueryError(f"Index {path} does not exist: give index files (*.tilescribe.sqlite) or folders "
                              "holding them.")
-    unique, seen = [], set()
-    for path in found:
-        key = os.path.realpath(path)
-        if key not in seen:
-            seen.add(key)
-            unique.append(path)
-    return unique
+    return unique_paths(found)
 
 
 def latest_runs_per_raster(store: Store) -> list[RunInfo]:
