@@ -131,7 +131,7 @@ def test_probe_of_a_bare_venv_lists_every_pin(tmp_path):
 def test_the_dialog_summary_says_what_is_downloaded():
     steps = plan(EnvState(False), SPEC, CPU, plans.PREBUILT_OR_COMPILE)
     text = "\n".join(step.download for step in steps)
-    assert "about 200 MB" in text and "7-12 minutes" in text and "C++ compiler" in text
+    assert "about 200 MB" in text and "about 5 minutes on 2 cores" in text and "C++ compiler" in text
 
 
 # -- pip's output as progress ----------------------------------------------------------------
@@ -178,6 +178,37 @@ def test_step_progress_is_weighted():
     steps.start("b", "")
     steps.update(0.5, "")
     assert reports == [0.0, 12.5, 25.0, 25.0, 62.5]
+
+
+def test_the_bar_follows_the_steps_measured_seconds_through_the_compile():
+    """A first setup that compiles llama.cpp: the bar moves with the time spent (it sat at 79-87 %
+    for the 7 minutes of the compile when the weights were guesses), and one estimate is given."""
+    steps = plan(EnvState(False), SPEC, CPU, plans.PREBUILT_OR_COMPILE)
+    seconds = {step.name: step.weight for step in steps}
+    assert seconds == {"venv": 10, "torch": 60, "requirements": 60, "rasterio": 15, "llama": 330, "verify": 60}
+    reports = []
+    progress = StepProgress(seconds, lambda percent, message: reports.append((percent, message)))
+    build = BuildProgress()
+    elapsed = 0.0
+    for step in steps:
+        progress.start(step.name, step.title)
+        if step.name == "llama":  # the compile's own "[n/total]" lines, as in the installer
+            for done in (1, 100, 200):
+                build.feed(f"[{done}/200] Building CXX object ggml-cpu.c.o")
+                progress.update(0.05 + 0.85 * build.fraction, build.message)
+                time_spent = elapsed + step.weight * (0.05 + 0.85 * done / 200)
+                assert abs(reports[-1][0] - 100 * time_spent / sum(seconds.values())) < 1
+            assert reports[-1][1].endswith("Compiling llama.cpp: 200 of 200 build steps")
+        elapsed += step.weight
+        progress.finish(f"{step.title}: done")
+    assert 25 < reports[[m for _, m in reports].index(
+        next(s.title for s in steps if s.name == "llama"))][0] < 30  # the compile starts at a quarter
+    assert reports[-1][0] == 100
+    assert plans.estimate(steps) == "about 9 minutes, most of it compiling llama.cpp for this CPU"
+    cached = plan(EnvState(False), SPEC, CPU, plans.CACHED)
+    assert plans.estimate(cached) == "about 4 minutes"  # a wheel compiled before: nothing dominates
+    assert plans.estimate([s for s in cached if s.name == "verify"]) == \
+        "about 1 minute, most of it the check (a tiny caption and search)"
 
 
 def test_step_progress_says_which_step_a_pip_line_belongs_to():

@@ -272,7 +272,7 @@ class Installer:
             return found[0]
         folder.mkdir(parents=True, exist_ok=True)
         note = (f"Compiling llama-cpp-python {prep.spec.llama_version} ({variant.name}: {variant.why}) with "
-                f"{prep.facts.compiler}: 7-12 minutes on 2 cores, once (the wheel is kept in {folder})")
+                f"{prep.facts.compiler}: about 5 minutes on 2 cores, once (the wheel is kept in {folder})")
         self.log.write(note)
         progress.update(0.05, note)
         env = dict(self.env, CMAKE_ARGS=variant.cmake_string)

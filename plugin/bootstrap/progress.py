@@ -77,7 +77,7 @@ _BUILD_STEP = re.compile(r"^\s*\[(\d+)/(\d+)\]\s+(.*)")
 @dataclass
 class BuildProgress:
     """A compile's progress from the build tool's "[12/345] Building CXX object ..." lines
-    (pip shows them with -v): real progress through the 7-12 minutes llama.cpp takes on 2 cores."""
+    (pip shows them with -v): real progress through the ~5 minutes llama.cpp takes on 2 cores."""
 
     fraction: float = 0.0
     message: str = ""

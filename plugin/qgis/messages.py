@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Callable, Optional
 
 from qgis.core import Qgis, QgsMessageLog
@@ -15,6 +16,48 @@ TITLE = "TileScribe"
 TASK_PREFIX = "TileScribe:"  # every task's description starts so (see tasks.py)
 # QGIS's own notices for long tasks; ours say more (what was done, what is kept), so theirs go.
 QGIS_TASK_NOTICES = ("Task complete", "Task failed")
+
+# The core's errors are shared with the command line and give its flags; in QGIS the same advice
+# names the buttons that do it. One translator: every text shown in QGIS goes through for_qgis.
+SET_UP = ("Set up TileScribe… (in the TileScribe search dock, or Raster > TileScribe > Settings…), "
+          "then Set up or Repair")
+PICKER = "the model picker (Download / choose… beside the Model file)"
+IN_WORKER = "In the worker, one tile at a time"  # model_fields.ENGINE_CHOICES' label
+QGIS_WORDING = (
+    (r"give the current names with --files MODEL\.gguf MMPROJ\.gguf",
+     f"type the current names under 'From a repository' in {PICKER}, then Download"),
+    (r"Name the files to download from (\S+) with --files MODEL\.gguf MMPROJ\.gguf",
+     r"Type the names of the files to download from \1 under 'From a repository' in the model picker"),
+    (r"give --files with exactly one of each",
+     f"type one model file and one projector file under 'From a repository' in {PICKER}"),
+    (r"Run `tilescribe models list` to see the catalogue\.", f"{PICKER[0].upper()}{PICKER[1:]} lists the catalogue."),
+    (r"run `make setup` \(it builds one\), install llama\.cpp from your package manager, or give its path "
+     r"with --llama-server; or use --engine llama-cpp-python\.",
+     f"choose the engine '{IN_WORKER}' in the Index dialog or TileScribe's Settings (TileScribe's own "
+     "setup does not build llama-server)."),
+    (r" \(--llama-server, or the setting\)", ""),
+    (r"give --model M\.gguf and --mmproj P\.gguf (\([^)]*\)), or --server URL --server-model NAME, "
+     r"or --test-model for the tiny placeholder model",
+     f"choose a Model file and a Projector file \\1 in the Index dialog or with {PICKER}, or a model "
+     "server, or the test model"),
+    (r"drop --engine server or --test-model", f"choose the engine '{IN_WORKER}', or a real model"),
+    (r", or pass --embedder with a sentence-transformers folder", " (it installs the default embedding model)"),
+    (r"Run TileScribe from the environment `make setup` creates \(\.venv\), whose Python can load SQLite "
+     r"extensions", f"Use TileScribe's own environment, whose Python can load SQLite extensions: {SET_UP}"),
+    (r"in QGIS, Plugins > TileScribe > Set up TileScribe > Repair \(from a checkout: make setup\)", SET_UP),
+    (r"\(or run `make setup`\)", f"(or rebuild it: {SET_UP})"),
+    (r"([Rr])un `make setup`( again)?", lambda m: ("U" if m.group(1) == "R" else "u") + f"se {SET_UP}"
+     + (" again" if m.group(2) else "")),
+)
+_QGIS_WORDING = tuple((re.compile(pattern), replacement) for pattern, replacement in QGIS_WORDING)
+CLI_ADVICE = re.compile(r"(?<![\w-])--[a-z][\w-]*|`make setup`|in a terminal|`tilescribe ")
+
+
+def for_qgis(text: str) -> str:
+    """`text` with the command line's advice (flags, `make setup`) replaced by QGIS's buttons."""
+    for pattern, replacement in _QGIS_WORDING:
+        text = pattern.sub(replacement, text)
+    return text
 
 
 class WrappedMessage(QWidget):
@@ -68,6 +111,7 @@ class Messages:
     def push(self, text: str, level=Qgis.Info, details: str = "", duration: int = 8,
              key: str = "") -> QgsMessageBarItem:
         self.dismiss(key)
+        text, details = for_qgis(text), for_qgis(details)
         QgsMessageLog.logMessage(f"{text}\n{details}".strip(), TITLE, level)
         item = push_wrapped(self.bar(), text, level, duration, details)
         if key:
@@ -128,7 +172,7 @@ class Messages:
                               QMessageBox.Ok, self.iface.mainWindow())
             box.setTextInteractionFlags(Qt.TextSelectableByMouse)  # so the command can be copied
             self.environment_dialog = box
-        box.setText(text)
+        box.setText(for_qgis(text))
         box.open()
         return box
 

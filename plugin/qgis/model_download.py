@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 from qgis.core import QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
@@ -30,8 +30,10 @@ CLI_MODULE = "tilescribe.plugin.cli"
 STOP_WAIT_S = 15.0
 
 
-def download_command(python: Path, name: str, models_dir: str) -> list:
+def download_command(python: Path, name: str, models_dir: str, files: Sequence[str] = ()) -> list:
+    """`name`: a catalogue name, or OWNER/REPO with `files` (the model and its projector)."""
     command = [str(python), "-u", "-m", CLI_MODULE, "models", "download", name, "--progress", "json"]
+    command += ["--files", *files] if files else []
     return command + (["--dir", models_dir] if models_dir.strip() else [])
 
 
@@ -75,9 +77,9 @@ class ModelDownloadTask(QgsTask):
     status = pyqtSignal(str)
 
     def __init__(self, python: Path, plugin_dir: Path, name: str, models_dir: str,
-                 on_done: Callable[[TaskResult], None]):
+                 on_done: Callable[[TaskResult], None], files: Sequence[str] = ()):
         super().__init__(f"TileScribe: downloading {name}", QgsTask.CanCancel)
-        self.command = download_command(python, name, models_dir)
+        self.command = download_command(python, name, models_dir, files)
         self.python, self.plugin_dir, self.on_done = Path(python), Path(plugin_dir), on_done
         self.result = TaskResult()
 

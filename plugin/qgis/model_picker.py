@@ -10,18 +10,36 @@ from typing import Callable, Optional
 from qgis.core import QgsApplication, QgsSettings
 from qgis.gui import QgsFileWidget
 from qgis.PyQt.QtWidgets import (
-    QAbstractItemView, QDialog, QDialogButtonBox, QFormLayout, QGridLayout, QHBoxLayout, QLabel, QMessageBox,
-    QProgressBar, QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout,
+    QAbstractItemView, QDialog, QDialogButtonBox, QFormLayout, QGridLayout, QGroupBox, QHBoxLayout, QHeaderView,
+    QLabel, QLineEdit, QMessageBox, QProgressBar, QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout,
 )
 
-from ..core.errors import TileScribeError
-from ..core.models.catalogue import CatalogueEntry, format_size, load_catalogue
+from ..core.errors import ModelError, TileScribeError
+from ..core.models.catalogue import CatalogueEntry, ModelSpec, format_size, load_catalogue, resolve_spec
 from ..core.models.folder import InstalledModel, installed_models, models_dir
+from .messages import for_qgis
 from .model_download import ModelDownloadTask
 from .settings import PLUGIN_DIR, PREFIX, PluginSettings
 from .tasks import TaskResult
 
 COLUMNS = ("Model", "Size", "Chat family", "Licence", "On disk")
+ON_DISK = COLUMNS.index("On disk")
+
+
+def typed_spec(repo: str, model_file: str, mmproj_file: str) -> ModelSpec:
+    """The 'From a repository' fields as what `tilescribe models download REPO --files M P` downloads;
+    ModelError saying what to type where they do not name one repository and two GGUF files."""
+    repo, model_file, mmproj_file = repo.strip(), model_file.strip(), mmproj_file.strip()
+    if not (repo and model_file and mmproj_file):
+        raise ModelError("Type the repository (OWNER/REPO, as in its address on the hub), the model file and "
+                         "the projector file (both .gguf, as the repository's Files page lists them).")
+    for what, name in (("model", model_file), ("projector", mmproj_file)):
+        if not name.lower().endswith(".gguf"):
+            raise ModelError(f"The {what} file must be a .gguf file of the repository: '{name}' is not.")
+    if model_file == mmproj_file:
+        raise ModelError("The model file and the projector file are two different files of the repository "
+                         "(the projector's name usually contains 'mmproj').")
+    return resolve_spec(repo, (model_file, mmproj_file))  # the CLI's own checks (OWNER/REPO, safe names)
 
 
 class ModelPickerDialog(QDialog):
@@ -54,7 +72,13 @@ class ModelPickerDialog(QDialog):
         self.table.setSelectionMode(QAbstractItemView.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.table.itemSelectionChanged.connect(self._enable_buttons)
+        # Every column as wide as its text, On disk included; the licence (the longest, up to ~60
+        # characters) takes what is left and is elided, whole in its tooltip.
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeToContents)
+        header.setSectionResizeMode(COLUMNS.index("Licence"), QHeaderView.Stretch)
         layout.addWidget(self.table)
+        layout.addWidget(self._repository_box())
         self.progressBar, self.statusLabel = QProgressBar(self), QLabel(self)
         self.statusLabel.setWordWrap(True)
         layout.addWidget(self.progressBar)
@@ -72,7 +96,25 @@ class ModelPickerDialog(QDialog):
         close = QDialogButtonBox(QDialogButtonBox.Close, self)
         close.rejected.connect(self.reject)
         layout.addWidget(close)
-        self.resize(860, 420)
+        self.resize(900, 560)
+
+    def _repository_box(self) -> QGroupBox:
+        """Any hub repository: OWNER/REPO and the two file names, downloaded as the catalogue's are."""
+        box = QGroupBox("From a repository (not in the list)", self)
+        form = QFormLayout(box)
+        self.repoEdit = QLineEdit(box)
+        self.repoEdit.setPlaceholderText("OWNER/REPO, e.g. ggml-org/SmolVLM-500M-Instruct-GGUF")
+        self.modelFileEdit = QLineEdit(box)
+        self.modelFileEdit.setPlaceholderText("the model's .gguf file, e.g. SmolVLM-500M-Instruct-Q8_0.gguf")
+        self.mmprojFileEdit = QLineEdit(box)
+        self.mmprojFileEdit.setPlaceholderText("its projector's .gguf file, e.g. mmproj-SmolVLM-500M-Instruct-Q8_0.gguf")
+        self.repoDownloadButton = QPushButton("Download from this repository", box)
+        self.repoDownloadButton.clicked.connect(self.start_repository_download)
+        form.addRow("Repository", self.repoEdit)
+        form.addRow("Model file", self.modelFileEdit)
+        form.addRow("Projector file", self.mmprojFileEdit)
+        form.addRow("", self.repoDownloadButton)
+        return box
 
     @property
     def models_dir(self) -> str:
@@ -93,9 +135,8 @@ class ModelPickerDialog(QDialog):
                      "Downloaded" if model else "Not downloaded")
             for column, text in enumerate(cells):
                 item = QTableWidgetItem(text)
-                item.setToolTip(f"{entry.repo}: {', '.join(entry.files)}\n{entry.note}")
+                item.setToolTip(f"{entry.repo}: {', '.join(entry.files)}\nLicence: {entry.licence}\n{entry.note}")
                 self.table.setItem(row, column, item)
-        self.table.resizeColumnsToContents()
         self._enable_buttons()
 
     def selected_entry(self):
@@ -106,6 +147,7 @@ class ModelPickerDialog(QDialog):
         entry = self.selected_entry()
         busy = self.task is not None
         self.downloadButton.setEnabled(entry in self.catalogue and not busy)
+        self.repoDownloadButton.setEnabled(not busy)
         self.cancelButton.setEnabled(busy)
         self.useButton.setEnabled(entry is not None and entry.repo.lower() in self.installed() and not busy)
         self.folderWidget.setEnabled(not busy)
@@ -114,12 +156,26 @@ class ModelPickerDialog(QDialog):
         entry = self.selected_entry()
         if entry is None or self.task is not None:
             return None
-        self.task = ModelDownloadTask(self.settings.python(), self.plugin_dir, entry.name, self.models_dir,
-                                      self._download_done)
+        return self._download(entry.name, entry.title)
+
+    def start_repository_download(self) -> Optional[ModelDownloadTask]:
+        """The typed repository and files, through the same download as a catalogue entry."""
+        if self.task is not None:
+            return None
+        try:
+            spec = typed_spec(self.repoEdit.text(), self.modelFileEdit.text(), self.mmprojFileEdit.text())
+        except ModelError as exc:
+            self.statusLabel.setText(for_qgis(str(exc)))
+            return None
+        return self._download(spec.repo, spec.repo, spec.files)
+
+    def _download(self, name: str, title: str, files=()) -> ModelDownloadTask:
+        self.task = ModelDownloadTask(self.settings.python(), self.plugin_dir, name, self.models_dir,
+                                      self._download_done, files)
         self.task.progressChanged.connect(lambda value: self.progressBar.setValue(int(value)))
         self.task.status.connect(self.statusLabel.setText)
         self.progressBar.setValue(0)
-        self.statusLabel.setText(f"Starting the download of {entry.title}…")
+        self.statusLabel.setText(f"Starting the download of {title}…")
         QgsApplication.taskManager().addTask(self.task)
         self._enable_buttons()
         return self.task
@@ -140,12 +196,16 @@ class ModelPickerDialog(QDialog):
         if result.cancelled:
             self.statusLabel.setText("Download stopped. What was fetched is kept: Download again to resume.")
         elif result.error is not None:
-            self.statusLabel.setText(f"Download failed: {result.error}")
+            self.statusLabel.setText(for_qgis(f"Download failed: {result.error}"))
         else:
             self.progressBar.setValue(100)
             self.statusLabel.setText(f"Downloaded into {result.value['folder']} (chat family "
                                      f"{result.value['family']}). Click Use this model.")
         self.refresh()
+        repo = str((result.value or {}).get("repo", "")).lower()
+        rows = [row for row, entry in enumerate(self.entries) if entry.repo.lower() == repo]
+        if rows:  # the downloaded model is the one selected: Use this model takes it
+            self.table.selectRow(rows[0])
 
     def use_selected(self) -> None:
         entry = self.selected_entry()

@@ -15,7 +15,7 @@ from qgis.PyQt.QtWidgets import (QCheckBox, QDialog, QDialogButtonBox, QFormLayo
 from ..bootstrap.builds import gpu_usable
 from ..bootstrap.commands import SetupCancelled, SetupError
 from ..bootstrap.installer import Preparation, SetupOptions
-from ..bootstrap.plan import rough_time
+from ..bootstrap.plan import estimate
 
 TITLE = "Set up TileScribe"
 
@@ -82,7 +82,7 @@ class SetupDialog(QDialog):
                         for step in prep.steps)
         notes = "".join(f"<p>{html.escape(note)}</p>" for note in prep.choice.notes)
         self.plan_label.setText(f"<ul>{items}</ul>{notes}")
-        self.time_label.setText(f"Time: {rough_time(prep.steps)}. It runs in the background (task manager, "
+        self.time_label.setText(f"Time: {estimate(prep.steps)} (measured on 2 cores). It runs in the background (task manager, "
                                 "bottom right), where Cancel stops it; a later repair continues from there.")
         self.buttons.button(QDialogButtonBox.Ok).setText("Repair" if repair else "Set up")
 

@@ -17,6 +17,7 @@ from ..bootstrap.builds import UnsupportedPlatform
 from ..bootstrap.commands import SetupCancelled, SetupError
 from ..bootstrap.installer import (INCOMPLETE, MISSING, READY, Installer, Preparation, SetupOptions,
                                    environment_state, prepare, remove_environment)
+from ..bootstrap.plan import first_setup_estimate
 from ..bootstrap.spec import SpecError, load_spec
 from .messages import Messages
 from .settings import PLUGIN_DIR, managed_environment, read_settings, venv_python, write_settings
@@ -24,7 +25,7 @@ from .setup_dialog import EnvironmentRow, OfferBanner, SetupDialog, failure_box
 from .tasks import TaskResult, TaskRunner
 
 OFFER_MISSING = ("TileScribe needs its own Python environment to caption and search: about 350 MB to "
-                 "download (1.3 GB on disk), a few minutes.")
+                 f"download (1.3 GB on disk), {first_setup_estimate()}.")
 OFFER_INCOMPLETE = ("TileScribe's Python environment is incomplete, or older than this plugin version: "
                     "Repair installs only what is missing.")
 

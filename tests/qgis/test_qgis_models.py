@@ -176,3 +176,63 @@ def test_a_model_downloaded_from_any_repository_is_listed_and_usable(qtbot, tiny
     dialog.useButton.click()
     assert dialog.chosen.model == folder / tiny_pair[0].name
     dialog.deleteLater()
+
+
+def test_a_typed_repository_and_files_are_downloaded_and_usable(qtbot, hub_for_process, tiny_pair, tmp_path):
+    """OWNER/REPO and the two file names typed in the picker: the same download as a catalogue entry."""
+    from tilescribe.plugin.qgis.model_picker import ModelPickerDialog
+    from tilescribe.plugin.qgis.settings import PluginSettings
+
+    text, mmproj = tiny_pair
+    dialog = ModelPickerDialog(PluginSettings(models_dir=str(tmp_path / "models")))
+    assert TINY_REPO.lower() not in {entry.repo.lower() for entry in dialog.entries}
+    dialog.repoEdit.setText(f" {TINY_REPO} ")
+    dialog.modelFileEdit.setText(text.name)
+    dialog.mmprojFileEdit.setText(mmproj.name)
+    dialog.repoDownloadButton.click()
+    assert dialog.task is not None and "--files" in dialog.task.command and not dialog.repoDownloadButton.isEnabled()
+    wait_idle(qtbot, dialog)
+    assert "Click Use this model" in dialog.statusLabel.text(), dialog.statusLabel.text()
+    row = [entry.repo for entry in dialog.entries].index(TINY_REPO)
+    assert dialog.table.item(row, 4).text() == "Downloaded" and dialog.selected_entry().repo == TINY_REPO
+    dialog.useButton.click()
+    assert dialog.chosen.model.read_bytes() == hub_for_process.repos[TINY_REPO][text.name]
+    dialog.deleteLater()
+
+
+@pytest.mark.parametrize("repo, model, mmproj, says", [
+    ("", "m.gguf", "p.gguf", "Type the repository (OWNER/REPO"),
+    ("owner/repo", "model.bin", "p.gguf", "The model file must be a .gguf file of the repository: 'model.bin'"),
+    ("owner/repo", "same.gguf", "same.gguf", "two different files"),
+    ("not a repo", "m.gguf", "p.gguf", "nor a hub repository (owner/name). The model picker"),
+    ("owner/repo", "../m.gguf", "p.gguf", "Not a file name inside a repository"),
+])
+def test_typed_repository_is_validated_with_a_clear_message(qtbot, tmp_path, repo, model, mmproj, says):
+    from tilescribe.plugin.qgis.messages import CLI_ADVICE
+    from tilescribe.plugin.qgis.model_picker import ModelPickerDialog
+    from tilescribe.plugin.qgis.settings import PluginSettings
+
+    dialog = ModelPickerDialog(PluginSettings(models_dir=str(tmp_path / "models")))
+    for edit, value in ((dialog.repoEdit, repo), (dialog.modelFileEdit, model), (dialog.mmprojFileEdit, mmproj)):
+        edit.setText(value)
+    dialog.repoDownloadButton.click()
+    assert dialog.task is None and says in dialog.statusLabel.text(), dialog.statusLabel.text()
+    assert not CLI_ADVICE.search(dialog.statusLabel.text())
+    dialog.deleteLater()
+
+
+def test_on_disk_column_is_not_cut(qtbot, tmp_path):
+    """Every column's section holds its widest text, and the last one ends inside the visible table."""
+    from tilescribe.plugin.qgis.model_picker import ON_DISK, ModelPickerDialog
+    from tilescribe.plugin.qgis.settings import PluginSettings
+
+    dialog = ModelPickerDialog(PluginSettings(models_dir=str(tmp_path / "models")))
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    header, table = dialog.table.horizontalHeader(), dialog.table
+    widest = max(table.fontMetrics().horizontalAdvance(table.item(row, ON_DISK).text())
+                 for row in range(table.rowCount()))
+    widest = max(widest, header.fontMetrics().horizontalAdvance("On disk"))
+    assert header.sectionSize(ON_DISK) >= widest
+    assert header.sectionViewportPosition(ON_DISK) + header.sectionSize(ON_DISK) <= table.viewport().width()
+    dialog.deleteLater()

@@ -83,12 +83,19 @@ def test_dock_offers_setup_and_the_dialog_says_what_and_how_long(setup_ctl, plug
 
     [banner] = setup_ctl.banners
     assert banner.isVisibleTo(plugin.dock) and banner.label.text() == OFFER_MISSING
+    # one estimate from the steps' measured seconds, not "a few minutes"
+    assert banner.label.text().endswith("about 9 minutes, most of it compiling llama.cpp for this CPU.")
     mouse_click(plugin, banner.button)
     dialog = setup_ctl.dialog
     assert dialog is not None and dialog.isVisible()
     plan = dialog.plan_label.text()
     assert "torch 2.13.0 for the CPU (about 200 MB)" in plan and "sentence-transformers" in plan
-    assert dialog.time_label.text().startswith("Time: about 3-10 minutes")
+    from tilescribe.plugin.bootstrap.plan import CACHED, estimate
+
+    assert dialog.time_label.text().startswith(f"Time: {estimate(dialog.prep.steps)} (measured on 2 cores).")
+    [llama] = [step for step in dialog.prep.steps if step.name == "llama"]
+    compiles = "compiling llama.cpp for this CPU" in dialog.time_label.text()
+    assert compiles == (CACHED not in llama.title) and "minute" in dialog.time_label.text()
     assert str(setup_ctl.venv) in dialog.intro.text()
     assert dialog.buttons.button(QDialogButtonBox.Ok).text() == "Set up"
     assert Path(dialog.pythonFile.filePath()).name.startswith("python3")  # QGIS's own Python, found
