@@ -82,7 +82,8 @@ def test_a_native_crash_of_the_server_names_the_signal_and_the_repair(server_cap
         server_captioner.caption(tile_png, 3)
     text = str(caught.value)
     assert "killed by SIGILL (an instruction this CPU does not have" in text
-    assert "Set up TileScribe > Repair (from a checkout: make setup)" in text
+    assert "Set up TileScribe > Repair (the TileScribe dock, or Raster > TileScribe > Settings); from a checkout, " \
+        "make setup" in text
 
 
 def test_closing_stops_the_server(server_captioner):

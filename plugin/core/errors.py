@@ -73,9 +73,9 @@ _SIGNAL_MEANING = {
     "SIGABRT": "native code stopped itself (a failed check in llama.cpp, often out of memory)",
     "SIGKILL": "killed from outside (often the system's out-of-memory killer)",
 }
-REBUILD_ADVICE = ("Rebuild the model runtime for this CPU: in QGIS, Plugins > TileScribe > Set up TileScribe > "
-                  "Repair (from a checkout: make setup). Indexed tiles are kept: indexing again resumes where it "
-                  "stopped.")
+REBUILD_ADVICE = ("Rebuild the model runtime for this CPU: in QGIS, Set up TileScribe > Repair (the TileScribe "
+                  "dock, or Raster > TileScribe > Settings); from a checkout, make setup. Indexed tiles are kept: "
+                  "indexing again resumes where it stopped.")
 
 
 def describe_exit(returncode: int | None) -> str:

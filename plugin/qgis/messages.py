@@ -44,7 +44,8 @@ QGIS_WORDING = (
     (r", or pass --embedder with a sentence-transformers folder", " (it installs the default embedding model)"),
     (r"Run TileScribe from the environment `make setup` creates \(\.venv\), whose Python can load SQLite "
      r"extensions", f"Use TileScribe's own environment, whose Python can load SQLite extensions: {SET_UP}"),
-    (r"in QGIS, Plugins > TileScribe > Set up TileScribe > Repair \(from a checkout: make setup\)", SET_UP),
+    (r"in QGIS, Set up TileScribe > Repair \(the TileScribe dock, or Raster > TileScribe > Settings\); from a "
+     r"checkout, make setup", SET_UP),
     (r"\(or run `make setup`\)", f"(or rebuild it: {SET_UP})"),
     (r"([Rr])un `make setup`( again)?", lambda m: ("U" if m.group(1) == "R" else "u") + f"se {SET_UP}"
      + (" again" if m.group(2) else "")),

@@ -107,7 +107,8 @@ class ModelPickerDialog(QDialog):
         self.modelFileEdit = QLineEdit(box)
         self.modelFileEdit.setPlaceholderText("the model's .gguf file, e.g. SmolVLM-500M-Instruct-Q8_0.gguf")
         self.mmprojFileEdit = QLineEdit(box)
-        self.mmprojFileEdit.setPlaceholderText("its projector's .gguf file, e.g. mmproj-SmolVLM-500M-Instruct-Q8_0.gguf")
+        self.mmprojFileEdit.setPlaceholderText(
+            "its projector's .gguf file, e.g. mmproj-SmolVLM-500M-Instruct-Q8_0.gguf")
         self.repoDownloadButton = QPushButton("Download from this repository", box)
         self.repoDownloadButton.clicked.connect(self.start_repository_download)
         form.addRow("Repository", self.repoEdit)

@@ -82,8 +82,9 @@ class SetupDialog(QDialog):
                         for step in prep.steps)
         notes = "".join(f"<p>{html.escape(note)}</p>" for note in prep.choice.notes)
         self.plan_label.setText(f"<ul>{items}</ul>{notes}")
-        self.time_label.setText(f"Time: {estimate(prep.steps)} (measured on 2 cores). It runs in the background (task manager, "
-                                "bottom right), where Cancel stops it; a later repair continues from there.")
+        self.time_label.setText(f"Time: {estimate(prep.steps)} (measured on 2 cores). It runs in the background "
+                                "(task manager, bottom right), where Cancel stops it; a later repair continues "
+                                "from there.")
         self.buttons.button(QDialogButtonBox.Ok).setText("Repair" if repair else "Set up")
 
 

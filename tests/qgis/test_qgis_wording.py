@@ -9,7 +9,6 @@ import pytest
 def core_errors(tmp_path, monkeypatch) -> list:
     """The real texts of the core errors with command-line advice that can reach a QGIS user."""
     from tilescribe.plugin.core.captioning import llama_backend, llama_server
-    from tilescribe.plugin.core.captioning.factory import make_captioner
     from tilescribe.plugin.core.errors import REBUILD_ADVICE, ModelError
     from tilescribe.plugin.core.models.catalogue import resolve_spec
 
