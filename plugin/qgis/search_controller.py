@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Optional
 
-from qgis.core import QgsCoordinateReferenceSystem, QgsMapLayerType, QgsProject
+from qgis.core import QgsCoordinateReferenceSystem, QgsMapLayerType, QgsPointXY, QgsProject
 from qgis.PyQt.QtWidgets import QFileDialog
 
 from ..core.errors import TileScribeError
@@ -13,7 +13,7 @@ from .dock import IndexSource, SearchDock
 from .highlight import ResultsLayer, export_geopackage, flash, results_layer, zoom_to
 from .indexing import index_path_beside, raster_file
 from .messages import Messages
-from .results import ExtentFilter, Hit, SearchOutcome, SearchParams
+from .results import ExtentFilter, Hit, SearchOutcome, SearchParams, point_in_crs
 from .tasks import RunsTask, SearchTask, SimilarTask, TaskResult, TaskRunner
 from .thumbnails import raster_layer_for, tile_thumbnail
 from ..worker.client import WorkerClient, WorkerError
@@ -123,6 +123,24 @@ class SearchController:
             self.dock.set_status(str(result.error).partition("\n")[0])
             return
         self.dock.set_runs(result.value)
+
+    def index_under(self, point: QgsPointXY, crs: QgsCoordinateReferenceSystem) -> Optional[str]:
+        """The ticked index whose raster layer lies under a map point (`crs`: the map's), topmost
+        layer first: what Inspect reads when several indexes are ticked."""
+        ticked = set(self.dock.selected_dbs())
+        for layer in self.project.layerTreeRoot().layerOrder():
+            if layer.type() != QgsMapLayerType.RasterLayer:
+                continue
+            db = index_path_beside(layer)
+            if not db or str(Path(db).resolve()) not in ticked:
+                continue
+            try:
+                inside = point_in_crs(point, crs, layer.crs(), self.project.transformContext())
+            except TileScribeError:
+                continue
+            if layer.extent().contains(inside):
+                return str(Path(db).resolve())
+        return None
 
     # -- searching ---------------------------------------------------------------------
 

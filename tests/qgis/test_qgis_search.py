@@ -197,9 +197,10 @@ def test_one_query_ranks_two_rasters_in_two_crss(plugin_on_shared_worker, fake_i
                                                  minilm, qtbot, tmp_path):
     """Issue 20: every index of the project is ticked and searched at once; hits say their layer and are
     highlighted where they are on a map in a third CRS; unticking one narrows the search."""
-    from gui_events import search_by_typing
+    from gui_events import click_canvas, search_by_typing
     from helpers import build_index
-    from qgis.core import QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsProject, QgsRectangle
+    from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsProject, QgsRectangle,
+                           QgsVectorLayer)
     from qgis.PyQt.QtCore import Qt
     from rasters import write_raster
     from rasterio.transform import from_origin
@@ -248,11 +249,37 @@ def test_one_query_ranks_two_rasters_in_two_crss(plugin_on_shared_worker, fake_i
     at = next(i for i, hit in enumerate(hits) if hit.index.endswith("town.tilescribe.sqlite"))
     results = dock.resultsList
     qtbot.mouseClick(results.viewport(), Qt.LeftButton, pos=results.visualItemRect(results.item(at)).center())
+    hits_at_tile = hits[at].tile_id
     tile = QgsCoordinateTransform(crs["town"], wgs84, QgsProject.instance()).transformBoundingBox(
-        expected[("town", hits[at].tile_id)])
+        expected[("town", hits_at_tile)])
     assert canvas.extent().contains(tile) and canvas.extent().width() < 3 * tile.width()
     dock.zoomAllButton.click()
     assert canvas.extent().contains(highlight.extent())
+    qtbot.waitUntil(lambda: not dock.thumbnails_pending(), timeout=10000)
+    assert all(not results.item(i).icon().isNull() for i in range(results.count()))  # both layers draw theirs
+    written = QgsVectorLayer(f"{plugin.search.export(str(tmp_path / 'r.gpkg'))}|layername=tilescribe_results")
+    assert written.featureCount() == 8 and written.crs() == wgs84
+    assert {Path(f["index"]).name for f in written.getFeatures()} == {"neon.tilescribe.sqlite",
+                                                                      "town.tilescribe.sqlite"}
+    del written
+
+    # Only in the map extent (WGS 84), around one town tile: each index gets it in its raster's CRS.
+    canvas.setExtent(tile.buffered(-tile.width() / 4))
+    dock.extentCheck.setChecked(True)
+    hits = search_by_typing(plugin, qtbot, "a pond with water")
+    assert [(Path(h.index).name, h.tile_id) for h in hits] == [("town.tilescribe.sqlite", hits_at_tile)]
+    dock.extentCheck.setChecked(False)
+
+    # Inspect, with both ticked, reads the index of the raster under the click (not the active layer's).
+    fake_iface.mock.activeLayer.return_value = neon
+    canvas.setExtent(tile.buffered(tile.width()))
+    plugin.inspect_action.trigger()
+    click_canvas(qtbot, canvas, tile.center())
+    wait_idle(plugin, qtbot)
+    assert plugin.captions_dialog.isVisible() and hits_at_tile in plugin.captions_dialog.titleLabel.text()
+    assert "pond" in plugin.captions_dialog.captionsView.toPlainText()
+    plugin.captions_dialog.hide()
+    plugin.inspect_action.trigger()
 
     # Untick the town's index (select its row, press Space): only the forest is searched, its runs listed.
     town_row = next(dock.indexList.item(i) for i in range(2) if dock.indexList.item(i).text().startswith("town"))
