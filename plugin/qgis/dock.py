@@ -84,12 +84,13 @@ class SearchDock(QgsDockWidget, FORM_CLASS):
         """List the indexes found in the project plus the opened ones, each with a tick box.
 
         Ticks are kept; a newly listed index is ticked when every listed one was (the dock searches
-        the whole project by default), else left unticked for the user to add. A ticked index stays
-        listed (and ticked) when its raster layer leaves the project."""
+        the whole project by default), else left unticked for the user to add."""
         before = self._listed()
         ticked = set(self.selected_dbs())
         narrowed = bool(before) and len(ticked) < len(before)
-        kept = [IndexSource(db, label) for db, label in before.items() if db in ticked]
+        # The one index the user searches stays listed (and ticked) when its raster layer leaves the
+        # project; with several ticked, the list follows the project.
+        kept = [IndexSource(db, label) for db, label in before.items() if db in ticked and len(ticked) == 1]
         sources, seen = [], set()
         for source in list(found) + self._opened + kept:
             if source.db not in seen:

@@ -293,3 +293,9 @@ def test_one_query_ranks_two_rasters_in_two_crss(plugin_on_shared_worker, fake_i
     assert len(hits) == 4 and all(not h.index for h in hits) and "neon.tilescribe.sqlite, run" in \
         dock.statusLabel.text()
     assert plugin.search.results.layer().crs().authid() == "EPSG:32617"
+
+    # Both ticked again, then the town's layer leaves the project: its index leaves the list too.
+    qtbot.keyClick(view, Qt.Key_Space)
+    assert len(dock.selected_dbs()) == 2
+    QgsProject.instance().removeMapLayer([layer.id() for layer in QgsProject.instance().mapLayersByName("town")][0])
+    assert [Path(db).name for db in dock.selected_dbs()] == ["neon.tilescribe.sqlite"] and view.count() == 1
