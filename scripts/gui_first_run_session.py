@@ -19,7 +19,7 @@ from qgis.PyQt.QtWidgets import QDialogButtonBox
 from qgis.utils import iface, plugins
 
 sys.path.insert(0, os.environ["GUI_SMOKE_SCRIPTS"])
-from gui_session_common import (REPORT, bar_texts, combo_text_fits, idle, maximise, on_screen,  # noqa: E402
+from gui_session_common import (REPORT, bar_texts, idle, maximise, on_screen,  # noqa: E402
                                 qgis_task_notices, quit_qgis, rendered, run_session, settle, step,
                                 toolbar_button, wait)
 
@@ -43,7 +43,9 @@ def offer(plugin):
     banner = ctl.banners[0]
     assert plugin.dock.isVisible() and visible_banner(ctl), "the dock shows no Set up offer"
     assert banner.label.text() == OFFER_MISSING, banner.label.text()
-    assert combo_text_fits(plugin.dock.indexCombo), f"cut: {plugin.dock.indexCombo.currentText()}"
+    hint = plugin.dock.indexList.item(0).text()
+    assert plugin.dock.indexList.fontMetrics().horizontalAdvance(hint) <= plugin.dock.indexList.viewport().width(), \
+        f"cut: {hint}"
     step("dock_offers_setup", offer=banner.label.text(), venv=str(ctl.venv))
     return ctl
 
@@ -120,7 +122,7 @@ def index_first_raster(plugin):
     assert [t for t in texts if "4 of 4 tiles captioned" in t], (texts, REPORT["messages"][-3:])
     assert not qgis_task_notices(texts), texts
     assert Path(plugin.dock.current_db()).name == "first.tilescribe.sqlite", plugin.dock.current_db()
-    step("indexed", bar=texts, dock_index=plugin.dock.indexCombo.currentText())
+    step("indexed", bar=texts, dock_index=plugin.dock.index_summary())
 
 
 def first_search(plugin, ctl):

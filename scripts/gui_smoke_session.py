@@ -10,12 +10,12 @@ first-run session: scripts/gui_session_common.py).
 import os
 import sys
 import time
+from pathlib import Path
 
 from qgis.core import QgsPointXY, QgsProject, QgsRasterLayer
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QColor
 from qgis.PyQt.QtTest import QTest
-from qgis.PyQt.QtWidgets import QPushButton
 from qgis.utils import iface, plugins
 
 sys.path.insert(0, os.environ["GUI_SMOKE_SCRIPTS"])
@@ -71,7 +71,7 @@ def search(plugin):
     idle(plugin)
     dock = plugin.dock
     dock.kSpin.setValue(8)
-    step("dock_open", index=dock.indexCombo.currentText(), run=dock.runCombo.currentText())
+    step("dock_open", index=dock.index_summary(), run=dock.runCombo.currentText())
     QTest.mouseClick(dock.queryEdit, Qt.LeftButton)
     QTest.keyClicks(dock.queryEdit, QUERY)
     started = time.perf_counter()
@@ -146,8 +146,8 @@ def clear(plugin, layer):
 
 
 def index_another(plugin):
-    """Index a second raster while the dock searches the mosaic: the dock keeps its index and offers
-    the new one; QGIS's own "Task complete" notice for our task does not stay on the bar."""
+    """Index a second raster while the dock searches every index: the new one is searched along (no
+    offer), the mosaic stays ticked; QGIS's own "Task complete" notice for our task does not stay on the bar."""
     searched = plugin.dock.current_db()
     small = QgsRasterLayer(SMALL_RASTER, "small")
     QgsProject.instance().addMapLayer(small)
@@ -165,11 +165,11 @@ def index_another(plugin):
     idle(plugin, 300)
     settle(0.5)
     texts = bar_texts()
-    assert plugin.dock.current_db() == searched, "the dock switched index under the user"
-    buttons = [button.text() for button in iface.messageBar().findChildren(QPushButton)]
-    assert "Search small.tilescribe.sqlite" in buttons, (buttons, texts)
+    ticked = [Path(db).name for db in plugin.dock.selected_dbs()]
+    assert searched in plugin.dock.selected_dbs(), "the dock unticked the index the user searched"
+    assert "small.tilescribe.sqlite" in ticked, ticked
     assert not qgis_task_notices(texts), texts
-    step("indexed_another", bar=texts, dock_index=plugin.dock.indexCombo.currentText())
+    step("indexed_another", bar=texts, dock_index=plugin.dock.index_summary())
     QgsProject.instance().removeMapLayer(small.id())
     QgsProject.instance().setDirty(False)
 

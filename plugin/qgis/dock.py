@@ -29,6 +29,8 @@ PLACEHOLDER_NOTE = ("Placeholder captions: this run was indexed with the test mo
                     "say nothing about the tiles and the ranking means nothing. Index with a real model.")
 RUN_TIP = ("One index file can hold several runs (the raster indexed with another model or tile size): "
            "the search uses the run chosen here")
+SEVERAL_RUNS_TIP = ("Several indexes are ticked: each raster is searched at its latest captioned run. "
+                    "Tick one index only to pick one of its runs.")
 THUMBNAILS_PER_TICK = 4  # rendered between event-loop turns, so the list stays responsive
 
 
@@ -46,7 +48,7 @@ class SearchDock(QgsDockWidget, FORM_CLASS):
     zoomAllRequested = pyqtSignal()
     exportRequested = pyqtSignal()
     clearRequested = pyqtSignal()
-    indexChanged = pyqtSignal(str)  # the chosen index file ("" for none)
+    indexChanged = pyqtSignal(str)  # the ticks changed; the one ticked index file ("" for none or several)
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -55,7 +57,7 @@ class SearchDock(QgsDockWidget, FORM_CLASS):
         self.hits: list[Hit] = []
         self.runs: list[RunChoice] = []
         self._opened: list[IndexSource] = []  # files the user opened by hand stay listed
-        self._db = ""  # the index the selector showed last: indexChanged fires only on a real change
+        self._db = ""  # the ticked indexes last seen: indexChanged fires only on a real change
         self.start_folder: Callable[[], str] = lambda: ""
         self.file_dialog: Optional[QFileDialog] = None
         self._thumbnails: list[tuple[QListWidgetItem, Hit]] = []
@@ -66,7 +68,7 @@ class SearchDock(QgsDockWidget, FORM_CLASS):
         self.queryEdit.returnPressed.connect(self.searchRequested)
         self.searchButton.clicked.connect(self.searchRequested)
         self.openIndexButton.clicked.connect(self.choose_index_file)
-        self.indexCombo.currentIndexChanged.connect(self._index_selected)
+        self.indexList.itemChanged.connect(self._index_selected)
         self.runCombo.currentIndexChanged.connect(self._show_run_tip)
         self.resultsList.itemClicked.connect(self._item_clicked)
         self.zoomAllButton.clicked.connect(self.zoomAllRequested)
@@ -79,28 +81,46 @@ class SearchDock(QgsDockWidget, FORM_CLASS):
     # -- indexes -----------------------------------------------------------------------
 
     def set_indexes(self, found: Sequence[IndexSource]) -> None:
-        """List the indexes found in the project plus the opened ones; keep the user's choice."""
-        current = self.current_db()
-        kept = [IndexSource(current, self.indexCombo.currentText())] if current else []
+        """List the indexes found in the project plus the opened ones, each with a tick box.
+
+        Ticks are kept; a newly listed index is ticked when every listed one was (the dock searches
+        the whole project by default), else left unticked for the user to add."""
+        before = self._listed()
+        ticked = set(self.selected_dbs())
+        narrowed = bool(before) and len(ticked) < len(before)
+        # The one index the user searches stays listed (and ticked) when its raster layer leaves the
+        # project; with several ticked, the list follows the project.
+        kept = [IndexSource(db, label) for db, label in before.items() if db in ticked and len(ticked) == 1]
         sources, seen = [], set()
-        # The chosen index stays listed (and chosen) when its raster layer leaves the project.
         for source in list(found) + self._opened + kept:
             if source.db not in seen:
                 seen.add(source.db)
                 sources.append(source)
-        self.indexCombo.blockSignals(True)  # one indexChanged at most, after the list is rebuilt
-        self.indexCombo.clear()
+        self.indexList.blockSignals(True)  # one indexChanged at most, after the list is rebuilt
+        self.indexList.clear()
         for source in sources:
-            self.indexCombo.addItem(source.label, source.db)
-            self.indexCombo.setItemData(self.indexCombo.count() - 1, source.db, Qt.ToolTipRole)
+            item = QListWidgetItem(source.label)
+            item.setData(Qt.UserRole, source.db)
+            item.setToolTip(source.db)
+            item.setFlags(Qt.ItemIsEnabled | Qt.ItemIsUserCheckable | Qt.ItemIsSelectable)
+            on = source.db in ticked if source.db in before else not narrowed
+            item.setCheckState(Qt.Checked if on else Qt.Unchecked)
+            self.indexList.addItem(item)
         if not sources:
-            # Qt 5's combo box draws no placeholder text: an item without data says it instead.
-            self.indexCombo.addItem(NO_INDEX, None)
-            self.indexCombo.setItemData(0, NO_INDEX_TIP, Qt.ToolTipRole)
-        position = self.indexCombo.findData(current) if current else -1
-        self.indexCombo.setCurrentIndex(max(position, 0))
-        self.indexCombo.blockSignals(False)
+            note = QListWidgetItem(NO_INDEX)
+            note.setToolTip(NO_INDEX_TIP)
+            note.setFlags(Qt.ItemIsEnabled)
+            self.indexList.addItem(note)
+        self.indexList.blockSignals(False)
         self._index_selected()
+
+    def _listed(self) -> dict:
+        """{index file: label} of the listed indexes, in list order."""
+        return {item.data(Qt.UserRole): item.text() for item in self._index_items()}
+
+    def _index_items(self) -> list[QListWidgetItem]:
+        items = (self.indexList.item(i) for i in range(self.indexList.count()))
+        return [item for item in items if item.data(Qt.UserRole)]
 
     def choose_index_file(self) -> QFileDialog:
         """The Open… dialog, non-modal, starting beside the project's rasters."""
@@ -114,30 +134,61 @@ class SearchDock(QgsDockWidget, FORM_CLASS):
         return dialog
 
     def open_index_file(self, path: str) -> Optional[str]:
+        """An index opened by hand is listed and ticked (added to what the dock searches)."""
         if not path:
             return None
         source = IndexSource(str(Path(path).resolve()), Path(path).name)
         if source.db not in [s.db for s in self._opened]:
             self._opened.append(source)
-        self.set_indexes([IndexSource(self.indexCombo.itemData(i), self.indexCombo.itemText(i))
-                          for i in range(self.indexCombo.count()) if self.indexCombo.itemData(i)])
-        self.select_db(source.db)
+        self.set_indexes([IndexSource(db, label) for db, label in self._listed().items()])
+        self.tick_db(source.db)
         return source.db
 
+    def selected_dbs(self) -> list[str]:
+        """The ticked index files, in list order: what a search ranks together."""
+        return [item.data(Qt.UserRole) for item in self._index_items() if item.checkState() == Qt.Checked]
+
     def current_db(self) -> Optional[str]:
-        return self.indexCombo.currentData() or None
+        """The one index searched when exactly one is ticked (its runs, Inspect); None otherwise."""
+        dbs = self.selected_dbs()
+        return dbs[0] if len(dbs) == 1 else None
 
     def select_db(self, db: str) -> None:
-        position = self.indexCombo.findData(db)
-        if position >= 0:
-            self.indexCombo.setCurrentIndex(position)
+        """Search only `db` (every other index unticked)."""
+        if db in self._listed():
+            self._set_ticks(lambda item: item.data(Qt.UserRole) == db)
+
+    def tick_db(self, db: str) -> None:
+        """Add `db` to the searched indexes."""
+        if db in self._listed():
+            self._set_ticks(lambda item: item.data(Qt.UserRole) == db or item.checkState() == Qt.Checked)
+
+    def _set_ticks(self, ticked: Callable[[QListWidgetItem], bool]) -> None:
+        self.indexList.blockSignals(True)
+        for item in self._index_items():
+            item.setCheckState(Qt.Checked if ticked(item) else Qt.Unchecked)
+        self.indexList.blockSignals(False)
+        self._index_selected()
+
+    def index_summary(self) -> str:
+        """What the row above the list says: which indexes a search covers."""
+        listed, dbs = self._listed(), self.selected_dbs()
+        if not listed:
+            return ""
+        if len(dbs) == 1:
+            return listed[dbs[0]]
+        if len(dbs) == len(listed):
+            return f"all {len(dbs)} indexes" if len(dbs) > 1 else listed[dbs[0]]
+        return f"{len(dbs)} of {len(listed)} indexes" if dbs else "no index ticked"
 
     def _index_selected(self, *_args) -> None:
-        db = self.current_db() or ""
-        if db != self._db:
-            self._db = db
+        self.indexSummary.setText(self.index_summary())
+        self.indexSummary.setToolTip("\n".join(self.selected_dbs()))
+        selection = "\n".join(self.selected_dbs())
+        if selection != self._db:
+            self._db = selection
             self.set_runs([])
-            self.indexChanged.emit(db)
+            self.indexChanged.emit(self.current_db() or "")
 
     # -- runs --------------------------------------------------------------------------
 
@@ -158,6 +209,8 @@ class SearchDock(QgsDockWidget, FORM_CLASS):
         self.runCombo.blockSignals(False)
         self._show_run_tip()
         self.runCombo.setEnabled(len(self.runs) > 1)
+        if not self.runs and len(self.selected_dbs()) > 1:
+            self.runCombo.setToolTip(SEVERAL_RUNS_TIP)
 
     def _show_run_tip(self, *_args) -> None:
         """The whole label of the chosen run: the box is narrower than it."""
@@ -192,10 +245,12 @@ class SearchDock(QgsDockWidget, FORM_CLASS):
     # -- results -----------------------------------------------------------------------
 
     def show_hits(self, status: str, hits: Sequence[Hit],
-                  thumbnail: Optional[Callable[[Hit], Optional[QPixmap]]], placeholder: bool = False) -> None:
+                  thumbnail: Optional[Callable[[Hit], Optional[QPixmap]]], placeholder: bool = False,
+                  source: Optional[Callable[[Hit], str]] = None) -> None:
         """The list at once with blank thumbnails; the tiles' pictures follow between event-loop turns.
 
-        `thumbnail` None: no raster layer shows the tiles, so rows have no picture at all."""
+        `thumbnail` None: no raster layer shows the tiles, so rows have no picture at all.
+        `source`: the layer (or raster file) a hit belongs to, named in its row when hits come from several."""
         self._stop_thumbnails()
         self.resultsList.clear()
         self.hits = list(hits)
@@ -207,8 +262,10 @@ class SearchDock(QgsDockWidget, FORM_CLASS):
         blank = QIcon(_blank_pixmap(self.resultsList.iconSize().width())) if thumbnail else QIcon()
         for position, hit in enumerate(self.hits):
             caption = hit.caption if len(hit.caption) <= CAPTION_CHARS else hit.caption[:CAPTION_CHARS - 1] + "…"
-            item = QListWidgetItem(blank, f"#{hit.rank}   score {hit.score:.3f}\n{caption}")
-            item.setToolTip(f"{hit.caption}\n\ntile {hit.tile_id}")
+            where = f"   {source(hit)}" if source is not None else ""
+            item = QListWidgetItem(blank, f"#{hit.rank}   score {hit.score:.3f}{where}\n{caption}")
+            item.setToolTip(f"{hit.caption}\n\ntile {hit.tile_id}" + (f" of {hit.raster}\nindex {hit.index}"
+                                                                        if hit.index else ""))
             item.setData(Qt.UserRole, position)
             self.resultsList.addItem(item)
             if thumbnail is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from qgis.core import (
     QgsCoordinateReferenceSystem,
@@ -31,6 +31,7 @@ from .results import Hit
 
 LAYER_NAME = "TileScribe results"
 # Rank 1 is the most opaque; later ranks fade, so the best tiles stand out on the map.
+HitCrs = Callable[[Hit], QgsCoordinateReferenceSystem]  # the CRS a hit's box is in
 FILL_COLOUR = 'color_rgba(255, 110, 0, max(20, 100 - 10 * ("rank" - 1)))'
 
 
@@ -49,20 +50,24 @@ class ResultsLayer:
     def layer(self) -> Optional[QgsVectorLayer]:
         return self.project.mapLayer(self._layer_id) if self._layer_id else None
 
-    def show(self, title: str, hits: Sequence[Hit], crs: QgsCoordinateReferenceSystem) -> QgsVectorLayer:
+    def show(self, title: str, hits: Sequence[Hit], crs: QgsCoordinateReferenceSystem,
+             crs_of: Optional[HitCrs] = None) -> QgsVectorLayer:
         """The hits on the map: the layer already shown gets the new features (no layer-tree churn,
-        the canvas redraws only it), else a new layer goes on top of the Layers panel."""
+        the canvas redraws only it), else a new layer goes on top of the Layers panel.
+
+        `crs` is the layer's; `crs_of(hit)` the CRS of a hit's box when hits come from rasters in
+        several CRSs (those boxes are reprojected into `crs`)."""
         layer, was_dirty = self.layer(), self.project.isDirty()
         if layer is not None and layer.crs() == crs:
             layer.setName(layer_title(title))
             layer.dataProvider().truncate()
-            layer.dataProvider().addFeatures(hit_features(layer, hits))
+            layer.dataProvider().addFeatures(hit_features(layer, hits, crs_of))
             layer.updateExtents()
             layer.triggerRepaint()
             self._keep_dirty(was_dirty)
             return layer
         self._remove()
-        layer = results_layer(title, hits, crs)
+        layer = results_layer(title, hits, crs, crs_of)
         self.last_id = layer.id()
         self.project.addMapLayer(layer, False)
         self.project.layerTreeRoot().insertLayer(0, layer)  # on top of the raster it marks
@@ -96,20 +101,37 @@ def layer_title(title: str) -> str:
     return f"{LAYER_NAME}: {title}"[:80]
 
 
-def hit_features(layer: QgsVectorLayer, hits: Sequence[Hit]) -> list[QgsFeature]:
+def hit_features(layer: QgsVectorLayer, hits: Sequence[Hit], crs_of: Optional[HitCrs] = None) -> list[QgsFeature]:
     features = []
     for hit in hits:
         feature = QgsFeature(layer.fields())
-        feature.setAttributes([hit.rank, round(hit.score, 4), hit.caption, hit.tile_id, hit.tile_db_id])
-        feature.setGeometry(QgsGeometry.fromRect(hit.rectangle()))
+        feature.setAttributes([hit.rank, round(hit.score, 4), hit.caption, hit.tile_id, hit.tile_db_id,
+                               hit.raster, hit.index])
+        feature.setGeometry(tile_geometry(hit.rectangle(), crs_of(hit) if crs_of else layer.crs(), layer.crs()))
         features.append(feature)
     return features
 
 
-def results_layer(title: str, hits: Sequence[Hit], crs: QgsCoordinateReferenceSystem) -> QgsVectorLayer:
-    """The hits as a styled memory layer (not added to any project)."""
+def tile_geometry(rect: QgsRectangle, source: QgsCoordinateReferenceSystem,
+                  target: QgsCoordinateReferenceSystem) -> QgsGeometry:
+    """A tile's box as a polygon in `target`: reprojected with densified edges (they may curve),
+    unchanged when either CRS is unknown (pixel coordinates) or both are the same."""
+    geometry = QgsGeometry.fromRect(rect)
+    if not (source.isValid() and target.isValid()) or source == target:
+        return geometry
+    geometry = geometry.densifyByCount(8)
+    try:
+        geometry.transform(QgsCoordinateTransform(source, target, QgsProject.instance()))
+    except QgsCsException:
+        return QgsGeometry.fromRect(rect)
+    return geometry
+
+
+def results_layer(title: str, hits: Sequence[Hit], crs: QgsCoordinateReferenceSystem,
+                  crs_of: Optional[HitCrs] = None) -> QgsVectorLayer:
+    """The hits as a styled memory layer in `crs` (not added to any project)."""
     layer = _memory_layer(crs, layer_title(title))
-    layer.dataProvider().addFeatures(hit_features(layer, hits))
+    layer.dataProvider().addFeatures(hit_features(layer, hits, crs_of))
     layer.updateExtents()
     _style(layer)
     layer.setCustomProperty("skipMemoryLayersCheck", 1)  # QGIS asks to save scratch layers on quit
@@ -122,6 +144,7 @@ def _memory_layer(crs: QgsCoordinateReferenceSystem, name: str) -> QgsVectorLaye
     layer.dataProvider().addAttributes([
         QgsField("rank", QVariant.Int), QgsField("score", QVariant.Double), QgsField("caption", QVariant.String),
         QgsField("tile_id", QVariant.String), QgsField("tile_db_id", QVariant.Int),
+        QgsField("raster", QVariant.String), QgsField("index", QVariant.String),
     ])
     layer.updateFields()
     return layer
@@ -161,13 +184,14 @@ def to_map(rect: QgsRectangle, crs: QgsCoordinateReferenceSystem, canvas) -> Qgs
         return QgsRectangle(rect)
 
 
-def zoom_to(canvas, rects: Sequence[QgsRectangle], crs: QgsCoordinateReferenceSystem, margin: float = 1.15) -> None:
+def zoom_to(canvas, rects: Sequence[QgsRectangle], crs, margin: float = 1.15) -> None:
+    """Show every rectangle; `crs` is theirs, or a list of each one's CRS (rasters in several CRSs)."""
     if not rects:
         return
-    extent = QgsRectangle(rects[0])
-    for rect in rects[1:]:
-        extent.combineExtentWith(rect)
-    extent = to_map(extent, crs, canvas)
+    crss = list(crs) if isinstance(crs, (list, tuple)) else [crs] * len(rects)
+    extent = to_map(rects[0], crss[0], canvas)
+    for rect, rect_crs in zip(rects[1:], crss[1:]):
+        extent.combineExtentWith(to_map(rect, rect_crs, canvas))
     extent.scale(margin)
     canvas.setExtent(extent)
     canvas.refresh()

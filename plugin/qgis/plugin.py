@@ -197,12 +197,14 @@ class TileScribePlugin:
 
     def inspect_at(self, point, _button=None) -> Optional[TileAtTask]:
         """`point` lives in the map tool's mouse event: TileAtTask copies it before this returns."""
-        db = self.dock.current_db() or index_path_beside(self.iface.activeLayer())
+        canvas = self.iface.mapCanvas()
+        # Several indexes ticked: the one whose raster is under the click, else the active layer's.
+        db = (self.dock.current_db() or self.search.index_under(point, canvas.mapSettings().destinationCrs())
+              or index_path_beside(self.iface.activeLayer()))
         if not db:
             self.messages.warning("No index to inspect: index this raster (Index layer) or choose its "
                                   "index in the TileScribe dock.", key="inspect")
             return None
-        canvas = self.iface.mapCanvas()
         run = self.dock.current_run() if db == self.dock.current_db() else None
         task = TileAtTask(self.client(), db, run, point, canvas.mapSettings().destinationCrs(),
                           QgsProject.instance().transformContext(), self._tile_at_done)

@@ -20,7 +20,8 @@ from .runs import RunChoice
 
 @dataclass(frozen=True)
 class Hit:
-    """One ranked tile; `bbox` is in the raster's CRS."""
+    """One ranked tile; `bbox` is in the raster's CRS. `index`: the index file it came from
+    (set by a search over several indexes; "" means the one index searched)."""
 
     rank: int
     score: float
@@ -31,12 +32,13 @@ class Hit:
     run_id: int
     raster: str
     window: tuple[int, int, int, int]
+    index: str = ""
 
     @classmethod
     def from_json(cls, data: dict) -> "Hit":
         return cls(int(data["rank"]), float(data["score"]), tuple(data["bbox"]), data.get("caption", ""),
                    data["tile_id"], int(data["tile_db_id"]), int(data["run_id"]), data.get("raster", ""),
-                   tuple(data["window"]))
+                   tuple(data["window"]), data.get("index", ""))
 
     def rectangle(self) -> QgsRectangle:
         return QgsRectangle(*self.bbox)
@@ -67,16 +69,21 @@ class ExtentFilter:
 
 @dataclass
 class SearchParams:
-    db: str
+    db: str  # the one index searched, "" when `dbs` names several
     query: str
     k: int  # the dock's Results box (its default: Settings.k)
     extent: Optional[ExtentFilter] = None
     run: Optional[RunChoice] = None  # None: the task reads the runs and takes the newest captioned one
+    dbs: tuple = ()  # several indexes: one merged ranking, each raster at its latest captioned run
 
 
 @dataclass
 class SearchOutcome:
-    """What the dock lists and the highlight layer draws; `run` answered, `runs` are set when the task read them."""
+    """What the dock lists and the highlight layer draws; `run` answered, `runs` are set when the task read them.
+
+    A search over several indexes (`dbs`) has `db` "", `run` the best hit's run and `hit_runs` the run of
+    every hit, by (index file, run id); `hit_crs` (set by the controller) the CRS each hit's box is in,
+    and `crs` the CRS the highlight layer is drawn in."""
 
     title: str
     db: str
@@ -84,10 +91,27 @@ class SearchOutcome:
     run: RunChoice
     runs: Optional[list] = None
     crs: QgsCoordinateReferenceSystem = field(default_factory=QgsCoordinateReferenceSystem)
+    dbs: tuple = ()
+    hit_runs: dict = field(default_factory=dict)
+    hit_crs: dict = field(default_factory=dict)
 
     @property
     def raster(self) -> str:
         return self.run.raster
+
+    @property
+    def indexes(self) -> list[str]:
+        """The index files searched."""
+        return list(self.dbs) or [self.db]
+
+    def key(self, hit: Hit) -> tuple[str, int]:
+        return (hit.index or self.db, hit.run_id)
+
+    def run_of(self, hit: Hit) -> RunChoice:
+        return self.hit_runs.get(self.key(hit), self.run)
+
+    def crs_of(self, hit: Hit) -> QgsCoordinateReferenceSystem:
+        return self.hit_crs.get(self.key(hit), self.crs)
 
 
 def point_in_crs(point: QgsPointXY, source: QgsCoordinateReferenceSystem,

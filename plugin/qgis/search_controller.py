@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Optional
 
-from qgis.core import QgsCoordinateReferenceSystem, QgsMapLayerType, QgsProject
+from qgis.core import QgsCoordinateReferenceSystem, QgsMapLayerType, QgsPointXY, QgsProject
 from qgis.PyQt.QtWidgets import QFileDialog
 
 from ..core.errors import TileScribeError
@@ -13,7 +13,7 @@ from .dock import IndexSource, SearchDock
 from .highlight import ResultsLayer, export_geopackage, flash, results_layer, zoom_to
 from .indexing import index_path_beside, raster_file
 from .messages import Messages
-from .results import ExtentFilter, Hit, SearchOutcome, SearchParams
+from .results import ExtentFilter, Hit, SearchOutcome, SearchParams, point_in_crs
 from .tasks import RunsTask, SearchTask, SimilarTask, TaskResult, TaskRunner
 from .thumbnails import raster_layer_for, tile_thumbnail
 from ..worker.client import WorkerClient, WorkerError
@@ -82,28 +82,33 @@ class SearchController:
         self.dock.set_indexes(indexes_in_project(self.project))
 
     def offer_index(self, db: str, why: str) -> None:
-        """A new or updated index: chosen when the user had none, else offered, never switched to silently."""
-        db, current = str(Path(db).resolve()), self.dock.current_db()
-        self.refresh_indexes()  # lists it when it lies beside a raster of the project; keeps the choice
-        if current is None or current == db:
-            self.choose_index(db)
-            if current == db:
+        """A new or updated index: searched along when the dock searches every index (or none), else
+        offered; the ticks the user set are never changed silently."""
+        db, ticked = str(Path(db).resolve()), self.dock.selected_dbs()
+        self.refresh_indexes()  # lists it (ticked unless the user narrowed the list) beside a raster
+        if db in self.dock.selected_dbs():
+            if db in ticked and db == self.dock.current_db():
                 self.load_runs(db)  # same index, maybe a new run: the chosen run stays chosen
             return
-        self.messages.offer(f"{why} The dock still searches {Path(current).name}.",
+        if not ticked:
+            self.choose_index(db)
+            return
+        searched = Path(ticked[0]).name if len(ticked) == 1 else self.dock.index_summary()
+        self.messages.offer(f"{why} The dock still searches {searched}.",
                             f"Search {Path(db).name}", lambda: self.choose_index(db), key=OFFER_KEY)
 
     def choose_index(self, db: str) -> None:
-        if self.dock.indexCombo.findData(db) < 0:
+        """Search `db` only (opened first when the dock does not list it)."""
+        if db not in self.dock.selected_dbs() and db not in [s for s in self.dock._listed()]:
             self.dock.open_index_file(db)
-        else:
-            self.dock.select_db(db)
+        self.dock.select_db(db)
 
     def _index_changed(self, db: str) -> None:
         self.messages.dismiss(OFFER_KEY)
-        if self.outcome is not None and self.outcome.db != db:
-            self.clear()  # the list and the map show the chosen index's results, or none
-        if self.dock.statusLabel.text().startswith("Choose an index first"):
+        ticked = set(self.dock.selected_dbs())
+        if self.outcome is not None and not set(self.outcome.indexes) <= ticked:
+            self.clear()  # the list and the map show results of ticked indexes only, or none
+        if ticked and self.dock.statusLabel.text().startswith("Choose an index first"):
             self.dock.set_status("")
         if db:
             self.load_runs(db)
@@ -119,12 +124,31 @@ class SearchController:
             return
         self.dock.set_runs(result.value)
 
+    def index_under(self, point: QgsPointXY, crs: QgsCoordinateReferenceSystem) -> Optional[str]:
+        """The ticked index whose raster layer lies under a map point (`crs`: the map's), topmost
+        layer first: what Inspect reads when several indexes are ticked."""
+        ticked = set(self.dock.selected_dbs())
+        for layer in self.project.layerTreeRoot().layerOrder():
+            if layer.type() != QgsMapLayerType.RasterLayer:
+                continue
+            db = index_path_beside(layer)
+            if not db or str(Path(db).resolve()) not in ticked:
+                continue
+            try:
+                inside = point_in_crs(point, crs, layer.crs(), self.project.transformContext())
+            except TileScribeError:
+                continue
+            if layer.extent().contains(inside):
+                return str(Path(db).resolve())
+        return None
+
     # -- searching ---------------------------------------------------------------------
 
     def search(self) -> Optional[SearchTask]:
-        db, query = self.dock.current_db(), self.dock.query()
-        if not db:
-            self.dock.set_status("Choose an index first: index a raster layer, or Open… an index file.")
+        dbs, query = self.dock.selected_dbs(), self.dock.query()
+        db = dbs[0] if len(dbs) == 1 else ""
+        if not dbs:
+            self.dock.set_status("Choose an index first: tick one, index a raster layer, or Open… an index file.")
             return None
         if not query:
             self.dock.set_status("Type what you look for, e.g. “a bridge over a river”, then press Enter.")
@@ -135,7 +159,10 @@ class SearchController:
             extent = ExtentFilter(canvas.extent(), canvas.mapSettings().destinationCrs(),
                                   self.project.transformContext())
         self.dock.set_busy(True, f"Searching “{query}”…")
-        params = SearchParams(db, query, self.dock.k(), extent, self.dock.current_run())
+        if db:
+            params = SearchParams(db, query, self.dock.k(), extent, self.dock.current_run())
+        else:  # every ticked index in one ranking, each raster at its latest captioned run
+            params = SearchParams("", query, self.dock.k(), extent, dbs=tuple(dbs))
         return self.runner.start(SearchTask(self.client(), params, self._latest_only()))
 
     def similar(self, db: str, tile_db_id: int, tile_id: str, run_id: int) -> SimilarTask:
@@ -171,13 +198,39 @@ class SearchController:
         return layer.crs() if layer is not None else self.iface.mapCanvas().mapSettings().destinationCrs()
 
     def show_outcome(self, outcome: SearchOutcome) -> None:
-        layer = raster_layer_for(outcome.raster, self.project)
         outcome.crs = self.display_crs(outcome.run.crs(), outcome.raster)
+        several = bool(outcome.dbs)
+        if several:
+            # Each hit's box is in its raster's CRS; the highlight layer takes theirs when they share
+            # one, else the map's (boxes reprojected there).
+            for key, run in outcome.hit_runs.items():
+                outcome.hit_crs[key] = self.display_crs(run.crs(), run.raster)
+            crss = {outcome.crs_of(hit).toWkt() for hit in outcome.hits}
+            if len(crss) > 1:
+                outcome.crs = self.iface.mapCanvas().mapSettings().destinationCrs()
+            elif outcome.hits:
+                outcome.crs = outcome.crs_of(outcome.hits[0])
         self.outcome = outcome
-        thumbnail = (lambda hit: tile_thumbnail(layer, hit.rectangle())) if layer is not None else None
-        self.dock.show_hits(outcome_status(outcome), outcome.hits, thumbnail, outcome.run.placeholder)
+        layers = {}
+
+        def layer_of(hit: Hit):
+            raster = outcome.run_of(hit).raster or hit.raster
+            if raster not in layers:
+                layers[raster] = raster_layer_for(raster, self.project)
+            return layers[raster]
+
+        if several:
+            thumbnail = lambda hit: tile_thumbnail(layer_of(hit), hit.rectangle())  # noqa: E731
+            source = lambda hit: (layer_of(hit).name() if layer_of(hit) is not None  # noqa: E731
+                                  else Path(hit.raster or outcome.run_of(hit).raster).name)
+            placeholder = any(outcome.run_of(hit).placeholder for hit in outcome.hits)
+        else:
+            layer = layer_of(outcome.hits[0]) if outcome.hits else None
+            thumbnail = (lambda hit: tile_thumbnail(layer, hit.rectangle())) if layer is not None else None
+            source, placeholder = None, outcome.run.placeholder
+        self.dock.show_hits(outcome_status(outcome), outcome.hits, thumbnail, placeholder, source)
         if outcome.hits:
-            self.results.show(outcome.title, outcome.hits, outcome.crs)
+            self.results.show(outcome.title, outcome.hits, outcome.crs, outcome.crs_of)
         else:
             self.results.clear()
 
@@ -187,12 +240,15 @@ class SearchController:
         if self.outcome is None:
             return
         canvas = self.iface.mapCanvas()
-        zoom_to(canvas, [hit.rectangle()], self.outcome.crs, margin=1.6)
-        flash(canvas, hit.rectangle(), self.outcome.crs)
+        crs = self.outcome.crs_of(hit)
+        zoom_to(canvas, [hit.rectangle()], crs, margin=1.6)
+        flash(canvas, hit.rectangle(), crs)
 
     def zoom_all(self) -> None:
         if self.outcome is not None and self.outcome.hits:
-            zoom_to(self.iface.mapCanvas(), [hit.rectangle() for hit in self.outcome.hits], self.outcome.crs)
+            hits = self.outcome.hits
+            zoom_to(self.iface.mapCanvas(), [hit.rectangle() for hit in hits],
+                    [self.outcome.crs_of(hit) for hit in hits])
 
     def export(self, path: Optional[str] = None) -> Optional[str]:
         if self.outcome is None or not self.outcome.hits:
@@ -204,7 +260,7 @@ class SearchController:
         if not path:
             return None
         # From the listed results, not the map layer: the user may have removed that layer.
-        layer = results_layer(self.outcome.title, self.outcome.hits, self.outcome.crs)
+        layer = results_layer(self.outcome.title, self.outcome.hits, self.outcome.crs, self.outcome.crs_of)
         try:
             export_geopackage(layer, path)
         except (TileScribeError, WorkerError) as exc:
@@ -221,7 +277,11 @@ class SearchController:
 
 def outcome_status(outcome: SearchOutcome) -> str:
     """The dock's status line: how many results, for what, and which run of which index answered."""
-    source = f"{Path(outcome.db).name}, {outcome.run.short()}"
+    if outcome.dbs:
+        rasters = len({outcome.run_of(hit).raster for hit in outcome.hits})
+        source = f"{len(outcome.dbs)} indexes" + (f" ({rasters} rasters)" if outcome.hits else "")
+    else:
+        source = f"{Path(outcome.db).name}, {outcome.run.short()}"
     if not outcome.hits:
         return f"No results for “{outcome.title}” in {source}."
     return f"{len(outcome.hits)} results for “{outcome.title}” from {source}"

@@ -9,7 +9,7 @@ from typing import Callable, Optional
 
 from qgis.core import QgsApplication, QgsCoordinateReferenceSystem, QgsCoordinateTransformContext, QgsPointXY, QgsTask
 
-from ..core.errors import TileScribeError
+from ..core.errors import QueryError, TileScribeError
 from .deps import SEARCH_MODULES, check_environment
 from .indexing import IndexOutcome, IndexRequest
 from .results import Hit, SearchOutcome, SearchParams, point_in_crs
@@ -93,12 +93,45 @@ class SearchTask(WorkerTask):
 
     def work(self) -> SearchOutcome:
         params = self.params
+        if params.dbs:
+            return self._project()
         runs = None if params.run is not None else self.runs_of(params.db)
         run = params.run or searchable(params.db, runs)
         extent = params.extent.in_crs(run.crs()) if params.extent else None
         hits = self.client.request("search", db=params.db, query=params.query, k=params.k, run_id=run.id,
                                    extent=extent)
         return SearchOutcome(params.query, params.db, [Hit.from_json(h) for h in hits], run, runs)
+
+
+    def _project(self) -> SearchOutcome:
+        """Every ticked index in one ranking (the worker's `dbs`); each hit's run read back for its CRS."""
+        params = self.params
+        extent, extent_crs = None, None
+        if params.extent is not None:
+            extent = params.extent.in_crs(params.extent.crs)
+            crs = params.extent.crs
+            extent_crs = (crs.authid() or crs.toWkt()) if crs.isValid() else None
+            if extent_crs is None:
+                extent = None  # a map in pixel coordinates: nothing to transform it by
+        hits = [Hit.from_json(h) for h in self.client.request(
+            "search", dbs=list(params.dbs), query=params.query, k=params.k, extent=extent, extent_crs=extent_crs)]
+        hit_runs = {}
+        for db in dict.fromkeys(hit.index for hit in hits):
+            for run in self.runs_of(db):
+                hit_runs[(db, run.id)] = run
+        best = hit_runs[(hits[0].index, hits[0].run_id)] if hits else self._any_run(params.dbs)
+        return SearchOutcome(params.query, "", hits, best, None, dbs=tuple(params.dbs), hit_runs=hit_runs)
+
+
+    def _any_run(self, dbs) -> RunChoice:
+        """No hit (the extent left none): the first index with a captioned run names the outcome."""
+        problem = None
+        for db in dbs:
+            try:
+                return searchable(db, self.runs_of(db))
+            except QueryError as exc:
+                problem = exc
+        raise problem
 
 
 class SimilarTask(WorkerTask):

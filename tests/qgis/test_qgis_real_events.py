@@ -135,17 +135,29 @@ def test_index_box_is_never_switched_under_the_user(plugin_on_shared_worker, fak
     qtbot.mouseClick(dialog.buttonBox.button(dialog.buttonBox.Ok), Qt.LeftButton)
     wait_idle(plugin, qtbot, 240)
 
+    small_db = str((tmp_path / "small.tilescribe.sqlite").resolve())
+    # Every index was searched: the new one is searched along, the results on screen stay.
+    assert set(plugin.dock.selected_dbs()) == {chosen, small_db} and plugin.dock.resultsList.count() == 4
+    assert not [text for text in bar_texts(fake_iface.bar) if "still searches" in text]
+
+    # Narrowed to the forest (the small index unticked with the keyboard), a new index is offered instead.
+    view = plugin.dock.indexList
+    row = next(view.item(i) for i in range(view.count()) if view.item(i).data(Qt.UserRole) == small_db)
+    qtbot.mouseClick(view.viewport(), Qt.LeftButton, pos=view.visualItemRect(row).center())
+    qtbot.keyClick(view, Qt.Key_Space)
     assert plugin.dock.current_db() == chosen and plugin.dock.resultsList.count() == 4
+    plugin.search.offer_index(small_db, "small is indexed in small.tilescribe.sqlite.")
+    assert plugin.dock.current_db() == chosen
     offer = next(text for text in bar_texts(fake_iface.bar) if "still searches neon.tilescribe.sqlite" in text)
     assert "small is indexed in small.tilescribe.sqlite" in offer
     button = next(b for b in fake_iface.bar.findChildren(QPushButton) if b.text() == "Search small.tilescribe.sqlite")
     qtbot.mouseClick(button, Qt.LeftButton)
-    assert plugin.dock.current_db() == str((tmp_path / "small.tilescribe.sqlite").resolve())
+    assert plugin.dock.current_db() == small_db
     assert plugin.dock.resultsList.count() == 0  # the list never shows another index's results
     wait_idle(plugin, qtbot)
     assert "test model" in plugin.dock.runCombo.currentText()
     QgsProject.instance().removeMapLayer(small.id())  # its index stays the chosen one
-    assert plugin.dock.current_db() == str((tmp_path / "small.tilescribe.sqlite").resolve())
+    assert plugin.dock.current_db() == small_db
 
 
 def test_runs_are_listed_and_the_chosen_one_answers(plugin_on_shared_worker, shared_data, minilm, add_raster,
@@ -251,7 +263,7 @@ def test_dock_placeholder_menu_and_settings_fields(plugin, fake_iface, qgis_app,
     from tilescribe.plugin.qgis.dock import NO_INDEX
 
     plugin.dock_action.trigger()
-    assert plugin.dock.indexCombo.currentText() == NO_INDEX  # drawn: Qt 5 draws no placeholder text
+    assert plugin.dock.indexList.item(0).text() == NO_INDEX and plugin.dock.indexList.count() == 1
     assert plugin.dock.current_db() is None
     menus = {call.args[0] for call in fake_iface.mock.addPluginToRasterMenu.call_args_list}
     assert menus == {"&TileScribe"} and not fake_iface.mock.addPluginToMenu.called

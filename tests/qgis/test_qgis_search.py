@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from gui_events import newest_task, wait_idle
 
@@ -189,3 +191,111 @@ def test_raster_without_crs_is_highlighted_in_pixel_coordinates(plugin_on_shared
     box = next(f for f in highlight.getFeatures() if f["rank"] == 1).geometry().boundingBox()
     assert (box.xMinimum(), box.yMinimum(), box.xMaximum(), box.yMaximum()) == (64, -64, 128, 0)
     assert layer.extent().contains(box)
+
+
+def test_one_query_ranks_two_rasters_in_two_crss(plugin_on_shared_worker, fake_iface, captioned_index, add_raster,
+                                                 minilm, qtbot, tmp_path):
+    """Issue 20: every index of the project is ticked and searched at once; hits say their layer and are
+    highlighted where they are on a map in a third CRS; unticking one narrows the search."""
+    from gui_events import click_canvas, search_by_typing
+    from helpers import build_index
+    from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsProject, QgsRectangle,
+                           QgsVectorLayer)
+    from qgis.PyQt.QtCore import Qt
+    from rasters import write_raster
+    from rasterio.transform import from_origin
+
+    plugin = plugin_on_shared_worker
+    neon = add_raster(captioned_index, "neon")
+    origin = (-9_130_000.0, 3_470_000.0)  # EPSG:3857, 10 m pixels, 64 px tiles
+    town = write_raster(tmp_path / "town.tif", width=128, height=128, crs="EPSG:3857",
+                        transform=from_origin(*origin, 10.0, 10.0))
+    build_index(tmp_path / "town.tilescribe.sqlite", town, minilm,
+                [["a red roof of a house"], ["a parking lot with cars"], ["a swimming pool"],
+                 ["a muddy pond with brown water"]], tile_size=64)[0].close()
+    add_raster(town, "town")
+    wgs84 = QgsCoordinateReferenceSystem("EPSG:4326")
+    canvas = fake_iface.canvas
+    canvas.setDestinationCrs(wgs84)
+
+    dock = plugin.dock
+    assert dock.indexList.count() == 2 and len(dock.selected_dbs()) == 2  # both ticked by default
+    assert dock.index_summary() == "all 2 indexes" and dock.current_db() is None
+    assert not dock.runCombo.isEnabled() and "Tick one index" in dock.runCombo.toolTip()
+    hits = search_by_typing(plugin, qtbot, "a pond with water")
+    assert len(hits) == 8 and [h.rank for h in hits] == list(range(1, 9))
+    assert {Path(h.index).name for h in hits} == {"neon.tilescribe.sqlite", "town.tilescribe.sqlite"}
+    assert {Path(h.index).name for h in hits[:2]} == {"neon.tilescribe.sqlite", "town.tilescribe.sqlite"}
+    assert "pond" in hits[0].caption and "pond" in hits[1].caption
+    rows = [dock.resultsList.item(i).text() for i in range(dock.resultsList.count())]
+    assert all(("   neon\n" in row) != ("   town\n" in row) for row in rows)  # each row names its layer
+    assert "8 results" in dock.statusLabel.text() and "2 indexes" in dock.statusLabel.text()
+
+    highlight = plugin.search.results.layer()
+    assert highlight.crs() == wgs84 and highlight.featureCount() == 8
+    expected = {("neon", tile): rect for tile, rect in _tile_rects(neon).items()}
+    for col in (0, 64):
+        for row in (0, 64):
+            x0, y1 = origin[0] + col * 10, origin[1] - row * 10
+            expected[("town", f"{col}_{row}_64x64")] = QgsRectangle(x0, y1 - 640, x0 + 640, y1)
+    crs = {"neon": neon.crs(), "town": QgsCoordinateReferenceSystem("EPSG:3857")}
+    for feature in highlight.getFeatures():
+        name = "town" if feature["raster"].endswith("town.tif") else "neon"
+        to_map = QgsCoordinateTransform(crs[name], wgs84, QgsProject.instance())
+        want = to_map.transformBoundingBox(expected[(name, feature["tile_id"])])
+        assert _same_rect(feature.geometry().boundingBox(), want, tolerance=1e-6), (name, feature["tile_id"])
+
+    # A real click on the town's best row zooms there, on the map in WGS 84.
+    at = next(i for i, hit in enumerate(hits) if hit.index.endswith("town.tilescribe.sqlite"))
+    results = dock.resultsList
+    qtbot.mouseClick(results.viewport(), Qt.LeftButton, pos=results.visualItemRect(results.item(at)).center())
+    hits_at_tile = hits[at].tile_id
+    tile = QgsCoordinateTransform(crs["town"], wgs84, QgsProject.instance()).transformBoundingBox(
+        expected[("town", hits_at_tile)])
+    assert canvas.extent().contains(tile) and canvas.extent().width() < 3 * tile.width()
+    dock.zoomAllButton.click()
+    assert canvas.extent().contains(highlight.extent())
+    qtbot.waitUntil(lambda: not dock.thumbnails_pending(), timeout=10000)
+    assert all(not results.item(i).icon().isNull() for i in range(results.count()))  # both layers draw theirs
+    written = QgsVectorLayer(f"{plugin.search.export(str(tmp_path / 'r.gpkg'))}|layername=tilescribe_results")
+    assert written.featureCount() == 8 and written.crs() == wgs84
+    assert {Path(f["index"]).name for f in written.getFeatures()} == {"neon.tilescribe.sqlite",
+                                                                      "town.tilescribe.sqlite"}
+    del written
+
+    # Only in the map extent (WGS 84), around one town tile: each index gets it in its raster's CRS.
+    canvas.setExtent(tile.buffered(-tile.width() / 4))
+    dock.extentCheck.setChecked(True)
+    hits = search_by_typing(plugin, qtbot, "a pond with water")
+    assert [(Path(h.index).name, h.tile_id) for h in hits] == [("town.tilescribe.sqlite", hits_at_tile)]
+    dock.extentCheck.setChecked(False)
+
+    # Inspect, with both ticked, reads the index of the raster under the click (not the active layer's).
+    fake_iface.mock.activeLayer.return_value = neon
+    canvas.setExtent(tile.buffered(tile.width()))
+    plugin.inspect_action.trigger()
+    click_canvas(qtbot, canvas, tile.center())
+    wait_idle(plugin, qtbot)
+    assert plugin.captions_dialog.isVisible() and hits_at_tile in plugin.captions_dialog.titleLabel.text()
+    assert "pond" in plugin.captions_dialog.captionsView.toPlainText()
+    plugin.captions_dialog.hide()
+    plugin.inspect_action.trigger()
+
+    # Untick the town's index (select its row, press Space): only the forest is searched, its runs listed.
+    town_row = next(dock.indexList.item(i) for i in range(2) if dock.indexList.item(i).text().startswith("town"))
+    view = dock.indexList
+    qtbot.mouseClick(view.viewport(), Qt.LeftButton, pos=view.visualItemRect(town_row).center())
+    qtbot.keyClick(view, Qt.Key_Space)
+    assert town_row.checkState() == Qt.Unchecked and dock.index_summary().startswith("neon")
+    assert dock.current_db().endswith("neon.tilescribe.sqlite")
+    assert dock.resultsList.count() == 0  # the list never shows an unticked index's results
+    hits = search_by_typing(plugin, qtbot, "a pond with water")
+    assert len(hits) == 4 and all(not h.index for h in hits) and "neon.tilescribe.sqlite, run" in \
+        dock.statusLabel.text()
+    assert plugin.search.results.layer().crs().authid() == "EPSG:32617"
+
+    # Both ticked again, then the town's layer leaves the project: its index leaves the list too.
+    qtbot.keyClick(view, Qt.Key_Space)
+    assert len(dock.selected_dbs()) == 2
+    QgsProject.instance().removeMapLayer([layer.id() for layer in QgsProject.instance().mapLayersByName("town")][0])
+    assert [Path(db).name for db in dock.selected_dbs()] == ["neon.tilescribe.sqlite"] and view.count() == 1
