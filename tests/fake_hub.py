@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -29,6 +30,7 @@ class FakeHub:
     stall_after: dict = field(default_factory=dict)  # file name -> bytes sent before stalling
     claimed_size: dict = field(default_factory=dict)  # file name -> X-Linked-Size to announce
     plain_etag: set = field(default_factory=set)     # file names whose ETag is no content hash (a mirror)
+    rate: int = 0                                    # CDN bytes per second (0: as fast as it goes): for soaks
     release: threading.Event = field(default_factory=threading.Event)
     log: list = field(default_factory=list)          # (server, method, path, Range header)
     auth: list = field(default_factory=list)         # (server, Authorization header or None)
@@ -165,6 +167,16 @@ class _CdnHandler(_Handler):
         cut = self.hub.cut_after.pop(name, None)
         stall = self.hub.stall_after.get(name)
         limit = cut if cut is not None else stall
+        if self.hub.rate and limit is None:  # a slow link, so a soak can kill a download mid-file
+            step = max(1, self.hub.rate // 20)
+            try:
+                for offset in range(0, len(body), step):
+                    self.wfile.write(body[offset:offset + step])
+                    time.sleep(step / self.hub.rate)
+                self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client was killed mid-file: what a soak does on purpose
+            return
         self.wfile.write(body[:limit] if limit is not None else body)
         self.wfile.flush()
         if cut is not None:
