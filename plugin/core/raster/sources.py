@@ -37,10 +37,15 @@ def raster_inputs(inputs: Iterable[str | os.PathLike], *, vrt_sources: bool = Fa
 
 
 def unique_paths(paths) -> list:
-    """Each file once (as its real path tells), in the order given."""
+    """Each file once, in the order given: by its device and inode where it exists (a hard link
+    is the same file under another name, and a symlink resolves to it), else by its real path."""
     unique, seen = [], set()
     for path in paths:
-        key = os.path.realpath(path)
+        try:
+            stat = os.stat(path)
+            key = (stat.st_dev, stat.st_ino)
+        except OSError:
+            key = os.path.realpath(path)
         if key not in seen:
             seen.add(key)
             unique.append(path)

@@ -1,0 +1,41 @@
+"""Issue 22, the adversarial round on this turn's surfaces: project-wide search, the worker's `dbs`,
+the protocol's fields, the fast path; each input here ended wrong before (a bug, a hang, a silent answer)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from rasterio.transform import from_origin
+
+from helpers import build_index, in_process_cli
+from rasters import write_raster
+
+LOCAL_CRS = 'LOCAL_CS["arbitrary",UNIT["metre",1]]'  # an engineering CRS: no transform to or from EPSG:4326
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys, hashing_embedder):
+    return in_process_cli(monkeypatch, capsys, hashing_embedder)
+
+
+def _index(folder, name, embedder, crs="EPSG:32618", transform=None, seed=0):
+    raster = write_raster(folder / f"{name}.tif", width=128, height=64, crs=crs,
+                          transform=transform or from_origin(500000.0, 4200000.0, 10.0, 10.0), seed=seed)
+    db = folder / f"{name}.tilescribe.sqlite"
+    store, _ = build_index(db, raster, embedder, [["boats in a harbour"], ["a forest"]])
+    store.close()
+    return db
+
+
+def test_a_hard_link_to_an_index_is_searched_once(tmp_path, cli, hashing_embedder):
+    db = _index(tmp_path, "a", hashing_embedder)
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    os.link(db, other / "same.tilescribe.sqlite")
+    code, out, err = cli("search", "--db", db, other / "same.tilescribe.sqlite", "boats", "--format", "json")
+    assert code == 0, err
+    hits = json.loads(out)
+    assert len(hits) == 2 and len({json.dumps(h.get("bbox")) for h in hits}) == 2, hits
+    assert "searched 1 run(s) in 1 index file(s)" in err
