@@ -39,3 +39,12 @@ def test_a_hard_link_to_an_index_is_searched_once(tmp_path, cli, hashing_embedde
     hits = json.loads(out)
     assert len(hits) == 2 and len({json.dumps(h.get("bbox")) for h in hits}) == 2, hits
     assert "searched 1 run(s) in 1 index file(s)" in err
+
+
+def test_an_extent_crs_with_no_transform_to_a_rasters_crs_leaves_that_raster_out(tmp_path, cli, hashing_embedder):
+    _index(tmp_path, "utm", hashing_embedder)
+    local = _index(tmp_path, "local", hashing_embedder, crs=LOCAL_CRS, transform=from_origin(0, 1000, 1, 1), seed=1)
+    code, out, err = cli("search", "--db", tmp_path, "boats", "--extent", "-80", "30", "-70", "40",
+                         "--extent-crs", "EPSG:4326")
+    assert code == 0 and "internal error" not in err, err
+    assert f"note: {local} (run 1): no transform from EPSG:4326 to its raster's CRS" in err, err

@@ -267,8 +267,8 @@ def search_project(paths: Sequence[os.PathLike | str], embedder: Embedder, reque
             extent = request.extent
             if extent is not None and extent_crs:
                 extent = _extent_in(store, run, request.extent, extent_crs)
-                if extent is None:
-                    result.skipped.append(f"{path} (run {run.id}): raster without CRS, the extent cannot apply")
+                if isinstance(extent, str):
+                    result.skipped.append(f"{path} (run {run.id}): {extent}")
                     continue
             one = replace(request, extent=extent)
             hits = _guarded(path, _search_run, store, query, vector, one, run, fast_cache, memory)
@@ -326,21 +326,35 @@ def _embedder_problem(store: Store, run: RunInfo, embedder: Embedder) -> str:
 
 
 def _extent_in(store: Store, run: RunInfo, extent, extent_crs: str):
-    """The extent transformed to the run's raster CRS (None for a raster without one)."""
+    """The extent transformed to the run's raster CRS, or why it cannot apply there (a raster
+    without a CRS, or one with no transform from `extent_crs`: an engineering CRS)."""
     from rasterio.crs import CRS
-    from rasterio.errors import CRSError
+    from rasterio._err import CPLE_BaseError
+    from rasterio.errors import CRSError, RasterioError
     from rasterio.warp import transform_bounds
 
     raster_wkt = store.raster_info(run.raster_id)["crs_wkt"]
     if not raster_wkt:
-        return None
+        return "raster without CRS, the extent cannot apply"
     try:
         source, target = CRS.from_user_input(extent_crs), CRS.from_user_input(raster_wkt)
     except CRSError as exc:
         raise QueryError(f"The extent's CRS {extent_crs!r} is not a CRS: {exc}. Give e.g. EPSG:4326.") from None
     if source == target:
         return tuple(extent)
-    return tuple(transform_bounds(source, target, *extent, densify_pts=21))
+    try:
+        with _quiet_gdal():
+            return tuple(transform_bounds(source, target, *extent, densify_pts=21))
+    except (CPLE_BaseError, RasterioError, ValueError) as exc:  # CPLE_NotSupportedError: no coordinate operation
+        return (f"no transform from {extent_crs} to its raster's CRS ({str(exc).splitlines()[0][:160]}), "
+                "left out: give --extent in that raster's CRS and search it on its own")
+
+
+def _quiet_gdal():
+    """GDAL's own `ERROR 6:` line on stderr, whose failure the caller says in its own words."""
+    from rasterio.env import Env
+
+    return Env(CPL_LOG="/dev/null")
 
 
 def _open(pool: StorePool, path: Path) -> Store:
