@@ -48,3 +48,15 @@ def test_an_extent_crs_with_no_transform_to_a_rasters_crs_leaves_that_raster_out
                          "--extent-crs", "EPSG:4326")
     assert code == 0 and "internal error" not in err, err
     assert f"note: {local} (run 1): no transform from EPSG:4326 to its raster's CRS" in err, err
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo"])
+def test_a_device_or_named_pipe_among_the_indexes_is_named_as_such_without_hanging(tmp_path, cli, hashing_embedder,
+                                                                                     kind):
+    db = _index(tmp_path, "a", hashing_embedder)
+    odd = "/dev/zero" if kind == "device" else tmp_path / "pipe.tilescribe.sqlite"
+    if kind == "fifo":
+        os.mkfifo(odd)
+    code, out, err = cli("search", "--db", db, odd, "boats")
+    assert code == 2, err
+    assert f"{odd} is not a regular file (a device or a named pipe)" in err and "does not exist" not in err, err

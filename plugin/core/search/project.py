@@ -72,6 +72,9 @@ def index_files(paths: Iterable[os.PathLike | str]) -> list[Path]:
             found.extend(inside)
         elif path.is_file():
             found.append(path)
+        elif path.exists():  # never opened: SQLite reading /dev/zero or a named pipe would block
+            raise QueryError(f"{path} is not a regular file (a device or a named pipe): give index files "
+                             "(*.tilescribe.sqlite) or folders holding them.")
         else:
             raise QueryError(f"Index {path} does not exist: give index files (*.tilescribe.sqlite) or folders "
                              "holding them.")
