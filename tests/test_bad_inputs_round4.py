@@ -60,3 +60,25 @@ def test_a_device_or_named_pipe_among_the_indexes_is_named_as_such_without_hangi
     code, out, err = cli("search", "--db", db, odd, "boats")
     assert code == 2, err
     assert f"{odd} is not a regular file (a device or a named pipe)" in err and "does not exist" not in err, err
+
+
+@pytest.mark.parametrize("dbs, message", [
+    ([""], "field 'dbs' must be a non-empty list of absolute index file paths"),
+    (["relative.tilescribe.sqlite"], "field 'dbs' must be a non-empty list of absolute index file paths"),
+    (["/x.tilescribe.sqlite"] * 10_001, "at most 10000"),
+])
+def test_worker_dbs_that_are_empty_relative_or_too_many_are_refused(dbs, message):
+    from tilescribe.plugin.worker.server import Worker
+
+    class Out(list):
+        def write(self, text):
+            self.append(text)
+
+        def flush(self):
+            pass
+
+    out = Out()
+    Worker(out).serve(iter([json.dumps({"id": 1, "cmd": "search", "query": "boats", "dbs": dbs})]))
+    reply = json.loads("".join(out).splitlines()[-1])
+    assert reply["ok"] is False and reply["error"]["type"] == "ProtocolError", reply
+    assert message in reply["error"]["message"], reply

@@ -7,6 +7,7 @@ to fix.
 
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 from ..core.captioning.factory import CaptionerSettings
@@ -31,9 +32,15 @@ def _request_id(value) -> Optional[str]:
     return f"text (at most {MAX_ID_TEXT} characters), a whole number (at most 2**53) or null"
 
 
+# `dbs` of a project search: absolute paths only. The worker's working folder is QGIS's, not the
+# client's: "" or "x.sqlite" searched whatever sat there (issue 22). Bounded like any field.
+MAX_DBS = 10_000
+
+
 def _texts(value) -> Optional[str]:
-    ok = isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value)
-    return None if ok else "a non-empty list of index file paths"
+    ok = (isinstance(value, list) and 0 < len(value) <= MAX_DBS
+          and all(isinstance(v, str) and os.path.isabs(v) for v in value))
+    return None if ok else f"a non-empty list of absolute index file paths (at most {MAX_DBS})"
 
 
 def _captioner(value) -> Optional[str]:
