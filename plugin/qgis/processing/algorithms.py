@@ -7,6 +7,7 @@ feedback.setProgress and asks the worker to cancel when feedback.isCanceled().
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -234,7 +235,8 @@ class SearchAlgorithm(_WorkerAlgorithm):
                                                             QgsProcessing.TypeVectorPolygon))
 
     def processAlgorithm(self, parameters, context, feedback) -> dict:
-        files = [f for f in (self.parameterAsFileList(parameters, "INDEX", context) or []) if f]
+        # Absolute here: the worker refuses relative paths (its working folder is not this one).
+        files = [os.path.abspath(f) for f in (self.parameterAsFileList(parameters, "INDEX", context) or []) if f]
         if not files:
             raise QgsProcessingException(tr("Give at least one index file (*.tilescribe.sqlite) or a folder of them."))
         extent, extent_crs = None, None
