@@ -82,3 +82,20 @@ def test_worker_dbs_that_are_empty_relative_or_too_many_are_refused(dbs, message
     reply = json.loads("".join(out).splitlines()[-1])
     assert reply["ok"] is False and reply["error"]["type"] == "ProtocolError", reply
     assert message in reply["error"]["message"], reply
+
+
+def test_an_unknown_search_mode_is_refused_by_project_search_too(tmp_path, hashing_embedder):
+    from tilescribe.plugin.core.errors import QueryError
+    from tilescribe.plugin.core.search.project import MemoryRuns, search_project
+    from tilescribe.plugin.core.search.search import SearchRequest
+
+    db = _index(tmp_path, "a", hashing_embedder)
+    with pytest.raises(QueryError, match="Search mode 'bogus' is unknown"):
+        search_project([db], hashing_embedder, SearchRequest("boats", mode="bogus"), memory=MemoryRuns())
+
+
+def test_the_worker_protocol_names_the_modes_a_search_takes():
+    from tilescribe.plugin.worker.protocol import FIELDS
+
+    assert FIELDS["search"]["mode"][1]("bogus") == "one of auto, exact, fast"
+    assert FIELDS["search"]["mode"][1]("fast") is None

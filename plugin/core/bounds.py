@@ -19,11 +19,13 @@ class Bounds:
     high: Optional[float] = None     # inclusive
     above: Optional[float] = None    # exclusive lower limit (a timeout above 0)
     kind: Optional[str] = None       # a value's shape beyond its type: "urls", "extent", "bands"
+    choices: Optional[tuple] = None  # the only values taken (a text field naming a mode)
 
 
-def bounded(default: Any, low=None, high=None, *, above=None, kind=None):
+def bounded(default: Any, low=None, high=None, *, above=None, kind=None, choices=None):
     """A dataclass field with this default and these limits."""
-    return field(default=default, metadata={KEY: Bounds(low, high, above, kind)})
+    return field(default=default, metadata={KEY: Bounds(low, high, above, kind,
+                                                        tuple(choices) if choices is not None else None)})
 
 
 def bounds_of(dataclass_field) -> Bounds:

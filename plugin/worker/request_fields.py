@@ -59,6 +59,12 @@ def above(low, high) -> Check:
     return check
 
 
+def one_of(choices) -> Check:
+    def check(value) -> Optional[str]:
+        return None if isinstance(value, str) and value in choices else f"one of {', '.join(choices)}"
+    return check
+
+
 def urls(value) -> Optional[str]:
     ok = isinstance(value, str) or (isinstance(value, list) and 0 < len(value) <= 64
                                     and all(isinstance(v, str) for v in value))
@@ -84,6 +90,8 @@ def check_of(annotation: str, bounds: Bounds) -> Check:
     """The check for one field: its shape, else its limits, else its type."""
     if bounds.kind:
         return SHAPES[bounds.kind]
+    if bounds.choices is not None:
+        return one_of(bounds.choices)
     base = annotation.replace("Optional[", "").rstrip("]").strip()
     is_whole = base == "int"
     if bounds.above is not None:

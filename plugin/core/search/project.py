@@ -27,7 +27,7 @@ from ..raster.sources import unique_paths
 from .fast_cache import FAST_MIN_VECTORS, FastIndexCache
 from .fastsearch import FastIndex, pool_sizes
 from .search import (SearchHit, SearchRequest, _best_variant_per_tile, _check_embedder, _fused, _hits,
-                     check_extent, check_query)
+                     check_extent, check_mode, check_query)
 
 INDEX_GLOB = "*.tilescribe.sqlite"
 OTHER_EMBEDDERS = ("refuse", "skip")
@@ -233,6 +233,7 @@ def search_project(paths: Sequence[os.PathLike | str], embedder: Embedder, reque
     """
     query = check_query(request.query, request.k)
     check_extent(request.extent, "The extent")
+    check_mode(request.mode)  # the in-memory path below never reaches search's own check
     if other_embedders not in OTHER_EMBEDDERS:
         raise QueryError(f"other_embedders must be one of {', '.join(OTHER_EMBEDDERS)} (got {other_embedders!r}).")
     files = index_files(paths)

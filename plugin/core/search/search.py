@@ -67,11 +67,16 @@ class SearchRequest:
     # "exact": sqlite-vec KNN over every vector. "fast": in-memory first pass + exact
     # re-scoring (fastsearch.py); without a cache it loads the index for this one query.
     # "auto": fast for large runs once a cache holds a warm index, exact otherwise.
-    mode: str = "auto"
+    mode: str = bounded("auto", choices=MODES)
     # Text queries: fuse the dense ranking with BM25 word matches over the caption variants
     # (reciprocal rank fusion). Off by default, the one place that says so (CLI and worker read
     # it): through search itself it loses on the RSICD proxy and the demo (docs/evaluation.md: Lexical fusion).
     lexical: bool = False
+
+
+def check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise QueryError(f"Search mode {mode!r} is unknown: use one of {', '.join(MODES)}.")
 
 
 def check_k(k: int) -> None:
@@ -178,8 +183,7 @@ def _cosines(vectors: np.ndarray, query: np.ndarray) -> list[float]:
 
 def _fast_index(store: Store, run: RunInfo, mode: str, cache: Optional[FastIndexCache]) -> Optional[FastIndex]:
     """The fast index to search with, or None for the exact search."""
-    if mode not in MODES:
-        raise QueryError(f"Search mode {mode!r} is unknown: use one of {', '.join(MODES)}.")
+    check_mode(mode)
     if mode == "exact":
         return None
     if mode == "fast":
