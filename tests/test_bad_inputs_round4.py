@@ -99,3 +99,32 @@ def test_the_worker_protocol_names_the_modes_a_search_takes():
 
     assert FIELDS["search"]["mode"][1]("bogus") == "one of auto, exact, fast"
     assert FIELDS["search"]["mode"][1]("fast") is None
+
+
+@pytest.mark.parametrize("path", ["memory", "fast"])
+def test_nan_vectors_are_named_on_the_fast_path_too(tmp_path, hashing_embedder, path):
+    import sqlite3
+
+    import numpy as np
+    import sqlite_vec
+
+    from tilescribe.plugin.core.errors import IndexFileError
+    from tilescribe.plugin.core.index.store import Store
+    from tilescribe.plugin.core.search.fast_cache import FastIndexCache
+    from tilescribe.plugin.core.search.project import MemoryRuns, search_project
+    from tilescribe.plugin.core.search.search import SearchRequest, search
+
+    db = _index(tmp_path, "a", hashing_embedder)
+    conn = sqlite3.connect(db)
+    conn.enable_load_extension(True)
+    sqlite_vec.load(conn)
+    with conn:
+        conn.execute("update caption_vec_1 set embedding = ? where caption_id = 1",
+                     (np.full(hashing_embedder.dim, np.nan, dtype=np.float32).tobytes(),))
+    conn.close()
+    with pytest.raises(IndexFileError, match=f"Index {db} holds vectors that are not numbers"):
+        if path == "memory":
+            search_project([db], hashing_embedder, SearchRequest("boats"), memory=MemoryRuns())
+        else:
+            with Store(db, readonly=True) as store:
+                search(store, hashing_embedder, SearchRequest("boats", mode="fast"), FastIndexCache())

@@ -65,7 +65,7 @@ def check_index(store: Store) -> CheckReport:
         if disagreement:  # every query of that table would fail: the rest of this run is not checked
             report.problems.append(f"{disagreement[0].upper()}{disagreement[1:]}.")
             continue
-        reader = VectorReader(store._conn, store.path, vec_table(embedder_id), dim)
+        reader = VectorReader(store._conn, store.path, vec_table(embedder_id), dim, finite=False)
         counts = _check_counts(store, run_id, embedder_id, report.problems)
         _check_vectors(store, run_id, reader, report.problems)
         searches = _known_searches(store, run_id, reader, report.problems)

@@ -251,8 +251,9 @@ class VectorReader:
     Should a sqlite-vec version lay its tables out otherwise, vec0's point queries are used.
     """
 
-    def __init__(self, conn: sqlite3.Connection, path: Path, table: str, dim: int):
+    def __init__(self, conn: sqlite3.Connection, path: Path, table: str, dim: int, *, finite: bool = True):
         self._conn, self.path, self.table, self.dim = conn, path, table, dim
+        self.finite = finite  # False: vectors that are not numbers are returned (check reports them itself)
         self.stride = 4 * dim
         self._blob_io = hasattr(conn, "blobopen")  # Python 3.11+
         try:
@@ -272,6 +273,18 @@ class VectorReader:
         bounds = np.flatnonzero(np.diff(chunks[order])) + 1
         for group in np.split(order, bounds) if len(order) else ():
             vectors[group] = self._chunk_vectors(int(chunks[group[0]]), offsets[group])
+        return self._finite(ids, vectors)
+
+    def _finite(self, ids: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The vectors read, or the message exact search gives for NaN ones: the fast path and the
+        in-memory runs read here, and silently dropped (or ranked) such vectors."""
+        bad = ~np.isfinite(vectors).all(axis=1) if self.finite else None
+        if bad is not None and bad.any():
+            raise IndexFileError(
+                f"Index {self.path} holds vectors that are not numbers (NaN or infinite: captions "
+                f"{ids[bad][:5].tolist()} of {self.table}): it is damaged or was changed by another program. "
+                f"Run `tilescribe check --db {self.path}`, restore a copy, or index the raster again into a new "
+                "file (--db).")
         return ids, vectors
 
     def _read_by_point_queries(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -282,8 +295,8 @@ class VectorReader:
             if row is not None:
                 found.append(caption_id)
                 blobs.append(row[0])
-        return (np.array(found, dtype=np.int64),
-                np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(-1, self.dim))
+        return self._finite(np.array(found, dtype=np.int64),
+                            np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(-1, self.dim))
 
     def _locate(self, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(rowid, chunk id, offset) of the wanted ids that exist, by rowid ascending."""
