@@ -128,3 +128,13 @@ def test_nan_vectors_are_named_on_the_fast_path_too(tmp_path, hashing_embedder, 
         else:
             with Store(db, readonly=True) as store:
                 search(store, hashing_embedder, SearchRequest("boats", mode="fast"), FastIndexCache())
+
+
+def test_models_list_names_a_folder_whose_manifest_is_damaged(tmp_path, cli):
+    folder = tmp_path / "models" / "a--b"
+    folder.mkdir(parents=True)
+    (folder / "tilescribe-model.json").write_text("{not json")
+    code, out, err = cli("models", "list", "--dir", tmp_path / "models")
+    assert code == 0 and "internal error" not in err, err
+    assert f"note: {folder} skipped: The model manifest {folder / 'tilescribe-model.json'} is damaged" in err, err
+    assert "models verify" in err

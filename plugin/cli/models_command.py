@@ -47,7 +47,10 @@ def _add_dir(parser) -> None:
 
 def run_list(args) -> int:
     root = models_dir(args.dir)
-    installed = {m.repo.lower(): m for m in installed_models(root)}
+    def damaged(folder, exc):  # was skipped without a word (issue 22)
+        say(f"note: {folder} skipped: {exc} (`tilescribe models verify --dir {root}` checks every folder)")
+
+    installed = {m.repo.lower(): m for m in installed_models(root, on_damaged=damaged)}
     rows = []
     for entry in load_catalogue():
         model = installed.get(entry.repo.lower())

@@ -157,8 +157,11 @@ class InstalledModel:
                 "mmproj": str(self.mmproj), "family": self.family}
 
 
-def installed_models(root: Path) -> list[InstalledModel]:
-    """Every repository folder under `root` whose manifest names a model and an mmproj that exist."""
+def installed_models(root: Path, on_damaged=None) -> list[InstalledModel]:
+    """Every repository folder under `root` whose manifest names a model and an mmproj that exist.
+
+    A folder whose manifest is damaged is left out; `on_damaged(folder, error)` hears of it.
+    """
     found = []
     root = Path(root)
     if not root.is_dir():
@@ -166,8 +169,10 @@ def installed_models(root: Path) -> list[InstalledModel]:
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         try:
             manifest = read_manifest(folder)
-        except ModelError:
-            continue  # `models verify` reports it; a listing must not fail on one folder
+        except ModelError as exc:
+            if on_damaged is not None:
+                on_damaged(folder, exc)
+            continue  # a listing must not fail on one folder
         if manifest is None:
             continue
         model, mmproj = manifest.path_of(folder, "model"), manifest.path_of(folder, "mmproj")
