@@ -101,6 +101,18 @@ def test_the_worker_protocol_names_the_modes_a_search_takes():
     assert FIELDS["search"]["mode"][1]("fast") is None
 
 
+def test_a_damaged_index_inside_a_folder_is_left_out_by_name_an_explicit_one_refused(tmp_path, cli, hashing_embedder):
+    db = _index(tmp_path, "a", hashing_embedder)
+    damaged = tmp_path / "b.tilescribe.sqlite"
+    damaged.write_bytes(os.urandom(5000))
+    code, out, err = cli("search", "--db", tmp_path, "boats")
+    assert code == 0, err
+    assert f"note: {damaged}: left out: {damaged} is not a TileScribe index" in err, err
+    assert "searched 1 run(s) in 2 index file(s)" in err
+    code, out, err = cli("search", "--db", db, damaged, "boats")
+    assert code == 2 and f"{damaged} is not a TileScribe index" in err, err
+
+
 @pytest.mark.parametrize("path", ["memory", "fast"])
 def test_nan_vectors_are_named_on_the_fast_path_too(tmp_path, hashing_embedder, path):
     import sqlite3

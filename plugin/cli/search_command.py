@@ -68,6 +68,7 @@ def run(args) -> int:
 
 
 def _run_many(args, files, extent) -> int:
+    given = list(args.db)  # as typed: an index found in a folder is left out when damaged, a named one refused
     from ..core.errors import QueryError
 
     if args.run is not None:
@@ -75,7 +76,7 @@ def _run_many(args, files, extent) -> int:
                          "searched at the latest run of each raster. Give one --db to search a run.")
     args.db = None  # several files: their errors name the file themselves
     embedder = load_embedder(args.embedder)
-    result = search_project(files, embedder, SearchRequest(args.query, args.k, None, extent, lexical=args.lexical),
+    result = search_project(given, embedder, SearchRequest(args.query, args.k, None, extent, lexical=args.lexical),
                             other_embedders="skip" if args.skip_other_embedders else "refuse",
                             extent_crs=args.extent_crs)
     for line in result.skipped:

@@ -243,9 +243,17 @@ def search_project(paths: Sequence[os.PathLike | str], embedder: Embedder, reque
     try:
         result = ProjectResult([])
         targets, mismatched = [], []
+        given = {os.path.realpath(p) for p in paths if not Path(p).is_dir()}
         for path in files:
-            store = _open(pool, path)
-            runs = _guarded(path, latest_runs_per_raster, store)
+            try:
+                store = _open(pool, path)
+                runs = _guarded(path, latest_runs_per_raster, store)
+            except TileScribeError as exc:
+                if os.path.realpath(path) in given:  # named by the user: refused, as one index is
+                    raise
+                # Found in a folder: one damaged or foreign file must not stop the project's search.
+                result.skipped.append(f"{path}: left out: {exc}")
+                continue
             if not runs:
                 result.skipped.append(f"{path}: no captioned tiles yet")
             for run in runs:
