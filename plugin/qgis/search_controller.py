@@ -63,12 +63,25 @@ class SearchController:
         dock.indexChanged.connect(self._index_changed)
         self.project.layersAdded.connect(self._layers_changed)
         self.project.layersRemoved.connect(self._layers_changed)
+        self.project.cleared.connect(self._project_cleared)
         self.refresh_indexes()
 
     def unload(self) -> None:
         self.project.layersAdded.disconnect(self._layers_changed)
         self.project.layersRemoved.disconnect(self._layers_changed)
+        self.project.cleared.disconnect(self._project_cleared)
         self.results.clear()
+        self.results.unload()
+
+    def _project_cleared(self) -> None:
+        """Project > Close or New: nothing of the old project stays in the dock (results, status,
+        buttons, the indexes it listed, an offer about one of them)."""
+        self._serial += 1  # a search still running answers for the old project: dropped
+        self.messages.dismiss(OFFER_KEY)
+        self.results.forget()
+        self.outcome = None
+        self.dock.reset()
+        self.refresh_indexes()
 
     # -- indexes and runs --------------------------------------------------------------
 
