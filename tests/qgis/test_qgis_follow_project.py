@@ -55,3 +55,38 @@ def test_saved_project_keeps_no_empty_results_layer(plugin_on_shared_worker, cap
     wait_idle(plugin, qtbot)
     assert search_by_typing(plugin, qtbot, "a pond with dark water")
     assert len(_results_layers(project)) == 1
+
+
+def test_one_result_is_singular_and_the_extent_filter_is_named(plugin_on_shared_worker, fake_iface, captioned_index,
+                                                                add_raster, qtbot):
+    """Bugs: "1 results" in the status line; the extent filter was not mentioned there."""
+    from qgis.PyQt.QtCore import QPoint, Qt
+
+    plugin = plugin_on_shared_worker
+    layer = add_raster(captioned_index)
+    dock = plugin.dock
+    dock.kSpin.setValue(1)
+    assert len(search_by_typing(plugin, qtbot, "a dirt road")) == 1
+    status = dock.statusLabel.text()
+    assert status.startswith("1 result for") and "1 results" not in status, status
+    assert "extent" not in status
+    fake_iface.canvas.setExtent(layer.extent())
+    dock.setUserVisible(True)
+    qtbot.waitUntil(dock.extentCheck.isVisible)
+    qtbot.mouseClick(dock.extentCheck, Qt.LeftButton, pos=dock.extentCheck.rect().bottomLeft() + QPoint(6, -6))
+    assert dock.extentCheck.isChecked()
+    dock.kSpin.setValue(3)
+    assert len(search_by_typing(plugin, qtbot, "a dirt road")) == 3
+    status = dock.statusLabel.text()
+    assert status.startswith("3 results for") and "in the current map extent" in status, status
+
+
+def test_plural_wording_helpers():
+    """"1 tiles" in a run's label and in the indexing summary."""
+    from tilescribe.plugin.qgis.indexing import IndexOutcome
+    from tilescribe.plugin.qgis.runs import RunChoice
+
+    run = RunChoice("/tmp/neon.tilescribe.sqlite", 1, "test", 200, 1, 1, "2026-01-01 10:00", "", "", True)
+    assert "1 tile," in run.label() and "1 tiles" not in run.label(), run.label()
+    outcome = IndexOutcome("neon", "/tmp/neon.tilescribe.sqlite", 1, 1, 1, 1, 0, False, False, 1, [], "")
+    assert "1 of 1 tile captioned" in outcome.summary() and "1 empty tile skipped" in outcome.summary()
