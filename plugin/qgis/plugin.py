@@ -18,6 +18,7 @@ from .indexing import IndexRequest, index_path_beside
 from .inspect_tool import CaptionsDialog, InspectTool
 from .messages import Messages
 from .search_controller import SearchController
+from .wording import count
 from .settings import PLUGIN_DIR, read_settings, write_settings
 from .settings_dialog import SettingsDialog
 from .setup_task import EnvironmentSetup
@@ -183,7 +184,11 @@ class TileScribePlugin:
         else:
             self.messages.success(outcome.summary(), key=key)
         if outcome.done:
-            self.search.offer_index(request.db, f"{request.layer_name} is indexed in {Path(request.db).name}.")
+            where = Path(request.db).name
+            why = (f"The {count(outcome.done, 'tile')} of {request.layer_name} captioned before the stop are kept "
+                   f"in {where} and can be searched." if outcome.cancelled
+                   else f"{request.layer_name} is indexed in {where}.")
+            self.search.offer_index(request.db, why)
             self.dock.setUserVisible(True)
 
     # -- inspect -----------------------------------------------------------------------

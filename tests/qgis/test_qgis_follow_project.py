@@ -90,3 +90,53 @@ def test_plural_wording_helpers():
     assert "1 tile," in run.label() and "1 tiles" not in run.label(), run.label()
     outcome = IndexOutcome("neon", "/tmp/neon.tilescribe.sqlite", 1, 1, 1, 1, 0, False, False, 1, [], "")
     assert "1 of 1 tile captioned" in outcome.summary() and "1 empty tile skipped" in outcome.summary()
+
+
+def _index_finished(plugin, tmp_path, captioned_index, cancelled: bool = False):
+    """An indexing run of another raster ends (the task's callback, as the task manager calls it), into
+    an index the dock does not search yet."""
+    import shutil
+
+    from tilescribe.plugin.qgis.indexing import IndexOutcome, IndexRequest
+    from tilescribe.plugin.qgis.tasks import TaskResult
+    from tilescribe.plugin.core.captioning.factory import CaptionerSettings
+
+    db = tmp_path / "other.tilescribe.sqlite"
+    shutil.copy(captioned_index.with_name("neon.tilescribe.sqlite"), db)
+    request = IndexRequest("other", str(tmp_path / "other.tif"), str(db), CaptionerSettings())
+    outcome = IndexOutcome("other", str(db), 1, 4, 2 if cancelled else 4, 0, 0, cancelled, False, 2 if cancelled else 4)
+    plugin._index_done(request, TaskResult(value=outcome))
+    return db
+
+
+def test_search_new_index_offer_stays_until_the_user_acts(plugin_on_shared_worker, fake_iface, captioned_index,
+                                                          add_raster, qtbot, tmp_path):
+    """Bug: the "Search <new index>" offer went after a few seconds: the success message's countdown popped it."""
+    from qgis.PyQt.QtCore import Qt
+    from qgis.PyQt.QtWidgets import QPushButton
+
+    plugin = plugin_on_shared_worker
+    add_raster(captioned_index)
+    wait_idle(plugin, qtbot)
+    db = _index_finished(plugin, tmp_path, captioned_index)
+    fake_iface.bar.pushInfo("Task complete", "TileScribe: indexing other")  # what QGIS adds (5 s), then we pop it
+    offered = lambda: [t for t in bar_texts(fake_iface.bar) if "still searches" in t]  # noqa: E731
+    assert offered(), bar_texts(fake_iface.bar)
+    qtbot.wait(9_000)  # past QGIS's 5 s notice and our 8 s success message
+    assert offered(), bar_texts(fake_iface.bar)
+    button = next(b for b in fake_iface.bar.findChildren(QPushButton) if b.text() == f"Search {db.name}")
+    qtbot.mouseClick(button, Qt.LeftButton)
+    assert plugin.dock.selected_dbs() == [str(db.resolve())]
+    assert not offered()
+
+
+def test_cancelled_run_is_not_announced_as_indexed(plugin_on_shared_worker, fake_iface, captioned_index,
+                                                  add_raster, qtbot, tmp_path):
+    """Bug: a cancelled indexing run was announced as "other is indexed in …"."""
+    plugin = plugin_on_shared_worker
+    add_raster(captioned_index)
+    wait_idle(plugin, qtbot)
+    _index_finished(plugin, tmp_path, captioned_index, cancelled=True)
+    texts = " | ".join(bar_texts(fake_iface.bar))
+    assert "is indexed" not in texts and "Indexed other" not in texts, texts
+    assert "stopped" in texts and "2 of 4 tiles" in texts, texts
