@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -19,7 +20,7 @@ from .inspect_tool import CaptionsDialog, InspectTool
 from .messages import Messages
 from .search_controller import SearchController
 from .wording import count
-from .settings import PLUGIN_DIR, read_settings, write_settings
+from .settings import CAPTIONER_TEST, PLUGIN_DIR, read_settings, write_settings
 from .settings_dialog import SettingsDialog
 from .setup_task import EnvironmentSetup
 from .tasks import IndexTask, TaskResult, TaskRunner, TileAtTask
@@ -161,7 +162,12 @@ class TileScribePlugin:
 
     def _index_dialog_accepted(self) -> None:
         dialog = self.index_dialog
-        write_settings(dialog.settings)
+        chosen = dialog.settings
+        if chosen.captioner == CAPTIONER_TEST:
+            # The Test model is a one-off choice: the next Index dialog starts from the captioner the
+            # user saved (Settings), not from placeholder captions. Tile size and the rest are kept.
+            chosen = replace(chosen, captioner=read_settings().captioner)
+        write_settings(chosen)
         self.start_index(dialog.index_request)
 
     def start_index(self, request: IndexRequest) -> IndexTask:

@@ -140,3 +140,29 @@ def test_cancelled_run_is_not_announced_as_indexed(plugin_on_shared_worker, fake
     texts = " | ".join(bar_texts(fake_iface.bar))
     assert "is indexed" not in texts and "Indexed other" not in texts, texts
     assert "stopped" in texts and "2 of 4 tiles" in texts, texts
+
+
+def test_index_dialog_starts_from_the_saved_captioner_not_the_test_model(plugin, rgb_raster, add_raster, qtbot,
+                                                                         monkeypatch):
+    """Bug: once a layer was indexed with the Test model, the Index dialog ticked it again for the next
+    layer (placeholder captions by accident). The saved choice (Settings) is where each dialog starts."""
+    from qgis.PyQt.QtCore import QPoint, Qt
+    from tilescribe.plugin.qgis.settings import CAPTIONER_LOCAL, read_settings
+
+    started = []
+    monkeypatch.setattr(plugin, "start_index", started.append)  # the run itself is tested in test_qgis_index
+    add_raster(rgb_raster, "rgb")
+    assert read_settings().captioner == CAPTIONER_LOCAL
+    plugin.index_action.trigger()
+    dialog = plugin.index_dialog
+    qtbot.waitUntil(dialog.testRadio.isVisible)
+    assert dialog.localRadio.isChecked()
+    qtbot.mouseClick(dialog.testRadio, Qt.LeftButton, pos=QPoint(6, dialog.testRadio.height() // 2))
+    assert dialog.testRadio.isChecked()
+    qtbot.mouseClick(dialog.buttonBox.button(dialog.buttonBox.Ok), Qt.LeftButton)
+    assert len(started) == 1 and started[0].captioner.test_model, started
+    plugin.index_action.trigger()  # the next layer
+    dialog = plugin.index_dialog
+    qtbot.waitUntil(dialog.testRadio.isVisible)
+    assert not dialog.testRadio.isChecked() and dialog.localRadio.isChecked()
+    assert read_settings().captioner == CAPTIONER_LOCAL
