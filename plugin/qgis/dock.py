@@ -294,6 +294,15 @@ class SearchDock(QgsDockWidget, FORM_CLASS):
         self._thumbnail_timer.stop()
         self._thumbnails = []
 
+    def reset(self) -> None:
+        """As for a new project: no results, no status, no opened index, the search button enabled."""
+        self._opened = []
+        self.indexList.blockSignals(True)
+        self.indexList.clear()
+        self.indexList.blockSignals(False)
+        self.clear_results()
+        self.searchButton.setEnabled(True)
+
     def clear_results(self) -> None:
         self._stop_thumbnails()
         self.resultsList.clear()

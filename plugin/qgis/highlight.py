@@ -30,6 +30,7 @@ from ..core.errors import TileScribeError
 from .results import Hit
 
 LAYER_NAME = "TileScribe results"
+RESULTS_PROPERTY = "tilescribe/results"  # marks the layers the dock shows its results in
 # Rank 1 is the most opaque; later ranks fade, so the best tiles stand out on the map.
 HitCrs = Callable[[Hit], QgsCoordinateReferenceSystem]  # the CRS a hit's box is in
 FILL_COLOUR = 'color_rgba(255, 110, 0, max(20, 100 - 10 * ("rank" - 1)))'
@@ -46,6 +47,33 @@ class ResultsLayer:
         self.canvas = canvas
         self._layer_id: Optional[str] = None
         self.last_id: Optional[str] = None  # also after removal: the project's signals name it then
+        # Not saved with the project: a memory layer reopens empty, and the next search would add
+        # a second one. Results are a view of the dock; Export keeps them.
+        self.project.writeProject.connect(self._leave_out_of)
+        self.project.readProject.connect(self._drop_saved_results)
+
+    def unload(self) -> None:
+        self.project.writeProject.disconnect(self._leave_out_of)
+        self.project.readProject.disconnect(self._drop_saved_results)
+
+    def forget(self) -> None:
+        """The project was cleared: its layers, ours included, are gone already."""
+        self._layer_id = None
+
+    def _leave_out_of(self, document) -> None:
+        """Takes our layer out of the project file being written (layers, layer tree, legend, order)."""
+        layer = self.layer()
+        if layer is not None:
+            leave_out_layer(document, layer.id())
+
+    def _drop_saved_results(self, _document=None) -> None:
+        """A project saved before results were left out of it: its empty results layers go."""
+        stale = [layer.id() for layer in self.project.mapLayers().values()
+                 if layer.id() != self._layer_id and is_results_layer(layer)]
+        if stale:
+            was_dirty = self.project.isDirty()
+            self.project.removeMapLayers(stale)
+            self._keep_dirty(was_dirty)
 
     def layer(self) -> Optional[QgsVectorLayer]:
         return self.project.mapLayer(self._layer_id) if self._layer_id else None
@@ -97,6 +125,29 @@ class ResultsLayer:
         return True
 
 
+def is_results_layer(layer) -> bool:
+    return (layer.customProperty(RESULTS_PROPERTY) is not None
+            or (layer.name().startswith(LAYER_NAME) and layer.providerType() == "memory"))
+
+
+def leave_out_layer(document, layer_id: str) -> None:
+    """Removes every element of a project document that names `layer_id`: its <maplayer> (whose
+    <id> child holds it) and the layer tree, legend and order entries (an id/layerid attribute)."""
+    doomed = []
+    elements = document.elementsByTagName("*")
+    for i in range(elements.count()):
+        element = elements.item(i).toElement()
+        if element.tagName() == "maplayer":
+            if element.firstChildElement("id").text() == layer_id:
+                doomed.append(element)
+        elif layer_id in (element.attribute("id"), element.attribute("layerid"), element.attribute("layer")):
+            doomed.append(element)
+    for element in doomed:
+        parent = element.parentNode()
+        if not parent.isNull():
+            parent.removeChild(element)
+
+
 def layer_title(title: str) -> str:
     return f"{LAYER_NAME}: {title}"[:80]
 
@@ -134,6 +185,7 @@ def results_layer(title: str, hits: Sequence[Hit], crs: QgsCoordinateReferenceSy
     layer.dataProvider().addFeatures(hit_features(layer, hits, crs_of))
     layer.updateExtents()
     _style(layer)
+    layer.setCustomProperty(RESULTS_PROPERTY, 1)
     layer.setCustomProperty("skipMemoryLayersCheck", 1)  # QGIS asks to save scratch layers on quit
     return layer
 

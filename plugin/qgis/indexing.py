@@ -12,6 +12,7 @@ from ..core.captioning.factory import CaptionerSettings
 from ..core.errors import ModelError, RasterError
 from ..core.models.folder import family_for_model
 from ..core.indexing.index_settings import IndexSettings, default_index_path
+from .wording import count
 from .deps import INDEX_MODULES, LOCAL_MODEL_MODULES
 from .settings import CAPTIONER_LOCAL, CAPTIONER_SERVER, CAPTIONER_TEST, PluginSettings
 
@@ -61,11 +62,11 @@ class IndexOutcome:
                    list(result.get("failures") or []), str(result.get("engine") or ""))
 
     def summary(self) -> str:
-        parts = [f"{self.done} of {self.total} tiles captioned"]
+        parts = [f"{self.done} of {count(self.total, 'tile')} captioned"]
         if self.captioned_now != self.done:
             parts.append(f"{self.captioned_now} in this run")
         if self.skipped:
-            parts.append(f"{self.skipped} empty tiles skipped")
+            parts.append(f"{count(self.skipped, 'empty tile')} skipped")
         if self.failed:
             reason = f" ({self.failures[0][1]})" if self.failures else ""
             parts.append(f"{self.failed} failed{reason}")

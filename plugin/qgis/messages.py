@@ -7,7 +7,7 @@ from typing import Callable, Optional
 
 from qgis.core import Qgis, QgsMessageLog
 from qgis.gui import QgsMessageBar, QgsMessageBarItem
-from qgis.PyQt.QtCore import Qt, QTimer
+from qgis.PyQt.QtCore import QMetaObject, Qt, QTimer
 from qgis.PyQt.QtWidgets import QHBoxLayout, QLabel, QMessageBox, QPushButton, QSizePolicy, QWidget
 
 from ..worker.client import WorkerCrashed, WorkerUnavailable
@@ -158,10 +158,19 @@ class Messages:
         QTimer.singleShot(0, self._pop_qgis_task_notices)  # after the bar has shown it
 
     def _pop_qgis_task_notices(self) -> None:
+        bar = self.bar()
         try:
-            for item in self.bar().items():
+            popped = False
+            for item in bar.items():
                 if item.title() in QGIS_TASK_NOTICES and item.text().startswith(TASK_PREFIX):
-                    self.bar().popWidget(item)
+                    bar.popWidget(item)
+                    popped = True
+            current = bar.currentItem()
+            if popped and current is not None and current.duration() == 0:
+                # The bar's countdown was started for QGIS's 5 s notice; popping that notice does not
+                # stop it, and when it ran out it popped the message shown now (a "Search <index>"
+                # offer, a warning) that is meant to stay until the user acts or closes it.
+                QMetaObject.invokeMethod(bar, "resetCountdown")
         except RuntimeError:  # the bar went away (QGIS closing)
             pass
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -18,7 +19,8 @@ from .indexing import IndexRequest, index_path_beside
 from .inspect_tool import CaptionsDialog, InspectTool
 from .messages import Messages
 from .search_controller import SearchController
-from .settings import PLUGIN_DIR, read_settings, write_settings
+from .wording import count
+from .settings import CAPTIONER_TEST, PLUGIN_DIR, read_settings, write_settings
 from .settings_dialog import SettingsDialog
 from .setup_task import EnvironmentSetup
 from .tasks import IndexTask, TaskResult, TaskRunner, TileAtTask
@@ -160,7 +162,12 @@ class TileScribePlugin:
 
     def _index_dialog_accepted(self) -> None:
         dialog = self.index_dialog
-        write_settings(dialog.settings)
+        chosen = dialog.settings
+        if chosen.captioner == CAPTIONER_TEST:
+            # The Test model is a one-off choice: the next Index dialog starts from the captioner the
+            # user saved (Settings), not from placeholder captions. Tile size and the rest are kept.
+            chosen = replace(chosen, captioner=read_settings().captioner)
+        write_settings(chosen)
         self.start_index(dialog.index_request)
 
     def start_index(self, request: IndexRequest) -> IndexTask:
@@ -183,7 +190,11 @@ class TileScribePlugin:
         else:
             self.messages.success(outcome.summary(), key=key)
         if outcome.done:
-            self.search.offer_index(request.db, f"{request.layer_name} is indexed in {Path(request.db).name}.")
+            where = Path(request.db).name
+            why = (f"The {count(outcome.done, 'tile')} of {request.layer_name} captioned before the stop are kept "
+                   f"in {where} and can be searched." if outcome.cancelled
+                   else f"{request.layer_name} is indexed in {where}.")
+            self.search.offer_index(request.db, why)
             self.dock.setUserVisible(True)
 
     # -- inspect -----------------------------------------------------------------------

@@ -94,6 +94,7 @@ class SearchOutcome:
     dbs: tuple = ()
     hit_runs: dict = field(default_factory=dict)
     hit_crs: dict = field(default_factory=dict)
+    in_extent: bool = False  # only tiles in the map extent were searched
 
     @property
     def raster(self) -> str:

@@ -9,6 +9,7 @@ from typing import Optional, Sequence
 from qgis.core import QgsCoordinateReferenceSystem
 
 from ..core.errors import QueryError
+from .wording import count
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class RunChoice:
 
     def label(self) -> str:
         """What the run picker shows: model, tile size, tiles, date."""
-        return f"{self.model}, {self.tile_size} px tiles, {self.tiles_done} tiles, {self.date}"
+        return f"{self.model}, {self.tile_size} px tiles, {count(self.tiles_done, 'tile')}, {self.date}"
 
     def short(self) -> str:
         """Names the run that answered a search, in the dock's status line."""

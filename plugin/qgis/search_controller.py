@@ -16,6 +16,7 @@ from .messages import Messages
 from .results import ExtentFilter, Hit, SearchOutcome, SearchParams, point_in_crs
 from .tasks import RunsTask, SearchTask, SimilarTask, TaskResult, TaskRunner
 from .thumbnails import raster_layer_for, tile_thumbnail
+from .wording import count
 from ..worker.client import WorkerClient, WorkerError
 
 # Errors about what the user typed are shown in the dock, not in the message bar.
@@ -63,12 +64,25 @@ class SearchController:
         dock.indexChanged.connect(self._index_changed)
         self.project.layersAdded.connect(self._layers_changed)
         self.project.layersRemoved.connect(self._layers_changed)
+        self.project.cleared.connect(self._project_cleared)
         self.refresh_indexes()
 
     def unload(self) -> None:
         self.project.layersAdded.disconnect(self._layers_changed)
         self.project.layersRemoved.disconnect(self._layers_changed)
+        self.project.cleared.disconnect(self._project_cleared)
         self.results.clear()
+        self.results.unload()
+
+    def _project_cleared(self) -> None:
+        """Project > Close or New: nothing of the old project stays in the dock (results, status,
+        buttons, the indexes it listed, an offer about one of them)."""
+        self._serial += 1  # a search still running answers for the old project: dropped
+        self.messages.dismiss(OFFER_KEY)
+        self.results.forget()
+        self.outcome = None
+        self.dock.reset()
+        self.refresh_indexes()
 
     # -- indexes and runs --------------------------------------------------------------
 
@@ -266,7 +280,7 @@ class SearchController:
         except (TileScribeError, WorkerError) as exc:
             self.messages.error("Export failed", exc, key="export")
             return None
-        self.messages.success(f"Exported {layer.featureCount()} results to {path}.", key="export")
+        self.messages.success(f"Exported {count(layer.featureCount(), 'result')} to {path}.", key="export")
         return path
 
     def clear(self) -> None:
@@ -279,9 +293,11 @@ def outcome_status(outcome: SearchOutcome) -> str:
     """The dock's status line: how many results, for what, and which run of which index answered."""
     if outcome.dbs:
         rasters = len({outcome.run_of(hit).raster for hit in outcome.hits})
-        source = f"{len(outcome.dbs)} indexes" + (f" ({rasters} rasters)" if outcome.hits else "")
+        source = count(len(outcome.dbs), "index", "indexes") + (f" ({count(rasters, 'raster')})"
+                                                                 if outcome.hits else "")
     else:
         source = f"{Path(outcome.db).name}, {outcome.run.short()}"
+    where = " in the current map extent" if outcome.in_extent else ""
     if not outcome.hits:
-        return f"No results for “{outcome.title}” in {source}."
-    return f"{len(outcome.hits)} results for “{outcome.title}” from {source}"
+        return f"No results for “{outcome.title}”{where} in {source}."
+    return f"{count(len(outcome.hits), 'result')} for “{outcome.title}”{where} from {source}"

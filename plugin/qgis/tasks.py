@@ -100,7 +100,8 @@ class SearchTask(WorkerTask):
         extent = params.extent.in_crs(run.crs()) if params.extent else None
         hits = self.client.request("search", db=params.db, query=params.query, k=params.k, run_id=run.id,
                                    extent=extent)
-        return SearchOutcome(params.query, params.db, [Hit.from_json(h) for h in hits], run, runs)
+        return SearchOutcome(params.query, params.db, [Hit.from_json(h) for h in hits], run, runs,
+                             in_extent=params.extent is not None)
 
 
     def _project(self) -> SearchOutcome:
@@ -120,7 +121,8 @@ class SearchTask(WorkerTask):
             for run in self.runs_of(db):
                 hit_runs[(db, run.id)] = run
         best = hit_runs[(hits[0].index, hits[0].run_id)] if hits else self._any_run(params.dbs)
-        return SearchOutcome(params.query, "", hits, best, None, dbs=tuple(params.dbs), hit_runs=hit_runs)
+        return SearchOutcome(params.query, "", hits, best, None, dbs=tuple(params.dbs), hit_runs=hit_runs,
+                             in_extent=params.extent is not None)
 
 
     def _any_run(self, dbs) -> RunChoice:
