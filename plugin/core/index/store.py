@@ -47,6 +47,8 @@ class Store(StoreQueries):
         self._conn = connect(self.path, create=create, readonly=readonly)
         self.readonly = readonly
         self._depth = 0
+        self._identity = _identity(self.path)  # the file opened, told apart from one put in its place
+        self._wal: tuple[int, int] | None = None  # its WAL file, once written (close() may remove it)
         try:
             prepare(self._conn, self.path, readonly)
             if not readonly:
@@ -59,13 +61,23 @@ class Store(StoreQueries):
             raise
 
     def close(self) -> None:
+        if isinstance(self._conn, _Closed):
+            return
+        conn, self._conn = self._conn, _Closed(self.path)
+        ours = _identity(self.path) == self._identity
         with contextlib.suppress(sqlite3.Error):
-            if not self.readonly:
+            if not self.readonly and ours:
                 # Everything into the index file itself: a copy of the .sqlite alone is then whole.
                 # PASSIVE never waits for a reader (a search in QGIS); what it leaves, the next one does.
-                self._conn.execute("pragma wal_checkpoint(PASSIVE)")
+                conn.execute("pragma wal_checkpoint(PASSIVE)")
         with contextlib.suppress(sqlite3.Error):
-            self._conn.close()
+            conn.close()
+        wal = Path(f"{self.path}-wal")
+        if not ours and self._wal is not None and _identity(wal) == self._wal:
+            # The file was deleted or replaced while open: SQLite leaves our WAL beside the path,
+            # and whoever opens the file now there would replay our pages into it.
+            with contextlib.suppress(OSError):
+                wal.unlink()
 
     def __enter__(self) -> "Store":
         return self
@@ -77,7 +89,19 @@ class Store(StoreQueries):
     def atomic(self) -> Iterator[None]:
         """A transaction; nested calls become savepoints. All or nothing on error."""
         outermost, savepoint = self._depth == 0, f"sp{self._depth}"
-        self._conn.execute("begin immediate" if outermost else f"savepoint {savepoint}")
+        if outermost:
+            self._check_still_the_file()
+            try:
+                self._conn.execute("begin immediate")
+            except sqlite3.OperationalError as exc:
+                failure = write_failure(self.path, exc, self._conn)
+                if failure is None:
+                    raise
+                raise IndexFileError(str(failure)) from exc
+            if self._wal is None:
+                self._wal = _identity(Path(f"{self.path}-wal"))
+        else:
+            self._conn.execute(f"savepoint {savepoint}")
         self._depth += 1
         try:
             yield
@@ -94,6 +118,19 @@ class Store(StoreQueries):
             raise
         finally:
             self._depth -= 1
+
+    def _check_still_the_file(self) -> None:
+        """Refuse to write once the file at the path is not the one opened (deleted, or replaced).
+
+        SQLite would go on writing into the unlinked file, lost on close, and into the WAL beside
+        the path, which then belongs to the file now there: the next opener would replay our pages
+        into another index. One stat per transaction.
+        """
+        if _identity(self.path) != self._identity:
+            raise IndexFileError(
+                f"Index {self.path} was deleted or replaced by another file while TileScribe had it "
+                "open: nothing more was written to it. Open it again (for indexing, run the same "
+                "command again), or restore the file.")
 
     # -- rasters, embedders, runs -------------------------------------------------------
 
@@ -323,6 +360,29 @@ class Store(StoreQueries):
             "select run_id from tiles where status = 'done' order by run_id desc limit 1"
         ).fetchone()
         return row[0] if row else None
+
+
+class _Closed:
+    """The connection of a closed Store: every use says so, naming the file (not sqlite3's words)."""
+
+    def __init__(self, path: Path):
+        self._path = path
+
+    @property
+    def in_transaction(self) -> bool:
+        return False
+
+    def __getattr__(self, name):
+        raise IndexFileError(f"Index {self._path} was already closed: open it again (a new Store) to use it.")
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file at `path`; None when there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _sql_int(value) -> int:
