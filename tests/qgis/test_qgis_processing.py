@@ -205,3 +205,20 @@ def test_qgis_process_batch_indexes_several_layers_then_searches_them(qgis_home,
     hits = features(str(out))
     assert len(hits) == 10 and {Path(h["raster"]).name for h in hits} == {"r0.tif", "r1.tif", "neon.tif"}
     assert all(h["index"].endswith(".tilescribe.sqlite") and h["caption"] for h in hits)
+
+
+@pytest.mark.parametrize("which", ["searched", "another"])
+def test_search_output_over_an_index_is_refused_and_the_index_kept(provider, captioned_index, tmp_path, which):
+    """R5-Q1: the hits' sink would replace the whole file (the SQLite/GPKG driver overwrites it)."""
+    from qgis.core import QgsProcessingException
+
+    db = captioned_index.with_name("neon.tilescribe.sqlite")
+    searched = tmp_path / "copy.tilescribe.sqlite"
+    shutil.copy(db, searched)
+    target = searched if which == "searched" else tmp_path / "hits.sqlite"
+    if which == "another":
+        shutil.copy(db, target)  # an index under a name that does not say so
+    before = target.read_bytes()
+    with pytest.raises(QgsProcessingException, match=f"OUTPUT {target} is a TileScribe index file.*new file name"):
+        run("tilescribe:search", {"QUERY": "a pond", "INDEX": [str(searched)], "OUTPUT": str(target)})
+    assert target.read_bytes() == before

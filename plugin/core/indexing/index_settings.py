@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from ..bounds import bounded
 from ..errors import IndexingError
-from ..index import INDEX_SUFFIX
+from ..index import INDEX_SUFFIX, looks_like_index  # noqa: F401 (looks_like_index: for the QGIS side)
 
 if TYPE_CHECKING:
     from ..raster.rendering import RenderSettings

@@ -22,7 +22,7 @@ from qgis.PyQt.QtCore import QCoreApplication, QVariant
 
 from ...core.captioning.factory import CaptionerSettings
 from ...core.errors import TileScribeError
-from ...core.indexing.index_settings import IndexSettings, default_index_path
+from ...core.indexing.index_settings import IndexSettings, default_index_path, looks_like_index
 from ..indexing import captioner_settings, raster_file
 from ..settings import read_settings
 
@@ -239,6 +239,7 @@ class SearchAlgorithm(_WorkerAlgorithm):
         files = [os.path.abspath(f) for f in (self.parameterAsFileList(parameters, "INDEX", context) or []) if f]
         if not files:
             raise QgsProcessingException(tr("Give at least one index file (*.tilescribe.sqlite) or a folder of them."))
+        _refuse_an_index_as_output(self.parameterAsOutputLayer(parameters, "OUTPUT", context), files)
         extent, extent_crs = None, None
         if parameters.get("EXTENT") not in (None, ""):
             rect: QgsRectangle = self.parameterAsExtent(parameters, "EXTENT", context)
@@ -287,6 +288,21 @@ class SearchAlgorithm(_WorkerAlgorithm):
             geometry = geometry.densifyByCount(8)  # edges stay true to a curved reprojection
             geometry.transform(transform)
         return geometry
+
+
+def _refuse_an_index_as_output(destination: str, indexes: list[str]) -> None:
+    """The hits' OUTPUT must never be written over an index (its driver would replace the whole file)."""
+    path = (destination or "").split("|")[0]
+    if path.lower().startswith("ogr:"):
+        path = path[4:]
+    if not path or path.lower().startswith(("memory:", "postgres", "spatialite:")) or not os.path.exists(path):
+        return
+    same = any(os.path.exists(f) and os.path.samefile(path, f) for f in indexes)
+    if same or looks_like_index(path) or os.path.isdir(path):
+        what = "a folder" if os.path.isdir(path) else "a TileScribe index file"
+        raise QgsProcessingException(tr(
+            f"OUTPUT {path} is {what}: the hits would replace it. Give OUTPUT a new file name "
+            "(e.g. hits.gpkg), or leave it empty for a temporary layer."))
 
 
 def _hit_crs(hit: dict) -> QgsCoordinateReferenceSystem:
