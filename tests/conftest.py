@@ -58,3 +58,15 @@ def hashing_embedder():
 def rgb_raster(tmp_path) -> Path:
     """A 300x200 RGB GeoTIFF in UTM 18N with varied content."""
     return write_raster(tmp_path / "rgb.tif", width=300, height=200, crs="EPSG:32618")
+
+
+@pytest.fixture
+def two_tile_index(tmp_path, hashing_embedder) -> Path:
+    """A 128 x 64 px raster's index holding two captioned tiles ('a harbour', 'a forest')."""
+    from helpers import build_index
+
+    raster = write_raster(tmp_path / "r.tif", width=128, height=64)
+    db = tmp_path / "r.tilescribe.sqlite"
+    store, _ = build_index(db, raster, hashing_embedder, [["a harbour"], ["a forest"]])
+    store.close()
+    return db

@@ -10,6 +10,7 @@ import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -316,3 +317,26 @@ def variants_asked(seen: Seen) -> int:
         return schema["properties"]["variants"]["minItems"]
     text = next(p["text"] for p in seen.body["messages"][0]["content"] if p["type"] == "text")
     return int(text.split("Write ", 1)[1].split()[0])
+
+
+FAKE_LLAMA_SERVER = Path(__file__).with_name("fake_llama_server.py")
+
+
+@pytest.fixture
+def fake_llama_server(tmp_path) -> Path:
+    """A stand-in llama-server program (tests/fake_llama_server.py): starts in a blink, no model."""
+    binary = tmp_path / "llama-server"
+    binary.write_text(f"#!/bin/sh\nexec {sys.executable} {FAKE_LLAMA_SERVER} \"$@\"\n")
+    binary.chmod(0o755)
+    return binary
+
+
+@pytest.fixture
+def fake_server_options(tmp_path):
+    """ServerOptions for the stand-in: placeholder model files, one slot."""
+    from tilescribe.plugin.core.captioning.llama_server import ServerOptions
+
+    model, mmproj = tmp_path / "m.gguf", tmp_path / "p.gguf"
+    model.write_bytes(b"GGUF")
+    mmproj.write_bytes(b"GGUF")
+    return ServerOptions(model, mmproj, slots=1)

@@ -9,37 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from tilescribe.plugin.core.captioning.llama_server import LlamaServer, ServerOptions
-
-FAKE = Path(__file__).with_name("fake_llama_server.py")
-
-
-@pytest.fixture
-def fake_binary(tmp_path) -> Path:
-    binary = tmp_path / "llama-server"
-    binary.write_text(f"#!/bin/sh\nexec {sys.executable} {FAKE} \"$@\"\n")
-    binary.chmod(0o755)
-    return binary
-
-
-@pytest.fixture
-def options(tmp_path) -> ServerOptions:
-    model, mmproj = tmp_path / "m.gguf", tmp_path / "p.gguf"
-    model.write_bytes(b"GGUF")
-    mmproj.write_bytes(b"GGUF")
-    return ServerOptions(model, mmproj, slots=1)
-
+from tilescribe.plugin.core.captioning.llama_server import LlamaServer
 
 def _cmdline(pid: int) -> str:
     return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc is Linux's")
-def test_the_key_is_read_from_a_private_file_never_from_the_command_line(fake_binary, options, tmp_path,
-                                                                         monkeypatch):
+def test_the_key_is_read_from_a_private_file_never_from_the_command_line(fake_llama_server, fake_server_options,
+                                                                         tmp_path, monkeypatch):
     record = tmp_path / "record.json"
     monkeypatch.setenv("FAKE_LLAMA_RECORD", str(record))
-    server = LlamaServer(fake_binary, options, health_timeout_s=60).start()
+    server = LlamaServer(fake_llama_server, fake_server_options, health_timeout_s=60).start()
     try:
         key = server.api_key
         assert key and key not in " ".join(server.command(1234))

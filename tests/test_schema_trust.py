@@ -7,20 +7,15 @@ import sqlite3
 
 import pytest
 
-from helpers import build_index, in_process_cli
-from rasters import write_raster
+from helpers import in_process_cli
 from tilescribe.plugin.core.index import connection as store_module, migrations
 from tilescribe.plugin.core.errors import IndexFileError
 from tilescribe.plugin.core.index.store import Store
 
 
 @pytest.fixture
-def index(tmp_path, hashing_embedder):
-    raster = write_raster(tmp_path / "r.tif", width=128, height=64)
-    db = tmp_path / "r.tilescribe.sqlite"
-    store, _ = build_index(db, raster, hashing_embedder, [["a harbour"], ["a forest"]])
-    store.close()
-    return db
+def index(two_tile_index):
+    return two_tile_index
 
 
 def _digest(path) -> str:

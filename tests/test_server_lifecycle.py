@@ -3,35 +3,14 @@
 from __future__ import annotations
 
 import socket
-import sys
 import threading
-from pathlib import Path
 
 import pytest
 
 from tilescribe.plugin.core.captioning import llama_server
-from tilescribe.plugin.core.captioning.llama_server import LlamaServer, ServerOptions
+from tilescribe.plugin.core.captioning.llama_server import LlamaServer
 from tilescribe.plugin.core.captioning.server_engine import LlamaServerCaptioner
 from tilescribe.plugin.core.errors import ModelError
-
-FAKE = Path(__file__).with_name("fake_llama_server.py")
-
-
-@pytest.fixture
-def fake_binary(tmp_path) -> Path:
-    binary = tmp_path / "llama-server"
-    binary.write_text(f"#!/bin/sh\nexec {sys.executable} {FAKE} \"$@\"\n")
-    binary.chmod(0o755)
-    return binary
-
-
-@pytest.fixture
-def options(tmp_path) -> ServerOptions:
-    model, mmproj = tmp_path / "m.gguf", tmp_path / "p.gguf"
-    model.write_bytes(b"GGUF")
-    mmproj.write_bytes(b"GGUF")
-    return ServerOptions(model, mmproj, slots=1)
-
 
 class _FakeServer:
     def __init__(self):
@@ -82,18 +61,19 @@ def _try(captioner, png):
         return exc
 
 
-def test_waiting_for_llama_server_to_load_says_so(fake_binary, options, monkeypatch, caplog):
+def test_waiting_for_llama_server_to_load_says_so(fake_llama_server, fake_server_options, monkeypatch, caplog):
     """A warning (the command line and the worker show warnings on stderr) every WAIT_REPORT_S."""
     monkeypatch.setenv("FAKE_LLAMA_SLOW_S", "2")
     monkeypatch.setattr(llama_server, "WAIT_REPORT_S", 0.5)
     with caplog.at_level("WARNING", logger=llama_server.__name__):
-        server = LlamaServer(fake_binary, options, health_timeout_s=60).start()
+        server = LlamaServer(fake_llama_server, fake_server_options, health_timeout_s=60).start()
     server.close()
     waits = [r.getMessage() for r in caplog.records if "waiting for llama-server" in r.getMessage()]
     assert waits and "waiting for llama-server to load m.gguf" in waits[0] and "s so far" in waits[0]
 
 
-def test_a_port_taken_by_another_program_is_named_and_another_port_is_tried(fake_binary, options, monkeypatch):
+def test_a_port_taken_by_another_program_is_named_and_another_port_is_tried(fake_llama_server, fake_server_options,
+                                                                           monkeypatch):
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
     taken.listen()
@@ -105,14 +85,14 @@ def test_a_port_taken_by_another_program_is_named_and_another_port_is_tried(fake
         return port if len(tries) == 1 else real()
 
     monkeypatch.setattr(llama_server, "_free_port", racy)
-    server = LlamaServer(fake_binary, options, health_timeout_s=60).start()
+    server = LlamaServer(fake_llama_server, fake_server_options, health_timeout_s=60).start()
     try:
         assert len(tries) == 2 and server.url != f"http://127.0.0.1:{port}"
     finally:
         server.close()
     monkeypatch.setattr(llama_server, "_free_port", lambda: port)
     with pytest.raises(ModelError) as refused:
-        LlamaServer(fake_binary, options, health_timeout_s=60).start()
+        LlamaServer(fake_llama_server, fake_server_options, health_timeout_s=60).start()
     taken.close()
     message = str(refused.value)
     assert f"could not listen on 127.0.0.1:{port}" in message and "Check the model files" not in message

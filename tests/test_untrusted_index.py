@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import build_index, in_process_cli
-from rasters import write_raster
+from helpers import in_process_cli
 from tilescribe.plugin.core.errors import IndexFileError
 from tilescribe.plugin.core.index.store import Store
 
@@ -20,12 +19,8 @@ NEVER_ENDS = "with recursive r(x) as (select 1 union all select x + 1 from r) se
 
 
 @pytest.fixture
-def index(tmp_path, hashing_embedder):
-    raster = write_raster(tmp_path / "r.tif", width=128, height=64)
-    db = tmp_path / "r.tilescribe.sqlite"
-    store, _ = build_index(db, raster, hashing_embedder, [["a harbour"], ["a forest"]])
-    store.close()
-    return db
+def index(two_tile_index):
+    return two_tile_index
 
 
 def _alter(db: Path, *statements: str) -> None:
