@@ -14,6 +14,13 @@ PY=/usr/bin/python3
 CACHE_ROOT="${TILESCRIBE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tilescribe}"
 WHEEL_CACHE="${TILESCRIBE_WHEEL_CACHE:-$CACHE_ROOT/wheels}"
 APT_PACKAGES="qgis python3-qgis python3-gdal python3-rasterio xvfb"
+# The PostgreSQL index backend (--db postgresql://..., docs/postgres.md): optional, SQLite needs none of it.
+# pgvector is not in Debian 12: built from the vendored release (upstream v0.8.6) with OPTFLAGS=""
+# (its default -march=native makes a binary that crashes on other CPUs).
+PG_APT_PACKAGES="postgresql-15 postgresql-15-postgis-3 postgresql-server-dev-15"
+PGVECTOR_VERSION=0.8.6
+PGVECTOR_SHA256=5743dac39fdfa740533cf95e71b033bd5513b71dda194b3cf19464ccbf76f3fb
+PGVECTOR_TARBALL="$ROOT/../shared/vendor/pgvector-$PGVECTOR_VERSION.tar.gz"
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 
@@ -85,8 +92,58 @@ llama_runtime() {
         --sdist "$(llama_sdist)" --cache "$CACHE_ROOT" --wheels "$WHEEL_CACHE" --server-link "$VENV/bin/llama-server"
 }
 
+# PostgreSQL 15 + PostGIS from Debian and pgvector built once (cached in $CACHE_ROOT), then proven
+# in a child process (a throwaway cluster: CREATE EXTENSION vector, an HNSW query) before use.
+postgres_backend() {
+    if [ ! -f "$PGVECTOR_TARBALL" ]; then
+        log "no $PGVECTOR_TARBALL (../shared is absent): skipping the PostgreSQL backend (SQLite, the default, needs none of it)"
+        return
+    fi
+    local missing=""
+    for package in $PG_APT_PACKAGES; do
+        dpkg -s "$package" >/dev/null 2>&1 || missing="$missing $package"
+    done
+    if [ -n "$missing" ]; then
+        if [ "$(id -u)" != 0 ]; then
+            log "skipping the PostgreSQL backend: run as root (or with sudo) to install it:"
+            log "  apt-get update && apt-get install -y --no-install-recommends$missing"
+            return
+        fi
+        log "installing Debian packages:$missing"
+        apt-get update -qq
+        # shellcheck disable=SC2086
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+    fi
+    local pg_config=/usr/lib/postgresql/15/bin/pg_config libdir sharedir
+    libdir="$("$pg_config" --pkglibdir)"
+    sharedir="$("$pg_config" --sharedir)"
+    if [ ! -f "$libdir/vector.so" ] || ! grep -q "default_version = '$PGVECTOR_VERSION'" "$sharedir/extension/vector.control" 2>/dev/null; then
+        if ! echo "$PGVECTOR_SHA256  $PGVECTOR_TARBALL" | sha256sum -c --status; then
+            log "$PGVECTOR_TARBALL does not have the sha256 of pgvector $PGVECTOR_VERSION ($PGVECTOR_SHA256): not building it"
+            exit 1
+        fi
+        if [ "$(id -u)" != 0 ]; then
+            log "pgvector $PGVECTOR_VERSION is not installed into $libdir: run setup as root (or with sudo) to build and install it"
+            return
+        fi
+        local build="$CACHE_ROOT/pgvector-$PGVECTOR_VERSION"
+        if [ ! -f "$build/vector.so" ]; then
+            log "building pgvector $PGVECTOR_VERSION in $build (about a minute)"
+            rm -rf "$build" && mkdir -p "$CACHE_ROOT"
+            tar xzf "$PGVECTOR_TARBALL" -C "$CACHE_ROOT"
+            make -s -C "$build" PG_CONFIG="$pg_config" OPTFLAGS="" >/dev/null
+        fi
+        make -s -C "$build" PG_CONFIG="$pg_config" OPTFLAGS="" install >/dev/null
+    fi
+    if ! "$VENV/bin/python" -m tilescribe.devtools.pg_cluster --prove >&2; then
+        log "pgvector or PostGIS failed in a throwaway cluster (above): the PostgreSQL backend will not work here"
+        exit 1
+    fi
+}
+
 system_packages
 make_venv
 python_requirements
 llama_runtime
+postgres_backend
 log "ready: $VENV/bin/tilescribe"
