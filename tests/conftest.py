@@ -16,7 +16,7 @@ import pytest
 from rasters import write_raster  # noqa: E402  (tests/ is on sys.path)
 
 # Session fixtures that write the tiny GGUF models and start a local llama_cpp.server.
-pytest_plugins = ["fixtures_models", "fixtures_server", "fixtures_hub"]
+pytest_plugins = ["fixtures_models", "fixtures_server", "fixtures_hub", "fixtures_postgres"]
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from ..core.errors import IndexFileError
 from ..core.index.health import check_index, wal_note
-from ..core.index.store import Store
+from ..core.index.opening import open_index
+from ..core.index.target import index_label, is_server_index
 from ..core.index.untrusted import ForeignSchemaError, describe
 from .common import add_db_argument, index_writable, say
 
@@ -22,12 +23,15 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    if is_server_index(args.db):
+        with open_index(args.db) as store:  # upgrades an older schema where the role may
+            return _report(store.check(), index_label(args.db))
     note = wal_note(Path(args.db))
     if note:
         say(f"note: {note}")
     # Writable when it can be: an older index is upgraded, and a normal end checkpoints the -wal.
     try:
-        store = Store(args.db, readonly=not index_writable(Path(args.db)))
+        store = open_index(args.db, readonly=not index_writable(Path(args.db)))
     except ForeignSchemaError as exc:  # a failed check, listed as the others are
         raise IndexFileError(
             f"Index {args.db} failed 1 check(s): it holds schema objects TileScribe never creates "
@@ -36,11 +40,15 @@ def run(args) -> int:
             "new file (--db).") from exc
     with store:
         report = check_index(store)
+    return _report(report, args.db)
+
+
+def _report(report, db: str) -> int:
     if not report.ok:
         raise IndexFileError(
-            f"Index {args.db} failed {len(report.problems)} check(s): {' '.join(report.problems[:5])} Restore a "
+            f"Index {db} failed {len(report.problems)} check(s): {' '.join(report.problems[:5])} Restore a "
             "copy, or index the raster again into a new file (--db); searches of this file may be wrong.")
     for line in report.checked:
         print(f"ok: {line}")
-    print(f"{args.db}: every check passed")
+    print(f"{db}: every check passed")
     return 0

@@ -9,7 +9,9 @@ from pathlib import Path
 
 
 def add_db_argument(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
-    parser.add_argument("--db", required=required, help="index file (*.tilescribe.sqlite)")
+    parser.add_argument("--db", required=required,
+                        help="index file (*.tilescribe.sqlite), or a PostgreSQL index: postgresql://... or "
+                             "service=NAME, with ?schema=NAME (docs/postgres.md)")
 
 
 def add_embedder_argument(parser: argparse.ArgumentParser) -> None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ..core.indexing.importer import import_captions
-from ..core.index.store import Store
+from ..core.index.opening import open_index
+from ..core.index.target import index_label
 from .common import add_db_argument, add_embedder_argument, load_embedder, non_negative_int, positive_int, say
 
 
@@ -25,11 +26,11 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     embedder = load_embedder(args.embedder)
-    with Store(args.db, create=True) as store:
+    with open_index(args.db, create=True) as store:
         report = import_captions(store, embedder, args.raster, args.captions,
                                  tile_size=args.tile_size, overlap=args.overlap)
     for line_no, reason in report.bad_lines:
         say(f"{args.captions}:{line_no}: skipped: {reason}")
-    say(f"imported {report.imported} tiles into {args.db} (run {report.run_id}); "
+    say(f"imported {report.imported} tiles into {index_label(args.db)} (run {report.run_id}); "
         f"{report.already_done} were already there; {len(report.bad_lines)} lines skipped")
     return 1 if report.bad_lines else 0

@@ -16,7 +16,8 @@ from ..core.indexing.indexer import MAX_TILE_ATTEMPTS, index_raster
 from ..core.index.locking import IndexerLock
 from ..core.raster.rendering import RenderSettings
 from ..core.raster.sources import raster_inputs
-from ..core.index.store import Store
+from ..core.index.opening import open_index
+from ..core.index.target import index_label, is_server_index
 from .common import add_embedder_argument, load_embedder, non_negative_int, positive_int, say
 from .progress import ProgressBar, format_duration
 
@@ -30,7 +31,8 @@ def register(subparsers) -> None:
                         help="GeoTIFF, VRT or any raster GDAL reads; several, or a folder of rasters")
     parser.add_argument("--db", default=None,
                         help=f"index file (default: beside each raster, *{INDEX_SUFFIX}); with several "
-                             "rasters, one index holding them all (one run per raster)")
+                             "rasters, one index holding them all (one run per raster); or a PostgreSQL "
+                             "index (postgresql://... or service=NAME), which many indexers share (docs/postgres.md)")
     parser.add_argument("--vrt-sources", action="store_true",
                         help="index the files each .vrt mosaics, one run per file, instead of the VRT")
     add_captioner_arguments(parser)
@@ -127,11 +129,13 @@ def run(args) -> int:
         say("note: no VLM given (--model/--mmproj, --server, or TILESCRIBE_MODEL/TILESCRIBE_MMPROJ): "
             "using the tiny test model, whose captions are meaningless placeholders.")
     rasters = [str(r) for r in raster_inputs(args.raster, vrt_sources=args.vrt_sources)]
-    jobs = [(raster, Path(args.db or default_index_path(raster))) for raster in rasters]
+    # A PostgreSQL index stays a URL (many indexers share it: no lock file); a file index is a path.
+    shared = args.db is not None and is_server_index(args.db)
+    jobs = [(raster, args.db if shared else Path(args.db or default_index_path(raster))) for raster in rasters]
     index_settings = IndexSettings(args.tile_size, args.overlap, args.variants,
                                    RenderSettings(bands=tuple(args.bands) if args.bands else None),
                                    retry_failed=args.retry_failed)
-    for db in dict.fromkeys(db for _, db in jobs):
+    for db in dict.fromkeys(db for _, db in jobs if not shared):
         IndexerLock(db).check_free()  # a second indexer is refused before it spends time loading models
     stop, terminated = threading.Event(), threading.Event()
     previous_term = signal.signal(signal.SIGTERM, lambda *_: _terminate(stop, terminated))
@@ -144,7 +148,7 @@ def run(args) -> int:
     code = 130 if 130 in codes else max(codes, default=0)
     if len(jobs) > 1:
         say(f"{len(codes)} of {len(jobs)} rasters {'stopped or ' if code == 130 else ''}done"
-            + (f" into {args.db}" if args.db else ""))
+            + (f" into {index_label(args.db)}" if args.db else ""))
     return 128 + signal.SIGTERM if terminated.is_set() else code  # the status a SIGTERM death has
 
 
@@ -164,7 +168,7 @@ def _index(args, jobs, settings: CaptionerSettings, index_settings: IndexSetting
                 say(f"[{number}/{len(jobs)}] {raster}")
             bar = ProgressBar()
             try:
-                with Store(db, create=True) as store:
+                with open_index(db, create=True) as store:
                     report = index_raster(store, captioner, embedder, raster, index_settings,
                                           progress=bar, cancel=stop.is_set)
             finally:
@@ -179,7 +183,7 @@ def _summary(raster: str, db: Path, report) -> int:
     p = report.progress
     for warning in report.warnings:
         say(f"warning: {warning}")
-    say(f"{'stopped' if report.cancelled else 'finished'}: {db} run {report.run_id}: {p.done} of "
+    say(f"{'stopped' if report.cancelled else 'finished'}: {index_label(db)} run {report.run_id}: {p.done} of "
         f"{p.total} tiles captioned ({p.captioned_now} now), {p.skipped} skipped, {p.failed} failed, "
         f"in {format_duration(p.elapsed_s)}")
     if p.total and p.skipped == p.total:

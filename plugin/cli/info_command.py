@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 from ..core.index.health import wal_note
-from ..core.index.store import Store
+from ..core.index.opening import open_index
 from ..core.index.summary import index_summary
 from ..core.terminal_text import for_terminal, json_for_terminal
 from .common import add_db_argument, say
@@ -27,10 +27,21 @@ def describe_captioner(record: dict) -> str:
     return f"{name} ({backend})" if name else backend
 
 
+def describe_worker(worker: dict) -> str:
+    """One indexer of a shared (PostgreSQL) index: its claimed tiles and lease, the tiles it stored."""
+    text = f"{worker['indexer']}: {worker['done']} tiles stored"
+    if worker["claimed"]:
+        left = worker["lease_left_s"]
+        lease = (f"lease expires in {left:g} s" if left >= 0 else
+                 f"lease lapsed {-left:g} s ago: its tiles go back to the queue")
+        text += f", captioning {worker['claimed']} now (claimed {worker['claim_age_s']:g} s ago, {lease})"
+    return text
+
+
 def run(args) -> int:
-    with Store(args.db, readonly=True) as store:
+    with open_index(args.db, readonly=True) as store:
         summary = index_summary(store)
-    summary["wal_note"] = wal_note(store.path)
+    summary["wal_note"] = wal_note(store.path) if store.backend == "sqlite" else ""
     if summary["wal_note"]:
         say(f"note: {summary['wal_note']}")
     if args.format == "json":
@@ -49,6 +60,8 @@ def run(args) -> int:
                            f"prompt {run['prompt_version']}, embedder {run['embedder']} ({run['dim']}-d), "
                            f"tiles {run['tile_size']} px overlap {run['overlap']}{bands}: {tiles}; "
                            f"{run['variants_stored']} variants, {run['vectors']} vectors"))
+        for worker in run.get("workers", ()):
+            print(for_terminal(f"  indexer {describe_worker(worker)}"))
     if not summary["runs"]:
         print("no runs yet")
     return 0

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from ..core.errors import TileScribeError
 from ..core.index import INDEX_SUFFIX
-from ..core.index.store import Store
+from ..core.index.opening import AnyStore, open_index
+from ..core.index.target import is_server_index
 from ..core.search.export import hits_to_geojson, hits_to_json, hits_to_text
 from ..core.search.project import index_files, search_project
 from ..core.search.search import SearchRequest, check_extent, check_query, search
@@ -23,7 +24,8 @@ def register(subparsers) -> None:
     parser.add_argument("query", nargs="?", help='what to find, e.g. "a freeway interchange"')
     parser.add_argument("--db", required=True, nargs="+", action="extend", metavar="INDEX",
                         help="index file (*.tilescribe.sqlite); several files or folders (every "
-                             "*.tilescribe.sqlite inside) are searched together, in one ranking")
+                             "*.tilescribe.sqlite inside) are searched together, in one ranking; or one "
+                             "PostgreSQL index: postgresql://... or service=NAME (docs/postgres.md)")
     add_embedder_argument(parser)
     parser.add_argument("-k", type=int, default=SearchRequest.k,
                         help=f"number of tiles to return (default {SearchRequest.k})")
@@ -57,6 +59,9 @@ def run(args) -> int:
         args.query = args.db.pop()  # --db took every word up to the end, the query included
     check_query(args.query, args.k)  # before loading a model, so bad input fails fast
     extent = check_extent(args.extent)
+    if len(args.db) == 1 and is_server_index(args.db[0]) and not args.all_rasters:
+        args.db = args.db[0]  # a PostgreSQL index: one, as a file
+        return _run_one(args, extent)
     for given in args.db:  # never write the results over one of the indexes (or a folder's)
         inside = sorted(Path(given).glob(f"*{INDEX_SUFFIX}")) if Path(given).is_dir() else [given]
         for index in inside:
@@ -64,6 +69,11 @@ def run(args) -> int:
     if len(args.db) == 1 and not Path(args.db[0]).is_dir() and not args.all_rasters:
         args.db = args.db[0]  # one file: searched as before (main's error messages name it)
         return _run_one(args, extent)
+    if any(is_server_index(given) for given in args.db):
+        from ..core.errors import QueryError
+
+        raise QueryError("A PostgreSQL index is searched alone (one --db, no --all-rasters): search each index "
+                         "on its own (docs/postgres.md, \"Not supported\").")
     return _run_many(args, index_files(args.db), extent)
 
 
@@ -110,7 +120,8 @@ def _run_one(args, extent) -> int:
         raise QueryError("--extent-crs is for several indexes (or --all-rasters); with one index give "
                          "--extent in its raster's CRS.")
     # Searching writes nothing; opened writable when it can be, an older index is upgraded on the way.
-    with Store(args.db, readonly=not index_writable(Path(args.db))) as store:
+    readonly = is_server_index(args.db) or not index_writable(Path(args.db))
+    with open_index(args.db, readonly=readonly) as store:
         embedder = load_embedder(args.embedder)
         hits = search(store, embedder, SearchRequest(args.query, args.k, args.run, extent, lexical=args.lexical))
         if args.run is None and hits:
@@ -131,7 +142,7 @@ def _write(args, text: str, count: int) -> None:
         print(text)
 
 
-def _say_which_run(store: Store, run_id: int) -> None:
+def _say_which_run(store: AnyStore, run_id: int) -> None:
     """With several searchable runs (rasters, settings) in one file, name the one searched."""
     others = [r for r in store.searchable_runs() if r != run_id]
     if not others:

@@ -170,22 +170,22 @@ class Worker:
         return self._stores
 
     def info(self, request: dict) -> dict:
-        from ..core.index.store import Store
+        from ..core.index.opening import open_index
         from ..core.index.summary import index_summary
 
-        with Store(request["db"], readonly=True) as store:
+        with open_index(request["db"], readonly=True) as store:
             return index_summary(store)
 
     def runs(self, request: dict) -> list:
         """The index's runs for the dock's run picker: cheap reads only (info counts every vector)."""
-        from ..core.index.store import Store
+        from ..core.index.opening import open_index
         from ..core.index.summary import run_choices
 
-        with Store(request["db"], readonly=True) as store:
+        with open_index(request["db"], readonly=True) as store:
             return run_choices(store)
 
     def search(self, request: dict) -> list:
-        from ..core.index.store import Store
+        from ..core.index.opening import open_index
         from ..core.search.search import SearchRequest, check_query, search
         from .request_fields import build
 
@@ -193,7 +193,7 @@ class Worker:
         check_query(wanted.query, wanted.k)  # before the index is opened or a model loaded
         if request.get("dbs") is not None or request.get("db") is None:
             return self._search_project(request, wanted)
-        with Store(request["db"], readonly=True) as store:
+        with open_index(request["db"], readonly=True) as store:
             hits = search(store, self.embedder(request.get("embedder")), wanted, self.fast_cache())
             return [dict(hit.to_json(), tile_db_id=hit.tile_db_id) for hit in hits]
 
@@ -215,39 +215,39 @@ class Worker:
 
     def similar(self, request: dict) -> list:
         from ..core.search.search import SearchRequest, similar_tiles
-        from ..core.index.store import Store
+        from ..core.index.opening import open_index
 
-        with Store(request["db"], readonly=True) as store:
+        with open_index(request["db"], readonly=True) as store:
             hits = similar_tiles(store, request["tile_db_id"], _given(request, "k", SearchRequest.k),
                                  self.fast_cache())
             return [dict(hit.to_json(), tile_db_id=hit.tile_db_id) for hit in hits]
 
     def tile_at(self, request: dict) -> Optional[dict]:
         from ..core.search.search import resolve_run, tile_at
-        from ..core.index.store import Store
+        from ..core.index.opening import open_index
 
-        with Store(request["db"], readonly=True) as store:
+        with open_index(request["db"], readonly=True) as store:
             run = resolve_run(store, request.get("run_id"))
             tile_db_id = tile_at(store, run.id, float(request["x"]), float(request["y"]))
             return None if tile_db_id is None else _tile_record(store, tile_db_id)
 
     def captions(self, request: dict) -> Optional[dict]:
-        from ..core.index.store import Store
+        from ..core.index.opening import open_index
 
-        with Store(request["db"], readonly=True) as store:
+        with open_index(request["db"], readonly=True) as store:
             return _tile_record(store, request["tile_db_id"])
 
     def import_captions(self, request: dict) -> dict:
         """Captions written elsewhere (JSONL) into an index, embedded here (Processing's Import captions)."""
         from ..core.indexing.importer import import_captions
-        from ..core.index.store import Store
+        from ..core.index.opening import open_index
 
         rid = request.get("id")
 
         def progress(done: int, total: int) -> None:
             self.send({"id": rid, "event": "progress", "data": {"finished": done, "total": total}})
 
-        with Store(request["db"], create=True) as store:
+        with open_index(request["db"], create=True) as store:
             report = import_captions(store, self.embedder(request.get("embedder")), request["raster"],
                                      request["captions"], tile_size=request.get("tile_size"),
                                      overlap=_given(request, "overlap", 0), progress=progress)
@@ -282,7 +282,7 @@ class Worker:
         from ..core.captioning.factory import CaptionerSettings, make_captioner
         from ..core.indexing.index_settings import KEYS, IndexSettings
         from ..core.indexing.indexer import index_raster
-        from ..core.index.store import Store
+        from ..core.index.opening import open_index
 
         settings = CaptionerSettings.from_dict(request.get("captioner") or {"test_model": True})
         index_settings = IndexSettings.from_dict({key: request[key] for key in KEYS if key in request})
@@ -296,7 +296,7 @@ class Worker:
             "message": f"captioning with {engine}", "engine": engine,
             "warnings": list(getattr(captioner, "warnings", ()))}})
         try:
-            with Store(request["db"], create=True) as store:
+            with open_index(request["db"], create=True) as store:
                 report = index_raster(store, captioner, embedder, request["raster"], index_settings,
                                       progress=lambda p: self._progress(rid, p), cancel=stop.is_set)
         finally:

@@ -20,8 +20,6 @@ from ..captions import CaptionVariant
 from ..embedding import Embedder
 from ..errors import ModelError
 from .store import Store
-from .store_reads import embedder_caption_sample, embedder_record, embedders_of_dim
-from .store_writes import set_embedder_probe
 
 PROBE_SENTENCES = (
     "a harbour with small boats moored along a wooden pier",
@@ -52,7 +50,7 @@ def resolve_embedder(store: Store, embedder: Embedder) -> int:
     A model computing other vectors under a name the index already has is refused.
     """
     probe = embedder_probe(embedder)
-    rows = embedders_of_dim(store._conn, embedder.dim)
+    rows = store.embedders_of_dim(embedder.dim)
     for embedder_id, _, stored in rows:
         if stored and _similarity(stored, probe) >= SAME_MODEL_SIMILARITY:
             return embedder_id
@@ -67,7 +65,7 @@ def resolve_embedder(store: Store, embedder: Embedder) -> int:
 
 def check_embedder(store: Store, embedder_id: int, embedder: Embedder) -> None:
     """Refuse `embedder` for vectors the index's embedder `embedder_id` made, unless it computes the same."""
-    name, dim, stored = embedder_record(store._conn, embedder_id)
+    name, dim, stored = store.embedder_record(embedder_id)
     probe = embedder_probe(embedder)
     if stored == UNCHECKED:
         return
@@ -89,13 +87,11 @@ def check_embedder(store: Store, embedder_id: int, embedder: Embedder) -> None:
 
 def mark_unchecked(store: Store, embedder_id: int) -> None:
     """For vectors made without a model (synthetic benchmarks): no probe to compare, any model may search."""
-    with store.atomic():
-        set_embedder_probe(store._conn, embedder_id, UNCHECKED)
+    store.set_embedder_probe(embedder_id, UNCHECKED)
 
 
 def _record(store: Store, embedder_id: int, probe: np.ndarray) -> None:
-    with store.atomic():
-        set_embedder_probe(store._conn, embedder_id, np.ascontiguousarray(probe, dtype=np.float32).tobytes())
+    store.set_embedder_probe(embedder_id, np.ascontiguousarray(probe, dtype=np.float32).tobytes())
 
 
 def _similarity(stored: bytes, probe: np.ndarray) -> float:
@@ -129,7 +125,7 @@ def _legacy_similarity(store: Store, embedder_id: int, embedder: Embedder) -> Op
     written by hand, as tests do, must not make the right model look wrong), and another
     model reproduces none.
     """
-    rows = embedder_caption_sample(store._conn, embedder_id, LEGACY_SAMPLES)
+    rows = store.embedder_caption_sample(embedder_id, LEGACY_SAMPLES)
     if not rows:
         return None
     found, stored = store.vector_reader(store.run_info(rows[0][4])).read(np.array([row[0] for row in rows]))

@@ -16,6 +16,7 @@ from ..captions import CaptionVariant
 from ..errors import IndexFileError, TileScribeError
 from ..raster.tiling import RasterInfo, Tile, Window
 from .connection import APPLICATION_ID, connect, load_vec, migrate, now, prepare
+from .locking import IndexerLock
 from .sqlite_errors import open_failure, write_failure
 from .store_queries import StoreQueries
 from .store_reads import RunInfo, VectorReader, run_infos, tiles_to_do_page, vec_table
@@ -39,8 +40,12 @@ class Store(StoreQueries):
     """The index file: opens and migrates it and runs every query on it. Not shared between threads.
 
     Its connection is its own: code outside the index package asks the Store (its search and
-    change-detection queries are in store_queries.py), never the SQL.
+    change-detection queries are in store_queries.py), never the SQL. postgres/store.py's PgStore
+    has the same methods; `opening.open_index` picks one from `--db`.
     """
+
+    backend = "sqlite"
+    fast_search = True  # search/fastsearch.py may load the run's vectors into RAM
 
     def __init__(self, path: str | os.PathLike, *, create: bool = False, readonly: bool = False):
         self.path = Path(path)
@@ -118,6 +123,24 @@ class Store(StoreQueries):
             raise
         finally:
             self._depth -= 1
+
+    def indexer_lock(self) -> IndexerLock:
+        """One indexer per file (locking.py); the caller enters it."""
+        return IndexerLock(self.path)
+
+    def run_choice_lock(self):
+        """Held while an indexer picks or creates its run: the indexer lock already makes it the only one."""
+        return contextlib.nullcontext()
+
+    def workers(self, run_id: int) -> None:
+        """Who is indexing a run: not recorded in a file (its one indexer holds the lock file)."""
+        return None
+
+    def check(self):
+        """Is the file whole? (health.check_index)"""
+        from .health import check_index
+
+        return check_index(self)
 
     def _check_still_the_file(self) -> None:
         """Refuse to write once the file at the path is not the one opened (deleted, or replaced).

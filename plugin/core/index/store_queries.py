@@ -48,6 +48,24 @@ class StoreQueries:
         """[(tile id, caption id)] of the run's variants matching an FTS5 query, best BM25 first."""
         return store_reads.word_matches(self._conn, fts_query, run_id, extent, limit)
 
+    # -- embedders (embedder_identity.py) -----------------------------------------------------------
+
+    def embedders_of_dim(self, dim: int) -> list[tuple[int, str, Optional[bytes]]]:
+        """[(id, name, probe)] of the index's embedders making `dim`-d vectors."""
+        return store_reads.embedders_of_dim(self._conn, dim)
+
+    def embedder_record(self, embedder_id: int) -> tuple[str, int, Optional[bytes]]:
+        """(name, dim, probe) of one embedder."""
+        return store_reads.embedder_record(self._conn, embedder_id)
+
+    def set_embedder_probe(self, embedder_id: int, probe: bytes) -> None:
+        with self.atomic():
+            store_writes.set_embedder_probe(self._conn, embedder_id, probe)
+
+    def embedder_caption_sample(self, embedder_id: int, limit: int) -> list[tuple]:
+        """[(caption id, one_sentence, feature, caption, run id)]: the first captions this embedder embedded."""
+        return store_reads.embedder_caption_sample(self._conn, embedder_id, limit)
+
     # -- fast search (search/fastsearch.py) -------------------------------------------------------
 
     @contextlib.contextmanager

@@ -8,8 +8,12 @@ from .store import Store
 def index_summary(store: Store) -> dict:
     runs = []
     for run in store.runs():
-        runs.append(dict(run.to_dict(), tiles=store.tile_counts(run.id), variants_stored=store.variant_count(run.id),
-                         vectors=store.vector_count(run.id)))
+        entry = dict(run.to_dict(), tiles=store.tile_counts(run.id), variants_stored=store.variant_count(run.id),
+                     vectors=store.vector_count(run.id))
+        workers = store.workers(run.id)  # PostgreSQL: who is indexing it (None for a file: one indexer)
+        if workers is not None:
+            entry["workers"] = workers
+        runs.append(entry)
     keys = ("id", "path", "width", "height", "band_count", "dtype", "crs_label", "crs_wkt")
     rasters = [{k: r[k] for k in keys} for r in store.rasters()]
     return {"index": str(store.path), "rasters": rasters, "runs": runs}

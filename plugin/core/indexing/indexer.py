@@ -15,7 +15,6 @@ from ..index.embedder_identity import resolve_embedder
 from ..embedding import Embedder
 from ..errors import CaptionError, IndexingError, TileScribeError
 from .index_settings import IndexSettings
-from ..index.locking import IndexerLock
 from ..index.health import check_after_crash
 from ..raster.rendering import choose_bands, read_palette, render_identity, render_tile_png
 from ..index.store import RunInfo, Store, StoredTile, TileCaptions
@@ -91,13 +90,14 @@ def index_raster(store: Store, captioner, embedder: Embedder, raster_path: str,
                  cancel: Optional[CancelCheck] = None) -> IndexReport:
     """Caption every pending tile of the raster's run; safe to kill and run again."""
     try:
-        with gdal_errors_as_exceptions(), IndexerLock(store.path) as lock, open_raster(raster_path) as dataset:
+        with gdal_errors_as_exceptions(), store.indexer_lock() as lock, open_raster(raster_path) as dataset:
             info = read_info(dataset)
             grid = TileGrid(info.width, info.height, settings.tile_size, settings.overlap)
             bands = list(choose_bands(dataset.colorinterp, dataset.count, settings.render.bands))
             palette = read_palette(dataset, bands)
             render = render_identity(settings.render, bands, palette)
-            run_id = _run_for(store, captioner, embedder, info, grid, settings.variants, render)
+            with store.run_choice_lock():  # PostgreSQL: indexers starting together share one run
+                run_id = _run_for(store, captioner, embedder, info, grid, settings.variants, render)
             register_grid(store, run_id, info, grid)
             if lock.previous_holder_died:
                 check_after_crash(store, run_id)  # cheap checks: counts and a few known searches
@@ -234,7 +234,8 @@ class _IndexJob:
             self._flush(batch)  # what was captioned is kept, whatever stopped us
         if self.stop_error is not None:
             raise self.stop_error
-        if not self.cancelled and not self.counts["pending"]:
+        # Asked, not counted: on PostgreSQL other indexers finish tiles of the run too.
+        if not self.cancelled and not self.store.tile_counts(self.run_id)["pending"]:
             self.store.finish_run(self.run_id)
         return IndexReport(self.run_id, self._progress(""), self.cancelled, self.timings, self.failures)
 
@@ -276,13 +277,15 @@ class _IndexJob:
             entries.append(TileCaptions(tile.id, result.variants, vectors[offset:offset + count], result.raw,
                                         self.hashes.pop(tile.id, None)))
             offset += count
-        self.store.save_captions_many(entries)  # these tiles' captions, vectors and checksums, all or nothing
+        # These tiles' captions, vectors and checksums, all or nothing. PostgreSQL leaves out (and
+        # names) tiles another indexer claimed after our lease lapsed: theirs are stored instead.
+        lost = set(self.store.save_captions_many(entries) or ())
         self.timings.embed += t1 - t0
         self.timings.store += time.perf_counter() - t1
         for tile, result in batch:
             self.timings.model += result.seconds
             self.timings.completion_tokens += result.completion_tokens
-            self.captioned_now += 1
+            self.captioned_now += tile.id not in lost
             self._moved(tile, "done")
 
     def _fail(self, tile: StoredTile, error: Exception) -> None:

@@ -184,8 +184,8 @@ def _cosines(vectors: np.ndarray, query: np.ndarray) -> list[float]:
 def _fast_index(store: Store, run: RunInfo, mode: str, cache: Optional[FastIndexCache]) -> Optional[FastIndex]:
     """The fast index to search with, or None for the exact search."""
     check_mode(mode)
-    if mode == "exact":
-        return None
+    if mode == "exact" or not store.fast_search:
+        return None  # PostgreSQL: its HNSW index is the fast path (index/postgres/vector_search.py)
     if mode == "fast":
         return cache.get(store, run, wait=True) if cache else FastIndex.load(store, run)
     # auto: loading a large index takes seconds, so only a cache that outlives queries pays off.

@@ -1,0 +1,95 @@
+"""Dense search on the PostgreSQL index: pgvector's HNSW for the k nearest, an exact scan where it
+could drop results.
+
+- No extent: HNSW (cosine) with `hnsw.iterative_scan = strict_order`, so the run filter keeps the
+  scan going until k rows match, and `hnsw.ef_search` raised to k (at most 1,000). Should it still
+  return fewer than k rows while the run holds more vectors, the exact scan answers instead.
+- An extent: the exact scan over the tiles the GiST index finds in the box. HNSW visits the nearest
+  vectors of the whole table and filters afterwards, so a small box drops results (or scans the
+  table through the graph); the box's tiles are far fewer than the index, and exact is exact.
+HNSW is approximate: recall@10 below 1 is possible without an extent (bench-search measures it).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Optional
+
+import numpy as np
+from psycopg import sql
+
+from ..store_reads import RunInfo
+from .schema import vector_table
+
+if TYPE_CHECKING:
+    from .store import PgStore
+
+EF_SEARCH_DEFAULT, EF_SEARCH_MAX = 40, 1000  # pgvector's default and its largest
+
+
+def table_of(run: RunInfo) -> str:
+    return vector_table(run.embedder_id)
+
+
+def sql_count(table: str) -> sql.Composed:
+    return sql.SQL("select count(*) from {} where run_id = %s").format(sql.Identifier(table))
+
+
+def extent_filter(store: "PgStore", run_id: int, extent) -> tuple[str, tuple]:
+    """SQL (starting with ' and') and parameters keeping tiles `t` whose box meets the extent (GiST)."""
+    if extent is None:
+        return "", ()
+    srid = store._one("select ra.srid from runs r join rasters ra on ra.id = r.raster_id where r.id = %s",
+                      (run_id,))[0]
+    return " and t.geom && ST_MakeEnvelope(%s, %s, %s, %s, %s)", (*map(float, extent), srid)
+
+
+def nearest(store: "PgStore", run: RunInfo, vector: np.ndarray, k: int, extent) -> list[tuple[int, int, float]]:
+    """[(tile id, caption id, cosine distance)] of the k nearest variants of the run."""
+    if extent is not None:
+        return exact(store, run, vector, k, extent)
+    conn = store._conn
+    with conn.transaction():
+        conn.execute(sql.SQL("set local hnsw.ef_search = {}").format(
+            sql.Literal(min(EF_SEARCH_MAX, max(EF_SEARCH_DEFAULT, int(k))))))
+        conn.execute("set local hnsw.iterative_scan = strict_order")
+        rows = conn.execute(sql.SQL(
+            "select tile_id, caption_id, embedding <=> %s as d from {} where run_id = %s"
+            " order by embedding <=> %s limit %s").format(sql.Identifier(table_of(run))),
+            (vector, run.id, vector, k)).fetchall()
+    if len(rows) < k and len(rows) < store.vector_state(run.id)[0]:
+        return exact(store, run, vector, k, None)
+    return rows
+
+
+def exact(store: "PgStore", run: RunInfo, vector: np.ndarray, k: Optional[int],
+          extent) -> list[tuple[int, int, float]]:
+    """Every (or the k nearest) variant of the run by exact cosine distance, nearest first."""
+    where, params = extent_filter(store, run.id, extent)
+    join = " join tiles t on t.id = v.tile_id" if extent is not None else ""
+    limit = " limit %s" if k is not None else ""
+    # `+ 0`: an expression the HNSW index cannot serve, so the planner scans exactly.
+    query = sql.SQL("select v.tile_id, v.caption_id, (v.embedding <=> %s) + 0 as d from {} v" + join +
+                    " where v.run_id = %s" + where + " order by d, v.caption_id" + limit)
+    return store._conn.execute(query.format(sql.Identifier(table_of(run))),
+                               (vector, run.id, *params, *((k,) if k is not None else ()))).fetchall()
+
+
+class VectorReader:
+    """Reads a run's float vectors by caption id (for "find similar", fusion and the check)."""
+
+    def __init__(self, store: "PgStore", run: RunInfo):
+        self._store, self.table, self.dim = store, table_of(run), run.dim
+
+    def read(self, caption_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(ids found, ascending; their float32 vectors) for these caption ids."""
+        rows = self._store._rows(sql.SQL("select caption_id, embedding from {} where caption_id = any(%s)"
+                                         " order by caption_id").format(sql.Identifier(self.table)),
+                                 ([int(i) for i in np.asarray(caption_ids).ravel()],))
+        ids = np.array([row[0] for row in rows], dtype=np.int64)
+        vectors = np.array([_array(row[1]) for row in rows], dtype=np.float32).reshape(-1, self.dim)
+        return ids, vectors
+
+
+def _array(value) -> np.ndarray:
+    """A vector column's value as numpy (the adapter gives its Vector type, or numpy)."""
+    return value.to_numpy() if hasattr(value, "to_numpy") else np.asarray(value)
