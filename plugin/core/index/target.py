@@ -15,7 +15,7 @@ import os
 import re
 from dataclasses import dataclass
 from typing import Optional
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 DEFAULT_SCHEMA = "tilescribe"
 # How long an indexer's claim on a tile lasts without news from it (renewed at each of its
@@ -56,7 +56,7 @@ def parse_target(db: str) -> ServerTarget:
         user = netloc[0].split(":", 1)[0] + "@" if len(netloc) == 2 else ""
         shown = [(k, v) for k, v in rest if k not in _SECRET_KEYS] + sorted(ours.items())
         label = urlunsplit(parts._replace(netloc=user + netloc[-1], query=urlencode(shown, safe="/")))
-        password = parts.password or dict(rest).get("password")
+        password = unquote(parts.password or "") or dict(rest).get("password")
     else:
         pairs = [(m[1], m[2]) for m in _KEYWORD.finditer(text)]
         if not pairs or "".join(m[0] for m in _KEYWORD.finditer(text)).strip() != text:
