@@ -197,14 +197,15 @@ READER_SQL = [
 def test_the_writer_role_of_the_docs_indexes_a_new_schema(pg_cluster, pg_db, small_raster, hashing_embedder,
                                                           tmp_path):
     database = pg_db.split("@/", 1)[1].split("?", 1)[0]
-    for statement in (f'create role ts_writer login', f'grant create on database "{database}" to ts_writer'):
+    for statement in ('create role ts_writer login', f'grant create on database "{database}" to ts_writer'):
         _sql(pg_cluster, pg_db, statement)
     writer = pg_db.replace("postgresql://postgres@", "postgresql://ts_writer@")
     _index_captions(writer, small_raster, hashing_embedder, CAPTIONS, tmp_path)
     assert _sql(pg_cluster, pg_db, "select count(*) from tilescribe.captions") == [(4,)]
 
 
-def test_nearest_agrees_with_the_exact_scan_and_an_extent_keeps_its_tiles(pg_db, small_raster, hashing_embedder, tmp_path):
+def test_nearest_agrees_with_the_exact_scan_and_an_extent_keeps_its_tiles(pg_db, small_raster, hashing_embedder,
+                                                                           tmp_path):
     from tilescribe.plugin.core.index.opening import open_index
     from tilescribe.plugin.core.search.search import SearchRequest, search
 

@@ -95,9 +95,9 @@ def test_a_killed_indexers_tiles_are_redone_once_its_lease_lapses(scripted_serve
     doomed, survivor = _indexer(raster, url, scripted_server.url, log), _indexer(raster, url, scripted_server.url, log)
     deadline = time.monotonic() + 120
     while True:  # until the doomed one has stored tiles and holds a claim
-        held = _sql(pg_cluster, pg_db, "select count(*) filter (where done_by = %s), count(*) filter (where"
-                    " claimed_by = %s and status = 'pending') from tilescribe.tiles", (_by(doomed.pid), _by(doomed.pid))) \
-            if log.exists() else [(0, 0)]
+        held = _sql(pg_cluster, pg_db, "select count(*) filter (where done_by = %(me)s), count(*) filter (where"
+                    " claimed_by = %(me)s and status = 'pending') from tilescribe.tiles", {"me": _by(doomed.pid)}) \
+            if _sql(pg_cluster, pg_db, "select to_regclass('tilescribe.tiles')")[0][0] else [(0, 0)]
         if held[0][0] >= 2 and held[0][1] >= 1:
             break
         assert doomed.poll() is None and time.monotonic() < deadline, doomed.stderr.read() if doomed.poll() else ""

@@ -74,7 +74,8 @@ def parse_target(db: str) -> ServerTarget:
     except ValueError:
         lease = -1.0
     if not 0 < lease < 7 * 86400:
-        raise ValueError(f"lease={ours.get('lease')!r} must be a number of seconds above 0 (default {DEFAULT_LEASE_S:g})")
+        raise ValueError(f"lease={ours.get('lease')!r} must be a number of seconds above 0 "
+                         f"(default {DEFAULT_LEASE_S:g})")
     return ServerTarget(conninfo, schema, lease, label, password or os.environ.get("PGPASSWORD") or None)
 
 
