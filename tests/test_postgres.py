@@ -280,3 +280,27 @@ def test_every_indexer_reads_the_raster_by_one_path_or_gdal_url(pg_db, small_ras
     with pytest.raises(IndexingError) as caught:
         _index_captions(pg_db, small_raster, hashing_embedder, CAPTIONS, tmp_path)
     assert url in str(caught.value) and "same path or GDAL URL" in str(caught.value)
+
+
+@pytest.mark.slow  # a worker process loading the real embedder
+def test_the_worker_answers_from_a_postgres_index(pg_db, small_raster, minilm, tmp_path):
+    from test_worker import WorkerProcess
+
+    _index_captions(pg_db, small_raster, minilm, CAPTIONS, tmp_path)
+    worker = WorkerProcess()
+    try:
+        hits = worker.ask({"id": 1, "cmd": "search", "db": pg_db, "query": "ships in a port", "k": 2})["result"]
+        assert [h["window"] for h in hits] == [[0, 0, 64, 64], [64, 0, 64, 64]]
+        similar = worker.ask({"id": 2, "cmd": "similar", "db": pg_db, "tile_db_id": hits[0]["tile_db_id"]})
+        assert [h["window"] for h in similar["result"]] == [[64, 0, 64, 64]]
+        x, y = hits[1]["bbox"][0] + 1, hits[1]["bbox"][1] + 1
+        tile = worker.ask({"id": 3, "cmd": "tile_at", "db": pg_db, "x": x, "y": y})["result"]
+        assert tile["captions"][0]["caption"] == "a dense green forest"
+        (run,) = worker.ask({"id": 4, "cmd": "runs", "db": pg_db})["result"]
+        assert run["tiles_done"] == 2 and run["vectors"] == 4
+        info = worker.ask({"id": 5, "cmd": "info", "db": pg_db})["result"]
+        assert info["runs"][0]["workers"][0]["done"] == 2
+        failed = worker.ask({"id": 6, "cmd": "info", "db": pg_db + "&schema=absent"})
+        assert failed["error"]["type"] == "IndexFileError" and "no TileScribe schema" in failed["error"]["message"]
+    finally:
+        assert worker.close() == 0
