@@ -47,6 +47,7 @@ class PgStore:
         self.path = target.label  # what messages name (never the password)
         self.readonly = readonly
         self.me = claimant()
+        self._iterative: Optional[bool] = None  # iterative_scans(), asked once
         self._conn = connect(target, readonly=readonly)
         try:
             with self._errors():
@@ -63,6 +64,14 @@ class PgStore:
         except BaseException:
             self._conn.close()
             raise
+
+    def iterative_scans(self) -> bool:
+        """Whether the server's pgvector (0.8+) continues an HNSW scan until a filter has k rows."""
+        if self._iterative is None:
+            row = self._one("select extversion from pg_extension where extname = 'vector'")
+            parts = [int(p) if p.isdigit() else 0 for p in (row[0] if row else "0").split(".")[:2]]
+            self._iterative = tuple(parts + [0] * (2 - len(parts))) >= (0, 8)
+        return self._iterative
 
     def _check_version(self) -> None:
         version = schema_version(self._conn, self.target.schema)
@@ -380,7 +389,8 @@ class PgStore:
 
     def workers(self, run_id: int) -> list[dict]:
         """Who is captioning the run now (live or lapsed claims) and how many tiles each indexer stored."""
-        return claims.workers(self._conn, run_id)
+        with self._errors():
+            return claims.workers(self._conn, run_id)
 
     # -- search (search/search.py, search/lexical.py) ------------------------------------------
 
