@@ -315,3 +315,21 @@ def test_the_worker_answers_from_a_postgres_index(pg_db, small_raster, minilm, t
         assert failed["error"]["type"] == "IndexFileError" and "no TileScribe schema" in failed["error"]["message"]
     finally:
         assert worker.close() == 0
+
+
+def test_a_libpq_service_names_the_index_and_sslmode_reaches_libpq(cli, pg_cluster, pg_db, small_raster,
+                                                                   hashing_embedder, tmp_path, monkeypatch):
+    from tilescribe.plugin.core.index.opening import open_index
+
+    database = pg_db.split("@/", 1)[1].split("?", 1)[0]
+    services = tmp_path / "pg_service.conf"
+    services.write_text(f"[team]\nhost={pg_cluster.folder}\nport={pg_cluster.port}\ndbname={database}\n"
+                        "user=postgres\n")
+    monkeypatch.setenv("PGSERVICEFILE", str(services))
+    _index_captions("service=team schema=ortho", small_raster, hashing_embedder, CAPTIONS, tmp_path)
+    with open_index(pg_db + "&schema=ortho", readonly=True) as store:
+        assert store.variant_count(store.runs()[0].id) == 4
+    code, out, err = cli("info", "--db", "service=team schema=ortho")
+    assert code == 0 and "index service=team schema=ortho" in out and "2 done" in out, err
+    with pytest.raises(IndexFileError, match="sslmode"):  # libpq read it (and refused the value)
+        open_index(pg_db + "&sslmode=sometimes", readonly=True)
