@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import IndexFileError
 from . import INDEX_SUFFIX
-from .migrations import MIGRATIONS, SCHEMA_VERSION, older_schema_message
+from .migrations import MIGRATIONS, OLDEST_READABLE, SCHEMA_VERSION, older_schema_message
 from .untrusted import bound_query_time, refuse_foreign_objects
 
 # "TSCR": marks a file as a TileScribe index, so another program's SQLite file is refused.
@@ -107,7 +107,7 @@ def check_schema(conn: sqlite3.Connection, path: Path, readonly: bool) -> None:
             f"Index {path} was written by a newer TileScribe (schema {version}, this "
             f"version reads up to {SCHEMA_VERSION}). Update TileScribe to open it."
         )
-    if readonly and version < SCHEMA_VERSION:
+    if readonly and version < OLDEST_READABLE:
         raise IndexFileError(older_schema_message(path, version, SCHEMA_VERSION))
 
 

@@ -10,7 +10,7 @@ def index_summary(store: Store) -> dict:
     for run in store.runs():
         runs.append(dict(run.to_dict(), tiles=store.tile_counts(run.id), variants_stored=store.variant_count(run.id),
                          vectors=store.vector_count(run.id)))
-    keys = ("id", "path", "width", "height", "band_count", "dtype", "crs_label", "crs_wkt")
+    keys = ("id", "path", "width", "height", "band_count", "dtype", "crs_label", "crs_wkt", "source")
     rasters = [{k: r[k] for k in keys} for r in store.rasters()]
     return {"index": str(store.path), "rasters": rasters, "runs": runs}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import warnings
@@ -128,6 +129,7 @@ class RasterInfo:
     crs_label: str  # "EPSG:4326", or "pixel coordinates" when there is no CRS
     transform: tuple[float, ...]  # GDAL order: x0, dx, rx, y0, ry, dy
     warnings: tuple[str, ...] = field(default=())
+    source: str = ""  # JSON: where a rendered raster came from (its SOURCE_TAG), "" for a plain file
 
     @property
     def georeferenced(self) -> bool:
@@ -237,7 +239,23 @@ def read_info(dataset) -> RasterInfo:
         crs_label=crs_label,
         transform=transform,
         warnings=tuple(notes),
+        source=rendered_source(dataset.tags()),
     )
+
+
+# The GeoTIFF metadata item in which the QGIS side records where a rendered raster came from (a web
+# layer drawn by QGIS over an extent at a resolution): the file carries it, the index copies it.
+SOURCE_TAG = "TILESCRIBE_SOURCE"
+
+
+def rendered_source(tags: dict) -> str:
+    """The SOURCE_TAG's JSON object as compact JSON, "" when absent or not a JSON object."""
+    text = tags.get(SOURCE_TAG) or ""
+    try:
+        value = json.loads(text) if text else None
+    except ValueError:
+        return ""
+    return json.dumps(value, sort_keys=True) if isinstance(value, dict) else ""
 
 
 def content_bands(dataset) -> list[int]:
