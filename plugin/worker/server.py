@@ -122,6 +122,11 @@ class Worker:
             event.set()
         for thread in self._threads:
             thread.join()
+        if self._stores is not None:
+            # Closed, not left to the process's end: the last close of an index removes its -wal and
+            # -shm, which a search's connections (read-only) kept beside it after QGIS quit.
+            self._stores.close()
+            self._stores = None
 
     # -- commands ---------------------------------------------------------------------------
 

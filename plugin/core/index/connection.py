@@ -58,6 +58,26 @@ def connect(path: Path, *, create: bool, readonly: bool) -> sqlite3.Connection:
     return conn
 
 
+def tidy_wal(path: Path) -> None:
+    """After a read-only connection closed: let SQLite remove the index's -wal and -shm if nobody else
+    has it open. A read-only connection cannot, so when it closed last (the QGIS worker after a search)
+    both files stayed beside the index for good. A writable open and close does what SQLite does at
+    any last close: checkpoint, then delete both; with another connection open it only checkpoints
+    what it can without waiting (PASSIVE). Never creates the file (mode=rw), never waits on a lock."""
+    if not Path(f"{path}-wal").exists() or _on_read_only_media(path):
+        return
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True, isolation_level=None, timeout=0)
+    except sqlite3.Error:
+        return
+    try:
+        conn.execute("pragma wal_checkpoint(PASSIVE)")
+    except sqlite3.Error:
+        pass  # busy or read-only after all: the next writer's close tidies it
+    finally:
+        conn.close()
+
+
 def prepare(conn: sqlite3.Connection, path: Path, readonly: bool) -> None:
     """Load sqlite-vec and check the schema; a writable file also gets WAL (its migrations: the caller)."""
     load_vec(conn, path)

@@ -15,7 +15,7 @@ import numpy as np
 from ..captions import CaptionVariant
 from ..errors import IndexFileError, TileScribeError
 from ..raster.tiling import RasterInfo, Tile, Window
-from .connection import APPLICATION_ID, connect, load_vec, migrate, now, prepare
+from .connection import APPLICATION_ID, connect, load_vec, migrate, now, prepare, tidy_wal
 from .sqlite_errors import open_failure, write_failure
 from .store_queries import StoreQueries
 from .store_reads import RunInfo, VectorReader, run_infos, tiles_to_do_page, vec_table
@@ -72,6 +72,8 @@ class Store(StoreQueries):
                 conn.execute("pragma wal_checkpoint(PASSIVE)")
         with contextlib.suppress(sqlite3.Error):
             conn.close()
+        if self.readonly and ours:
+            tidy_wal(self.path)
         wal = Path(f"{self.path}-wal")
         if not ours and self._wal is not None and _identity(wal) == self._wal:
             # The file was deleted or replaced while open: SQLite leaves our WAL beside the path,
