@@ -135,7 +135,8 @@ def test_a_rendered_geotiff_s_source_is_recorded_with_its_raster(tmp_path):
 
     import rasterio
     from rasterio.transform import from_origin
-    from tilescribe.plugin.core.raster.tiling import SOURCE_TAG, open_raster, read_info
+    from tilescribe.plugin.core.provenance import SOURCE_TAG
+    from tilescribe.plugin.core.raster.tiling import open_raster, read_info
 
     source = {"provider": "wms", "url": "http://127.0.0.1:1/{z}/{x}/{y}.png", "layer": "basemap",
               "extent": [0.0, 0.0, 64.0, 64.0], "crs": "EPSG:3857", "resolution": 1.0,

@@ -59,11 +59,11 @@ def connect(path: Path, *, create: bool, readonly: bool) -> sqlite3.Connection:
 
 
 def tidy_wal(path: Path) -> None:
-    """After a read-only connection closed: let SQLite remove the index's -wal and -shm if nobody else
-    has it open. A read-only connection cannot, so when it closed last (the QGIS worker after a search)
-    both files stayed beside the index for good. A writable open and close does what SQLite does at
-    any last close: checkpoint, then delete both; with another connection open it only checkpoints
-    what it can without waiting (PASSIVE). Never creates the file (mode=rw), never waits on a lock."""
+    """Let SQLite remove the index's -wal and -shm if nobody else has it open. A read-only connection
+    cannot, so when one closed last (the QGIS worker after searches) both stayed beside the index.
+    A writable open and close does what SQLite does at any last close: checkpoint, then delete both;
+    with another connection open it only checkpoints what it can without waiting (PASSIVE). Never
+    creates the file (mode=rw), never waits on a lock."""
     if not Path(f"{path}-wal").exists() or _on_read_only_media(path):
         return
     try:

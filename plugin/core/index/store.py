@@ -72,14 +72,18 @@ class Store(StoreQueries):
                 conn.execute("pragma wal_checkpoint(PASSIVE)")
         with contextlib.suppress(sqlite3.Error):
             conn.close()
-        if self.readonly and ours:
-            tidy_wal(self.path)
         wal = Path(f"{self.path}-wal")
         if not ours and self._wal is not None and _identity(wal) == self._wal:
             # The file was deleted or replaced while open: SQLite leaves our WAL beside the path,
             # and whoever opens the file now there would replay our pages into it.
             with contextlib.suppress(OSError):
                 wal.unlink()
+
+    @staticmethod
+    def tidy(path: str | os.PathLike) -> None:
+        """Let SQLite remove an index's -wal and -shm once nobody has it open (connection.tidy_wal): for a
+        process whose last connections to it were read-only (the QGIS worker, when it stops)."""
+        tidy_wal(Path(path))
 
     def __enter__(self) -> "Store":
         return self

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import warnings
@@ -14,6 +13,7 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import RasterError
+from ..provenance import SOURCE_TAG, rendered_source  # noqa: F401 (SOURCE_TAG: also read from here)
 
 SKIP_NODATA = "all nodata or masked"
 SKIP_CONSTANT = "constant value (no content)"
@@ -241,21 +241,6 @@ def read_info(dataset) -> RasterInfo:
         warnings=tuple(notes),
         source=rendered_source(dataset.tags()),
     )
-
-
-# The GeoTIFF metadata item in which the QGIS side records where a rendered raster came from (a web
-# layer drawn by QGIS over an extent at a resolution): the file carries it, the index copies it.
-SOURCE_TAG = "TILESCRIBE_SOURCE"
-
-
-def rendered_source(tags: dict) -> str:
-    """The SOURCE_TAG's JSON object as compact JSON, "" when absent or not a JSON object."""
-    text = tags.get(SOURCE_TAG) or ""
-    try:
-        value = json.loads(text) if text else None
-    except ValueError:
-        return ""
-    return json.dumps(value, sort_keys=True) if isinstance(value, dict) else ""
 
 
 def content_bands(dataset) -> list[int]:
