@@ -74,15 +74,21 @@ class XyzServer:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802 (http.server's name)
                 server.requests.append(self.path)
-                body = server.answer(self.path)
+                try:
+                    body = server.answer(self.path)
+                except RuntimeError:  # GDAL: the source was closed (stop() while QGIS still asked)
+                    body = None
                 if body is None:
                     self.send_error(404)
                     return
-                self.send_response(200)
-                self.send_header("Content-Type", "image/png")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "image/png")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # QGIS dropped a request it no longer needs (the map moved on)
 
             def log_message(self, *_args):  # quiet: tests and gui-smoke print their own
                 pass
@@ -116,7 +122,8 @@ class XyzServer:
         return self
 
     def stop(self) -> None:
-        self.httpd.shutdown()
+        if self.thread.is_alive():  # shutdown() waits for serve_forever(): never started, it would hang
+            self.httpd.shutdown()
         self.httpd.server_close()
         self.source.close()
 
