@@ -12,16 +12,10 @@ from qgis.core import QgsApplication, QgsCoordinateReferenceSystem, QgsCoordinat
 from ..core.errors import QueryError, TileScribeError
 from .deps import SEARCH_MODULES, check_environment
 from .indexing import IndexOutcome, IndexRequest
+from .task_result import TaskResult
 from .results import Hit, SearchOutcome, SearchParams, point_in_crs
 from .runs import RunChoice, runs_from_reply, searchable
 from ..worker.client import WorkerClient
-
-
-@dataclass
-class TaskResult:
-    value: object = None
-    error: Optional[Exception] = None
-    cancelled: bool = False
 
 
 class WorkerTask(QgsTask):

@@ -29,7 +29,7 @@ from qgis.core import (QgsApplication, QgsCoordinateReferenceSystem, QgsCoordina
 from ..core.errors import RasterError, TileScribeError
 from ..core.indexing.render_plan import RenderPlan, render_plan
 from ..core.provenance import SOURCE_TAG
-from .tasks import TaskResult
+from .task_result import TaskResult
 
 RENDER_TILE_PX = 512  # native:rasterize's own tiles (a render job each)
 TERMS_NOTE = ("The basemap's terms of use apply: TileScribe saves its imagery as a GeoTIFF and sends "
