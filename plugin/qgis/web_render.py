@@ -136,6 +136,34 @@ def rasterize_algorithm():
     return algorithm
 
 
+def partial_path(request: RenderRequest) -> str:
+    """Where native:rasterize writes (removed once cropped into request.path, or on failure)."""
+    return str(Path(request.path).with_suffix(".partial.tif"))
+
+
+def rasterize_parameters(request: RenderRequest, output: str) -> dict:
+    extent = QgsReferencedRectangle(QgsRectangle(*request.extent), QgsCoordinateReferenceSystem(request.crs))
+    return {"EXTENT": extent, "EXTENT_BUFFER": 0, "TILE_SIZE": RENDER_TILE_PX,
+            "MAP_UNITS_PER_PIXEL": request.resolution, "MAKE_BACKGROUND_TRANSPARENT": False,
+            "LAYERS": [request.layer_id], "OUTPUT": output}
+
+
+def render_here(request: RenderRequest, context, feedback) -> bool:
+    """Renders in the calling thread (a Processing algorithm's); False when cancelled."""
+    partial = partial_path(request)
+    try:
+        _results, ok = rasterize_algorithm().run(rasterize_parameters(request, partial), context, feedback)
+        if feedback.isCanceled():
+            return False
+        if not ok:
+            raise RasterError(f"QGIS could not render '{request.layer_name}' (see the log above).")
+        finish_geotiff(partial, request)
+        return True
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(partial)
+
+
 class RenderTask(QgsTask):
     """Draws one layer into its GeoTIFF: prepared in the GUI thread (the algorithm copies the layer
     there), rendered and written in the task's thread, handed back to `on_done` in the GUI thread."""
@@ -144,7 +172,7 @@ class RenderTask(QgsTask):
         super().__init__(f"TileScribe: rendering {request.layer_name}", QgsTask.CanCancel)
         self.request, self.on_done = request, on_done
         self.result = TaskResult()
-        self.partial = str(Path(request.path).with_suffix(".partial.tif"))
+        self.partial = partial_path(request)
         self.feedback = QgsProcessingFeedback()
         self.feedback.progressChanged.connect(lambda value: self.setProgress(0.95 * value))
         self.context = QgsProcessingContext()
@@ -153,10 +181,7 @@ class RenderTask(QgsTask):
         layer = QgsProject.instance().mapLayer(request.layer_id)
         if layer is None:
             raise RasterError(f"The layer '{request.layer_name}' was removed from the project: add it again.")
-        extent = QgsReferencedRectangle(QgsRectangle(*request.extent), QgsCoordinateReferenceSystem(request.crs))
-        self.parameters = {"EXTENT": extent, "EXTENT_BUFFER": 0, "TILE_SIZE": RENDER_TILE_PX,
-                           "MAP_UNITS_PER_PIXEL": request.resolution, "MAKE_BACKGROUND_TRANSPARENT": False,
-                           "LAYERS": [request.layer_id], "OUTPUT": self.partial}
+        self.parameters = rasterize_parameters(request, self.partial)
         if not self.algorithm.prepare(self.parameters, self.context, self.feedback):
             raise RasterError(f"QGIS could not prepare the rendering of '{request.layer_name}'.")
 

@@ -292,3 +292,37 @@ def test_several_layers_go_into_one_project_index_with_cancel_and_resume(
     assert [(n, done) for _, n, done in per_run] == [(4, 4), (25, 25), (4, 4)]  # the stopped one resumed
     assert sorted(p.name for p in rasters.iterdir()) == ["sheet0.tif", "sheet1.tif", "sheet2.tif"]
     assert not list(tmp_path.glob("*.lock"))
+
+
+def test_the_processing_algorithm_renders_a_web_layer_given_extent_and_resolution(
+        native_algorithms, xyz_server, xyz_layer, plugin_on_shared_worker, tmp_path, shared_data):
+    """tilescribe:indexlayer takes the same layer with EXTENT and RESOLUTION; without them it says so."""
+    from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingFeedback, QgsProject
+
+    algorithm = QgsApplication.processingRegistry().createAlgorithmById("tilescribe:indexlayer")
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    extent = inner_extent(xyz_server)
+    base = {"INPUT": xyz_layer.id(), "TEST_MODEL": True, "TILE_SIZE": 100, "VARIANTS": 1}
+    class Errors(QgsProcessingFeedback):
+        def __init__(self):
+            super().__init__()
+            self.errors = []
+
+        def reportError(self, error, fatal=False):  # noqa: N802 (QGIS's name)
+            self.errors.append(error)
+            super().reportError(error, fatal)
+
+    feedback = Errors()
+    _, ok = algorithm.run(base, context, feedback)
+    assert not ok and any("give EXTENT and RESOLUTION" in e for e in feedback.errors), feedback.errors
+    box = f"{extent.xMinimum()},{extent.xMaximum()},{extent.yMinimum()},{extent.yMaximum()} [EPSG:3857]"
+    results, ok = algorithm.run(dict(base, EXTENT=box, RESOLUTION=RESOLUTION, RENDER_FOLDER=str(tmp_path)),
+                                context, QgsProcessingFeedback())
+    assert ok and results["DONE"] == 4 and results["FAILED"] == 0, results
+    (rendered,) = tmp_path.glob("*.tif")
+    check_pixels(str(rendered), shared_data)
+    assert results["OUTPUT"] == str(rendered)[:-4] + ".tilescribe.sqlite"
+    with sqlite3.connect(results["OUTPUT"]) as conn:
+        source = json.loads(conn.execute("select source from rasters").fetchone()[0])
+    assert source["layer"] == "neon tiles" and source["resolution"] == RESOLUTION
