@@ -284,6 +284,7 @@ def test_several_layers_go_into_one_project_index_with_cancel_and_resume(
     _wait_queue(plugin, qtbot)
     texts = " | ".join(bar_texts(fake_iface.bar))
     assert f"Indexed 3 layers into {db}" in texts, texts
+    assert str(db.resolve()) in plugin.dock.selected_dbs()  # the dock lists the project's index and searches it
     with sqlite3.connect(db) as conn:
         rasters_indexed = [Path(p).name for (p,) in conn.execute("select path from rasters order by id")]
         per_run = conn.execute("select r.id, count(*), sum(t.status = 'done') from runs r join tiles t"
