@@ -10,8 +10,8 @@ from typing import Optional
 from qgis.core import Qgis, QgsMapLayerType, QgsProject
 from qgis.gui import QgsFileWidget
 from qgis.PyQt import uic
-from qgis.PyQt.QtCore import Qt
-from qgis.PyQt.QtWidgets import QDialog, QDialogButtonBox, QListWidgetItem
+from qgis.PyQt.QtCore import QEvent, Qt
+from qgis.PyQt.QtWidgets import QDialog, QDialogButtonBox, QLineEdit, QListWidgetItem
 
 from ..core.errors import RasterError, TileScribeError
 from ..core.indexing.index_settings import INDEX_SUFFIX
@@ -55,9 +55,20 @@ class IndexDialog(QDialog, FORM_CLASS):
         self._clear_problem_on_change()
         self._load(settings)
         self.renderFields.changed.connect(self._show_estimate)
+        for edit in self.renderFields.findChildren(QLineEdit):
+            edit.installEventFilter(self)  # Enter confirms a typed coordinate, it does not start indexing
         for spin in (self.tileSizeSpin, self.overlapSpin):
             spin.valueChanged.connect(self._show_estimate)
         self._layers_changed()
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 (Qt's name)
+        """Enter in the extent's or resolution's fields moves to the next field instead of pressing Index
+        (the dialog's default button): typing four coordinates, each with Enter, started indexing after
+        the first one."""
+        if event.type() == QEvent.KeyPress and event.key() in (Qt.Key_Return, Qt.Key_Enter):
+            self.focusNextChild()
+            return True
+        return super().eventFilter(watched, event)
 
     @property
     def index_request(self) -> Optional[IndexRequest]:

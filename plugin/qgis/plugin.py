@@ -173,6 +173,9 @@ class TileScribePlugin:
         requests = dialog.index_requests
         if len(requests) == 1 and requests[0].render is None:
             self.start_index(requests[0])
+        elif self.queue.running:  # one queue at a time: its layers may share one index file
+            self.messages.warning("TileScribe is already indexing layers (see the message above): wait for it, "
+                                  "or Cancel it and run Index layer again.", key="index")
         else:  # several layers, or one to render first: one after another
             self.queue.start(requests)
 
