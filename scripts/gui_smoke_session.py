@@ -187,11 +187,12 @@ def click_check(widget, row):
     QTest.mouseClick(widget.viewport(), Qt.LeftButton, Qt.NoModifier, QPoint(rect.left() + 10, rect.center().y()))
 
 
-def type_into(edit, text):
+def type_into(edit, text, enter=True):
     QTest.mouseClick(edit, Qt.LeftButton)
     edit.selectAll()
     QTest.keyClicks(edit, text)
-    QTest.keyClick(edit, Qt.Key_Return)
+    if enter:
+        QTest.keyClick(edit, Qt.Key_Return)
 
 
 def index_project(plugin, mosaic):
@@ -222,7 +223,7 @@ def index_project(plugin, mosaic):
         assert dialog.isVisible(), "Enter in a coordinate field started indexing"
     type_into(fields.resolutionSpin.lineEdit(), XYZ_RESOLUTION)
     QTest.mouseClick(dialog.testRadio, Qt.LeftButton)
-    type_into(dialog.tileSizeSpin.lineEdit(), "1024")
+    type_into(dialog.tileSizeSpin.lineEdit(), "1024", enter=False)  # Enter there is Index, as anywhere else
     dialog.variantsSpin.setValue(1)
     settle(0.3)
     checked = [layer.name() for layer in dialog.checked_layers()]

@@ -164,8 +164,6 @@ class SearchController:
     def search(self) -> Optional[SearchTask]:
         dbs, query = self.dock.selected_dbs(), self.dock.query()
         db = dbs[0] if len(dbs) == 1 else ""
-        if db and len({run.raster for run in self.dock.runs}) > 1:
-            db = ""  # one index of several rasters (the Index dialog's project index): every raster, ranked together
         if not dbs:
             self.dock.set_status("Choose an index first: tick one, index a raster layer, or Open… an index file.")
             return None

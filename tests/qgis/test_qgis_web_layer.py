@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gui_events import bar_texts
+from gui_events import bar_texts, search_by_typing
 from rasters import write_raster
 
 pytestmark = [pytest.mark.qgis, pytest.mark.slow]
@@ -287,15 +287,22 @@ def test_several_layers_go_into_one_project_index_with_cancel_and_resume(
     _wait_queue(plugin, qtbot)
     texts = " | ".join(bar_texts(fake_iface.bar))
     assert f"Indexed 3 layers into {db}" in texts, texts
-    assert str(db.resolve()) in plugin.dock.selected_dbs()  # the dock lists the project's index and searches it
+    assert plugin.dock.selected_dbs() == [str(db.resolve())]  # the dock lists the project's index and searches it
     with sqlite3.connect(db) as conn:
         rasters_indexed = [Path(p).name for (p,) in conn.execute("select path from rasters order by id")]
         per_run = conn.execute("select r.id, count(*), sum(t.status = 'done') from runs r join tiles t"
                                " on t.run_id = r.id group by r.id order by r.id").fetchall()
     assert rasters_indexed == ["sheet2.tif", "sheet1.tif", "sheet0.tif"]
+    rasters_indexed = sorted(rasters_indexed)
     assert [(n, done) for _, n, done in per_run] == [(4, 4), (25, 25), (4, 4)]  # the stopped one resumed
     assert sorted(p.name for p in rasters.iterdir()) == ["sheet0.tif", "sheet1.tif", "sheet2.tif"]
     assert not list(tmp_path.glob("*.lock"))
+    plugin.dock.kSpin.setValue(40)
+    hits = search_by_typing(plugin, qtbot, "a dense lake corner")
+    # One index of three rasters, ticked alone: one ranking over all of them (it searched only the
+    # newest run's raster, as the Run box chose, before)
+    assert len(hits) == 33 and sorted({Path(hit.raster).name for hit in hits}) == rasters_indexed
+    assert plugin.search.results.layer().featureCount() == 33
 
 
 def test_the_processing_algorithm_renders_a_web_layer_given_extent_and_resolution(
