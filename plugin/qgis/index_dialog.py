@@ -11,7 +11,8 @@ from qgis.core import Qgis, QgsMapLayerType, QgsProject
 from qgis.gui import QgsFileWidget
 from qgis.PyQt import uic
 from qgis.PyQt.QtCore import QEvent, Qt
-from qgis.PyQt.QtWidgets import QDialog, QDialogButtonBox, QLineEdit, QListWidgetItem
+from qgis.PyQt.QtWidgets import (QDialog, QDialogButtonBox, QFrame, QLineEdit, QListWidgetItem, QScrollArea,
+                                 QVBoxLayout, QWidget)
 
 from ..core.errors import RasterError, TileScribeError
 from ..core.indexing.index_settings import INDEX_SUFFIX
@@ -38,6 +39,7 @@ class IndexDialog(QDialog, FORM_CLASS):
         self.index_requests: list[IndexRequest] = []
         self.renderFields = RenderFields(self, canvas)
         self.mainLayout.insertWidget(self.mainLayout.indexOf(self.modelGroup), self.renderFields)
+        self._scroll_body()
         self._fill_layers(layer)
         for widget in (self.modelFile, self.mmprojFile):
             widget.setFilter(GGUF_FILTER)
@@ -60,6 +62,42 @@ class IndexDialog(QDialog, FORM_CLASS):
         for spin in (self.tileSizeSpin, self.overlapSpin):
             spin.valueChanged.connect(self._show_estimate)
         self._layers_changed()
+
+    def _scroll_body(self) -> None:
+        """Everything between the message bar and the buttons scrolls: with the web-layer box the
+        dialog was taller than a 1000 px screen, its top (title, message bar) off-screen."""
+        body = QWidget(self)
+        body.setObjectName("indexDialogBody")
+        column = QVBoxLayout(body)
+        column.setContentsMargins(0, 0, 0, 0)
+        main = self.mainLayout
+        for item in [main.itemAt(i) for i in range(main.count())]:
+            if item.widget() in (self.messageBar, self.buttonBox):
+                continue
+            main.removeItem(item)
+            if item.widget() is not None:
+                column.addWidget(item.widget())
+            elif item.layout() is not None:
+                item.layout().setParent(None)
+                column.addLayout(item.layout())
+        self.scrollArea = QScrollArea(self)
+        self.scrollArea.setWidgetResizable(True)
+        self.scrollArea.setFrameShape(QFrame.NoFrame)
+        self.scrollArea.setWidget(body)
+        main.insertWidget(main.indexOf(self.buttonBox), self.scrollArea, 1)
+        self.body = body
+
+    def _fit_height(self) -> None:
+        """As tall as the content, at most 90 % of the screen's free height (then the body scrolls)."""
+        screen = self.screen().availableGeometry() if self.screen() is not None else None
+        wanted = (self.body.sizeHint().height() + self.buttonBox.sizeHint().height()
+                  + self.messageBar.sizeHint().height() + 40)
+        limit = int(screen.height() * 0.9) if screen is not None else wanted
+        self.resize(max(self.width(), self.body.sizeHint().width() + 40), min(wanted, limit))
+
+    def showEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        self._fit_height()
+        super().showEvent(event)
 
     def eventFilter(self, watched, event) -> bool:  # noqa: N802 (Qt's name)
         """Enter in the extent's or resolution's fields moves to the next field instead of pressing Index
@@ -113,7 +151,10 @@ class IndexDialog(QDialog, FORM_CLASS):
         self.messageBar.clearWidgets()
         layers = self.checked_layers()
         to_render = [layer for layer in layers if needs_render(layer)]
-        self.renderFields.setVisible(bool(to_render))
+        if self.renderFields.isHidden() == bool(to_render):
+            self.renderFields.setVisible(bool(to_render))
+            if self.isVisible():
+                self._fit_height()
         if to_render:
             self.renderFields.set_layer(to_render[0])
         self.indexFile.setFilePath(self._default_index(layers))
