@@ -62,6 +62,7 @@ class IndexDialog(QDialog, FORM_CLASS):
         for spin in (self.tileSizeSpin, self.overlapSpin):
             spin.valueChanged.connect(self._show_estimate)
         self._layers_changed()
+        self._fit_height()  # before it is shown: QDialog centres itself over QGIS with this size
 
     def _scroll_body(self) -> None:
         """Everything between the message bar and the buttons scrolls: with the web-layer box the
@@ -94,10 +95,6 @@ class IndexDialog(QDialog, FORM_CLASS):
                   + self.messageBar.sizeHint().height() + 40)
         limit = int(screen.height() * 0.9) if screen is not None else wanted
         self.resize(max(self.width(), self.body.sizeHint().width() + 40), min(wanted, limit))
-
-    def showEvent(self, event) -> None:  # noqa: N802 (Qt's name)
-        self._fit_height()
-        super().showEvent(event)
 
     def eventFilter(self, watched, event) -> bool:  # noqa: N802 (Qt's name)
         """Enter in the extent's or resolution's fields moves to the next field instead of pressing Index
