@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -85,3 +86,27 @@ def test_the_worker_leaves_no_wal_or_shm_after_indexing_searching_and_a_clean_st
     finally:
         client.stop()
     assert _beside(tmp_path) == ["r.tilescribe.sqlite"]
+
+
+def test_info_says_where_a_rendered_raster_came_from(tmp_path, monkeypatch, capsys, hashing_embedder):
+    """A GeoTIFF the QGIS side rendered from a web layer carries its source; the index and `info` show it."""
+    import rasterio
+    from helpers import build_index, in_process_cli
+
+    from tilescribe.plugin.core.provenance import SOURCE_TAG
+
+    raster = write_raster(tmp_path / "basemap-1a2b.tif", width=128, height=64, crs="EPSG:3857")
+    source = {"provider": "wms", "url": "http://127.0.0.1:8000/{z}/{x}/{y}.png", "layer": "basemap",
+              "extent": [0.0, 0.0, 1280.0, 640.0], "crs": "EPSG:3857", "resolution": 10.0,
+              "rendered_at": "2026-12-05T22:00:00+00:00"}
+    with rasterio.open(raster, "r+") as dataset:
+        dataset.update_tags(**{SOURCE_TAG: json.dumps(source)})
+    db = tmp_path / "basemap-1a2b.tilescribe.sqlite"
+    build_index(db, raster, hashing_embedder, [["a field"], ["a road"]])[0].close()
+    cli = in_process_cli(monkeypatch, capsys, hashing_embedder)
+    code, out, _ = cli("info", "--db", str(db))
+    assert code == 0
+    assert ("rendered from the 'wms' layer 'basemap' (http://127.0.0.1:8000/{z}/{x}/{y}.png): extent 0, 0, 1280, "
+            "640 EPSG:3857, 10.0 map units per pixel, rendered 2026-12-05T22:00:00+00:00") in out, out
+    code, out, _ = cli("info", "--db", str(db), "--format", "json")
+    assert json.loads(out)["rasters"][0]["source"] == source

@@ -1,0 +1,1 @@
+"""Command line interface: `tilescribe <command>`; one module per command."""

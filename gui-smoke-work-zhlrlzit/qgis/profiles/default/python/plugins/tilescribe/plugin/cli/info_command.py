@@ -1,0 +1,65 @@
+"""`tilescribe info`: what an index holds (rasters, runs, tiles by status, variants, vectors)."""
+
+from __future__ import annotations
+
+
+from ..core.index.health import wal_note
+from ..core.index.store import Store
+from ..core.index.summary import index_summary
+from ..core.terminal_text import for_terminal, json_for_terminal
+from .common import add_db_argument, say
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("info", help="show what an index file holds")
+    add_db_argument(parser)
+    parser.add_argument("--format", choices=("text", "json"), default="text")
+    parser.set_defaults(func=run)
+
+
+def describe_captioner(record: dict) -> str:
+    """A short name of what made a run's captions: the model file, server model, or source."""
+    model = record.get("model")
+    name = model.get("name") if isinstance(model, dict) else model
+    backend = record.get("backend", "?")
+    if backend == "import":
+        return f"imported from {record.get('file', '?')}"
+    return f"{name} ({backend})" if name else backend
+
+
+def describe_source(source: dict) -> str:
+    """One line on where a rendered raster came from (rasters.source)."""
+    extent = source.get("extent") or []
+    where = ", ".join(f"{v:.6g}" for v in extent) if extent else "?"
+    return (f"the '{source.get('provider', '?')}' layer '{source.get('layer', '?')}' ({source.get('url', '?')}): "
+            f"extent {where} {source.get('crs', '')}, {source.get('resolution', '?')} map units per pixel, "
+            f"rendered {source.get('rendered_at', '?')}")
+
+
+def run(args) -> int:
+    with Store(args.db, readonly=True) as store:
+        summary = index_summary(store)
+    summary["wal_note"] = wal_note(store.path)
+    if summary["wal_note"]:
+        say(f"note: {summary['wal_note']}")
+    if args.format == "json":
+        print(json_for_terminal(summary, indent=2))
+        return 0
+    print(for_terminal(f"index {summary['index']}"))
+    for raster in summary["rasters"]:
+        print(for_terminal(f"raster {raster['id']}: {raster['path']} ({raster['width']}x{raster['height']}, "
+                           f"{raster['band_count']} bands {raster['dtype']}, {raster['crs_label']})"))
+        if raster.get("source"):
+            print(for_terminal(f"  rendered from {describe_source(raster['source'])}"))
+    for run in summary["runs"]:
+        tiles = ", ".join(f"{n} {status}" for status, n in run["tiles"].items())
+        captioner = describe_captioner(run["captioner"])
+        render = run.get("render")
+        bands = f", bands {' '.join(map(str, render['bands']))}" if render else ""
+        print(for_terminal(f"run {run['id']}: raster {run['raster_id']}, captioner {captioner}, "
+                           f"prompt {run['prompt_version']}, embedder {run['embedder']} ({run['dim']}-d), "
+                           f"tiles {run['tile_size']} px overlap {run['overlap']}{bands}: {tiles}; "
+                           f"{run['variants_stored']} variants, {run['vectors']} vectors"))
+    if not summary["runs"]:
+        print("no runs yet")
+    return 0

@@ -1,0 +1,1 @@
+"""TileScribe core: tiling, captioning, embedding, index store and search, free of QGIS."""

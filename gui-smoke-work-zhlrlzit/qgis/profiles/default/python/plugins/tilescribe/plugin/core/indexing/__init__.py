@@ -1,0 +1,1 @@
+"""Indexing: tiles -> captions -> vectors into an index, resumable; caption import; settings."""

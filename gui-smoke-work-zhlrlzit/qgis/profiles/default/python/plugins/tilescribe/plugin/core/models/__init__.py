@@ -1,0 +1,1 @@
+"""The model manager: a catalogue of recommended models, their download and checks."""

@@ -1,0 +1,1 @@
+"""Rasters: the tile grid, pixel reads and the RGB render a vision model sees."""

@@ -1,0 +1,1 @@
+"""Search: query -> ranked tiles (dense, fast first pass, words), and hits as files."""

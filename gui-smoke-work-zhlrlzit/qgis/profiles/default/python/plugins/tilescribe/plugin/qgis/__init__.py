@@ -1,0 +1,1 @@
+"""The QGIS side of TileScribe: actions, dock, tasks, highlight layer; models stay in the worker."""
