@@ -84,12 +84,17 @@ class IndexDialog(QDialog, FORM_CLASS):
         self.scrollArea = QScrollArea(self)
         self.scrollArea.setWidgetResizable(True)
         self.scrollArea.setFrameShape(QFrame.NoFrame)
+        self.scrollArea.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
         self.scrollArea.setWidget(body)
         main.insertWidget(main.indexOf(self.buttonBox), self.scrollArea, 1)
         self.body = body
 
     def _fit_height(self) -> None:
         """As tall as the content, at most 90 % of the screen's free height (then the body scrolls)."""
+        # Never narrower than the content (it scrolls up and down only): sized before the dialog is
+        # shown, the body's hint came short and its right edge was cut behind a sideways scroll bar.
+        self.scrollArea.setMinimumWidth(self.body.minimumSizeHint().width()
+                                        + self.scrollArea.verticalScrollBar().sizeHint().width() + 4)
         screen = self.screen().availableGeometry() if self.screen() is not None else None
         wanted = (self.body.sizeHint().height() + self.buttonBox.sizeHint().height()
                   + self.messageBar.sizeHint().height() + 40)

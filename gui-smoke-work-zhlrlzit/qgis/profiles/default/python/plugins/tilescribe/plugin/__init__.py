@@ -1,1 +1,0 @@
-"""TileScribe plugin package: `core` (no QGIS), `worker`, `cli`, `bootstrap`, and the QGIS side (`qgis`)."""

@@ -1,1 +1,0 @@
-"""TileScribe core: tiling, captioning, embedding, index store and search, free of QGIS."""

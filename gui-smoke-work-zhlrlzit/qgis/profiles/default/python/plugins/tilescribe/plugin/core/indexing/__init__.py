@@ -1,1 +1,0 @@
-"""Indexing: tiles -> captions -> vectors into an index, resumable; caption import; settings."""

@@ -1,1 +1,0 @@
-"""The model manager: a catalogue of recommended models, their download and checks."""

@@ -1,1 +1,0 @@
-"""Rasters: the tile grid, pixel reads and the RGB render a vision model sees."""

@@ -1,1 +1,0 @@
-"""The QGIS side of TileScribe: actions, dock, tasks, highlight layer; models stay in the worker."""
