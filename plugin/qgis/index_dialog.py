@@ -10,7 +10,7 @@ from typing import Optional
 from qgis.core import Qgis, QgsMapLayerType, QgsProject
 from qgis.gui import QgsFileWidget
 from qgis.PyQt import uic
-from qgis.PyQt.QtCore import QEvent, Qt
+from qgis.PyQt.QtCore import QEvent, Qt, QTimer
 from qgis.PyQt.QtWidgets import (QDialog, QDialogButtonBox, QFrame, QLineEdit, QListWidgetItem, QScrollArea,
                                  QVBoxLayout, QWidget)
 
@@ -101,6 +101,19 @@ class IndexDialog(QDialog, FORM_CLASS):
         limit = int(screen.height() * 0.9) if screen is not None else wanted
         self.resize(max(self.width(), self.body.sizeHint().width() + 40), min(wanted, limit))
 
+    def showEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        super().showEvent(event)
+        QTimer.singleShot(0, self._fit_width)  # once shown, the content's hints are those painted
+
+    def _fit_width(self) -> None:
+        try:
+            needed = self.body.minimumSizeHint().width() + self.scrollArea.verticalScrollBar().sizeHint().width() + 4
+            if self.scrollArea.width() < needed:
+                self.scrollArea.setMinimumWidth(needed)
+                self.resize(self.width() + needed - self.scrollArea.width(), self.height())
+        except RuntimeError:  # closed and deleted meanwhile
+            pass
+
     def eventFilter(self, watched, event) -> bool:  # noqa: N802 (Qt's name)
         """Enter in the extent's or resolution's fields moves to the next field instead of pressing Index
         (the dialog's default button): typing four coordinates, each with Enter, started indexing after
@@ -157,6 +170,7 @@ class IndexDialog(QDialog, FORM_CLASS):
             self.renderFields.setVisible(bool(to_render))
             if self.isVisible():
                 self._fit_height()
+                QTimer.singleShot(0, self._fit_width)
         if to_render:
             self.renderFields.set_layer(to_render[0])
         self.indexFile.setFilePath(self._default_index(layers))
