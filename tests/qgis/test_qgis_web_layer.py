@@ -306,9 +306,10 @@ def test_several_layers_go_into_one_project_index_with_cancel_and_resume(
 
 
 def test_the_processing_algorithm_renders_a_web_layer_given_extent_and_resolution(
-        native_algorithms, xyz_server, xyz_layer, plugin_on_shared_worker, tmp_path, shared_data):
+        native_algorithms, xyz_server, xyz_layer, plugin_on_shared_worker, tmp_path, shared_data, qtbot):
     """tilescribe:indexlayer takes the same layer with EXTENT and RESOLUTION; without them it says so."""
-    from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingFeedback, QgsProject
+    from qgis.core import (QgsApplication, QgsProcessingAlgRunnerTask, QgsProcessingContext, QgsProcessingFeedback,
+                           QgsProject)
 
     algorithm = QgsApplication.processingRegistry().createAlgorithmById("tilescribe:indexlayer")
     context = QgsProcessingContext()
@@ -328,9 +329,15 @@ def test_the_processing_algorithm_renders_a_web_layer_given_extent_and_resolutio
     _, ok = algorithm.run(base, context, feedback)
     assert not ok and any("give EXTENT and RESOLUTION" in e for e in feedback.errors), feedback.errors
     box = f"{extent.xMinimum()},{extent.xMaximum()},{extent.yMinimum()},{extent.yMaximum()} [EPSG:3857]"
-    results, ok = algorithm.run(dict(base, EXTENT=box, RESOLUTION=RESOLUTION, RENDER_FOLDER=str(tmp_path)),
-                                context, QgsProcessingFeedback())
-    assert ok and results["DONE"] == 4 and results["FAILED"] == 0, results
+    # As the Processing Toolbox runs it: in a task's thread (the rendering is a child algorithm there).
+    done, feedback = {}, QgsProcessingFeedback()  # kept referenced: the task holds only a pointer
+    task = QgsProcessingAlgRunnerTask(algorithm, dict(base, EXTENT=box, RESOLUTION=RESOLUTION,
+                                                      RENDER_FOLDER=str(tmp_path)), context, feedback)
+    task.executed.connect(lambda ok, results: done.update(ok=ok, results=results))
+    QgsApplication.taskManager().addTask(task)
+    qtbot.waitUntil(lambda: bool(done), timeout=180_000)
+    results = done["results"]
+    assert done["ok"] and results["DONE"] == 4 and results["FAILED"] == 0, results
     (rendered,) = tmp_path.glob("*.tif")
     check_pixels(str(rendered), shared_data)
     assert results["OUTPUT"] == str(rendered)[:-4] + ".tilescribe.sqlite"
