@@ -37,6 +37,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from package import build as build_zip  # noqa: E402
 from screenshots import MOSAIC_DIR, build_index  # noqa: E402
 
+SHARED_RASTERS = MOSAIC_DIR.parent / "rasters"  # ../shared/data/rasters
+
 SCREEN = "1600x1000x24"
 QGIS_TIMEOUT_S = 420
 FIRST_RUN_TIMEOUT_S = 1200  # the setup's pip runs are most of it: 2-5 minutes on 2 busy cores
@@ -110,6 +112,12 @@ def kill_leftovers(work: Path) -> list:
     return killed
 
 
+def left_beside(work: Path) -> list:
+    """After QGIS quit: SQLite's -wal/-shm and indexing .lock files are ours to remove (issue 20)."""
+    return [f"left beside an index: {path.name}" for path in work.glob("*.tilescribe.sqlite*")
+            if path.name.endswith(("-wal", "-shm", ".lock"))]
+
+
 def verdict(out: Path, qgis: subprocess.CompletedProcess) -> tuple[bool, dict]:
     report_file = out / "report.json"
     if not report_file.is_file():
@@ -135,11 +143,19 @@ def cached_llama_wheel() -> Optional[Path]:
     return find(SetupOptions(ROOT, ROOT), spec, choice)
 
 
-def smoke_session(work: Path, archive: Path) -> tuple:
-    """The plugin with this Python as its worker and the UCM mosaic indexed: search, inspect, clear."""
+def smoke_session(work: Path, archive: Path, xyz) -> tuple:
+    """The plugin with this Python as its worker and the UCM mosaic indexed: search, inspect, clear; then
+    a project of three rasters and an XYZ basemap (`xyz`, a real tile server here) indexed at once."""
     install_profile(work / "qgis", archive, sys.executable)
     raster = build_index(work)
-    env = {"GUI_SMOKE_RASTER": str(raster), "GUI_SMOKE_SMALL_RASTER": str(small_raster(work / "small.tif", 64))}
+    neon = work / "neon.tif"
+    shutil.copy(SHARED_RASTERS / "neon_osbs_029_10cm_deepforest.tif", neon)
+    xmin, ymin, xmax, ymax = xyz.source.bounds
+    cx, cy, half = (xmin + xmax) / 2, (ymin + ymax) / 2, 2500.0  # 5 km at 10 m: 500 x 500 px, one tile
+    env = {"GUI_SMOKE_RASTER": str(raster), "GUI_SMOKE_SMALL_RASTER": str(small_raster(work / "small.tif", 64)),
+           "GUI_SMOKE_NEON": str(neon), "GUI_SMOKE_XYZ_URI": xyz.layer_uri(zmax=16),
+           "GUI_SMOKE_XYZ_EXTENT": f"{cx - half},{cy - half},{cx + half},{cy + half}",
+           "GUI_SMOKE_XYZ_RESOLUTION": "10", "GUI_SMOKE_PROJECT": str(work / "survey.qgz")}
     return "gui_smoke_session.py", env, QGIS_TIMEOUT_S
 
 
@@ -181,21 +197,31 @@ def main(argv: list[str]) -> int:
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     started = time.perf_counter()
+    xyz = None
     # Not in the temp folder: QGIS counts layers there as temporary and asks about them on quit.
     work = Path(tempfile.mkdtemp(prefix=f"{name}-work-", dir=ROOT / "build" if (ROOT / "build").is_dir()
                                  else ROOT))
     try:
         archive = build_zip(work / "dist")
+        if not first_run:  # the basemap of the project step: tiles cut from a Sentinel-2 scene
+            from tilescribe.devtools.xyz_tiles import XyzServer
+
+            xyz = XyzServer(str(SHARED_RASTERS / "s2_eastern_shore_virginia_rgb_10m.tif")).start()
         session, env, timeout_s = first_run_session(work, archive, wheel) if first_run else \
-            smoke_session(work, archive)
+            smoke_session(work, archive, xyz)
         prepared = time.perf_counter()
         qgis = run_qgis(work / "qgis", session, out, env, timeout_s)
         leftovers = kill_leftovers(work)
+        beside = left_beside(work)
     finally:
+        if xyz is not None:
+            xyz.stop()
         shutil.rmtree(work, ignore_errors=True)
     ok, report = verdict(out, qgis)
     if leftovers:
         ok, report["left_running"] = False, leftovers
+    if beside:
+        ok, report["left_beside_indexes"] = False, beside
     report["seconds"] = {"package_and_prepare": round(prepared - started, 1),
                          "qgis_session": round(time.perf_counter() - prepared, 1)}
     (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))

@@ -12,9 +12,10 @@ import sys
 import time
 from pathlib import Path
 
-from qgis.core import QgsPointXY, QgsProject, QgsRasterLayer
-from qgis.PyQt.QtCore import Qt
+from qgis.core import QgsCoordinateTransform, QgsPointXY, QgsProject, QgsRasterLayer, QgsRectangle
+from qgis.PyQt.QtCore import QPoint, Qt
 from qgis.PyQt.QtGui import QColor
+from qgis.PyQt.QtWidgets import QLineEdit
 from qgis.PyQt.QtTest import QTest
 from qgis.utils import iface, plugins
 
@@ -24,6 +25,12 @@ from gui_session_common import (bar_texts, idle, maximise, pixel_of, qgis_task_n
 
 RASTER = os.environ["GUI_SMOKE_RASTER"]
 SMALL_RASTER = os.environ["GUI_SMOKE_SMALL_RASTER"]  # one 64 px tile: indexed with the test model
+NEON_RASTER = os.environ["GUI_SMOKE_NEON"]  # the third raster of the project
+XYZ_URI = os.environ["GUI_SMOKE_XYZ_URI"]  # a real XYZ tile server on 127.0.0.1 (devtools/xyz_tiles.py)
+XYZ_EXTENT = [float(v) for v in os.environ["GUI_SMOKE_XYZ_EXTENT"].split(",")]  # EPSG:3857, what to render
+XYZ_RESOLUTION = os.environ["GUI_SMOKE_XYZ_RESOLUTION"]
+PROJECT_FILE = os.environ["GUI_SMOKE_PROJECT"]
+PROJECT_QUERY = "a dense lake corner"  # words the test model's placeholder captions are made of
 QUERY = os.environ.get("GUI_SMOKE_QUERY", "an airplane parked at an airport")
 
 
@@ -174,6 +181,120 @@ def index_another(plugin):
     QgsProject.instance().setDirty(False)
 
 
+def click_check(widget, row):
+    """A real click on the check box of a list row."""
+    rect = widget.visualItemRect(widget.item(row))
+    QTest.mouseClick(widget.viewport(), Qt.LeftButton, Qt.NoModifier, QPoint(rect.left() + 10, rect.center().y()))
+
+
+def type_into(edit, text, enter=True):
+    QTest.mouseClick(edit, Qt.LeftButton)
+    edit.selectAll()
+    QTest.keyClicks(edit, text)
+    if enter:
+        QTest.keyClick(edit, Qt.Key_Return)
+
+
+def index_project(plugin, mosaic):
+    """Issue 20: a saved project with three rasters and an XYZ basemap; Index layer, All rasters in the
+    project, the test model: the basemap is rendered over an extent typed into QGIS's extent box, and the
+    four layers go into one project index, one after another."""
+    project = QgsProject.instance()
+    layers = [QgsRasterLayer(NEON_RASTER, "neon forest"), QgsRasterLayer(SMALL_RASTER, "small"),
+              QgsRasterLayer(XYZ_URI, "s2 basemap (XYZ)", "wms")]
+    for layer in layers:
+        assert layer.isValid(), layer.source()
+        project.addMapLayer(layer)
+    basemap = layers[-1]
+    iface.setActiveLayer(basemap)
+    extent = QgsRectangle(*XYZ_EXTENT)
+    iface.mapCanvas().setExtent(extent.buffered(extent.width() * 0.2))
+    rendered()
+    assert project.write(PROJECT_FILE), f"cannot save {PROJECT_FILE}"
+    QTest.mouseClick(toolbar_button(plugin, plugin.index_action), Qt.LeftButton)
+    dialog = plugin.index_dialog
+    wait(lambda: dialog.isVisible(), 10, "the Index layer dialog")
+    box = dialog.allRastersCheck
+    QTest.mouseClick(box, Qt.LeftButton, Qt.NoModifier, QPoint(8, box.height() // 2))
+    fields = dialog.renderFields
+    assert fields.isVisible(), "no extent and resolution for the web layer"
+    for name, value in zip(("mXMinLineEdit", "mYMinLineEdit", "mXMaxLineEdit", "mYMaxLineEdit"), XYZ_EXTENT):
+        type_into(fields.extentBox.findChild(QLineEdit, name), f"{value:.2f}")
+        assert dialog.isVisible(), "Enter in a coordinate field started indexing"
+    type_into(fields.resolutionSpin.lineEdit(), XYZ_RESOLUTION)
+    QTest.mouseClick(dialog.testRadio, Qt.LeftButton)
+    type_into(dialog.tileSizeSpin.lineEdit(), "1024", enter=False)  # Enter there is Index, as anywhere else
+    dialog.variantsSpin.setValue(1)
+    settle(0.3)
+    checked = [layer.name() for layer in dialog.checked_layers()]
+    estimate, target = fields.estimateLabel.text(), dialog.indexFile.filePath()
+    assert len(checked) == 4 and target.endswith("survey.tilescribe.sqlite"), (checked, target)
+    assert "tile of 1024 px" in estimate and "MB" in estimate, estimate
+    shoot("index_all_dialog")
+    QTest.mouseClick(dialog.buttonBox.button(dialog.buttonBox.Ok), Qt.LeftButton)
+    seen = []  # what the bar said while the queue ran ("Rendering…: layer 1 of 4")
+
+    def watch():
+        for text in bar_texts():
+            if "of 4" in text and text not in seen:
+                seen.append(text)
+                if len(seen) == 2:
+                    shoot("index_all_running")
+
+    wait(lambda: not plugin.queue.running and not plugin.runner.tasks, 400, "indexing the project", watch)
+    settle(0.5)
+    texts = bar_texts()
+    assert any(t.startswith("Indexed 4 layers into") for t in texts), texts
+    step("indexed_all", layers=checked, estimate=estimate, index=target, progress=seen, bar=texts,
+         rendered=[p.name for p in Path(PROJECT_FILE).parent.glob("*.tif") if p.name.startswith("s2_basemap")])
+    project.setDirty(False)
+    return layers
+
+
+def search_project(plugin, mosaic, layers):
+    """One query over the project index: hits from several layers, each one outlined on the map."""
+    dock = plugin.dock
+    labels = {dock.indexList.item(row).text(): row for row in range(dock.indexList.count())}
+    own = next(label for label in labels if label.startswith("project"))
+    for label, row in labels.items():  # search the project index alone: the mosaic's human captions aside
+        if (dock.indexList.item(row).checkState() == Qt.Checked) != (label == own):
+            click_check(dock.indexList, row)
+    assert [Path(db).name for db in dock.selected_dbs()] == ["survey.tilescribe.sqlite"], dock.selected_dbs()
+    dock.kSpin.setValue(30)
+    QTest.mouseClick(dock.queryEdit, Qt.LeftButton)
+    dock.queryEdit.clear()
+    QTest.keyClicks(dock.queryEdit, PROJECT_QUERY)
+    QTest.keyClick(dock.queryEdit, Qt.Key_Return)
+    idle(plugin)
+    rendered()
+    hits = dock.hits
+    rasters = sorted({Path(hit.raster).name for hit in hits})
+    layer = plugin.search.results.layer()
+    assert len(rasters) >= 3 and layer is not None and layer.featureCount() == len(hits), (rasters, len(hits))
+    shoot("project_search")
+    outlined = {}
+    canvas = iface.mapCanvas()
+    for raster_layer in [mosaic] + layers:  # each layer in view: its hits are painted in highlight orange
+        to_canvas = QgsCoordinateTransform(raster_layer.crs(), canvas.mapSettings().destinationCrs(),
+                                           QgsProject.instance())
+        area = to_canvas.transformBoundingBox(raster_layer.extent()) if raster_layer is not layers[-1] \
+            else QgsRectangle(*XYZ_EXTENT)
+        canvas.setExtent(area.buffered(area.width() * 0.05))
+        rendered()
+        image = canvas.viewport().grab().toImage()
+        orange = sum(1 for x in range(0, image.width(), 3) for y in range(0, image.height(), 3)
+                     if _orange(QColor(image.pixel(x, y))))
+        outlined[raster_layer.name()] = orange
+    shoot("project_search_basemap")
+    assert sum(1 for n in outlined.values() if n > 0) >= 3, outlined
+    step("project_search", query=PROJECT_QUERY, hits=len(hits), rasters=rasters, status=dock.statusLabel.text(),
+         orange_pixels_per_layer=outlined)
+
+
+def _orange(colour):
+    return colour.red() > 200 and colour.green() < 130 and colour.blue() < 80
+
+
 def search_again_and_quit(plugin):
     """Quit with results on the map: QGIS must ask nothing (no 'save the scratch layer?')."""
     QTest.keyClicks(plugin.dock.queryEdit, " ")
@@ -191,6 +312,7 @@ def run():
     similar(plugin, inspect(plugin, layer))
     clear(plugin, layer)
     index_another(plugin)
+    search_project(plugin, layer, index_project(plugin, layer))
     search_again_and_quit(plugin)
 
 

@@ -103,3 +103,66 @@ def test_word_fusion_on_a_schema1_file_gives_a_ranked_list(tmp_path):
         dense, fused = (search(store, HashingEmbedder(dim=8), SearchRequest("caption 3", k=3, lexical=lexical))
                         for lexical in (False, True))
         assert [h.tile_db_id for h in fused] == [h.tile_db_id for h in dense] and len(dense) == 3
+
+
+def _schema5(path) -> None:
+    write_schema1_index(path)
+    conn = sqlite3.connect(path, isolation_level=None)
+    load_vec(conn, path)
+    conn.execute("begin")
+    for migration in MIGRATIONS[1:5]:
+        migration(conn)
+    conn.execute("pragma user_version = 5")
+    conn.execute("commit")
+    conn.close()
+
+
+def test_a_schema5_index_is_read_read_only_without_its_source_column(tmp_path):
+    """Migration 6 only adds rasters.source: a file made before it is searched as it is (read-only),
+    its rasters read as plain files; opened writable it gains the column."""
+    path = tmp_path / "five.tilescribe.sqlite"
+    _schema5(path)
+    with Store(path, readonly=True) as store:
+        assert store.rasters()[0]["source"] is None and store.vector_state(1) == (6, 0)
+    with Store(path) as store:
+        assert store._conn.execute("pragma user_version").fetchone()[0] == len(MIGRATIONS) == 6
+        assert store.rasters()[0]["source"] is None
+
+
+def test_a_rendered_geotiff_s_source_is_recorded_with_its_raster(tmp_path):
+    """The QGIS side tags a rendered web layer's GeoTIFF (TILESCRIBE_SOURCE); the index copies it."""
+    import json
+
+    import rasterio
+    from rasterio.transform import from_origin
+    from tilescribe.plugin.core.provenance import SOURCE_TAG
+    from tilescribe.plugin.core.raster.tiling import open_raster, read_info
+
+    source = {"provider": "wms", "url": "http://127.0.0.1:1/{z}/{x}/{y}.png", "layer": "basemap",
+              "extent": [0.0, 0.0, 64.0, 64.0], "crs": "EPSG:3857", "resolution": 1.0,
+              "rendered_at": "2026-12-05T22:00:00Z"}
+    raster = tmp_path / "rendered.tif"
+    with rasterio.open(raster, "w", driver="GTiff", width=64, height=64, count=3, dtype="uint8",
+                       crs="EPSG:3857", transform=from_origin(0, 64, 1, 1)) as ds:
+        ds.write(np.full((3, 64, 64), 90, dtype="uint8"))
+        ds.update_tags(**{SOURCE_TAG: json.dumps(source)})
+    with open_raster(str(raster)) as dataset:
+        info = read_info(dataset)
+    assert json.loads(info.source) == source
+    with Store(tmp_path / "x.tilescribe.sqlite", create=True) as store:
+        raster_id = store.upsert_raster(info)
+        assert store.raster_info(raster_id)["source"] == source
+        plain = read_info_of(tmp_path / "plain.tif")
+        assert store.raster_info(store.upsert_raster(plain))["source"] is None
+
+
+def read_info_of(path):
+    import rasterio
+    from rasterio.transform import from_origin
+    from tilescribe.plugin.core.raster.tiling import open_raster, read_info
+
+    with rasterio.open(path, "w", driver="GTiff", width=8, height=8, count=1, dtype="uint8", crs="EPSG:3857",
+                       transform=from_origin(0, 8, 1, 1)) as ds:
+        ds.write(np.zeros((1, 8, 8), dtype="uint8"))
+    with open_raster(str(path)) as dataset:
+        return read_info(dataset)

@@ -358,3 +358,21 @@ def test_check_reports_vectors_missing_under_their_captions(cli, pg_cluster, pg_
     code, _, err = cli("check", "--db", pg_db)
     assert code != 0 and "failed 2 check(s): Run 1 has 4 captions but 3 vectors (4 recorded)" in err
     assert "has no vector" in err
+
+
+def test_a_rendered_raster_s_source_is_recorded_as_in_a_file(pg_db, small_raster):
+    """A web layer rendered to a GeoTIFF records where it came from (rasters.source) in PostgreSQL too."""
+    from dataclasses import replace
+
+    from tilescribe.plugin.core.index.opening import open_index
+    from tilescribe.plugin.core.raster.tiling import open_raster, read_info
+
+    source = {"provider": "wms", "url": "http://127.0.0.1:1/{z}/{x}/{y}.png", "layer": "basemap"}
+    with open_raster(str(small_raster)) as dataset:
+        plain = read_info(dataset)
+    with open_index(pg_db, create=True) as store:
+        raster_id = store.upsert_raster(plain)
+        assert store.raster_info(raster_id)["source"] is None
+        assert store.upsert_raster(replace(plain, source=json.dumps(source))) == raster_id
+        assert store.raster_info(raster_id)["source"] == source
+        assert store.rasters()[0]["source"] == source

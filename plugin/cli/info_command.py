@@ -39,6 +39,15 @@ def describe_worker(worker: dict) -> str:
     return text
 
 
+def describe_source(source: dict) -> str:
+    """One line on where a rendered raster came from (rasters.source)."""
+    extent = source.get("extent") or []
+    where = ", ".join(f"{v:.6g}" for v in extent) if extent else "?"
+    return (f"the '{source.get('provider', '?')}' layer '{source.get('layer', '?')}' ({source.get('url', '?')}): "
+            f"extent {where} {source.get('crs', '')}, {source.get('resolution', '?')} map units per pixel, "
+            f"rendered {source.get('rendered_at', '?')}")
+
+
 def run(args) -> int:
     with open_index(args.db, readonly=True) as store:
         summary = index_summary(store)
@@ -52,6 +61,8 @@ def run(args) -> int:
     for raster in summary["rasters"]:
         print(for_terminal(f"raster {raster['id']}: {raster['path']} ({raster['width']}x{raster['height']}, "
                            f"{raster['band_count']} bands {raster['dtype']}, {raster['crs_label']})"))
+        if raster.get("source"):
+            print(for_terminal(f"  rendered from {describe_source(raster['source'])}"))
     for run in summary["runs"]:
         tiles = ", ".join(f"{n} {status}" for status, n in run["tiles"].items())
         captioner = describe_captioner(run["captioner"])

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-from qgis.core import QgsMapLayerType, QgsProviderRegistry, QgsRasterLayer
+from qgis.core import QgsMapLayerType, QgsProject, QgsProviderRegistry, QgsRasterLayer
 
 from ..core.captioning.factory import CaptionerSettings
 from ..core.errors import ModelError, RasterError
@@ -15,6 +15,9 @@ from ..core.indexing.index_settings import IndexSettings, default_index_path
 from .wording import count
 from .deps import INDEX_MODULES, LOCAL_MODEL_MODULES
 from .settings import CAPTIONER_LOCAL, CAPTIONER_SERVER, CAPTIONER_TEST, PluginSettings
+
+if TYPE_CHECKING:  # web_render imports tasks, which imports this module
+    from .web_render import RenderRequest
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,7 @@ class IndexRequest:
     tile_size: int = IndexSettings.tile_size
     overlap: int = IndexSettings.overlap
     variants: int = IndexSettings.variants
+    render: Optional["RenderRequest"] = None  # a layer that is not a file: drawn into `raster` first
 
     def worker_args(self) -> dict:
         index = {"tile_size": self.tile_size, "overlap": self.overlap, "variants": self.variants}
@@ -97,6 +101,22 @@ def raster_file(layer) -> str:
             f"'{layer.name()}' is not a local file ({layer.source()[:120]}): indexing it is not "
             "supported yet. Save it as a GeoTIFF first (right click > Export > Save As…).")
     return path
+
+
+def project_index_path(layers, render_folder: str = "") -> str:
+    """One index for several layers: `<project folder>/<project name>.tilescribe.sqlite`; for a project
+    not saved yet, in the folder of the first raster file (or of the rendered GeoTIFFs)."""
+    from ..core.indexing.index_settings import INDEX_SUFFIX
+
+    project = QgsProject.instance()
+    if project.fileName():
+        return str(Path(project.absolutePath()) / f"{project.baseName()}{INDEX_SUFFIX}")
+    for layer in layers:
+        try:
+            return str(Path(raster_file(layer)).parent / f"project{INDEX_SUFFIX}")
+        except RasterError:
+            continue
+    return str(Path(render_folder) / f"project{INDEX_SUFFIX}") if render_folder else ""
 
 
 def index_path_beside(layer: QgsRasterLayer) -> Optional[str]:

@@ -15,6 +15,7 @@ from .deps import setup_hint
 from .dock import SearchDock
 from .highlight import flash
 from .index_dialog import IndexDialog
+from .index_queue import IndexQueue
 from .indexing import IndexRequest, index_path_beside
 from .inspect_tool import CaptionsDialog, InspectTool
 from .messages import Messages
@@ -68,6 +69,7 @@ class TileScribePlugin:
         self.search = SearchController(self.iface, self.dock, self.client, self.runner, self.messages,
                                        read_settings().k)
         self.environment_setup = EnvironmentSetup(self.iface, self.runner, self.messages, self._stop_worker)
+        self.queue = IndexQueue(self.runner, self.client, self.messages, self._index_done)
         self.environment_setup.attach_dock(self.dock)
         self.index_action = self._add_action(QIcon(ICON), "Index layer…", self.index_layer)
         self.dock_action = self.dock.toggleViewAction()
@@ -154,7 +156,7 @@ class TileScribePlugin:
         layer = active if active in rasters else rasters[0]
         if self.index_dialog is not None:
             self.index_dialog.deleteLater()
-        self.index_dialog = IndexDialog(read_settings(), layer, self.iface.mainWindow())
+        self.index_dialog = IndexDialog(read_settings(), layer, self.iface.mainWindow(), self.iface.mapCanvas())
         self.index_dialog.accepted.connect(self._index_dialog_accepted)
         self.environment_setup.attach_index_dialog(self.index_dialog)
         self.index_dialog.open()
@@ -168,7 +170,14 @@ class TileScribePlugin:
             # user saved (Settings), not from placeholder captions. Tile size and the rest are kept.
             chosen = replace(chosen, captioner=read_settings().captioner)
         write_settings(chosen)
-        self.start_index(dialog.index_request)
+        requests = dialog.index_requests
+        if len(requests) == 1 and requests[0].render is None:
+            self.start_index(requests[0])
+        elif self.queue.running:  # one queue at a time: its layers may share one index file
+            self.messages.warning("TileScribe is already indexing layers (see the message above): wait for it, "
+                                  "or Cancel it and run Index layer again.", key="index")
+        else:  # several layers, or one to render first: one after another
+            self.queue.start(requests)
 
     def start_index(self, request: IndexRequest) -> IndexTask:
         task = IndexTask(self.client(), request, lambda result: self._index_done(request, result))

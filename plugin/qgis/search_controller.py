@@ -11,7 +11,7 @@ from qgis.PyQt.QtWidgets import QFileDialog
 from ..core.errors import TileScribeError
 from .dock import IndexSource, SearchDock
 from .highlight import ResultsLayer, export_geopackage, flash, results_layer, zoom_to
-from .indexing import index_path_beside, raster_file
+from .indexing import index_path_beside, project_index_path, raster_file
 from .messages import Messages
 from .results import ExtentFilter, Hit, SearchOutcome, SearchParams, point_in_crs
 from .tasks import RunsTask, SearchTask, SimilarTask, TaskResult, TaskRunner
@@ -32,6 +32,9 @@ def indexes_in_project(project: QgsProject) -> list[IndexSource]:
             db = index_path_beside(layer)
             if db:
                 found.append(IndexSource(str(Path(db).resolve()), f"{layer.name()} ({Path(db).name})"))
+    own = project_index_path(list(project.mapLayers().values()))  # the Index dialog's one for several layers
+    if own and Path(own).is_file() and str(Path(own).resolve()) not in {source.db for source in found}:
+        found.append(IndexSource(str(Path(own).resolve()), f"project ({Path(own).name})"))
     return sorted(found, key=lambda source: source.label.lower())
 
 

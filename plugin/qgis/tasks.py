@@ -12,16 +12,10 @@ from qgis.core import QgsApplication, QgsCoordinateReferenceSystem, QgsCoordinat
 from ..core.errors import QueryError, TileScribeError
 from .deps import SEARCH_MODULES, check_environment
 from .indexing import IndexOutcome, IndexRequest
+from .task_result import TaskResult
 from .results import Hit, SearchOutcome, SearchParams, point_in_crs
 from .runs import RunChoice, runs_from_reply, searchable
 from ..worker.client import WorkerClient
-
-
-@dataclass
-class TaskResult:
-    value: object = None
-    error: Optional[Exception] = None
-    cancelled: bool = False
 
 
 class WorkerTask(QgsTask):
@@ -94,8 +88,12 @@ class SearchTask(WorkerTask):
     def work(self) -> SearchOutcome:
         params = self.params
         if params.dbs:
-            return self._project()
+            return self._project(params.dbs)
         runs = None if params.run is not None else self.runs_of(params.db)
+        if len({run.raster for run in (runs if runs is not None else self.runs_of(params.db))}) > 1:
+            # One index of several rasters (the Index dialog's project index): every raster at its
+            # latest run, ranked together, as when several indexes are ticked; the Run box is for one raster.
+            return self._project((params.db,))
         run = params.run or searchable(params.db, runs)
         extent = params.extent.in_crs(run.crs()) if params.extent else None
         hits = self.client.request("search", db=params.db, query=params.query, k=params.k, run_id=run.id,
@@ -104,7 +102,7 @@ class SearchTask(WorkerTask):
                              in_extent=params.extent is not None)
 
 
-    def _project(self) -> SearchOutcome:
+    def _project(self, dbs) -> SearchOutcome:
         """Every ticked index in one ranking (the worker's `dbs`); each hit's run read back for its CRS."""
         params = self.params
         extent, extent_crs = None, None
@@ -115,13 +113,13 @@ class SearchTask(WorkerTask):
             if extent_crs is None:
                 extent = None  # a map in pixel coordinates: nothing to transform it by
         hits = [Hit.from_json(h) for h in self.client.request(
-            "search", dbs=list(params.dbs), query=params.query, k=params.k, extent=extent, extent_crs=extent_crs)]
+            "search", dbs=list(dbs), query=params.query, k=params.k, extent=extent, extent_crs=extent_crs)]
         hit_runs = {}
         for db in dict.fromkeys(hit.index for hit in hits):
             for run in self.runs_of(db):
                 hit_runs[(db, run.id)] = run
-        best = hit_runs[(hits[0].index, hits[0].run_id)] if hits else self._any_run(params.dbs)
-        return SearchOutcome(params.query, "", hits, best, None, dbs=tuple(params.dbs), hit_runs=hit_runs,
+        best = hit_runs[(hits[0].index, hits[0].run_id)] if hits else self._any_run(dbs)
+        return SearchOutcome(params.query, "", hits, best, None, dbs=tuple(dbs), hit_runs=hit_runs,
                              in_extent=params.extent is not None)
 
 

@@ -32,6 +32,7 @@ class Worker:
         self._embedders: dict = {}
         self._fast_cache = None  # FastIndexCache, made at the first search
         self._stores = None  # StorePool of the indexes a project search keeps open
+        self._opened: set[str] = set()  # index files named in requests: tidied (-wal, -shm) at the end
         self._memory_runs = None  # MemoryRuns: vectors of medium runs, for project searches
         self._jobs: dict[object, threading.Event] = {}
         self._threads: list[threading.Thread] = []
@@ -81,6 +82,9 @@ class Worker:
 
         try:
             check_request(request, {*self.handlers, "index"})
+            for path in [request.get("db"), *(request.get("dbs") or [])]:  # checked: text, list of text
+                if isinstance(path, str) and path.endswith(".sqlite"):  # tidied when the worker stops
+                    self._opened.add(os.path.realpath(path))
             if request["cmd"] == "index":
                 self._start_index(request.get("id"), request)
                 return
@@ -122,6 +126,16 @@ class Worker:
             event.set()
         for thread in self._threads:
             thread.join()
+        opened = set(self._opened)
+        if self._stores is not None:
+            opened.update(self._stores.close())
+            self._stores = None
+        from ..core.index.store import Store
+
+        for path in sorted(opened):
+            # Our connections were read-only: none could remove the -wal and -shm that SQLite keeps
+            # beside an index in use, and they stayed there after QGIS quit (issue 20).
+            Store.tidy(path)
 
     # -- commands ---------------------------------------------------------------------------
 

@@ -24,26 +24,29 @@ def test_no_raster_in_the_project(plugin, fake_iface):
 def test_no_raster_selected_in_the_dialog(plugin, rgb_raster, add_raster):
     add_raster(rgb_raster)
     dialog = plugin.index_layer()
-    dialog.layerCombo.setLayer(None)
+    dialog.set_checked_layers([])
     dialog.testRadio.setChecked(True)
     dialog.buttonBox.button(dialog.buttonBox.Ok).click()
     assert dialog.isVisible() and dialog.index_request is None
     assert "No raster layer selected" in _dialog_messages(dialog)
 
 
-def test_web_layers_are_not_supported_yet(plugin, rgb_raster, add_raster):
+def test_a_web_layer_needs_a_folder_when_the_project_is_not_saved(plugin, rgb_raster, add_raster):
+    """Web layers are rendered to a GeoTIFF first (tests/qgis/test_qgis_web_layer.py): beside the project,
+    and an unsaved project has no folder yet: the dialog says to choose one instead of guessing."""
     from qgis.core import QgsProject, QgsRasterLayer
 
     add_raster(rgb_raster)
     xyz = QgsRasterLayer("type=xyz&url=https://tile.example.invalid/{z}/{x}/{y}.png&zmax=19&zmin=0", "tiles", "wms")
     QgsProject.instance().addMapLayer(xyz)
     dialog = plugin.index_layer()
-    dialog.layerCombo.setLayer(xyz)
+    dialog.set_checked_layers([xyz])
+    assert dialog.renderFields.isVisibleTo(dialog) and dialog.renderFields.folder() == ""
     dialog.testRadio.setChecked(True)
     dialog.buttonBox.button(dialog.buttonBox.Ok).click()
     assert dialog.isVisible() and dialog.index_request is None
     text = _dialog_messages(dialog)
-    assert "'wms' provider" in text and "not supported yet" in text and "GeoTIFF" in text
+    assert "Choose a folder for the rendered GeoTIFF" in text and "not saved yet" in text
 
 
 def test_missing_model_files(plugin, rgb_raster, add_raster, tmp_path):

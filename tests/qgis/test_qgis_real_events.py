@@ -128,7 +128,7 @@ def test_index_box_is_never_switched_under_the_user(plugin_on_shared_worker, fak
     search_by_typing(plugin, qtbot, "a pond")
     small = add_raster(write_raster(tmp_path / "small.tif", width=64, height=64), "small")
     dialog = plugin.index_layer()
-    assert dialog.layerCombo.currentLayer() is small
+    assert dialog.checked_layers() == [small]  # the active layer, ticked
     qtbot.mouseClick(dialog.testRadio, Qt.LeftButton)
     dialog.tileSizeSpin.setValue(64)
     dialog.variantsSpin.setValue(1)

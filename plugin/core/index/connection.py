@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import IndexFileError
 from . import INDEX_SUFFIX
-from .migrations import MIGRATIONS, SCHEMA_VERSION, older_schema_message
+from .migrations import MIGRATIONS, OLDEST_READABLE, SCHEMA_VERSION, older_schema_message
 from .untrusted import bound_query_time, refuse_foreign_objects
 
 # "TSCR": marks a file as a TileScribe index, so another program's SQLite file is refused.
@@ -56,6 +56,26 @@ def connect(path: Path, *, create: bool, readonly: bool) -> sqlite3.Connection:
     except sqlite3.Error as exc:
         raise IndexFileError(f"Cannot open index {path}: {exc}.") from exc
     return conn
+
+
+def tidy_wal(path: Path) -> None:
+    """Let SQLite remove the index's -wal and -shm if nobody else has it open. A read-only connection
+    cannot, so when one closed last (the QGIS worker after searches) both stayed beside the index.
+    A writable open and close does what SQLite does at any last close: checkpoint, then delete both;
+    with another connection open it only checkpoints what it can without waiting (PASSIVE). Never
+    creates the file (mode=rw), never waits on a lock."""
+    if not Path(f"{path}-wal").exists() or _on_read_only_media(path):
+        return
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True, isolation_level=None, timeout=0)
+    except sqlite3.Error:
+        return
+    try:
+        conn.execute("pragma wal_checkpoint(PASSIVE)")
+    except sqlite3.Error:
+        pass  # busy or read-only after all: the next writer's close tidies it
+    finally:
+        conn.close()
 
 
 def prepare(conn: sqlite3.Connection, path: Path, readonly: bool) -> None:
@@ -107,7 +127,7 @@ def check_schema(conn: sqlite3.Connection, path: Path, readonly: bool) -> None:
             f"Index {path} was written by a newer TileScribe (schema {version}, this "
             f"version reads up to {SCHEMA_VERSION}). Update TileScribe to open it."
         )
-    if readonly and version < SCHEMA_VERSION:
+    if readonly and version < OLDEST_READABLE:
         raise IndexFileError(older_schema_message(path, version, SCHEMA_VERSION))
 
 

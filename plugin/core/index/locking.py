@@ -54,6 +54,11 @@ class IndexerLock:
                 f"Another TileScribe indexer is writing {self.db_path} right now. Wait for it to "
                 "finish (or stop it), then run again: it will resume where the index stands."
             ) from None
+        if not _still_at(handle, self.path):
+            # The holder we waited behind removed the file on its clean release: our lock is on a
+            # file nobody else will open. Take the one at the path now (a new one if none).
+            handle.close()
+            return self.acquire(mark)
         self._handle = handle
         try:
             self._lock_identity()
@@ -118,9 +123,14 @@ class IndexerLock:
                 pass
             self._identity_handle = None
         if self._handle is not None:
-            if self._marked and clean:
+            if clean and (self._marked or _empty(self._handle)):
+                # A clean end leaves no side file: the next indexer finds no pid, and a folder of 50
+                # indexes holds no 50 .lock files. Removed while still locked (acquire() checks that
+                # the file it locked is the one at the path), never after a crash or an error: the
+                # pid left then tells the next indexer to check the index first.
                 try:
-                    self._handle.truncate(0)  # a clean end: the next indexer finds no pid
+                    self._handle.truncate(0)
+                    self.path.unlink()
                 except OSError:
                     pass
                 self._marked = False
@@ -142,6 +152,22 @@ class IndexerLock:
 
     def __exit__(self, exc_type, *exc) -> None:
         self.release(clean=exc_type is None)  # an error, a second Ctrl-C: not a clean end
+
+
+def _still_at(handle, path: Path) -> bool:
+    """Whether the open lock file is still the file at `path` (not removed or replaced meanwhile)."""
+    try:
+        opened, there = os.fstat(handle.fileno()), os.stat(path)
+    except OSError:
+        return False
+    return (opened.st_dev, opened.st_ino) == (there.st_dev, there.st_ino)
+
+
+def _empty(handle) -> bool:
+    try:
+        return os.fstat(handle.fileno()).st_size == 0
+    except OSError:
+        return False
 
 
 def _identity_lock_folder():

@@ -154,9 +154,21 @@ def _m005_one_vector_copy(conn: sqlite3.Connection) -> None:
     conn.execute("drop table if exists caption_embeddings")
 
 
+def _m006_raster_source(conn: sqlite3.Connection) -> None:
+    """Where a raster came from when it is not a file the user had: a web or other layer that QGIS
+    rendered into a GeoTIFF (provider, URL, layer name, extent, resolution, CRS, time), as JSON;
+    NULL for a raster file. Copied from the GeoTIFF's TILESCRIBE_SOURCE metadata item."""
+    conn.execute("alter table rasters add column source text")
+
+
 # Append only: a released file never changes a migration it already ran.
-MIGRATIONS = [_m001_initial, _m002_plain_vectors, _m003_tile_attempts, _m004_run_identity, _m005_one_vector_copy]
+MIGRATIONS = [_m001_initial, _m002_plain_vectors, _m003_tile_attempts, _m004_run_identity, _m005_one_vector_copy,
+              _m006_raster_source]
 SCHEMA_VERSION = len(MIGRATIONS)
+# A read-only reader (search in QGIS, `info`) reads files from this schema on: the migrations after
+# it only add what a reader takes as absent (6: rasters.source), so an index made before them is
+# searched as it is instead of refused until someone opens it writable.
+OLDEST_READABLE = 5
 
 
 def older_schema_message(path: Path, version: int, latest: int) -> str:

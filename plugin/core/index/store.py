@@ -14,8 +14,9 @@ import numpy as np
 
 from ..captions import CaptionVariant
 from ..errors import IndexFileError, TileScribeError
+from ..provenance import parse_source
 from ..raster.tiling import RasterInfo, Tile, Window
-from .connection import APPLICATION_ID, connect, load_vec, migrate, now, prepare
+from .connection import APPLICATION_ID, connect, load_vec, migrate, now, prepare, tidy_wal
 from .locking import IndexerLock
 from .sqlite_errors import open_failure, write_failure
 from .store_queries import StoreQueries
@@ -83,6 +84,12 @@ class Store(StoreQueries):
             # and whoever opens the file now there would replay our pages into it.
             with contextlib.suppress(OSError):
                 wal.unlink()
+
+    @staticmethod
+    def tidy(path: str | os.PathLike) -> None:
+        """Let SQLite remove an index's -wal and -shm once nobody has it open (connection.tidy_wal): for a
+        process whose last connections to it were read-only (the QGIS worker, when it stops)."""
+        tidy_wal(Path(path))
 
     def __enter__(self) -> "Store":
         return self
@@ -156,6 +163,9 @@ class Store(StoreQueries):
             "select id from rasters where path = ? and fingerprint = ?", (info.path, info.fingerprint)
         ).fetchone()
         if row:
+            if info.source:
+                with self.atomic():
+                    self._record_source(row[0], info)
             return row[0]
         # The same file with the same grid and georeference, edited in place: the same raster,
         # so its runs go on (changes.py re-captions the tiles whose pixels changed).
@@ -167,15 +177,28 @@ class Store(StoreQueries):
         if row:
             with self.atomic():
                 self._conn.execute("update rasters set fingerprint = ? where id = ?", (info.fingerprint, row[0]))
+                self._record_source(row[0], info)
             return row[0]
         with self.atomic():
             cur = self._conn.execute(
                 "insert into rasters (path, fingerprint, width, height, band_count, dtype, crs_wkt,"
-                " crs_label, transform, added_at) values (?,?,?,?,?,?,?,?,?,?)",
+                " crs_label, transform, added_at, source) values (?,?,?,?,?,?,?,?,?,?,?)",
                 (info.path, info.fingerprint, info.width, info.height, info.band_count, info.dtype,
-                 info.crs_wkt, info.crs_label, json.dumps(info.transform), now()),
+                 info.crs_wkt, info.crs_label, json.dumps(info.transform), now(), info.source or None),
             )
         return cur.lastrowid
+
+    def _source_column(self) -> str:
+        """rasters.source, or NULL in a file of schema 5 read read-only (migration 6 not run)."""
+        if not hasattr(self, "_has_source"):
+            columns = {row[1] for row in self._conn.execute("pragma table_info(rasters)")}
+            self._has_source = "source" in columns
+        return "source" if self._has_source else "null"
+
+    def _record_source(self, raster_id: int, info: RasterInfo) -> None:
+        """A rendered raster's source as its file now records it (a file that lost it keeps the old one)."""
+        if info.source:
+            self._conn.execute("update rasters set source = ? where id = ?", (info.source, raster_id))
 
     def embedder_id(self, name: str, dim: int) -> int:
         """Id of an embedder, creating its vector table the first time it is seen."""
@@ -233,12 +256,13 @@ class Store(StoreQueries):
     def raster_info(self, raster_id: int) -> dict:
         row = self._conn.execute(
             "select id, path, fingerprint, width, height, band_count, dtype, crs_wkt, crs_label,"
-            " transform from rasters where id = ?", (raster_id,)
+            f" transform, {self._source_column()} from rasters where id = ?", (raster_id,)
         ).fetchone()
         keys = ("id", "path", "fingerprint", "width", "height", "band_count", "dtype", "crs_wkt",
-                "crs_label", "transform")
+                "crs_label", "transform", "source")
         info = dict(zip(keys, row))
         info["transform"] = json.loads(info["transform"])
+        info["source"] = parse_source(info["source"])
         return info
 
     # -- tiles and captions ---------------------------------------------------------------

@@ -14,7 +14,7 @@ def index_summary(store: AnyStore) -> dict:
         if workers is not None:
             entry["workers"] = workers
         runs.append(entry)
-    keys = ("id", "path", "width", "height", "band_count", "dtype", "crs_label", "crs_wkt")
+    keys = ("id", "path", "width", "height", "band_count", "dtype", "crs_label", "crs_wkt", "source")
     rasters = [{k: r[k] for k in keys} for r in store.rasters()]
     return {"index": str(store.path), "rasters": rasters, "runs": runs}
 

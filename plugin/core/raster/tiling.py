@@ -13,6 +13,7 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import RasterError
+from ..provenance import SOURCE_TAG, rendered_source  # noqa: F401 (SOURCE_TAG: also read from here)
 
 SKIP_NODATA = "all nodata or masked"
 SKIP_CONSTANT = "constant value (no content)"
@@ -128,6 +129,7 @@ class RasterInfo:
     crs_label: str  # "EPSG:4326", or "pixel coordinates" when there is no CRS
     transform: tuple[float, ...]  # GDAL order: x0, dx, rx, y0, ry, dy
     warnings: tuple[str, ...] = field(default=())
+    source: str = ""  # JSON: where a rendered raster came from (its SOURCE_TAG), "" for a plain file
 
     @property
     def georeferenced(self) -> bool:
@@ -274,6 +276,7 @@ def read_info(dataset) -> RasterInfo:
         crs_label=crs_label,
         transform=transform,
         warnings=tuple(notes),
+        source=rendered_source(dataset.tags()),
     )
 
 

@@ -212,11 +212,14 @@ class StorePool:
     def __len__(self) -> int:
         return len(self._open)
 
-    def close(self) -> None:
+    def close(self) -> list[str]:
+        """Closes every open index; returns their paths."""
         with self._lock:
             for _, store in self._open.values():
                 store.close()
+            paths = list(self._open)
             self._open.clear()
+        return paths
 
 
 def search_project(paths: Sequence[os.PathLike | str], embedder: Embedder, request: SearchRequest, *,

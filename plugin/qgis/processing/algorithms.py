@@ -24,6 +24,7 @@ from ...core.captioning.factory import CaptionerSettings
 from ...core.errors import TileScribeError
 from ...core.indexing.index_settings import IndexSettings, default_index_path, looks_like_index
 from ..indexing import captioner_settings, raster_file
+from ..web_render import needs_render, plan_request, render_here
 from ..settings import read_settings
 
 INDEX_FILTER = "TileScribe index (*.tilescribe.sqlite)"
@@ -91,7 +92,9 @@ class IndexLayerAlgorithm(_WorkerAlgorithm):
                   "stores captions and embeddings in an index file (by default beside the raster). Runs "
                   "again resume where the index stands. The model runs in TileScribe's worker process: "
                   "the model chosen in the Index layer dialog, or the one given here. Run it as a batch "
-                  "to index many layers.")
+                  "to index many layers. A web layer (WMS/WMTS/XYZ) or any other layer that is not a "
+                  "raster file is first rendered by QGIS into a GeoTIFF over EXTENT at RESOLUTION (map "
+                  "units per pixel), saved in RENDER_FOLDER; the basemap's terms of use apply.")
 
     def initAlgorithm(self, config=None) -> None:
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT", tr("Raster layer")))
@@ -113,6 +116,15 @@ class IndexLayerAlgorithm(_WorkerAlgorithm):
         self.addParameter(QgsProcessingParameterFileDestination(
             "OUTPUT", tr("Index file (default: beside the raster)"), INDEX_FILTER, optional=True,
             createByDefault=False))
+        # A layer that is not a file (WMS/WMTS/XYZ, ...) is rendered into a GeoTIFF first, as the dialog does.
+        self.addParameter(QgsProcessingParameterExtent(
+            "EXTENT", tr("Extent to render (web and other non-file layers)"), optional=True))
+        self.addParameter(QgsProcessingParameterNumber(
+            "RESOLUTION", tr("Resolution to render at, map units per pixel (web layers)"),
+            QgsProcessingParameterNumber.Double, optional=True, minValue=0.0))
+        self.addParameter(QgsProcessingParameterFile(
+            "RENDER_FOLDER", tr("Folder for the rendered GeoTIFF (default: the project's folder)"),
+            behavior=QgsProcessingParameterFile.Folder, optional=True))
         for name, label in (("RUN_ID", "Run"), ("DONE", "Tiles captioned"), ("FAILED", "Tiles failed")):
             self.addOutput(QgsProcessingOutputNumber(name, tr(label)))
 
@@ -137,8 +149,38 @@ class IndexLayerAlgorithm(_WorkerAlgorithm):
         except TileScribeError as exc:
             raise QgsProcessingException(f"{exc} (or set TEST_MODEL, MODEL/MMPROJ or SERVER here)") from None
 
+    def _rendered(self, layer, parameters, context, feedback) -> Optional[str]:
+        """A web layer drawn into its GeoTIFF over EXTENT at RESOLUTION (kept: a second run reuses it)."""
+        if parameters.get("EXTENT") is None or not parameters.get("RESOLUTION"):
+            raise QgsProcessingException(
+                f"'{layer.name()}' is not a raster file (provider '{layer.providerType()}'): give EXTENT and "
+                "RESOLUTION (map units per pixel) to render it into a GeoTIFF first.")
+        extent = self.parameterAsExtent(parameters, "EXTENT", context, layer.crs())
+        folder = self.parameterAsFile(parameters, "RENDER_FOLDER", context) or (
+            context.project().absolutePath() if context.project() is not None else "")
+        try:
+            request = plan_request(layer, extent, self.parameterAsDouble(parameters, "RESOLUTION", context),
+                                   folder, self.parameterAsInt(parameters, "TILE_SIZE", context),
+                                   self.parameterAsInt(parameters, "OVERLAP", context))
+        except TileScribeError as exc:
+            raise QgsProcessingException(f"{exc} (RENDER_FOLDER, EXTENT, RESOLUTION)") from None
+        tile_size = self.parameterAsInt(parameters, "TILE_SIZE", context)
+        feedback.pushInfo(f"{layer.name()}: {request.plan.describe(request.resolution, request.crs, tile_size)}")
+        if request.rendered():
+            feedback.pushInfo(f"already rendered: {request.path}")
+        elif not render_here(request, context, feedback):
+            return None
+        return request.path
+
     def processAlgorithm(self, parameters, context, feedback) -> dict:
-        raster = _raster_path(self, parameters, context)
+        layer = self.parameterAsRasterLayer(parameters, "INPUT", context)
+        if needs_render(layer):
+            raster = self._rendered(layer, parameters, context, feedback)
+            if raster is None:
+                feedback.reportError("cancelled while rendering: nothing was indexed", False)
+                return {}
+        else:
+            raster = _raster_path(self, parameters, context)
         captioner = self._captioner(parameters, context)
         db = _index_output(self, parameters, context, raster)
         feedback.pushInfo(f"indexing {raster} into {db}")

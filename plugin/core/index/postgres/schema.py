@@ -93,8 +93,13 @@ create table captions (
 create index captions_words on captions using gin (words)
 """
 
+# Where a rendered raster came from (a web layer drawn to a GeoTIFF): the file index's migration 6.
+_M002 = """
+alter table rasters add column if not exists source text
+"""
+
 # Append only: a released schema never changes a migration it already ran.
-MIGRATIONS = [_M001]
+MIGRATIONS = [_M001, _M002]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from ...captions import CaptionVariant
 from ...errors import IndexFileError, IndexingError, TileScribeError
+from ...provenance import parse_source
 from ...raster.tiling import RasterInfo, Tile
 from ..connection import now
 from ..store import StoredTile
@@ -141,6 +142,9 @@ class PgStore:
     def upsert_raster(self, info: RasterInfo) -> int:
         row = self._one("select id from rasters where path = %s and fingerprint = %s", (info.path, info.fingerprint))
         if row:
+            if info.source:
+                with self.atomic():
+                    self._record_source(row[0], info)
             return row[0]
         elsewhere = self._one("select id, path from rasters where fingerprint = %s and width = %s and height = %s"
                               " order by id limit 1", (info.fingerprint, info.width, info.height))
@@ -158,17 +162,23 @@ class PgStore:
         if row:
             with self.atomic():
                 self._conn.execute("update rasters set fingerprint = %s where id = %s", (info.fingerprint, row[0]))
+                self._record_source(row[0], info)
             return row[0]
         srid = self._srid_of(info.crs_wkt)
         with self.atomic():
             self._conn.execute(
                 "insert into rasters (path, fingerprint, width, height, band_count, dtype, crs_wkt, crs_label, srid,"
-                " transform, added_at) values (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) on conflict (path, fingerprint)"
-                " do nothing",
+                " transform, added_at, source) values (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+                " on conflict (path, fingerprint) do nothing",
                 (info.path, info.fingerprint, info.width, info.height, info.band_count, info.dtype, info.crs_wkt,
-                 info.crs_label, srid, json.dumps(info.transform), now()))
+                 info.crs_label, srid, json.dumps(info.transform), now(), info.source or None))
             return self._conn.execute("select id from rasters where path = %s and fingerprint = %s",
                                       (info.path, info.fingerprint)).fetchone()[0]
+
+    def _record_source(self, raster_id: int, info: RasterInfo) -> None:
+        """A rendered raster's source as its file now records it (a file that lost it keeps the old one)."""
+        if info.source:
+            self._conn.execute("update rasters set source = %s where id = %s", (info.source, raster_id))
 
     def _srid_of(self, crs_wkt: str) -> int:
         """The raster's CRS as an SRID PostGIS knows (EPSG code), or 0 when it has none."""
@@ -252,10 +262,11 @@ class PgStore:
 
     def raster_info(self, raster_id: int) -> dict:
         keys = ("id", "path", "fingerprint", "width", "height", "band_count", "dtype", "crs_wkt", "crs_label",
-                "transform")
+                "transform", "source")
         row = self._one(f"select {', '.join(keys)} from rasters where id = %s", (raster_id,))
         info = dict(zip(keys, row))
         info["transform"] = json.loads(info["transform"])
+        info["source"] = parse_source(info["source"])
         return info
 
     # -- tiles and captions ---------------------------------------------------------------
