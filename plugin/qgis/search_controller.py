@@ -61,6 +61,7 @@ class SearchController:
         self.results = ResultsLayer(self.project, iface.mapCanvas())
         self.outcome: Optional[SearchOutcome] = None
         self.export_dialog: Optional[QFileDialog] = None
+        self._runs: dict[str, list] = {}  # index file -> its runs as last read (a project search reuses them)
         self._serial = 0  # only the latest search's results are shown, whichever finishes first
         dock.kSpin.setValue(k_default)
         dock.start_folder = lambda: rasters_folder(self.project)
@@ -91,6 +92,7 @@ class SearchController:
         self.messages.dismiss(OFFER_KEY)
         self.results.forget()
         self.outcome = None
+        self._runs = {}
         self.dock.reset()
         self.refresh_indexes()
 
@@ -109,6 +111,7 @@ class SearchController:
         """A new or updated index: searched along when the dock searches every index (or none), else
         offered; the ticks the user set are never changed silently."""
         db, ticked = str(Path(db).resolve()), self.dock.selected_dbs()
+        self._runs.pop(db, None)  # indexed again: its runs changed
         self.refresh_indexes()  # lists it (ticked unless the user narrowed the list) beside a raster
         if db in self.dock.selected_dbs():
             if db in ticked and db == self.dock.current_db():
@@ -154,6 +157,7 @@ class SearchController:
             self.dock.set_status(str(result.error).partition("\n")[0])
             return
         known = {run.id for run in self.dock.runs}
+        self._runs[db] = result.value
         self.dock.set_runs(result.value)
         newest, chosen = default_run(self.dock.runs), self.dock.current_run()
         if known and newest is not None and chosen is not None and newest.id != chosen.id and newest.id not in known:
@@ -204,7 +208,7 @@ class SearchController:
         if db:
             params = SearchParams(db, query, self.dock.k(), extent, self.dock.current_run())
         else:  # every ticked index in one ranking, each raster at its latest captioned run
-            params = SearchParams("", query, self.dock.k(), extent, dbs=tuple(dbs))
+            params = SearchParams("", query, self.dock.k(), extent, dbs=tuple(dbs), known_runs=dict(self._runs))
         return self.runner.start(SearchTask(self.client(), params, self._latest_only()))
 
     def similar(self, db: str, tile_db_id: int, tile_id: str, run_id: int) -> SimilarTask:
@@ -228,6 +232,9 @@ class SearchController:
             return
         self.messages.dismiss("search")
         outcome = result.value
+        self._runs.update(outcome.runs_by_db)
+        if outcome.runs is not None:
+            self._runs[outcome.db] = outcome.runs
         if outcome.runs is not None and outcome.db == self.dock.current_db():
             self.dock.set_runs(outcome.runs, select=outcome.run.id)
         self.show_outcome(outcome)

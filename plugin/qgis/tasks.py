@@ -125,15 +125,19 @@ class SearchTask(WorkerTask):
         hits = [Hit.from_json(h) for h in self.client.request(
             "search", dbs=list(params.dbs), query=params.query, k=params.k, extent=extent, extent_crs=extent_crs,
             other_embedders="skip", on_event=on_event)]
-        hit_runs = {}
+        hit_runs, runs_by_db = {}, {}
         for db in dict.fromkeys(hit.index for hit in hits):
-            for run in self.runs_of(db):
+            runs = params.known_runs.get(db)
+            if runs is None or not {hit.run_id for hit in hits if hit.index == db} <= {run.id for run in runs}:
+                runs = self.runs_of(db)  # not read yet, or indexed again since
+            runs_by_db[db] = runs
+            for run in runs:
                 hit_runs[(db, run.id)] = run
         best = hit_runs[(hits[0].index, hits[0].run_id)] if hits else self._any_run(params.dbs)
         return SearchOutcome(params.query, "", hits, best, None, dbs=tuple(params.dbs), hit_runs=hit_runs,
                              in_extent=params.extent is not None,
                              other_embedders=dict(left_out.get("other_embedders") or {}),
-                             notes=list(left_out.get("notes") or []))
+                             notes=list(left_out.get("notes") or []), runs_by_db=runs_by_db)
 
 
     def _any_run(self, dbs) -> RunChoice:
