@@ -371,8 +371,7 @@ def outcome_status(outcome: SearchOutcome) -> str:
     left_out = ""
     if outcome.other_embedders:
         names = ", ".join(f"{Path(db).name} ({embedder})" for db, embedder in outcome.other_embedders.items())
-        left_out = (f" Left out: {names}, made with another embedding model, so its scores cannot be ranked "
-                    "with the others: index its raster again to search it here.")
+        left_out = f" Left out, made with another embedding model: {names} (its row's tooltip says more)."
     if not outcome.hits:
         return f"No results for “{outcome.title}”{where} in {source}.{left_out}"
     return f"{count(len(outcome.hits), 'result')} for “{outcome.title}”{where} from {source}" + (

@@ -133,6 +133,7 @@ def test_inspect_reads_every_searched_index(plugin_on_shared_worker, fake_iface,
     assert dialog is not None and dialog.isVisible(), bar_texts(fake_iface.bar)
     assert "64_64_64x64" in dialog.titleLabel.text() and "town.tilescribe.sqlite" in dialog.titleLabel.text()
     assert "muddy pond" in dialog.captionsView.toPlainText()
+    assert "1 caption" in dialog.titleLabel.text() and "1 captions" not in dialog.titleLabel.text()
     # NEON's tiles are still found where NEON lies.
     canvas.setCenter(neon.extent().center())
     click_canvas(qtbot, canvas, neon.extent().center())
