@@ -119,8 +119,12 @@ class SearchDock(QgsDockWidget, FORM_CLASS):
         self._index_selected()
 
     def mark_other_embedder(self, db: str, why: str) -> None:
-        """Marks a listed index that searches leave out (made with another embedding model)."""
-        self._marks[db] = why
+        """Marks a listed index that searches leave out (made with another embedding model); `why`
+        empty takes the mark off (it was searched)."""
+        if why:
+            self._marks[db] = why
+        elif self._marks.pop(db, None) is None:
+            return
         for item in self._index_items():
             if item.data(Qt.UserRole) == db:
                 self._show_mark(item)

@@ -277,8 +277,9 @@ class SearchController:
             layer = layer_of(outcome.hits[0]) if outcome.hits else None
             thumbnail = (lambda hit: tile_thumbnail(layer, hit.rectangle())) if layer is not None else None
             source, placeholder = None, outcome.run.placeholder
-        for db, embedder in outcome.other_embedders.items():
-            self.dock.mark_other_embedder(str(Path(db).resolve()), other_embedder_note(embedder))
+        left_out = {str(Path(db).resolve()): embedder for db, embedder in outcome.other_embedders.items()}
+        for db in outcome.dbs:  # indexed again with the dock's model: the mark goes
+            self.dock.mark_other_embedder(db, other_embedder_note(left_out[db]) if db in left_out else "")
         self.dock.show_hits(outcome_status(outcome), outcome.hits, thumbnail, placeholder, source)
         self.dock.statusLabel.setToolTip("\n".join(outcome.notes))
         if outcome.hits:

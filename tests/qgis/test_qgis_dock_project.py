@@ -226,7 +226,7 @@ def test_dock_texts_fit_its_default_width(plugin, fake_iface, add_raster, minilm
 
 
 def test_an_index_of_another_embedder_is_marked_left_out_and_refused_alone(plugin_on_shared_worker, fake_iface,
-                                                                           captioned_index, add_raster,
+                                                                           captioned_index, add_raster, minilm,
                                                                            hashing_embedder, qtbot, tmp_path):
     """Bug: one index made with another embedding model among the ticked ones refused the whole search,
     in the command line's words (--embedder, --skip-other-embedders), and the list did not mark it."""
@@ -256,6 +256,15 @@ def test_an_index_of_another_embedder_is_marked_left_out_and_refused_alone(plugi
     status = dock.statusLabel.text()
     assert "hashing-test" in status and "another embedding model" in status and "--" not in status, status
     assert not [text for level, text in fake_iface.messages() if level >= 2], fake_iface.messages()
+    # Indexed again with the dock's model (a newer run in the same file): searched along, the mark goes.
+    from helpers import build_index
+
+    build_index(Path(town_row.data(Qt.UserRole)), tmp_path / "town.tif", minilm, TOWN_CAPTIONS, tile_size=64)[0].close()
+    qtbot.keyClick(dock.indexList, Qt.Key_Space)  # the forest ticked again
+    wait_idle(plugin, qtbot)
+    hits = search_by_typing(plugin, qtbot, "a pond with water")
+    assert {Path(h.index).name for h in hits} == {"neon.tilescribe.sqlite", "town.tilescribe.sqlite"}
+    assert "Left out" not in dock.statusLabel.text() and town_row.icon().isNull()
 
 
 def _layers_named(project, prefix: str):
