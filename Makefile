@@ -5,7 +5,7 @@ export QT_QPA_PLATFORM := offscreen
 export HF_HUB_OFFLINE := 1
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: setup test test-fast lint docs demo package install-plugin clean gui-smoke gui-first-run bench-dock bench-project
+.PHONY: setup test test-fast lint docs demo package install-plugin clean gui-smoke gui-first-run bench-dock bench-project bench-dock-project
 
 setup:
 	@bash scripts/setup.sh
@@ -54,6 +54,10 @@ bench-dock: setup
 # One query over 20 indexes of 10k vectors plus one of 1M, beside the 1M index alone (worker side).
 bench-project: setup
 	OMP_WAIT_POLICY=PASSIVE $(PY) scripts/bench_project_search.py
+
+# The same 21 indexes searched from the real dock (Enter to painted), beside the 1M index ticked alone.
+bench-dock-project: setup
+	OMP_WAIT_POLICY=PASSIVE $(PY) scripts/bench_dock.py --project
 
 # dist/tilescribe-<version>.zip for QGIS's "Install from ZIP" (stdlib only: no setup needed).
 package:

@@ -1,6 +1,8 @@
 """The dock's latency as a user feels it: Enter in the query box until the list and the highlight are painted.
 
 Usage: .venv/bin/python scripts/bench_dock.py [--vectors 10000,1000000] [--queries 30]
+       .venv/bin/python scripts/bench_dock.py --project [--small 20] [--small-vectors 10000]
+                                              [--large 1000000] [--queries 30]
 
 For each size it builds (once, cached in build/bench-dock/) a synthetic index of that many
 caption vectors (devtools/bench/synthetic.py), opens it in the real dock of the plugin
@@ -9,6 +11,12 @@ each query types it, presses Enter and waits until the search task has ended, th
 list has painted and the canvas has finished drawing the highlight layer. Beside it, on the
 same warm worker: the worker alone (one `search` request) and the baseline of the old flow
 (`info`, whose count(*) scans the vectors, then `search`). Prints p50/p95 of each.
+
+--project: the project search (issue 20). The dock lists 20 indexes of 10k vectors plus one of
+1M (scripts/bench_project_search.py's builders and cache, build/bench-project/), all ticked,
+and times Enter-to-painted over all of them, next to the 1M index ticked alone, in alternating
+blocks of queries on the same warm worker; beside each, the worker alone (one `search`
+request with `dbs`, or with `db`). Prints p50/p95 of each.
 """
 
 from __future__ import annotations
@@ -143,10 +151,62 @@ def bench_size(app, plugin, canvas, n_vectors: int, n_queries: int) -> dict:
             "old_worker": percentiles(old)}
 
 
+def tick_all(app, plugin, dbs: list[str]) -> None:
+    for db in dbs:
+        plugin.dock.tick_db(db)
+    pump(app, lambda: not plugin.runner.tasks)
+
+
+def bench_project(app, plugin, canvas, args) -> dict:
+    """Enter-to-painted over every index of the project, then over the large one ticked alone, in
+    alternating blocks (a busy machine slows both alike); the worker's share beside each."""
+    from bench_project_search import build
+    from tilescribe.plugin.qgis.highlight import zoom_to
+
+    large, _ = build(args.large, seed=1000, n_queries=50)
+    dbs = [str(build(args.small_vectors, seed=s, n_queries=10)[0]) for s in range(args.small)] + [str(large)]
+    for db in dbs:
+        plugin.dock.open_index_file(db)
+    pump(app, lambda: not plugin.runner.tasks, 600)
+    dbs = [str(Path(db).resolve()) for db in dbs]
+    assert plugin.dock.selected_dbs() == dbs, "every index listed and ticked"
+    client, k = plugin.client(), plugin.dock.k()
+    # Warm, as after the first query in QGIS: the 1M run's fast index built, the 10k runs in RAM.
+    client.request("search", dbs=dbs, query=QUERIES[0], k=k, mode="fast", other_embedders="skip")
+    painted = PaintCounter(plugin.dock.resultsList.viewport())
+    for query in QUERIES[:3]:
+        dock_search(app, plugin, canvas, painted, query)
+    zoom_to(canvas, [hit.rectangle() for hit in plugin.dock.hits], canvas.mapSettings().destinationCrs())
+    queries = [QUERIES[i % len(QUERIES)] + ("" if i < len(QUERIES) else f" {i}") for i in range(args.queries)]
+    timings: dict[str, list[float]] = {"project": [], "project_worker": [], "alone": [], "alone_worker": []}
+    alone_run = None
+    block = 5
+    for start in range(0, len(queries), block):
+        tick_all(app, plugin, dbs)
+        for query in queries[start:start + block]:
+            timings["project"].append(dock_search(app, plugin, canvas, painted, query))
+            t = time.perf_counter()
+            client.request("search", dbs=dbs, query=query, k=k, other_embedders="skip")
+            timings["project_worker"].append(time.perf_counter() - t)
+        plugin.dock.select_db(dbs[-1])
+        pump(app, lambda: not plugin.runner.tasks and plugin.dock.current_run() is not None, 600)
+        alone_run = plugin.dock.current_run()
+        for query in queries[start:start + block]:
+            timings["alone"].append(dock_search(app, plugin, canvas, painted, query))
+            timings["alone_worker"].append(worker_search(client, dbs[-1], alone_run.id, query, k, False))
+    return {"indexes": len(dbs), "large_vectors": alone_run.vectors if alone_run else 0,
+            **{name: percentiles(values) for name, values in timings.items()}}
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vectors", default="10000,1000000", help="comma-separated index sizes")
     parser.add_argument("--queries", type=int, default=30)
+    parser.add_argument("--project", action="store_true",
+                        help="20 x 10k + 1M indexes searched together, next to the 1M index alone")
+    parser.add_argument("--small", type=int, default=20)
+    parser.add_argument("--small-vectors", type=int, default=10_000)
+    parser.add_argument("--large", type=int, default=1_000_000)
     args = parser.parse_args(argv)
     from qgis.testing import start_app
 
@@ -158,6 +218,19 @@ def main(argv: list[str]) -> int:
     plugin = tilescribe.classFactory(iface)
     plugin.initGui()
     plugin.dock.setUserVisible(True)
+    if args.project:
+        row = bench_project(app, plugin, iface.mapCanvas(), args)
+        print(f"\nEnter -> list and highlight painted, warm worker, k={plugin.dock.k()}, {args.queries} queries "
+              f"each, load average {os.getloadavg()[0]:.1f} {os.getloadavg()[1]:.1f} {os.getloadavg()[2]:.1f}")
+        print(f"{'searched':>44} {'dock p50':>9} {'dock p95':>9} {'worker p50':>11} {'worker p95':>11}")
+        for name, label in (("project", f"{row['indexes']} indexes ({args.small} x {args.small_vectors:,} + "
+                                        f"{row['large_vectors']:,})"),
+                            ("alone", f"the {row['large_vectors']:,} index alone")):
+            (d50, d95), (w50, w95) = row[name], row[f"{name}_worker"]
+            print(f"{label:>44} {d50:>7.0f}ms {d95:>7.0f}ms {w50:>9.0f}ms {w95:>9.0f}ms")
+        sys.stdout.flush()
+        plugin.unload()
+        os._exit(0)
     rows = [bench_size(app, plugin, iface.mapCanvas(), int(n), args.queries) for n in args.vectors.split(",")]
     print(f"\nEnter -> list and highlight painted, warm worker, k={plugin.dock.k()}, {args.queries} queries")
     print(f"{'vectors':>10} {'dock p50':>9} {'dock p95':>9} {'worker p50':>11} {'worker p95':>11} "

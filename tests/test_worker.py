@@ -167,3 +167,30 @@ def test_every_command_has_its_fields_checked():
     assert commands - set(FIELDS) == set()
     assert all(FIELDS[cmd].get("db") == FIELDS["info"]["db"] for cmd in commands - {"hello", "cancel", "search"})
     assert FIELDS["search"]["db"][1] is FIELDS["info"]["db"][1]  # search: `db`, or `dbs` for several
+
+
+def test_a_project_search_that_leaves_an_index_out_says_so_before_its_reply(worker, db, tmp_path, hashing_embedder):
+    """Issue 20: with other_embedders 'skip', an index of another embedding model is left out (never mixed
+    in), and a 'left_out' event names it and its embedder before the reply (the dock marks it)."""
+    from helpers import build_index
+    from rasters import write_raster
+
+    other = tmp_path / "other.tilescribe.sqlite"
+    build_index(other, write_raster(tmp_path / "other.tif", width=128, height=64), hashing_embedder,
+                [["a harbour"], ["boats"]])[0].close()
+    request = {"id": 41, "cmd": "search", "dbs": [db, str(other)], "query": "ships in a port", "k": 5,
+               "other_embedders": "skip"}
+    worker.proc.stdin.write(json.dumps(request) + "\n")
+    worker.proc.stdin.flush()
+    messages = []
+    while not messages or "event" in messages[-1]:
+        messages.append(json.loads(worker.proc.stdout.readline()))
+    *events, reply = [m for m in messages if m.get("id") == 41]
+    assert reply["ok"] and {h["index"] for h in reply["result"]} == {db}
+    [event] = events
+    assert event["event"] == "left_out"
+    assert event["data"]["other_embedders"] == {str(other): "hashing-test, 64-d"}
+    assert any("other.tilescribe.sqlite" in note and "another embedder" in note for note in event["data"]["notes"])
+    # Refused (the default), the whole search names it; no event precedes the error.
+    refused = worker.ask(dict(request, id=42, other_embedders=None))
+    assert not refused["ok"] and "another embedding model" in refused["error"]["message"]

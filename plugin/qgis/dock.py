@@ -47,8 +47,10 @@ class SearchDock(QgsDockWidget, FORM_CLASS):
     hitActivated = pyqtSignal(object)
     zoomAllRequested = pyqtSignal()
     exportRequested = pyqtSignal()
+    keepRequested = pyqtSignal()
     clearRequested = pyqtSignal()
     indexChanged = pyqtSignal(str)  # the ticks changed; the one ticked index file ("" for none or several)
+    runChanged = pyqtSignal()  # the user chose another run in the Run box
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -57,6 +59,7 @@ class SearchDock(QgsDockWidget, FORM_CLASS):
         self.hits: list[Hit] = []
         self.runs: list[RunChoice] = []
         self._opened: list[IndexSource] = []  # files the user opened by hand stay listed
+        self._marks: dict[str, str] = {}  # index file -> why searches leave it out (another embedder)
         self._db = ""  # the ticked indexes last seen: indexChanged fires only on a real change
         self.start_folder: Callable[[], str] = lambda: ""
         self.file_dialog: Optional[QFileDialog] = None
@@ -69,10 +72,11 @@ class SearchDock(QgsDockWidget, FORM_CLASS):
         self.searchButton.clicked.connect(self.searchRequested)
         self.openIndexButton.clicked.connect(self.choose_index_file)
         self.indexList.itemChanged.connect(self._index_selected)
-        self.runCombo.currentIndexChanged.connect(self._show_run_tip)
+        self.runCombo.currentIndexChanged.connect(self._run_chosen)
         self.resultsList.itemClicked.connect(self._item_clicked)
         self.zoomAllButton.clicked.connect(self.zoomAllRequested)
         self.exportButton.clicked.connect(self.exportRequested)
+        self.keepButton.clicked.connect(self.keepRequested)
         self.clearButton.clicked.connect(self.clearRequested)
         self.set_indexes([])
         self.set_runs([])
@@ -101,10 +105,10 @@ class SearchDock(QgsDockWidget, FORM_CLASS):
         for source in sources:
             item = QListWidgetItem(source.label)
             item.setData(Qt.UserRole, source.db)
-            item.setToolTip(source.db)
             item.setFlags(Qt.ItemIsEnabled | Qt.ItemIsUserCheckable | Qt.ItemIsSelectable)
             on = source.db in ticked if source.db in before else not narrowed
             item.setCheckState(Qt.Checked if on else Qt.Unchecked)
+            self._show_mark(item)
             self.indexList.addItem(item)
         if not sources:
             note = QListWidgetItem(NO_INDEX)
@@ -113,6 +117,23 @@ class SearchDock(QgsDockWidget, FORM_CLASS):
             self.indexList.addItem(note)
         self.indexList.blockSignals(False)
         self._index_selected()
+
+    def mark_other_embedder(self, db: str, why: str) -> None:
+        """Marks a listed index that searches leave out (made with another embedding model); `why`
+        empty takes the mark off (it was searched)."""
+        if why:
+            self._marks[db] = why
+        elif self._marks.pop(db, None) is None:
+            return
+        for item in self._index_items():
+            if item.data(Qt.UserRole) == db:
+                self._show_mark(item)
+
+    def _show_mark(self, item: QListWidgetItem) -> None:
+        db = item.data(Qt.UserRole)
+        why = self._marks.get(db)
+        item.setIcon(QgsApplication.getThemeIcon("/mIconWarning.svg") if why else QIcon())
+        item.setToolTip(f"{item.text()}\n{db}" + (f"\n\n{why}" if why else ""))
 
     def _listed(self) -> dict:
         """{index file: label} of the listed indexes, in list order."""
@@ -182,8 +203,9 @@ class SearchDock(QgsDockWidget, FORM_CLASS):
         return f"{len(dbs)} of {len(listed)} indexes" if dbs else "no index ticked"
 
     def _index_selected(self, *_args) -> None:
-        self.indexSummary.setText(self.index_summary())
-        self.indexSummary.setToolTip("\n".join(self.selected_dbs()))
+        # One label: two side by side read 'Search in  all 2 indexes' (the layout's gap is two spaces).
+        self.indexSummary.setText(" ".join(("Search in", self.index_summary())).strip())
+        self.indexSummary.setToolTip("\n".join([self.indexSummary.text(), *self.selected_dbs()]))
         selection = "\n".join(self.selected_dbs())
         if selection != self._db:
             self._db = selection
@@ -207,10 +229,22 @@ class SearchDock(QgsDockWidget, FORM_CLASS):
             position = next((i for i, run in enumerate(self.runs) if run.tiles_done), 0)
         self.runCombo.setCurrentIndex(position if self.runs else -1)
         self.runCombo.blockSignals(False)
+        # The box is narrower than its entries: its list opens as wide as the longest one.
+        self.runCombo.view().setMinimumWidth(self.runCombo.view().sizeHintForColumn(0) + 24 if self.runs else 0)
         self._show_run_tip()
         self.runCombo.setEnabled(len(self.runs) > 1)
         if not self.runs and len(self.selected_dbs()) > 1:
             self.runCombo.setToolTip(SEVERAL_RUNS_TIP)
+
+    def _run_chosen(self, *_args) -> None:
+        self._show_run_tip()
+        self.runChanged.emit()
+
+    def choose_run(self, run_id: int) -> None:
+        """Selects a listed run as if the user picked it in the Run box."""
+        position = self.runCombo.findData(run_id)
+        if position >= 0 and position != self.runCombo.currentIndex():
+            self.runCombo.setCurrentIndex(position)
 
     def _show_run_tip(self, *_args) -> None:
         """The whole label of the chosen run: the box is narrower than it."""
@@ -297,6 +331,7 @@ class SearchDock(QgsDockWidget, FORM_CLASS):
     def reset(self) -> None:
         """As for a new project: no results, no status, no opened index, the search button enabled."""
         self._opened = []
+        self._marks = {}
         self.indexList.blockSignals(True)
         self.indexList.clear()
         self.indexList.blockSignals(False)
@@ -311,7 +346,7 @@ class SearchDock(QgsDockWidget, FORM_CLASS):
         self._enable_result_buttons()
 
     def _enable_result_buttons(self) -> None:
-        for button in (self.zoomAllButton, self.exportButton, self.clearButton):
+        for button in (self.zoomAllButton, self.exportButton, self.keepButton, self.clearButton):
             button.setEnabled(bool(self.hits))
 
     def _item_clicked(self, item: QListWidgetItem) -> None:

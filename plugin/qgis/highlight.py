@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
     QgsCsException,
+    QgsDataProvider,
     QgsFeature,
     QgsField,
     QgsFillSymbol,
@@ -30,6 +33,7 @@ from ..core.errors import TileScribeError
 from .results import Hit
 
 LAYER_NAME = "TileScribe results"
+KEPT_FILE = "tilescribe_kept.gpkg"  # beside the project: the results the user keeps, one table each
 RESULTS_PROPERTY = "tilescribe/results"  # marks the layers the dock shows its results in
 # Rank 1 is the most opaque; later ranks fade, so the best tiles stand out on the map.
 HitCrs = Callable[[Hit], QgsCoordinateReferenceSystem]  # the CRS a hit's box is in
@@ -225,6 +229,52 @@ def _style(layer: QgsVectorLayer) -> None:
     layer.setLabelsEnabled(True)
 
 
+def keep_results(project: QgsProject, title: str, hits: Sequence[Hit], crs: QgsCoordinateReferenceSystem,
+                 crs_of: Optional[HitCrs] = None) -> QgsVectorLayer:
+    """The hits as a layer of the project that the dock never touches again (Clear, new searches).
+
+    A project with a file: one more table of KEPT_FILE beside it, added as a GeoPackage layer (saved
+    with the project like any other). A project without a file yet: a memory layer, which QGIS offers
+    to make permanent (a memory layer reopens empty, so it must not pass for a kept one)."""
+    name = kept_title(title)
+    memory = results_layer(title, hits, crs, crs_of)
+    memory.removeCustomProperty(RESULTS_PROPERTY)  # not the dock's scratch layer: never dropped, nor skipped
+    memory.removeCustomProperty("skipMemoryLayersCheck")
+    memory.setName(name)
+    layer = memory
+    if project.absolutePath():
+        path = Path(project.absolutePath()) / KEPT_FILE
+        table = _free_table_name(path, title)
+        _write_gpkg(memory, str(path), table, append=path.exists())
+        layer = QgsVectorLayer(f"{path}|layername={table}", name, "ogr")
+        if not layer.isValid():
+            raise TileScribeError(f"Could not read back the layer {table} of {path}: check that the folder "
+                                  "is writable and the file is not open elsewhere.")
+        _style(layer)
+    project.addMapLayer(layer, False)
+    project.layerTreeRoot().insertLayer(0, layer)
+    return layer
+
+
+def kept_title(title: str) -> str:
+    return f"TileScribe: {title}"[:80]
+
+
+def _free_table_name(path: Path, title: str) -> str:
+    """A GeoPackage table name from the query, not yet in the file (a_dirt_road, a_dirt_road_2, …)."""
+    base = re.sub(r"[^0-9a-z]+", "_", title.lower()).strip("_")[:40] or "results"
+    taken = set()
+    if path.exists():
+        probe = QgsVectorLayer(str(path), "probe", "ogr")
+        taken = {entry.split(QgsDataProvider.SUBLAYER_SEPARATOR)[1].lower()
+                 for entry in (probe.dataProvider().subLayers() if probe.isValid() else [])}
+    name, number = base, 1
+    while name.lower() in taken:
+        number += 1
+        name = f"{base}_{number}"
+    return name
+
+
 def to_map(rect: QgsRectangle, crs: QgsCoordinateReferenceSystem, canvas) -> QgsRectangle:
     """A rectangle in the raster's CRS as the canvas shows it."""
     target = canvas.mapSettings().destinationCrs()
@@ -255,9 +305,16 @@ def flash(canvas, rect: QgsRectangle, crs: QgsCoordinateReferenceSystem) -> None
 
 def export_geopackage(layer: QgsVectorLayer, path: str) -> None:
     """Write the results layer to a GeoPackage (one layer named tilescribe_results)."""
+    _write_gpkg(layer, path, "tilescribe_results")
+
+
+def _write_gpkg(layer: QgsVectorLayer, path: str, table: str, append: bool = False) -> None:
+    """`layer` as the table `table` of the GeoPackage `path` (a new file, or one more table of it)."""
     options = QgsVectorFileWriter.SaveVectorOptions()
     options.driverName = "GPKG"
-    options.layerName = "tilescribe_results"
+    options.layerName = table
+    if append:
+        options.actionOnExistingFile = QgsVectorFileWriter.CreateOrOverwriteLayer
     result = QgsVectorFileWriter.writeAsVectorFormatV3(layer, path, QgsProject.instance().transformContext(),
                                                        options)
     if result[0] != QgsVectorFileWriter.NoError:

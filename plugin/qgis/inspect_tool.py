@@ -11,6 +11,8 @@ from qgis.PyQt import uic
 from qgis.PyQt.QtCore import pyqtSignal
 from qgis.PyQt.QtWidgets import QDialog
 
+from .wording import count
+
 UI_FILE = Path(__file__).resolve().parents[2] / "ui" / "captions_dialog.ui"
 FORM_CLASS, _ = uic.loadUiType(str(UI_FILE))
 FIELD_LABELS = (("one_sentence", "In one sentence"), ("feature", "Main feature"), ("caption", "Caption"))
@@ -42,7 +44,7 @@ class CaptionsDialog(QDialog, FORM_CLASS):
         self.db, self.record = db, record
         captions = record.get("captions") or []
         status = record.get("status", "")
-        state = f"{len(captions)} captions" if status == "done" else f"{status}, no captions"
+        state = count(len(captions), "caption") if status == "done" else f"{status}, no captions"
         note = ("<br/><i>Placeholder captions from the test model: they say nothing about this tile.</i>"
                 if placeholder else "")
         self.titleLabel.setText(

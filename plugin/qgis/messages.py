@@ -40,6 +40,9 @@ QGIS_WORDING = (
      r"or --test-model for the tiny placeholder model",
      f"choose a Model file and a Projector file \\1 in the Index dialog or with {PICKER}, or a model "
      "server, or the test model"),
+    (r"; the query embedder is (.+?) \((\d+)-d\)\. Search with --embedder pointing at .+?\.(?=\s|$)",
+     r", another embedding model than the one TileScribe searches with (\1, \2-d), so its scores mean nothing "
+     "for this query. Index the raster again to search it here."),
     (r"drop --engine server or --test-model", f"choose the engine '{IN_WORKER}', or a real model"),
     (r", or pass --embedder with a sentence-transformers folder", " (it installs the default embedding model)"),
     (r"Run TileScribe from the environment `make setup` creates \(\.venv\), whose Python can load SQLite "

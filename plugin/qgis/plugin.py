@@ -218,15 +218,17 @@ class TileScribePlugin:
     def inspect_at(self, point, _button=None) -> Optional[TileAtTask]:
         """`point` lives in the map tool's mouse event: TileAtTask copies it before this returns."""
         canvas = self.iface.mapCanvas()
-        # Several indexes ticked: the one whose raster is under the click, else the active layer's.
-        db = (self.dock.current_db() or self.search.index_under(point, canvas.mapSettings().destinationCrs())
-              or index_path_beside(self.iface.activeLayer()))
-        if not db:
+        # Every searched (ticked) index is read, the one whose raster layer is under the click first;
+        # with none ticked, the active layer's.
+        under = self.search.index_under(point, canvas.mapSettings().destinationCrs())
+        dbs = list(dict.fromkeys([db for db in (under, *self.dock.selected_dbs()) if db]))
+        if not dbs and index_path_beside(self.iface.activeLayer()):
+            dbs = [index_path_beside(self.iface.activeLayer())]
+        if not dbs:
             self.messages.warning("No index to inspect: index this raster (Index layer) or choose its "
                                   "index in the TileScribe dock.", key="inspect")
             return None
-        run = self.dock.current_run() if db == self.dock.current_db() else None
-        task = TileAtTask(self.client(), db, run, point, canvas.mapSettings().destinationCrs(),
+        task = TileAtTask(self.client(), dbs, self.dock.current_run(), point, canvas.mapSettings().destinationCrs(),
                           QgsProject.instance().transformContext(), self._tile_at_done)
         return self.runner.start(task)
 
@@ -236,8 +238,9 @@ class TileScribePlugin:
             return
         found = result.value
         if found.record is None:
-            self.messages.push(f"No indexed tile of {Path(found.db).name} ({found.run.short()}) here: click "
-                               "inside the indexed raster.", key="inspect")
+            where = (f"{Path(found.db).name} ({found.run.short()})" if len(found.searched) <= 1
+                     else f"the {count(len(found.searched), 'searched index', 'searched indexes')}")
+            self.messages.push(f"No indexed tile of {where} here: click inside an indexed raster.", key="inspect")
             return
         self.messages.dismiss("inspect")
         if self.captions_dialog is None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 from qgis.core import (
@@ -75,6 +75,9 @@ class SearchParams:
     extent: Optional[ExtentFilter] = None
     run: Optional[RunChoice] = None  # None: the task reads the runs and takes the newest captioned one
     dbs: tuple = ()  # several indexes: one merged ranking, each raster at its latest captioned run
+    # The runs the dock has read already, by index file: a hit of a known run costs no `runs` request
+    # (at 1M tiles one costs ~50 ms: it counts the captioned tiles).
+    known_runs: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -95,6 +98,9 @@ class SearchOutcome:
     hit_runs: dict = field(default_factory=dict)
     hit_crs: dict = field(default_factory=dict)
     in_extent: bool = False  # only tiles in the map extent were searched
+    other_embedders: dict = field(default_factory=dict)  # index file -> embedder: left out, never mixed in
+    notes: list = field(default_factory=list)  # why the worker left an index or run out, one line each
+    runs_by_db: dict = field(default_factory=dict)  # the runs of the hits' indexes (read or known)
 
     @property
     def raster(self) -> str:
@@ -113,6 +119,12 @@ class SearchOutcome:
 
     def crs_of(self, hit: Hit) -> QgsCoordinateReferenceSystem:
         return self.hit_crs.get(self.key(hit), self.crs)
+
+    def hits_with_sources(self) -> list[Hit]:
+        """The hits with their index and raster files filled in (a one-index search leaves them to the
+        outcome): what a layer kept or exported records."""
+        return [replace(hit, index=hit.index or self.db, raster=hit.raster or self.run_of(hit).raster)
+                for hit in self.hits]
 
 
 def point_in_crs(point: QgsPointXY, source: QgsCoordinateReferenceSystem,

@@ -6,14 +6,16 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from qgis.core import QgsCoordinateReferenceSystem, QgsMapLayerType, QgsPointXY, QgsProject
+from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import QFileDialog
 
 from ..core.errors import TileScribeError
 from .dock import IndexSource, SearchDock
-from .highlight import ResultsLayer, export_geopackage, flash, results_layer, zoom_to
+from .highlight import ResultsLayer, export_geopackage, flash, keep_results, results_layer, zoom_to
 from .indexing import index_path_beside, project_index_path, raster_file
-from .messages import Messages
+from .messages import Messages, for_qgis
 from .results import ExtentFilter, Hit, SearchOutcome, SearchParams, point_in_crs
+from .runs import default_run
 from .tasks import RunsTask, SearchTask, SimilarTask, TaskResult, TaskRunner
 from .thumbnails import raster_layer_for, tile_thumbnail
 from .wording import count
@@ -30,12 +32,17 @@ def indexes_in_project(project: QgsProject) -> list[IndexSource]:
     for layer in project.mapLayers().values():
         if layer.type() == QgsMapLayerType.RasterLayer:
             db = index_path_beside(layer)
-            if db:
-                found.append(IndexSource(str(Path(db).resolve()), f"{layer.name()} ({Path(db).name})"))
+            if db:  # named by its layer (the file, <stem>.tilescribe.sqlite, is in the row's tooltip)
+                found.append(IndexSource(str(Path(db).resolve()), layer.name()))
     own = project_index_path(list(project.mapLayers().values()))  # the Index dialog's one for several layers
     if own and Path(own).is_file() and str(Path(own).resolve()) not in {source.db for source in found}:
         found.append(IndexSource(str(Path(own).resolve()), f"project ({Path(own).name})"))
     return sorted(found, key=lambda source: source.label.lower())
+
+
+def project_folder(project: QgsProject) -> str:
+    """Where files the user keeps go: beside the project file, else beside its rasters."""
+    return project.absolutePath() or rasters_folder(project)
 
 
 def rasters_folder(project: QgsProject) -> str:
@@ -56,6 +63,8 @@ class SearchController:
         self.project = QgsProject.instance()
         self.results = ResultsLayer(self.project, iface.mapCanvas())
         self.outcome: Optional[SearchOutcome] = None
+        self.export_dialog: Optional[QFileDialog] = None
+        self._runs: dict[str, list] = {}  # index file -> its runs as last read (a project search reuses them)
         self._serial = 0  # only the latest search's results are shown, whichever finishes first
         dock.kSpin.setValue(k_default)
         dock.start_folder = lambda: rasters_folder(self.project)
@@ -63,6 +72,8 @@ class SearchController:
         dock.hitActivated.connect(self.activate)
         dock.zoomAllRequested.connect(self.zoom_all)
         dock.exportRequested.connect(self.export)
+        dock.keepRequested.connect(self.keep)
+        dock.runChanged.connect(self._run_changed)
         dock.clearRequested.connect(self.clear)
         dock.indexChanged.connect(self._index_changed)
         self.project.layersAdded.connect(self._layers_changed)
@@ -84,6 +95,7 @@ class SearchController:
         self.messages.dismiss(OFFER_KEY)
         self.results.forget()
         self.outcome = None
+        self._runs = {}
         self.dock.reset()
         self.refresh_indexes()
 
@@ -102,6 +114,7 @@ class SearchController:
         """A new or updated index: searched along when the dock searches every index (or none), else
         offered; the ticks the user set are never changed silently."""
         db, ticked = str(Path(db).resolve()), self.dock.selected_dbs()
+        self._runs.pop(db, None)  # indexed again: its runs changed
         self.refresh_indexes()  # lists it (ticked unless the user narrowed the list) beside a raster
         if db in self.dock.selected_dbs():
             if db in ticked and db == self.dock.current_db():
@@ -130,6 +143,13 @@ class SearchController:
         if db:
             self.load_runs(db)
 
+    def _run_changed(self) -> None:
+        """Another run chosen in the Run box: the results of the one shown before leave the list and the map."""
+        self.messages.dismiss(OFFER_KEY)
+        run, outcome = self.dock.current_run(), self.outcome
+        if outcome is not None and not outcome.dbs and run is not None and outcome.run.id != run.id:
+            self.clear()
+
     def load_runs(self, db: str) -> RunsTask:
         return self.runner.start(RunsTask(self.client(), db, lambda result: self._runs_loaded(db, result)))
 
@@ -139,7 +159,19 @@ class SearchController:
         if result.error is not None:
             self.dock.set_status(str(result.error).partition("\n")[0])
             return
+        known = {run.id for run in self.dock.runs}
+        self._runs[db] = result.value
         self.dock.set_runs(result.value)
+        newest, chosen = default_run(self.dock.runs), self.dock.current_run()
+        if known and newest is not None and chosen is not None and newest.id != chosen.id and newest.id not in known:
+            # The raster was indexed again: the Run box keeps the user's run, and says there is a newer one.
+            self.messages.offer(f"{Path(db).name} has a newer run: {newest.short()}, "
+                                f"{count(newest.tiles_done, 'tile')}. The dock still searches {chosen.short()}.",
+                                f"Search run {newest.id}", lambda: self._choose_run(db, newest.id), key=OFFER_KEY)
+
+    def _choose_run(self, db: str, run_id: int) -> None:
+        if db == self.dock.current_db():
+            self.dock.choose_run(run_id)
 
     def index_under(self, point: QgsPointXY, crs: QgsCoordinateReferenceSystem) -> Optional[str]:
         """The ticked index whose raster layer lies under a map point (`crs`: the map's), topmost
@@ -179,7 +211,7 @@ class SearchController:
         if db:
             params = SearchParams(db, query, self.dock.k(), extent, self.dock.current_run())
         else:  # every ticked index in one ranking, each raster at its latest captioned run
-            params = SearchParams("", query, self.dock.k(), extent, dbs=tuple(dbs))
+            params = SearchParams("", query, self.dock.k(), extent, dbs=tuple(dbs), known_runs=dict(self._runs))
         return self.runner.start(SearchTask(self.client(), params, self._latest_only()))
 
     def similar(self, db: str, tile_db_id: int, tile_id: str, run_id: int) -> SimilarTask:
@@ -197,12 +229,15 @@ class SearchController:
     def _search_done(self, result: TaskResult) -> None:
         self.dock.set_busy(False)
         if result.error is not None:
-            self.dock.set_status(str(result.error).partition("\n")[0])
+            self.dock.set_status(for_qgis(str(result.error)).partition("\n")[0])
             if getattr(result.error, "kind", type(result.error).__name__) not in INLINE_ERRORS:
                 self.messages.error("Search failed", result.error, key="search")
             return
         self.messages.dismiss("search")
         outcome = result.value
+        self._runs.update(outcome.runs_by_db)
+        if outcome.runs is not None:
+            self._runs[outcome.db] = outcome.runs
         if outcome.runs is not None and outcome.db == self.dock.current_db():
             self.dock.set_runs(outcome.runs, select=outcome.run.id)
         self.show_outcome(outcome)
@@ -245,7 +280,11 @@ class SearchController:
             layer = layer_of(outcome.hits[0]) if outcome.hits else None
             thumbnail = (lambda hit: tile_thumbnail(layer, hit.rectangle())) if layer is not None else None
             source, placeholder = None, outcome.run.placeholder
+        left_out = {str(Path(db).resolve()): embedder for db, embedder in outcome.other_embedders.items()}
+        for db in outcome.dbs:  # indexed again with the dock's model: the mark goes
+            self.dock.mark_other_embedder(db, other_embedder_note(left_out[db]) if db in left_out else "")
         self.dock.show_hits(outcome_status(outcome), outcome.hits, thumbnail, placeholder, source)
+        self.dock.statusLabel.setToolTip("\n".join(outcome.notes))
         if outcome.hits:
             self.results.show(outcome.title, outcome.hits, outcome.crs, outcome.crs_of)
         else:
@@ -272,12 +311,13 @@ class SearchController:
             self.dock.set_status("Nothing to export: search first.")
             return None
         if path is None:
-            path, _ = QFileDialog.getSaveFileName(self.dock, "Export results", "tilescribe_results.gpkg",
-                                                  "GeoPackage (*.gpkg)")
+            self.export_dialog = self._export_dialog()
+            return None
         if not path:
             return None
         # From the listed results, not the map layer: the user may have removed that layer.
-        layer = results_layer(self.outcome.title, self.outcome.hits, self.outcome.crs, self.outcome.crs_of)
+        layer = results_layer(self.outcome.title, self.outcome.hits_with_sources(), self.outcome.crs,
+                              self.outcome.crs_of)
         try:
             export_geopackage(layer, path)
         except (TileScribeError, WorkerError) as exc:
@@ -285,6 +325,37 @@ class SearchController:
             return None
         self.messages.success(f"Exported {count(layer.featureCount(), 'result')} to {path}.", key="export")
         return path
+
+    def _export_dialog(self) -> QFileDialog:
+        """Save as…, non-modal, starting beside the project file (QGIS's working folder is nobody's)."""
+        dialog = QFileDialog(self.dock, "Export results", project_folder(self.project), "GeoPackage (*.gpkg)")
+        dialog.setAcceptMode(QFileDialog.AcceptSave)
+        dialog.setDefaultSuffix("gpkg")
+        dialog.selectFile(str(Path(project_folder(self.project)) / "tilescribe_results.gpkg"))
+        dialog.setAttribute(Qt.WA_DeleteOnClose)
+        dialog.fileSelected.connect(self.export)
+        dialog.open()
+        return dialog
+
+    def keep(self) -> Optional[str]:
+        """The results as a layer of the project: one more table of a GeoPackage beside the project file
+        (saved with the project, untouched by Clear and new searches), or, while the project has no file
+        yet, a memory layer that QGIS asks to make permanent."""
+        if self.outcome is None or not self.outcome.hits:
+            self.dock.set_status("Nothing to keep: search first.")
+            return None
+        try:
+            layer = keep_results(self.project, self.outcome.title, self.outcome.hits_with_sources(),
+                                 self.outcome.crs, self.outcome.crs_of)
+        except TileScribeError as exc:
+            self.messages.error("Keeping the results failed", exc, key="keep")
+            return None
+        where = (f"in {Path(layer.source().split('|')[0]).name} beside the project" if layer.providerType() == "ogr"
+                 else "as a temporary layer: save the project first to keep it in a GeoPackage beside it, "
+                      "or right-click it > Make Permanent…")
+        self.messages.success(f"Kept {count(layer.featureCount(), 'result')} as the layer “{layer.name()}” "
+                              f"{where}.", key="keep")
+        return layer.id()
 
     def clear(self) -> None:
         self.results.clear()
@@ -301,6 +372,18 @@ def outcome_status(outcome: SearchOutcome) -> str:
     else:
         source = f"{Path(outcome.db).name}, {outcome.run.short()}"
     where = " in the current map extent" if outcome.in_extent else ""
+    left_out = ""
+    if outcome.other_embedders:
+        names = ", ".join(f"{Path(db).name} ({embedder})" for db, embedder in outcome.other_embedders.items())
+        left_out = f" Left out, made with another embedding model: {names} (its row's tooltip says more)."
     if not outcome.hits:
-        return f"No results for “{outcome.title}”{where} in {source}."
-    return f"{count(len(outcome.hits), 'result')} for “{outcome.title}”{where} from {source}"
+        return f"No results for “{outcome.title}”{where} in {source}.{left_out}"
+    return f"{count(len(outcome.hits), 'result')} for “{outcome.title}”{where} from {source}" + (
+        f".{left_out}" if left_out else "")
+
+
+def other_embedder_note(embedder: str) -> str:
+    """The tooltip of a listed index that searches leave out."""
+    return (f"Made with another embedding model ({embedder}) than the one TileScribe searches with: searches "
+            "over several indexes leave it out (its scores cannot be ranked with the others), and ticked alone "
+            "it is refused. Index its raster again to search it here.")

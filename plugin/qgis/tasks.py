@@ -112,15 +112,30 @@ class SearchTask(WorkerTask):
             extent_crs = (crs.authid() or crs.toWkt()) if crs.isValid() else None
             if extent_crs is None:
                 extent = None  # a map in pixel coordinates: nothing to transform it by
+        left_out: dict = {}
+
+        def on_event(kind: str, data: dict) -> None:
+            if kind == "left_out":
+                left_out.update(data)
+
+        # An index of another embedding model is left out (named in the outcome), never mixed in: the
+        # others still answer.
         hits = [Hit.from_json(h) for h in self.client.request(
-            "search", dbs=list(dbs), query=params.query, k=params.k, extent=extent, extent_crs=extent_crs)]
-        hit_runs = {}
+            "search", dbs=list(dbs), query=params.query, k=params.k, extent=extent, extent_crs=extent_crs,
+            other_embedders="skip", on_event=on_event)]
+        hit_runs, runs_by_db = {}, {}
         for db in dict.fromkeys(hit.index for hit in hits):
-            for run in self.runs_of(db):
+            runs = params.known_runs.get(db)
+            if runs is None or not {hit.run_id for hit in hits if hit.index == db} <= {run.id for run in runs}:
+                runs = self.runs_of(db)  # not read yet, or indexed again since
+            runs_by_db[db] = runs
+            for run in runs:
                 hit_runs[(db, run.id)] = run
         best = hit_runs[(hits[0].index, hits[0].run_id)] if hits else self._any_run(dbs)
         return SearchOutcome(params.query, "", hits, best, None, dbs=tuple(dbs), hit_runs=hit_runs,
-                             in_extent=params.extent is not None)
+                             in_extent=params.extent is not None,
+                             other_embedders=dict(left_out.get("other_embedders") or {}),
+                             notes=list(left_out.get("notes") or []), runs_by_db=runs_by_db)
 
 
     def _any_run(self, dbs) -> RunChoice:
@@ -151,31 +166,66 @@ class SimilarTask(WorkerTask):
 
 @dataclass
 class TileCaptions:
-    db: str
+    db: str  # the index the tile was found in (the first searched when none was)
     record: Optional[dict]  # the worker's tile record (captions, bbox, window), None: no tile there
     run: RunChoice
     runs: Optional[list] = None  # the index's runs when the task had to read them
+    searched: tuple = ()  # every index file asked
 
 
 class TileAtTask(WorkerTask):
-    """The tile under a clicked point. Every value is copied here, in the GUI thread: the map tool's
-    point is a reference into its mouse event, freed once the click is handled (read later in run(),
-    it held garbage such as 6.9e-310)."""
+    """The tile under a clicked point, in the first of `dbs` that has one there (each raster of an index
+    at its latest captioned run, or `run` for the index the Run box shows).
 
-    def __init__(self, client: WorkerClient, db: str, run: Optional[RunChoice], point: QgsPointXY,
+    Every value is copied here, in the GUI thread: the map tool's point is a reference into its mouse
+    event, freed once the click is handled (read later in run(), it held garbage such as 6.9e-310)."""
+
+    def __init__(self, client: WorkerClient, dbs, run: Optional[RunChoice], point: QgsPointXY,
                  point_crs: QgsCoordinateReferenceSystem, context: QgsCoordinateTransformContext, on_done):
         super().__init__("TileScribe: captions of a tile", client, on_done)
-        self.db, self.run = db, run
+        self.dbs = [dbs] if isinstance(dbs, str) else list(dbs)
+        self.db, self.run = self.dbs[0], run
         self.point = QgsPointXY(point.x(), point.y())
         self.point_crs = QgsCoordinateReferenceSystem(point_crs)
         self.context = QgsCoordinateTransformContext(context)
 
     def work(self) -> TileCaptions:
-        runs = None if self.run is not None else self.runs_of(self.db)
-        run = self.run or searchable(self.db, runs)
-        point = point_in_crs(self.point, self.point_crs, run.crs(), self.context)
-        record = self.client.request("tile_at", db=self.db, run_id=run.id, x=point.x(), y=point.y())
-        return TileCaptions(self.db, record, run, runs)
+        first: Optional[TileCaptions] = None
+        for db in self.dbs:
+            chosen = self.run if self.run is not None and self.run.db == db else None
+            runs = None if chosen is not None else self.runs_of(db)
+            if chosen is not None:
+                candidates = [chosen]
+            else:
+                try:
+                    candidates = latest_per_raster(runs) or [searchable(db, runs)]
+                except QueryError:
+                    if len(self.dbs) == 1:
+                        raise
+                    continue  # nothing captioned in this one: the others may have the tile
+            for run in candidates:
+                try:
+                    point = point_in_crs(self.point, self.point_crs, run.crs(), self.context)
+                except QueryError:
+                    if len(self.dbs) == 1:
+                        raise
+                    continue
+                record = self.client.request("tile_at", db=db, run_id=run.id, x=point.x(), y=point.y())
+                if record is not None:
+                    return TileCaptions(db, record, run, runs, tuple(self.dbs))
+                first = first or TileCaptions(db, None, run, runs, tuple(self.dbs))
+        if first is None:
+            raise QueryError("None of the searched indexes has captioned tiles yet: index a raster first.")
+        return first
+
+
+def latest_per_raster(runs) -> list[RunChoice]:
+    """Each raster's newest captioned run (runs come newest first): what a project search reads."""
+    latest: dict[str, RunChoice] = {}
+    for run in runs:
+        if run.tiles_done and run.raster not in latest:
+            latest[run.raster] = run
+    return list(latest.values())
 
 
 class TaskRunner:

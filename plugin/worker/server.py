@@ -225,6 +225,9 @@ class Worker:
             request["dbs"], self.embedder(request.get("embedder")), wanted,
             pool=self.stores(), fast_cache=self.fast_cache(), memory=self.memory_runs(),
             other_embedders=_given(request, "other_embedders", "refuse"), extent_crs=request.get("extent_crs"))
+        if result.skipped:  # before the reply: a client that asked to skip says what was left out, and why
+            self.send({"id": request.get("id"), "event": "left_out",
+                       "data": {"notes": result.skipped, "other_embedders": result.other_embedders}})
         return [dict(hit.to_json(), tile_db_id=hit.tile_db_id) for hit in result.hits]
 
     def similar(self, request: dict) -> list:

@@ -56,6 +56,7 @@ class ProjectResult:
     hits: list[ProjectHit]
     searched: list[tuple[str, int]] = field(default_factory=list)  # (index file, run id)
     skipped: list[str] = field(default_factory=list)  # why an index or run was left out, one line each
+    other_embedders: dict[str, str] = field(default_factory=dict)  # index file -> the embedder it was made with
 
 
 def index_files(paths: Iterable[os.PathLike | str]) -> list[Path]:
@@ -263,6 +264,7 @@ def search_project(paths: Sequence[os.PathLike | str], embedder: Embedder, reque
                 problem = _embedder_problem(store, run, embedder)
                 if problem:
                     mismatched.append(f"{path} (run {run.id}: {problem})")
+                    result.other_embedders[str(path)] = f"{run.embedder}, {run.dim}-d"
                 else:
                     targets.append((path, run))
         if mismatched and other_embedders == "refuse":
