@@ -6,7 +6,8 @@ from pathlib import Path
 
 from ..core.errors import IndexFileError
 from ..core.index.health import check_index, wal_note
-from ..core.index.opening import open_index
+from ..core.index.opening import open_server_index
+from ..core.index.store import Store
 from ..core.index.target import index_label, is_server_index
 from ..core.index.untrusted import ForeignSchemaError, describe
 from .common import add_db_argument, index_writable, say
@@ -24,14 +25,14 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     if is_server_index(args.db):
-        with open_index(args.db) as store:  # upgrades an older schema where the role may
-            return _report(store.check(), index_label(args.db))
+        with open_server_index(args.db) as server:  # upgrades an older schema where the role may
+            return _report(server.check(), index_label(args.db))
     note = wal_note(Path(args.db))
     if note:
         say(f"note: {note}")
     # Writable when it can be: an older index is upgraded, and a normal end checkpoints the -wal.
     try:
-        store = open_index(args.db, readonly=not index_writable(Path(args.db)))
+        store = Store(args.db, readonly=not index_writable(Path(args.db)))
     except ForeignSchemaError as exc:  # a failed check, listed as the others are
         raise IndexFileError(
             f"Index {args.db} failed 1 check(s): it holds schema objects TileScribe never creates "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 
 from ..core.index.health import wal_note
 from ..core.index.opening import open_index
@@ -41,7 +42,7 @@ def describe_worker(worker: dict) -> str:
 def run(args) -> int:
     with open_index(args.db, readonly=True) as store:
         summary = index_summary(store)
-    summary["wal_note"] = wal_note(store.path) if store.backend == "sqlite" else ""
+    summary["wal_note"] = wal_note(Path(store.path)) if store.backend == "sqlite" else ""
     if summary["wal_note"]:
         say(f"note: {summary['wal_note']}")
     if args.format == "json":

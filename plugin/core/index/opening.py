@@ -23,6 +23,11 @@ def open_index(db: Union[str, os.PathLike], *, create: bool = False, readonly: b
     """The index `db` names, opened (create: made and migrated when missing; readonly: never written)."""
     if not is_server_index(db):
         return Store(db, create=create, readonly=readonly)
+    return open_server_index(str(db), create=create, readonly=readonly)
+
+
+def open_server_index(db: str, *, create: bool = False, readonly: bool = False) -> "PgStore":
+    """The PostgreSQL index `db` (a postgresql:// URL or libpq service) names, opened."""
     try:
         target = parse_target(str(db))
     except ValueError as exc:

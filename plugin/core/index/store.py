@@ -136,12 +136,6 @@ class Store(StoreQueries):
         """Who is indexing a run: not recorded in a file (its one indexer holds the lock file)."""
         return None
 
-    def check(self):
-        """Is the file whole? (health.check_index)"""
-        from .health import check_index
-
-        return check_index(self)
-
     def _check_still_the_file(self) -> None:
         """Refuse to write once the file at the path is not the one opened (deleted, or replaced).
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from .store import Store
+from .opening import AnyStore
 
 
-def index_summary(store: Store) -> dict:
+def index_summary(store: AnyStore) -> dict:
     runs = []
     for run in store.runs():
         entry = dict(run.to_dict(), tiles=store.tile_counts(run.id), variants_stored=store.variant_count(run.id),
@@ -19,7 +19,7 @@ def index_summary(store: Store) -> dict:
     return {"index": str(store.path), "rasters": rasters, "runs": runs}
 
 
-def run_choices(store: Store) -> list[dict]:
+def run_choices(store: AnyStore) -> list[dict]:
     """The runs a user can search, newest first, from what the index maintains (no vector scan).
 
     `vectors` is runs.vector_count; `tiles_done` counts captioned tiles on the (run_id, status) index.

@@ -15,7 +15,7 @@ import os
 import re
 from dataclasses import dataclass
 from typing import Optional
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 DEFAULT_SCHEMA = "tilescribe"
 # How long an indexer's claim on a tile lasts without news from it (renewed at each of its
@@ -56,7 +56,7 @@ def parse_target(db: str) -> ServerTarget:
         user = netloc[0].split(":", 1)[0] + "@" if len(netloc) == 2 else ""
         shown = [(k, v) for k, v in rest if k not in _SECRET_KEYS] + sorted(ours.items())
         label = urlunsplit(parts._replace(netloc=user + netloc[-1], query=urlencode(shown, safe="/")))
-        password = parts.password or dict(rest).get("password")
+        password = unquote(parts.password or "") or dict(rest).get("password")
     else:
         pairs = [(m[1], m[2]) for m in _KEYWORD.finditer(text)]
         if not pairs or "".join(m[0] for m in _KEYWORD.finditer(text)).strip() != text:
@@ -74,7 +74,8 @@ def parse_target(db: str) -> ServerTarget:
     except ValueError:
         lease = -1.0
     if not 0 < lease < 7 * 86400:
-        raise ValueError(f"lease={ours.get('lease')!r} must be a number of seconds above 0 (default {DEFAULT_LEASE_S:g})")
+        raise ValueError(f"lease={ours.get('lease')!r} must be a number of seconds above 0 "
+                         f"(default {DEFAULT_LEASE_S:g})")
     return ServerTarget(conninfo, schema, lease, label, password or os.environ.get("PGPASSWORD") or None)
 
 

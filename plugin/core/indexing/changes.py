@@ -18,7 +18,7 @@ import json
 import os
 from typing import Sequence
 
-from ..index.store import Store
+from ..index.opening import AnyStore
 from ..raster.tiling import RasterInfo, Window, pixel_hash, read_window
 
 PAGE = 1_000  # tiles compared per transaction: a kill loses at most one page of comparisons
@@ -43,7 +43,7 @@ def raster_state(info: RasterInfo, dataset) -> str:
                       sort_keys=True)
 
 
-def requeue_changed_tiles(store: Store, run_id: int, dataset, bands: Sequence[int],
+def requeue_changed_tiles(store: AnyStore, run_id: int, dataset, bands: Sequence[int],
                           info: RasterInfo) -> tuple[str, ...]:
     """Set the run's finished tiles whose pixels changed back to pending; a note saying so, if any.
 
@@ -65,7 +65,7 @@ def requeue_changed_tiles(store: Store, run_id: int, dataset, bands: Sequence[in
             "have other pixels now and are captioned again",)
 
 
-def _compare(store: Store, run_id: int, dataset, bands: Sequence[int]) -> tuple[int, int]:
+def _compare(store: AnyStore, run_id: int, dataset, bands: Sequence[int]) -> tuple[int, int]:
     changed = total = 0
     last = 0
     while rows := store.finished_tiles_page(run_id, last, PAGE):

@@ -13,7 +13,7 @@ from ..captions import FIELDS, CaptionVariant
 from ..embedding import Embedder
 from ..errors import CaptionImportError
 from ..index.embedder_identity import resolve_embedder
-from ..index.store import Store
+from ..index.opening import AnyStore
 from ..raster.tiling import Tile, TileGrid, Window, open_raster, read_info
 
 IMPORT_PROMPT_VERSION = "import"
@@ -113,7 +113,7 @@ def infer_tile_size(path: Path) -> int:
     raise CaptionImportError(f"Caption file {path} has no valid line: nothing to import.")
 
 
-def import_captions(store: Store, embedder: Embedder, raster_path: str, captions_path: str, *,
+def import_captions(store: AnyStore, embedder: Embedder, raster_path: str, captions_path: str, *,
                     tile_size: Optional[int] = None, overlap: int = 0,
                     progress: Optional[Callable[[int, int], None]] = None) -> ImportReport:
     """Import a JSONL caption file for a raster; re-importing the same file adds nothing twice."""
@@ -126,7 +126,7 @@ def import_captions(store: Store, embedder: Embedder, raster_path: str, captions
         raise failure from exc
 
 
-def _import(store: Store, embedder: Embedder, raster_path: str, path: Path, tile_size: Optional[int],
+def _import(store: AnyStore, embedder: Embedder, raster_path: str, path: Path, tile_size: Optional[int],
             overlap: int, progress) -> ImportReport:
     if not path.is_file():
         raise CaptionImportError(f"Caption file not found: {path}.")
@@ -153,7 +153,7 @@ def _import(store: Store, embedder: Embedder, raster_path: str, path: Path, tile
     return report
 
 
-def _import_run(store: Store, embedder: Embedder, info, grid: TileGrid, path: Path) -> int:
+def _import_run(store: AnyStore, embedder: Embedder, info, grid: TileGrid, path: Path) -> int:
     raster_id = store.upsert_raster(info)
     embedder_id = resolve_embedder(store, embedder)
     captioner = {"backend": "import", "file": path.name}
@@ -161,7 +161,7 @@ def _import_run(store: Store, embedder: Embedder, info, grid: TileGrid, path: Pa
     return store.find_run(*args) or store.create_run(*args)
 
 
-def _import_batch(store: Store, embedder: Embedder, run_id: int, batch: list[CaptionLine]) -> None:
+def _import_batch(store: AnyStore, embedder: Embedder, run_id: int, batch: list[CaptionLine]) -> None:
     texts = [v.embedding_text() for line in batch for v in line.variants]
     vectors = embedder.embed(texts)
     offset = 0

@@ -17,7 +17,8 @@ from ..errors import CaptionError, IndexingError, TileScribeError
 from .index_settings import IndexSettings
 from ..index.health import check_after_crash
 from ..raster.rendering import choose_bands, read_palette, render_identity, render_tile_png
-from ..index.store import RunInfo, Store, StoredTile, TileCaptions
+from ..index.store import RunInfo, StoredTile, TileCaptions
+from ..index.opening import AnyStore
 from ..raster.tiling import (Tile, TileGrid, content_skip_reason, gdal_errors_as_exceptions,
                      open_raster, pixel_hash, read_info, read_window)
 
@@ -84,7 +85,7 @@ ProgressCallback = Callable[[IndexProgress], None]
 CancelCheck = Callable[[], bool]
 
 
-def index_raster(store: Store, captioner, embedder: Embedder, raster_path: str,
+def index_raster(store: AnyStore, captioner, embedder: Embedder, raster_path: str,
                  settings: IndexSettings = IndexSettings(), *,  # noqa: B008 (frozen)
                  progress: Optional[ProgressCallback] = None,
                  cancel: Optional[CancelCheck] = None) -> IndexReport:
@@ -114,7 +115,7 @@ def index_raster(store: Store, captioner, embedder: Embedder, raster_path: str,
     return report
 
 
-def register_grid(store: Store, run_id: int, info, grid: TileGrid) -> None:
+def register_grid(store: AnyStore, run_id: int, info, grid: TileGrid) -> None:
     """Record every tile of the grid as pending, REGISTER_BATCH at a time.
 
     Never the whole grid in memory (a 1,000,000 px square raster has millions of tiles).
@@ -128,7 +129,7 @@ def register_grid(store: Store, run_id: int, info, grid: TileGrid) -> None:
         store.add_tiles(run_id, batch)
 
 
-def tiles_to_do(store: Store, run_id: int, statuses: Sequence[str],
+def tiles_to_do(store: AnyStore, run_id: int, statuses: Sequence[str],
                 max_attempts: Optional[int] = None) -> Iterator[StoredTile]:
     """The run's tiles in these states in id order, read TODO_PAGE at a time (Store.tiles reads them all).
 
@@ -159,7 +160,7 @@ def captioner_identity(record: dict) -> dict:
     return identity
 
 
-def _run_for(store: Store, captioner, embedder: Embedder, info, grid: TileGrid, variants: int,
+def _run_for(store: AnyStore, captioner, embedder: Embedder, info, grid: TileGrid, variants: int,
              render: dict) -> int:
     """The run to continue (same raster, embedder, captioner identity, prompt, grid and rendering), or a new one."""
     from ..captioning.prompt import PROMPT_VERSION
@@ -178,7 +179,7 @@ def _run_for(store: Store, captioner, embedder: Embedder, info, grid: TileGrid, 
                             grid.overlap, variants, render)
 
 
-def _same_render(store: Store, run: RunInfo, render: dict) -> bool:
+def _same_render(store: AnyStore, run: RunInfo, render: dict) -> bool:
     """Whether the run's tiles were rendered as `render` would; a run from before renders were
     recorded is taken to match and adopts it (unless it showed a colour table, which it could not)."""
     if run.render is not None:

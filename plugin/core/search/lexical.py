@@ -7,7 +7,7 @@ import sqlite3
 from typing import Iterable, Sequence
 
 from ..errors import IndexFileError
-from ..index.store import Store
+from ..index.opening import AnyStore
 
 MAX_TERMS = 64
 RRF_K = 60  # the constant of Cormack et al. (2009), also SQLite/Elastic's usual default
@@ -29,7 +29,7 @@ def fts_query(text: str) -> str:
     return " OR ".join(f'"{word}"' for word in dict.fromkeys(words))
 
 
-def lexical_ranking(store: Store, run_id: int, text: str, limit: int = 200, extent=None,
+def lexical_ranking(store: AnyStore, run_id: int, text: str, limit: int = 200, extent=None,
                     exclude: Sequence[int] = ()) -> list[tuple[int, int]]:
     """[(tile_db_id, caption_id)] best BM25 match first, one entry per tile meeting the extent."""
     query = fts_query(text)

@@ -13,7 +13,8 @@ from ..captions import CaptionVariant
 from ..embedding import Embedder
 from ..errors import IndexFileError, QueryError
 from ..index.embedder_identity import check_embedder
-from ..index.store import RunInfo, Store
+from ..index.store import RunInfo
+from ..index.opening import AnyStore
 from ..raster.tiling import Window
 from .fast_cache import FAST_MIN_VECTORS, FastIndexCache
 from .fastsearch import Best, FastIndex, pool_sizes
@@ -118,7 +119,7 @@ def check_extent(extent: Optional[Sequence[float]], name: str = "--extent") -> O
     return values
 
 
-def resolve_run(store: Store, run_id: Optional[int]) -> RunInfo:
+def resolve_run(store: AnyStore, run_id: Optional[int]) -> RunInfo:
     """The run to search (the latest with captions by default): looked up once per query."""
     if run_id is not None:
         return store.run_info(run_id)  # raises a clear error for an unknown run
@@ -130,7 +131,7 @@ def resolve_run(store: Store, run_id: Optional[int]) -> RunInfo:
     return store.run_info(latest)
 
 
-def search(store: Store, embedder: Embedder, request: SearchRequest,
+def search(store: AnyStore, embedder: Embedder, request: SearchRequest,
            fast_cache: Optional[FastIndexCache] = None) -> list[SearchHit]:
     """Rank the tiles of one run for a text query."""
     query = check_query(request.query, request.k)
@@ -143,14 +144,14 @@ def search(store: Store, embedder: Embedder, request: SearchRequest,
     return _hits(store, run, _fused(store, query, vector, request, run, fast_cache))
 
 
-def search_vector(store: Store, vector: np.ndarray, request: SearchRequest, run: RunInfo,
+def search_vector(store: AnyStore, vector: np.ndarray, request: SearchRequest, run: RunInfo,
                   fast_cache: Optional[FastIndexCache] = None) -> list[SearchHit]:
     """Rank tiles of `run` (store.run_info) for a query vector (also used by "find similar")."""
     vector = np.asarray(vector, dtype=np.float32)
     return _hits(store, run, _dense(store, vector, request, run, fast_cache, request.k))
 
 
-def _dense(store: Store, vector: np.ndarray, request: SearchRequest, run: RunInfo,
+def _dense(store: AnyStore, vector: np.ndarray, request: SearchRequest, run: RunInfo,
            cache: Optional[FastIndexCache], depth: int) -> Best:
     """The `depth` best tiles by cosine; the fast path re-scores as many vectors as for request.k."""
     index = _fast_index(store, run, request.mode, cache)
@@ -160,7 +161,7 @@ def _dense(store: Store, vector: np.ndarray, request: SearchRequest, run: RunInf
                         rescored=pool_sizes(request.k, 0)[0])
 
 
-def _fused(store: Store, query: str, vector: np.ndarray, request: SearchRequest, run: RunInfo,
+def _fused(store: AnyStore, query: str, vector: np.ndarray, request: SearchRequest, run: RunInfo,
            cache: Optional[FastIndexCache]) -> Best:
     """Dense and BM25 rankings fused by reciprocal rank; each hit keeps the cosine of its variant."""
     depth = max(request.k, FUSION_DEPTH)
@@ -181,7 +182,7 @@ def _cosines(vectors: np.ndarray, query: np.ndarray) -> list[float]:
     return [float(x) for x in (vectors @ query) / np.where(norms == 0, 1.0, norms)]
 
 
-def _fast_index(store: Store, run: RunInfo, mode: str, cache: Optional[FastIndexCache]) -> Optional[FastIndex]:
+def _fast_index(store: AnyStore, run: RunInfo, mode: str, cache: Optional[FastIndexCache]) -> Optional[FastIndex]:
     """The fast index to search with, or None for the exact search."""
     check_mode(mode)
     if mode == "exact" or not store.fast_search:
@@ -194,7 +195,7 @@ def _fast_index(store: Store, run: RunInfo, mode: str, cache: Optional[FastIndex
     return cache.get(store, run)
 
 
-def _check_embedder(store: Store, run: RunInfo, embedder: Embedder) -> None:
+def _check_embedder(store: AnyStore, run: RunInfo, embedder: Embedder) -> None:
     disagreement = store.vector_dim_disagreement(run)
     if disagreement:
         raise IndexFileError(f"Index {store.path} is damaged: {disagreement}. Restore a copy, or index the raster "
@@ -208,7 +209,7 @@ def _check_embedder(store: Store, run: RunInfo, embedder: Embedder) -> None:
     check_embedder(store, run.embedder_id, embedder)  # same vectors, whatever the folder is called
 
 
-def _best_variant_per_tile(store: Store, run: RunInfo, vector: np.ndarray, request: SearchRequest):
+def _best_variant_per_tile(store: AnyStore, run: RunInfo, vector: np.ndarray, request: SearchRequest):
     """[(tile_db_id, caption_id, similarity)] best first, one entry per tile, at most k."""
     excluded = set(request.exclude_tiles)
     k_variants = min(KNN_LIMIT, max(64, request.k * 8))
@@ -225,7 +226,7 @@ def _best_variant_per_tile(store: Store, run: RunInfo, vector: np.ndarray, reque
         k_variants = min(KNN_LIMIT, k_variants * 4)
 
 
-def _refuse_nan_distances(store: Store, run: RunInfo, rows) -> None:
+def _refuse_nan_distances(store: AnyStore, run: RunInfo, rows) -> None:
     """sqlite-vec gives no distance (None) for a NaN vector: say the file is damaged (was a TypeError)."""
     bad = [caption_id for _, caption_id, distance in rows if distance is None or not math.isfinite(distance)]
     if bad:
@@ -246,7 +247,7 @@ def _first_per_tile(rows, excluded: set, k: int) -> list[tuple[int, int, float]]
     return best
 
 
-def _hits(store: Store, run: RunInfo, best) -> list[SearchHit]:
+def _hits(store: AnyStore, run: RunInfo, best) -> list[SearchHit]:
     raster = store.raster_info(run.raster_id)
     tiles, captions = store.hit_rows([b[0] for b in best], [b[1] for b in best])
     hits = []
@@ -266,7 +267,7 @@ def _hits(store: Store, run: RunInfo, best) -> list[SearchHit]:
     return hits
 
 
-def similar_tiles(store: Store, tile_db_id: int, k: int = SearchRequest.k,
+def similar_tiles(store: AnyStore, tile_db_id: int, k: int = SearchRequest.k,
                   fast_cache: Optional[FastIndexCache] = None) -> list[SearchHit]:
     """Tiles whose captions read like this tile's: each of its variants is a query, best score wins."""
     check_k(k)
@@ -284,6 +285,6 @@ def similar_tiles(store: Store, tile_db_id: int, k: int = SearchRequest.k,
     return [SearchHit(**{**h.__dict__, "rank": rank}) for rank, h in enumerate(ranked, start=1)]
 
 
-def tile_at(store: Store, run_id: int, x: float, y: float) -> Optional[int]:
+def tile_at(store: AnyStore, run_id: int, x: float, y: float) -> Optional[int]:
     """Id of the run's captioned tile containing point (x, y) in the raster's CRS, if any."""
     return store.tile_at(run_id, x, y)

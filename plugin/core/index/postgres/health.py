@@ -7,18 +7,15 @@ NaN and infinite values, so what is left to check is that TileScribe's tables ag
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 from psycopg import sql
 
 from ..health import KNOWN_SEARCHES, SAME_VECTOR, CheckReport
 from .vector_search import table_of
 
-if TYPE_CHECKING:
-    from .store import PgStore
 
-
-def check_index(store: "PgStore") -> CheckReport:
+def check_index(store: Any) -> CheckReport:
     report = CheckReport()
     conn = store._conn
     version = conn.execute("select max(version) from schema_version").fetchone()[0]

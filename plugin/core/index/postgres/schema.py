@@ -117,10 +117,11 @@ def create_vector_table(conn, embedder_id: int, dim: int) -> None:
 
 def schema_version(conn, schema: str) -> int:
     """The version the schema has reached; 0 when it or its version table does not exist."""
-    found = conn.execute("select to_regclass(%s)", (sql.Identifier(schema, "schema_version").as_string(conn),)).fetchone()
+    table = sql.Identifier(schema, "schema_version")
+    found = conn.execute("select to_regclass(%s)", (table.as_string(conn),)).fetchone()
     if found[0] is None:
         return 0
-    row = conn.execute(sql.SQL("select max(version) from {}").format(sql.Identifier(schema, "schema_version"))).fetchone()
+    row = conn.execute(sql.SQL("select max(version) from {}").format(table)).fetchone()
     return int(row[0] or 0)
 
 

@@ -217,7 +217,8 @@ class PgStore:
 
     def set_run_render(self, run_id: int, render: dict) -> None:
         with self.atomic():
-            self._conn.execute("update runs set render = %s where id = %s", (json.dumps(render, sort_keys=True), run_id))
+            self._conn.execute("update runs set render = %s where id = %s",
+                               (json.dumps(render, sort_keys=True), run_id))
 
     def finish_run(self, run_id: int) -> None:
         with self.atomic():
@@ -263,7 +264,8 @@ class PgStore:
                 " ST_MakeEnvelope(x0, y0, x1, y1, %s), s, why, %s from unnest(%s::text[], %s::int[], %s::int[],"
                 " %s::int[], %s::int[], %s::float8[], %s::float8[], %s::float8[], %s::float8[], %s::text[],"
                 " %s::text[]) as u(k, c, r, w, h, x0, y0, x1, y1, s, why) on conflict (run_id, tile_key) do nothing",
-                (run_id, srid, stamp, [t.key for t in tiles], *[[t.window.as_list()[i] for t in tiles] for i in range(4)],
+                (run_id, srid, stamp, [t.key for t in tiles],
+                 *[[t.window.as_list()[i] for t in tiles] for i in range(4)],
                  *[[float(t.bbox[i]) for t in tiles] for i in range(4)],
                  ["skipped" if t.skip_reason else "pending" for t in tiles], [t.skip_reason or "" for t in tiles]))
 

@@ -12,16 +12,13 @@ HNSW is approximate: recall@10 below 1 is possible without an extent (bench-sear
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import Any, Optional
 
 import numpy as np
 from psycopg import sql
 
 from ..store_reads import RunInfo
 from .schema import vector_table
-
-if TYPE_CHECKING:
-    from .store import PgStore
 
 EF_SEARCH_DEFAULT, EF_SEARCH_MAX = 40, 1000  # pgvector's default and its largest
 
@@ -34,7 +31,7 @@ def sql_count(table: str) -> sql.Composed:
     return sql.SQL("select count(*) from {} where run_id = %s").format(sql.Identifier(table))
 
 
-def extent_filter(store: "PgStore", run_id: int, extent) -> tuple[str, tuple]:
+def extent_filter(store: Any, run_id: int, extent) -> tuple[str, tuple]:
     """SQL (starting with ' and') and parameters keeping tiles `t` whose box meets the extent (GiST)."""
     if extent is None:
         return "", ()
@@ -43,7 +40,7 @@ def extent_filter(store: "PgStore", run_id: int, extent) -> tuple[str, tuple]:
     return " and t.geom && ST_MakeEnvelope(%s, %s, %s, %s, %s)", (*map(float, extent), srid)
 
 
-def nearest(store: "PgStore", run: RunInfo, vector: np.ndarray, k: int, extent) -> list[tuple[int, int, float]]:
+def nearest(store: Any, run: RunInfo, vector: np.ndarray, k: int, extent) -> list[tuple[int, int, float]]:
     """[(tile id, caption id, cosine distance)] of the k nearest variants of the run."""
     if extent is not None:
         return exact(store, run, vector, k, extent)
@@ -61,7 +58,7 @@ def nearest(store: "PgStore", run: RunInfo, vector: np.ndarray, k: int, extent) 
     return rows
 
 
-def exact(store: "PgStore", run: RunInfo, vector: np.ndarray, k: Optional[int],
+def exact(store: Any, run: RunInfo, vector: np.ndarray, k: Optional[int],
           extent) -> list[tuple[int, int, float]]:
     """Every (or the k nearest) variant of the run by exact cosine distance, nearest first."""
     where, params = extent_filter(store, run.id, extent)
@@ -77,7 +74,7 @@ def exact(store: "PgStore", run: RunInfo, vector: np.ndarray, k: Optional[int],
 class VectorReader:
     """Reads a run's float vectors by caption id (for "find similar", fusion and the check)."""
 
-    def __init__(self, store: "PgStore", run: RunInfo):
+    def __init__(self, store: Any, run: RunInfo):  # store: the PgStore (not imported: it imports this)
         self._store, self.table, self.dim = store, table_of(run), run.dim
 
     def read(self, caption_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
