@@ -83,11 +83,16 @@ def file_index(tmp_path, minilm):
     return db
 
 
-def test_file_to_postgres_and_back_gives_identical_search_results(file_index, pg_db, tmp_path, minilm):
+def test_file_to_postgres_and_back_gives_identical_search_results(file_index, pg_db, tmp_path, minilm, monkeypatch):
+    from tilescribe.plugin.core.index.postgres import bulk
+
+    monkeypatch.setattr(bulk, "BULK_MIN_VECTORS", 10)  # the bulk path: HNSW dropped, built once after the load
     back = tmp_path / "back.tilescribe.sqlite"
     with open_index(file_index, readonly=True) as src, open_index(pg_db, create=True) as dst:
         first = copy_index(src, dst, batch=7)
+        assert bulk.has_vector_index(dst, dst.runs()[0].embedder_id)
     assert (first.runs_created, first.tiles_captioned, first.tiles_marked, first.captions) == (1, 24, 1, 72)
+    assert first.index_build_s > 0
     with open_index(pg_db, readonly=True) as src, open_index(back, create=True) as dst:
         copy_index(src, dst)
     expected = counts(file_index)

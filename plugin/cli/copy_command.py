@@ -40,7 +40,8 @@ def run(args) -> int:
     counts = {"runs_created": report.runs_created, "tiles_added": report.tiles_added,
               "tiles_captioned": report.tiles_captioned, "tiles_marked": report.tiles_marked,
               "captions": report.captions, "unchanged": report.unchanged,
-              "held_by_indexers": len(report.held_elsewhere), "runs": report.runs}
+              "held_by_indexers": len(report.held_elsewhere), "index_build_s": report.index_build_s,
+              "runs": report.runs}
     if args.format == "json":
         print(json.dumps(counts))
     else:

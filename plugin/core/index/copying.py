@@ -52,6 +52,7 @@ class CopyReport:
     unchanged: int = 0  # tiles the destination already held as far along
     held_elsewhere: list[int] = field(default_factory=list)  # destination tiles a live indexer holds
     runs: dict[int, int] = field(default_factory=dict)  # source run id -> destination run id
+    index_build_s: float = 0.0  # PostgreSQL: building HNSW indexes dropped for the load (postgres/bulk.py)
 
     @property
     def wrote_anything(self) -> bool:
@@ -68,15 +69,37 @@ def copy_index(src, dst, *, batch: int = DEFAULT_BATCH, progress: Optional[Progr
     report = CopyReport()
     embedders: dict[int, int] = {}
     with dst.indexer_lock():  # a file: refused while an indexer writes it; PostgreSQL: claims keep them apart
-        taken: Counter = Counter()
-        for run in src.runs():
+        runs = src.runs()
+        for run in runs:
             if run.embedder_id not in embedders:
                 embedders[run.embedder_id] = _embedder_in(src, dst, run.embedder_id)
+        if dst.backend == "postgres":
+            _defer_vector_indexes(src, dst, runs, embedders)
+        taken: Counter = Counter()
+        for run in runs:
             target = _run_in(src, dst, run, embedders[run.embedder_id], taken, report)
             report.runs[run.id] = target
             _copy_tiles(src, dst, run, target, batch, report, progress)
             _copy_run_state(src, dst, run, target)
+        if dst.backend == "postgres":
+            from .postgres import bulk
+
+            built = [bulk.ensure_vector_index(dst, embedder_id) for embedder_id in sorted(set(embedders.values()))]
+            report.index_build_s = round(sum(s for s in built if s is not None), 2)
     return report
+
+
+def _defer_vector_indexes(src, dst, runs: list, embedders: dict[int, int]) -> None:
+    """Many vectors into an empty PostgreSQL vector table: its HNSW index is built once at the end (bulk.py)."""
+    from .postgres import bulk
+
+    coming: Counter = Counter()
+    for run in runs:
+        coming[embedders[run.embedder_id]] += src.variant_count(run.id)
+    for embedder_id, count in coming.items():
+        if count >= bulk.BULK_MIN_VECTORS and not bulk.vectors_in(dst, embedder_id):
+            log.info("%s: %s vectors into an empty table; its HNSW index is built after the load", dst.path, count)
+            bulk.drop_vector_index(dst, embedder_id)
 
 
 # -- embedders and runs -------------------------------------------------------------------------

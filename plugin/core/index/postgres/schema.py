@@ -109,10 +109,21 @@ def create_vector_table(conn, embedder_id: int, dim: int) -> None:
         "create table {table} (caption_id bigint primary key references captions(id) on delete cascade,"
         " run_id bigint not null, tile_id bigint not null, embedding vector({dim}) not null)").format(
         table=sql.Identifier(table), dim=sql.Literal(int(dim))))
-    conn.execute(sql.SQL("create index {name} on {table} using hnsw (embedding vector_cosine_ops)").format(
-        name=sql.Identifier(f"{table}_hnsw"), table=sql.Identifier(table)))
+    create_vector_index(conn, embedder_id)
     conn.execute(sql.SQL("create index {name} on {table} (run_id)").format(
         name=sql.Identifier(f"{table}_run"), table=sql.Identifier(table)))
+
+
+def vector_index(embedder_id: int) -> str:
+    """The HNSW (cosine) index of one embedder's vector table."""
+    return f"{vector_table(embedder_id)}_hnsw"
+
+
+def create_vector_index(conn, embedder_id: int) -> None:
+    """The HNSW index, unless it is there (bulk loads drop it and build it once at the end: bulk.py)."""
+    statement = sql.SQL("create index if not exists {name} on {table} using hnsw (embedding vector_cosine_ops)")
+    conn.execute(statement.format(name=sql.Identifier(vector_index(embedder_id)),
+                                  table=sql.Identifier(vector_table(embedder_id))))
 
 
 def schema_version(conn, schema: str) -> int:
