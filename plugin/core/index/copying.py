@@ -62,8 +62,13 @@ class CopyReport:
 Progress = Callable[[int, int, int], None]  # (source run id, tiles of it gone through, its tiles)
 
 
-def copy_index(src, dst, *, batch: int = DEFAULT_BATCH, progress: Optional[Progress] = None) -> CopyReport:
-    """Copy every raster, embedder, run, tile, caption and vector of `src` into `dst` (open Stores)."""
+def copy_index(src, dst, *, batch: int = DEFAULT_BATCH, progress: Optional[Progress] = None,
+               index_memory: Optional[str] = None) -> CopyReport:
+    """Copy every raster, embedder, run, tile, caption and vector of `src` into `dst` (open Stores).
+
+    index_memory: PostgreSQL's maintenance_work_mem for building HNSW indexes after a bulk load
+    (default postgres/bulk.py's BUILD_MEMORY).
+    """
     if batch < 1:
         raise ValueError("batch must be at least 1")
     report = CopyReport()
@@ -84,7 +89,8 @@ def copy_index(src, dst, *, batch: int = DEFAULT_BATCH, progress: Optional[Progr
         if dst.backend == "postgres":
             from .postgres import bulk
 
-            built = [bulk.ensure_vector_index(dst, embedder_id) for embedder_id in sorted(set(embedders.values()))]
+            built = [bulk.ensure_vector_index(dst, embedder_id, index_memory or bulk.BUILD_MEMORY)
+                     for embedder_id in sorted(set(embedders.values()))]
             report.index_build_s = round(sum(s for s in built if s is not None), 2)
     return report
 
