@@ -25,6 +25,7 @@ from index_checks import index_state
 from rasters import write_raster
 from tilescribe.plugin.cli import index_command
 from tilescribe.plugin.cli.main import main
+from tilescribe.plugin.core.index import opening
 from tilescribe.plugin.core.index.store import Store
 
 HARNESS = Path(__file__).with_name("cli_harness.py")
@@ -173,7 +174,7 @@ def test_disk_full_stops_with_a_clear_message_and_the_index_resumes(tmp_path, mo
             super().__init__(*args, **kwargs)
             opened.append(self)
 
-    monkeypatch.setattr(index_command, "Store", Recorded)
+    monkeypatch.setattr(opening, "Store", Recorded)  # what index_command's open_index opens a file with
     monkeypatch.setattr(index_command, "ProgressBar", FillsUp)
     assert main(argv) == 2
     err = capsys.readouterr().err

@@ -263,3 +263,20 @@ def test_a_server_gone_mid_run_is_an_index_error_and_the_run_resumes(pg_cluster,
 def test_several_indexes_with_postgres_are_refused_clearly(cli, pg_db, tmp_path):
     code, _, err = cli("search", "--db", pg_db, str(tmp_path / "a.tilescribe.sqlite"), "a road")
     assert code != 0 and "searched alone" in err
+
+
+def test_every_indexer_reads_the_raster_by_one_path_or_gdal_url(pg_db, small_raster, hashing_embedder, tmp_path):
+    """A GDAL URL is a raster path like any other; another path to the same pixels is refused, naming the
+    recorded one (two paths would make two runs of the same tiles)."""
+    import zipfile
+
+    from tilescribe.plugin.core.errors import IndexingError
+
+    archive = tmp_path / "ortho.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.write(small_raster, "small.tif")
+    url = f"/vsizip/{archive}/small.tif"
+    _index_captions(pg_db, url, hashing_embedder, CAPTIONS, tmp_path)
+    with pytest.raises(IndexingError) as caught:
+        _index_captions(pg_db, small_raster, hashing_embedder, CAPTIONS, tmp_path)
+    assert url in str(caught.value) and "same path or GDAL URL" in str(caught.value)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Iterable
 
 from ..errors import RasterError
+from .tiling import is_gdal_url
 
 # What a folder of rasters holds (GDAL reads more; name those files one by one).
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".img", ".jp2", ".png", ".jpg", ".jpeg", ".ecw", ".sid", ".nc")
@@ -21,6 +22,9 @@ def raster_inputs(inputs: Iterable[str | os.PathLike], *, vrt_sources: bool = Fa
     """
     found: list[Path] = []
     for given in inputs:
+        if is_gdal_url(given):  # a GDAL URL as given: a Path would fold its "//"
+            found.append(given)  # type: ignore[arg-type]
+            continue
         path = Path(given)
         if path.is_dir():
             inside = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in RASTER_SUFFIXES)
@@ -32,7 +36,8 @@ def raster_inputs(inputs: Iterable[str | os.PathLike], *, vrt_sources: bool = Fa
             found.append(path)
     if vrt_sources:
         found = [source for path in found
-                 for source in (vrt_source_files(path) if path.suffix.lower() == ".vrt" else [path])]
+                 for source in (vrt_source_files(path) if isinstance(path, Path) and path.suffix.lower() == ".vrt"
+                                else [path])]
     return unique_paths(found)
 
 

@@ -157,8 +157,16 @@ class Tile:
         return self.window.key
 
 
+def is_gdal_url(path: str | os.PathLike) -> bool:
+    """A GDAL virtual path (/vsicurl/https://..., /vsis3/bucket/key, /vsizip/a.zip/b.tif): not a local
+    file name, and never a Path (which would fold its `//`)."""
+    return str(path).startswith("/vsi")
+
+
 def fingerprint(path: str | os.PathLike) -> str:
     """Cheap content fingerprint: size plus SHA-256 of the first and last MiB."""
+    if is_gdal_url(path):
+        return _gdal_fingerprint(str(path))
     path = Path(path)
     size = path.stat().st_size
     digest = hashlib.sha256(str(size).encode())
@@ -175,6 +183,14 @@ def open_raster(path: str | os.PathLike):
     import rasterio
     from rasterio.errors import RasterioIOError
 
+    if is_gdal_url(path):  # every indexer of a shared index may read it from one URL
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return rasterio.open(str(path))
+        except (RasterioIOError, OSError) as exc:
+            raise RasterError(f"GDAL cannot read {path} ({_first_line(exc)}): check the URL, and that this "
+                              "machine may read it (network, credentials in GDAL's settings).") from exc
     path = Path(path)
     if not path.exists():
         raise RasterError(f"Raster not found: {path}. Check the path.")
@@ -209,6 +225,27 @@ def _first_line(exc: Exception) -> str:
     return text[0] if text else type(exc).__name__
 
 
+def _gdal_fingerprint(url: str) -> str:
+    """fingerprint() of a GDAL virtual path, read through GDAL's own file layer (the same bytes)."""
+    from osgeo import gdal
+
+    stat = gdal.VSIStatL(url)
+    if stat is None:
+        raise RasterError(f"GDAL cannot reach {url}: check the URL, and that this machine may read it "
+                          "(credentials for /vsis3/ and the like come from GDAL's settings).")
+    size = stat.size
+    digest = hashlib.sha256(str(size).encode())
+    handle = gdal.VSIFOpenL(url, "rb")
+    try:
+        digest.update(gdal.VSIFReadL(1, 1 << 20, handle) or b"")
+        if size > 2 << 20:
+            gdal.VSIFSeekL(handle, size - (1 << 20), os.SEEK_SET)
+            digest.update(gdal.VSIFReadL(1, 1 << 20, handle) or b"")
+    finally:
+        gdal.VSIFCloseL(handle)
+    return digest.hexdigest()[:32]
+
+
 def read_info(dataset) -> RasterInfo:
     """RasterInfo of an open rasterio dataset; no CRS means pixel coordinates."""
     notes = []
@@ -227,7 +264,7 @@ def read_info(dataset) -> RasterInfo:
         crs_label = "pixel coordinates"
         notes.append(f"{dataset.name} has no CRS: tiles are located in pixel coordinates (x = column, y = -row)")
     return RasterInfo(
-        path=str(Path(dataset.name).resolve()),
+        path=dataset.name if is_gdal_url(dataset.name) else str(Path(dataset.name).resolve()),
         fingerprint=fingerprint(dataset.name),
         width=dataset.width,
         height=dataset.height,
