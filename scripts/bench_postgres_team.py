@@ -126,11 +126,12 @@ def tiles_per_hour(team: Team, processes: int) -> dict:
             last = now
         time.sleep(0.1)
     wall = time.perf_counter() - started
-    errors = [p.stderr.read()[-400:] for p in procs if p.returncode]
+    errors = [(p.stderr.read() if p.stderr else "")[-400:] for p in procs if p.returncode]
     last = last or time.perf_counter()
     stored = team.done(url)
-    span = max(1e-9, last - first[0]) if first else None
-    rate = (stored - first[1]) / span * 3600 if span else 0.0
+    rate = 0.0
+    if first is not None:
+        rate = (stored - first[1]) / max(1e-9, last - first[0]) * 3600
     return {"processes": processes, "tiles": stored, "wall_s": round(wall, 1),
             "tiles_per_hour": round(rate), "errors": errors}
 
@@ -148,7 +149,7 @@ def killed_midway(team: Team, lease_s: float) -> dict:
         if state and state[0][0] >= 2 and state[0][1] >= 1:
             break
         if victim.poll() is not None:
-            raise RuntimeError(f"the indexer to kill ended first: {victim.stderr.read()[-400:]}")
+            raise RuntimeError(f"the indexer to kill ended first: {victim.stderr.read() if victim.stderr else ''}")
         time.sleep(0.05)
     victim.send_signal(signal.SIGKILL)
     victim.wait()

@@ -55,8 +55,8 @@ def tile_page(store, run_id: int, after: int, limit: int) -> list[SourceTile]:
     rows = _rows(store, "select id, tile_key, col_off, row_off, width, height, minx, miny, maxx, maxy, status, reason,"
                         " raw, pixel_hash, attempts from tiles where run_id = ? and id > ? order by id limit ?",
                  (run_id, after, limit))
-    return [SourceTile(r[0], r[1], tuple(r[2:6]), tuple(float(v) for v in r[6:10]), r[10], r[11] or "", r[12] or "",
-                       r[13], r[14] or 0) for r in rows]
+    return [SourceTile(r[0], r[1], (r[2], r[3], r[4], r[5]), (float(r[6]), float(r[7]), float(r[8]), float(r[9])),
+                       r[10], r[11] or "", r[12] or "", r[13], r[14] or 0) for r in rows]
 
 
 def captions_of(store, tile_ids: Sequence[int]) -> list[tuple]:

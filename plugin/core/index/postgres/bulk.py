@@ -38,7 +38,8 @@ def drop_vector_index(store: "PgStore", embedder_id: int) -> None:
 
 
 def has_vector_index(store: "PgStore", embedder_id: int) -> bool:
-    return store._one("select to_regclass(%s) is not null", (vector_index(embedder_id),))[0]
+    row = store._one("select to_regclass(%s) is not null", (vector_index(embedder_id),))
+    return bool(row and row[0])
 
 
 def ensure_vector_index(store: "PgStore", embedder_id: int, memory: str = BUILD_MEMORY,
@@ -58,9 +59,10 @@ def ensure_vector_index(store: "PgStore", embedder_id: int, memory: str = BUILD_
 def sizes(store: "PgStore") -> dict[str, int]:
     """Bytes on disk of the index's schema: all of it, the vector tables and their HNSW indexes."""
     schema = store.target.schema
-    total, vectors, hnsw = store._one(
+    row = store._one(
         "select coalesce(sum(pg_total_relation_size(c.oid)) filter (where c.relkind in ('r', 'm')), 0),"
         " coalesce(sum(pg_relation_size(c.oid)) filter (where c.relkind = 'r' and c.relname ~ '^caption_vec_'), 0),"
         " coalesce(sum(pg_relation_size(c.oid)) filter (where c.relkind = 'i' and c.relname ~ '_hnsw$'), 0)"
         " from pg_class c join pg_namespace n on n.oid = c.relnamespace where n.nspname = %s", (schema,))
+    total, vectors, hnsw = row or (0, 0, 0)
     return {"schema_bytes": int(total), "vector_table_bytes": int(vectors), "hnsw_bytes": int(hnsw)}
