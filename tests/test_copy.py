@@ -172,3 +172,22 @@ def test_file_to_file_copy(tmp_path, two_tile_index):
                            "--format", "json"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert counts(dst) == counts(two_tile_index), time.perf_counter() - started
+
+
+def test_refuses_a_model_of_the_same_name_that_computes_other_vectors(tmp_path, hashing_embedder):
+    from helpers import build_index
+
+    rng = np.random.default_rng(0)
+    made = []
+    for name in ("a", "b"):
+        store, _ = build_index(tmp_path / f"{name}.tilescribe.sqlite", write_raster(tmp_path / f"{name}.tif", width=64,
+                                                                                    height=64), hashing_embedder,
+                               [[f"a road {name}"]])
+        probe = rng.standard_normal((3, hashing_embedder.dim)).astype(np.float32)
+        store.set_embedder_probe(store.runs()[0].embedder_id,
+                                 (probe / np.linalg.norm(probe, axis=1, keepdims=True)).tobytes())
+        store.close()
+        made.append(tmp_path / f"{name}.tilescribe.sqlite")
+    with open_index(made[0], readonly=True) as src, open_index(made[1], create=True) as dst:
+        with pytest.raises(Exception, match="computes other vectors.*different models"):
+            copy_index(src, dst)
