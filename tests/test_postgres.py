@@ -4,6 +4,7 @@ schemas, migrations, roles, passwords, a server that goes away. Skipped where Po
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -164,17 +165,39 @@ def test_migrations_run_once_and_again_change_nothing(pg_cluster, pg_db):
     assert [v for (v,) in versions] == list(range(1, SCHEMA_VERSION + 1))
 
 
-def test_a_reader_role_searches_and_cannot_write(cli, pg_cluster, pg_db, small_raster, minilm, tmp_path):
-    _index_captions(pg_db, small_raster, minilm, CAPTIONS, tmp_path)
-    for statement in READER_SQL:
+def _docs_sql(start: str) -> list[str]:
+    """The SQL statements of the fenced block in docs/postgres.md that begins with `start`."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "postgres.md").read_text()
+    block = next(b for b in re.findall(r"```sql\n(.*?)```", text, re.S) if b.lstrip().startswith(start))
+    code = "\n".join(line.split("--", 1)[0] for line in block.splitlines())
+    return [statement.strip() for statement in code.split(";") if statement.strip()]
+
+
+def test_the_reader_and_writer_roles_of_the_docs(cli, pg_cluster, pg_db, small_raster, minilm, hashing_embedder,
+                                                 tmp_path):
+    """docs/postgres.md's role SQL as written: the writer indexes, the reader searches and cannot write,
+    and a vector table the writer adds later (a new embedder) is readable by the reader too."""
+    database = pg_db.split("@/", 1)[1].split("?", 1)[0]
+    writer_sql, reader_sql = [], []
+    for statement in _docs_sql("-- The writer"):
+        statement = statement.replace("DATABASE gis", f'DATABASE "{database}"')
+        (reader_sql if "SCHEMA tilescribe" in statement or "ROLE tilescribe_reader" in statement
+         else writer_sql).append(statement)
+    for statement in writer_sql:
         _sql(pg_cluster, pg_db, statement)
-    reader = pg_db.replace("postgresql://postgres@", "postgresql://ts_reader@")
+    writer = pg_db.replace("postgresql://postgres@", "postgresql://tilescribe_writer@")
+    reader = pg_db.replace("postgresql://postgres@", "postgresql://tilescribe_reader@")
+    _index_captions(writer, small_raster, minilm, CAPTIONS, tmp_path)  # the writer makes the schema
+    for statement in reader_sql:
+        _sql(pg_cluster, pg_db, statement)
+
     code, out, err = cli("search", "--db", reader, "boats in a harbour", "-k", 1, "--format", "json")
     assert code == 0, err
     assert json.loads(out)[0]["window"] == [0, 0, 64, 64]
     code, out, err = cli("info", "--db", reader)
     assert code == 0 and "2 done" in out
-
     captions = tmp_path / "more.jsonl"
     captions.write_text(json.dumps({"window": [0, 64, 64, 64], "captions": ["a car park"]}) + "\n")
     code, _, err = cli("import-captions", "--raster", small_raster, "--captions", captions, "--db", reader)
@@ -184,24 +207,12 @@ def test_a_reader_role_searches_and_cannot_write(cli, pg_cluster, pg_db, small_r
     assert code != 0 and "may only read" in err
     assert _sql(pg_cluster, pg_db, "select count(*) from tilescribe.captions") == [(4,)]
 
+    _index_captions(writer, small_raster, hashing_embedder, CAPTIONS[:1], tmp_path)  # a new vector table
+    from tilescribe.plugin.core.index.opening import open_index
 
-# The roles of docs/postgres.md ("Roles"), as an administrator would create them.
-READER_SQL = [
-    "create role ts_reader login",
-    "grant usage on schema tilescribe to ts_reader",
-    "grant select on all tables in schema tilescribe to ts_reader",
-    "alter default privileges in schema tilescribe grant select on tables to ts_reader",
-]
-
-
-def test_the_writer_role_of_the_docs_indexes_a_new_schema(pg_cluster, pg_db, small_raster, hashing_embedder,
-                                                          tmp_path):
-    database = pg_db.split("@/", 1)[1].split("?", 1)[0]
-    for statement in ('create role ts_writer login', f'grant create on database "{database}" to ts_writer'):
-        _sql(pg_cluster, pg_db, statement)
-    writer = pg_db.replace("postgresql://postgres@", "postgresql://ts_writer@")
-    _index_captions(writer, small_raster, hashing_embedder, CAPTIONS, tmp_path)
-    assert _sql(pg_cluster, pg_db, "select count(*) from tilescribe.captions") == [(4,)]
+    with open_index(reader, readonly=True) as store:
+        run = store.runs()[-1]
+        assert run.embedder == hashing_embedder.name and store.vector_count(run.id) == 2
 
 
 def test_nearest_agrees_with_the_exact_scan_and_an_extent_keeps_its_tiles(pg_db, small_raster, hashing_embedder,
@@ -280,3 +291,60 @@ def test_every_indexer_reads_the_raster_by_one_path_or_gdal_url(pg_db, small_ras
     with pytest.raises(IndexingError) as caught:
         _index_captions(pg_db, small_raster, hashing_embedder, CAPTIONS, tmp_path)
     assert url in str(caught.value) and "same path or GDAL URL" in str(caught.value)
+
+
+@pytest.mark.slow  # a worker process loading the real embedder
+def test_the_worker_answers_from_a_postgres_index(pg_db, small_raster, minilm, tmp_path):
+    from test_worker import WorkerProcess
+
+    _index_captions(pg_db, small_raster, minilm, CAPTIONS, tmp_path)
+    worker = WorkerProcess()
+    try:
+        hits = worker.ask({"id": 1, "cmd": "search", "db": pg_db, "query": "ships in a port", "k": 2})["result"]
+        assert [h["window"] for h in hits] == [[0, 0, 64, 64], [64, 0, 64, 64]]
+        similar = worker.ask({"id": 2, "cmd": "similar", "db": pg_db, "tile_db_id": hits[0]["tile_db_id"]})
+        assert [h["window"] for h in similar["result"]] == [[64, 0, 64, 64]]
+        x, y = hits[1]["bbox"][0] + 1, hits[1]["bbox"][1] + 1
+        tile = worker.ask({"id": 3, "cmd": "tile_at", "db": pg_db, "x": x, "y": y})["result"]
+        assert tile["captions"][0]["caption"] == "a dense green forest"
+        (run,) = worker.ask({"id": 4, "cmd": "runs", "db": pg_db})["result"]
+        assert run["tiles_done"] == 2 and run["vectors"] == 4
+        info = worker.ask({"id": 5, "cmd": "info", "db": pg_db})["result"]
+        assert info["runs"][0]["workers"][0]["done"] == 2
+        failed = worker.ask({"id": 6, "cmd": "info", "db": pg_db + "&schema=absent"})
+        assert failed["error"]["type"] == "IndexFileError" and "no TileScribe schema" in failed["error"]["message"]
+    finally:
+        assert worker.close() == 0
+
+
+def test_a_libpq_service_names_the_index_and_sslmode_reaches_libpq(cli, pg_cluster, pg_db, small_raster,
+                                                                   hashing_embedder, tmp_path, monkeypatch):
+    from tilescribe.plugin.core.index.opening import open_index
+
+    database = pg_db.split("@/", 1)[1].split("?", 1)[0]
+    services = tmp_path / "pg_service.conf"
+    services.write_text(f"[team]\nhost={pg_cluster.folder}\nport={pg_cluster.port}\ndbname={database}\n"
+                        "user=postgres\n")
+    monkeypatch.setenv("PGSERVICEFILE", str(services))
+    _index_captions("service=team schema=ortho", small_raster, hashing_embedder, CAPTIONS, tmp_path)
+    with open_index(pg_db + "&schema=ortho", readonly=True) as store:
+        assert store.variant_count(store.runs()[0].id) == 4
+    code, out, err = cli("info", "--db", "service=team schema=ortho")
+    assert code == 0 and "index service=team schema=ortho" in out and "2 done" in out, err
+    with pytest.raises(IndexFileError, match="sslmode"):  # libpq read it (and refused the value)
+        open_index(pg_db + "&sslmode=sometimes", readonly=True)
+
+
+def test_a_bulk_load_builds_the_vector_index_once_at_the_end(pg_cluster, pg_db, small_raster, hashing_embedder,
+                                                              tmp_path):
+    from tilescribe.plugin.core.index.opening import open_index
+
+    _index_captions(pg_db, small_raster, hashing_embedder, CAPTIONS[:1], tmp_path)
+    indexes = "select indexname from pg_indexes where tablename = 'caption_vec_1' and indexname like '%%hnsw'"
+    with open_index(pg_db, create=True) as store:
+        run = store.runs()[0]
+        with store.bulk_vectors(run.embedder_id):
+            assert _sql(pg_cluster, pg_db, indexes) == []
+            query = np.asarray(hashing_embedder.embed(["boats"])[0], dtype=np.float32)
+            assert store.nearest_variants(run, query, 1, None)  # searched exactly meanwhile
+        assert _sql(pg_cluster, pg_db, indexes) == [("caption_vec_1_hnsw",)]

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Optional
 
 from psycopg import sql
 
+from . import schema
 from .schema import create_vector_index, vector_index, vector_table
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ def vectors_in(store: "PgStore", embedder_id: int) -> int:
 
 def drop_vector_index(store: "PgStore", embedder_id: int) -> None:
     with store.atomic():
-        store._conn.execute(sql.SQL("drop index if exists {}").format(sql.Identifier(vector_index(embedder_id))))
+        schema.drop_vector_index(store._conn, embedder_id)
 
 
 def has_vector_index(store: "PgStore", embedder_id: int) -> bool:

@@ -120,10 +120,15 @@ def vector_index(embedder_id: int) -> str:
 
 
 def create_vector_index(conn, embedder_id: int) -> None:
-    """The HNSW index, unless it is there (bulk loads drop it and build it once at the end: bulk.py)."""
+    """The HNSW index (cosine) of one embedder's vectors; nothing when it exists (bulk loads drop it
+    and build it once at the end: bulk.py, PgStore.bulk_vectors)."""
     statement = sql.SQL("create index if not exists {name} on {table} using hnsw (embedding vector_cosine_ops)")
     conn.execute(statement.format(name=sql.Identifier(vector_index(embedder_id)),
                                   table=sql.Identifier(vector_table(embedder_id))))
+
+
+def drop_vector_index(conn, embedder_id: int) -> None:
+    conn.execute(sql.SQL("drop index if exists {}").format(sql.Identifier(vector_index(embedder_id))))
 
 
 def schema_version(conn, schema: str) -> int:

@@ -2,7 +2,7 @@
 could drop results.
 
 - No extent: HNSW (cosine) with `hnsw.iterative_scan = strict_order`, so the run filter keeps the
-  scan going until k rows match, and `hnsw.ef_search` raised to k (at most 1,000). Should it still
+  scan going until k rows match, and `hnsw.ef_search` raised (ef_search()). Should it still
   return fewer than k rows while the run holds more vectors, the exact scan answers instead.
 - An extent: the exact scan over the tiles the GiST index finds in the box. HNSW visits the nearest
   vectors of the whole table and filters afterwards, so a small box drops results (or scans the
@@ -20,7 +20,17 @@ from psycopg import sql
 from ..store_reads import RunInfo
 from .schema import vector_table
 
-EF_SEARCH_DEFAULT, EF_SEARCH_MAX = 40, 1000  # pgvector's default and its largest
+EF_SEARCH_MIN, EF_SEARCH_MAX = 100, 1000  # above pgvector's default 40 (see ef_search); its largest
+
+
+def ef_search(k: int) -> int:
+    """HNSW's candidate list for k results: twice k, at least EF_SEARCH_MIN, at most EF_SEARCH_MAX.
+
+    Measured on random unit 64-d vectors (the hard case; captions cluster): with 20,000, pgvector's
+    default 40 gave recall@10 0.30; with 10,000 and this setting, recall@10, @64, @100 and @1000 were
+    1.00, 5-11 ms a query (2 busy cores, load ~9).
+    """
+    return min(EF_SEARCH_MAX, max(EF_SEARCH_MIN, 2 * int(k)))
 
 
 def table_of(run: RunInfo) -> str:
@@ -47,8 +57,9 @@ def nearest(store: Any, run: RunInfo, vector: np.ndarray, k: int, extent) -> lis
     conn = store._conn
     with conn.transaction():
         conn.execute(sql.SQL("set local hnsw.ef_search = {}").format(
-            sql.Literal(min(EF_SEARCH_MAX, max(EF_SEARCH_DEFAULT, int(k))))))
-        conn.execute("set local hnsw.iterative_scan = strict_order")
+            sql.Literal(ef_search(k))))
+        if store.iterative_scans():  # older pgvector: fewer rows under the run filter, then the exact scan
+            conn.execute("set local hnsw.iterative_scan = strict_order")
         rows = conn.execute(sql.SQL(
             "select tile_id, caption_id, embedding <=> %s as d from {} where run_id = %s"
             " order by embedding <=> %s limit %s").format(sql.Identifier(table_of(run))),
