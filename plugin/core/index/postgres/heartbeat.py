@@ -52,12 +52,13 @@ class LeaseHeartbeat:
         """One renewal; a failure (server restarting, network) is retried at the next beat on a new
         connection: the indexer's own connection says what is wrong, in its own words."""
         try:
-            if self._conn is None or self._conn.closed or self._conn.broken:
+            conn = self._conn
+            if conn is None or conn.closed or conn.broken:
                 self._close()
-                self._conn = connect(self.target, readonly=False)
+                conn = self._conn = connect(self.target, readonly=False)
             # SKIP LOCKED: a tile the indexer is saving right now is locked by its own transaction,
             # which renews or releases it; waiting on it could deadlock against that transaction.
-            self._conn.execute(
+            conn.execute(
                 "update tiles set lease_until = now() + make_interval(secs => %(lease)s) where id in (select id"
                 " from tiles where claimed_by = %(me)s and status = 'pending' for update skip locked)",
                 {"lease": self.target.lease_s, "me": self.me})

@@ -107,6 +107,11 @@ class PgStore:
         with self._errors():
             return self._conn.execute(query, params).fetchone()
 
+    @property
+    def usable(self) -> bool:
+        """Whether the connection still works as far as psycopg knows (a pool reconnects otherwise)."""
+        return not self._conn.closed and not self._conn.broken
+
     def close(self) -> None:
         if self._conn.closed:
             return
