@@ -17,6 +17,7 @@ from .indexing import IndexRequest, captioner_settings, default_index_path, rast
 from .messages import push_wrapped
 from .model_fields import enable_slots, fill_engine_choices, model_field_values, show_model_fields
 from .model_picker import add_model_picker_button
+from .postgres_connections import add_index_target
 from .settings import CAPTIONER_LOCAL, CAPTIONER_SERVER, CAPTIONER_TEST, PluginSettings
 
 UI_FILE = Path(__file__).resolve().parents[2] / "ui" / "index_dialog.ui"
@@ -46,6 +47,7 @@ class IndexDialog(QDialog, FORM_CLASS):
             radio.toggled.connect(self._enable_model_fields)
         self.pickerButton = add_model_picker_button(self, lambda: self.settings, self._store_models_dir)
         fill_engine_choices(self, settings)
+        self.postgresTarget = add_index_target(self)  # "Index into": the file, or a saved PostgreSQL connection
         self._clear_problem_on_change()
         self._load(settings)
         self.layerCombo.setLayer(layer)
@@ -74,8 +76,9 @@ class IndexDialog(QDialog, FORM_CLASS):
         if settings.overlap >= settings.tile_size:
             raise TileScribeError(f"Overlap ({settings.overlap} px) must be smaller than the tile size "
                                   f"({settings.tile_size} px).")
-        db = self.indexFile.filePath().strip() or default_index_path(raster)
-        if not db.endswith(INDEX_SUFFIX):
+        postgres = self.postgresTarget.chosen_db()  # None: the file below
+        db = postgres or self.indexFile.filePath().strip() or default_index_path(raster)
+        if not postgres and not db.endswith(INDEX_SUFFIX):
             db += INDEX_SUFFIX
         return IndexRequest(layer.name(), raster, db, captioner_settings(settings),
                             settings.tile_size, settings.overlap, settings.variants)
