@@ -191,3 +191,34 @@ def test_refuses_a_model_of_the_same_name_that_computes_other_vectors(tmp_path, 
     with open_index(made[0], readonly=True) as src, open_index(made[1], create=True) as dst:
         with pytest.raises(Exception, match="computes other vectors.*different models"):
             copy_index(src, dst)
+
+
+def test_publishing_into_a_team_index_leaves_a_claimed_tile_to_its_indexer(tmp_path, pg_db, hashing_embedder):
+    """A laptop's later captions fill the team run's pending tiles, except one a live indexer holds."""
+    raster = write_raster(tmp_path / "r.tif", width=256, height=128)
+    laptop = tmp_path / "laptop.tilescribe.sqlite"
+    build(laptop, raster, hashing_embedder, tile_size=64, captioned=3)  # 8 tiles: 3 done, 1 failed, 4 pending
+    with open_index(laptop, readonly=True) as src, open_index(pg_db, create=True) as dst:
+        copy_index(src, dst)
+    with open_index(pg_db, create=True) as indexer:
+        indexer.me = "gpu-box:4113"  # another machine's indexer
+        run_id = indexer.runs()[0].id
+        claimed = indexer.tiles_to_do(run_id, ["pending"], 0, 1, None)[0]
+        with Store(laptop) as store:  # meanwhile the laptop captions two more tiles, the claimed one too
+            mine = {t.window.key: t for t in store.tiles(store.runs()[0].id, "pending")}
+            for key in (claimed.window.key, next(k for k in mine if k != claimed.window.key)):
+                variant = [CaptionVariant.plain(f"a late caption of {key}")]
+                store.save_captions(mine[key].id, variant, hashing_embedder.embed([variant[0].embedding_text()]))
+        with open_index(laptop, readonly=True) as src, open_index(pg_db, create=True) as dst:
+            report = copy_index(src, dst)
+        assert (report.tiles_captioned, report.held_elsewhere, report.runs_created) == (1, [claimed.id], 0)
+        assert indexer.tile(claimed.id).status == "pending"  # still the indexer's to caption
+        assert indexer.tile_counts(run_id) == {"pending": 3, "done": 4, "skipped": 0, "failed": 1}
+
+
+def test_postgres_to_postgres_another_schema(file_index, pg_db):
+    other = pg_db + "&schema=ortho_copy"
+    for src, dst in ((file_index, pg_db), (pg_db, other)):
+        with open_index(src, readonly=True) as source, open_index(dst, create=True) as target:
+            copy_index(source, target)
+    assert counts(other) == counts(pg_db) == counts(file_index)

@@ -348,3 +348,13 @@ def test_a_bulk_load_builds_the_vector_index_once_at_the_end(pg_cluster, pg_db, 
             query = np.asarray(hashing_embedder.embed(["boats"])[0], dtype=np.float32)
             assert store.nearest_variants(run, query, 1, None)  # searched exactly meanwhile
         assert _sql(pg_cluster, pg_db, indexes) == [("caption_vec_1_hnsw",)]
+
+
+def test_check_reports_vectors_missing_under_their_captions(cli, pg_cluster, pg_db, small_raster, hashing_embedder,
+                                                            tmp_path):
+    _index_captions(pg_db, small_raster, hashing_embedder, CAPTIONS, tmp_path)
+    _sql(pg_cluster, pg_db, "delete from tilescribe.caption_vec_1 where caption_id = (select min(caption_id)"
+                            " from tilescribe.caption_vec_1)")  # changed by another program
+    code, _, err = cli("check", "--db", pg_db)
+    assert code != 0 and "failed 2 check(s): Run 1 has 4 captions but 3 vectors (4 recorded)" in err
+    assert "has no vector" in err

@@ -67,7 +67,8 @@ def bench_postgres(n_vectors: int, *, dim: int = 384, queries: int = 100, k: int
                             "load_s": None if not report.wrote_anything else round(load_s, 1),
                             "hnsw_build_s": report.index_build_s or None, "build_memory": build_memory,
                             # below postgres/bulk.py's BULK_MIN_VECTORS the graph grows row by row, inside load_s
-                            "hnsw_built": "after the load" if report.index_build_s else "during the load"}
+                            "hnsw_built": ("earlier (the kept schema)" if not report.wrote_anything else
+                                           "after the load" if report.index_build_s else "during the load")}
                 postgres.update(_measure(dst, index.queries, exact_scores, k))
                 from ...plugin.core.index.postgres.bulk import sizes
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from ...plugin.core.errors import TileScribeError
 from .bench_output import print_report
 from ...plugin.cli.common import add_embedder_argument, load_embedder, positive_int, say
+from ...plugin.cli.copy_command import memory_size
 
 WORKER_QUERIES = ("a dam next to a plantation", "a bridge over a river", "houses along a road",
                   "a freeway interchange", "boats in a harbour", "a runway with planes",
@@ -38,7 +39,7 @@ def register(subparsers) -> None:
     parser.add_argument("--pg", default=None, metavar="URL",
                         help="with --backend postgres: the database to use (postgresql://...; its schema "
                              "bench_<vectors>_<dim>_<seed> is kept and reused); default: a throwaway cluster")
-    parser.add_argument("--build-memory", default="2GB",
+    parser.add_argument("--build-memory", default="2GB", type=memory_size,
                         help="with --backend postgres: maintenance_work_mem for the HNSW build (default 2GB)")
     parser.add_argument("--tmp-dir", default=None, help="folder for the temporary index (default: system temp)")
     parser.add_argument("--format", choices=("text", "json"), default="text")

@@ -362,7 +362,7 @@ class PgStore:
     def bulk_vectors(self, embedder_id: int) -> Iterator[None]:
         """For a bulk load (a copy, a benchmark): the embedder's HNSW index is dropped, then built once
         over everything written inside. 20,000 random 64-d vectors (2 cores, load ~12): 10 s of writes
-        + 30 s of build, against 35-56 s growing the index vector by vector; measure at your size.
+        + 30 s of build, against 56 s growing the index vector by vector (load ~9); measure at your size.
         Searches meanwhile scan exactly; indexers keep working."""
         with self.atomic():
             drop_vector_index(self._conn, embedder_id)
