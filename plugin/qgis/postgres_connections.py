@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 from urllib.parse import quote, urlencode
 
@@ -190,6 +191,11 @@ def indexes_in_project(project: QgsProject) -> list[IndexSource]:
 def is_postgres(db: str) -> bool:
     """Whether the dock's entry `db` is a PostgreSQL index added here (not a file path)."""
     return db in _SOURCES
+
+
+def display_name(db: str) -> str:
+    """How messages name an index: "schema on connection (PostgreSQL)", or the file's name."""
+    return label(*_SOURCES[db]) if db in _SOURCES else Path(db).name
 
 
 # -- the dock: "PostgreSQL…" beside "Open…" ------------------------------------------------

@@ -188,3 +188,52 @@ def test_the_index_dialog_targets_a_saved_connection(saved_connection, captioned
     assert parse_target(sent["db"]).password == PASSWORD
     dialog.deleteLater()
     assert os.environ.get("PGPASSWORD") != PASSWORD
+
+
+@pytest.fixture
+def writer_connection(team_index):
+    """A saved connection as the cluster's superuser (trust: no password at all), for indexing."""
+    from qgis.core import QgsSettings
+
+    cluster, database = team_index
+    key = "PostgreSQL/connections/team writer/"
+    settings = QgsSettings()
+    for name, value in {"host": str(cluster.folder), "port": str(cluster.port), "database": database,
+                        "username": "postgres", "saveUsername": "true", "authcfg": ""}.items():
+        settings.setValue(key + name, value)
+    yield "team writer"
+    settings.remove("PostgreSQL/connections/team writer")
+
+
+def test_index_layer_into_a_saved_connection_then_search_it(plugin, writer_connection, neon_raster, add_raster,
+                                                            fake_iface, qtbot, wait_task, team_index):
+    import psycopg
+    from qgis.core import Qgis
+    from gui_events import newest_task
+
+    from tilescribe.plugin.qgis import postgres_connections as pc
+
+    cluster, database = team_index
+    add_raster(neon_raster)
+    plugin.index_action.trigger()
+    dialog = plugin.index_dialog
+    dialog.testRadio.setChecked(True)
+    dialog.tileSizeSpin.setValue(200)
+    dialog.variantsSpin.setValue(1)
+    combo = dialog.postgresTarget.targetCombo
+    combo.setCurrentIndex(combo.findData(writer_connection))
+    dialog.postgresTarget.schemaEdit.setText("fresh")
+    dialog.buttonBox.button(dialog.buttonBox.Ok).click()
+    result = wait_task(newest_task(plugin), 240)
+    assert result.error is None, result.error
+    level, text = fake_iface.messages()[-1]
+    assert level == Qgis.Success and "4 of 4 tiles captioned" in text, text
+    assert "in fresh on team writer (PostgreSQL)" in text
+    with psycopg.connect(host=str(cluster.folder), port=cluster.port, user="postgres", dbname=database) as conn:
+        assert conn.execute("select status, count(*) from fresh.tiles group by status").fetchall() == [("done", 4)]
+
+    db = pc.index_db(writer_connection, "fresh")
+    assert db in plugin.dock._listed() and db in plugin.dock.selected_dbs()  # listed and searched along
+    plugin.dock.select_db(db)
+    hits = search_by_typing(plugin, qtbot, "trees")
+    assert len(hits) == 4 and all(hit.raster.endswith("neon.tif") for hit in hits), plugin.dock.statusLabel.text()
