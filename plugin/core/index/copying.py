@@ -223,11 +223,11 @@ def _copy_page(src, dst, run: RunInfo, reader, target: int, page: list, report: 
             if tile.status == "failed" and tile.attempts > 1:
                 copy_sql.set_attempts(dst, states[tile.key][0], tile.attempts)
             report.tiles_marked += 1
-        lost = dst.save_captions_many(list(entries.values())) if entries else None
-        lost = list(lost or [])  # PostgreSQL: tiles a live indexer claimed meanwhile stay its own
-        report.held_elsewhere.extend(lost)
+        # PostgreSQL returns the tiles a live indexer claimed meanwhile: they stay its own (a file: None)
+        lost = set(dst.save_captions_many(list(entries.values())) or ()) if entries else set()
+        report.held_elsewhere.extend(sorted(lost))
         report.tiles_captioned += len(entries) - len(lost)
-        report.captions += sum(len(e.variants) for tile_id, e in entries.items() if tile_id not in set(lost))
+        report.captions += sum(len(e.variants) for tile_id, e in entries.items() if tile_id not in lost)
 
 
 def _captions_of(src, run: RunInfo, reader, tiles: list, states: dict) -> dict[int, TileCaptions]:
