@@ -49,7 +49,7 @@ class CopyReport:
     tiles_captioned: int = 0  # tiles whose captions and vectors were written
     tiles_marked: int = 0  # skipped or failed tiles whose state was written
     captions: int = 0
-    unchanged: int = 0  # tiles the destination already held as far along
+    unchanged: int = 0  # tiles the destination already held, as far along
     held_elsewhere: list[int] = field(default_factory=list)  # destination tiles a live indexer holds
     runs: dict[int, int] = field(default_factory=dict)  # source run id -> destination run id
     index_build_s: float = 0.0  # PostgreSQL: building HNSW indexes dropped for the load (postgres/bulk.py)
@@ -211,7 +211,8 @@ def _copy_page(src, dst, run: RunInfo, reader, target: int, page: list, report: 
             states.update(copy_sql.tile_states(dst, target, [tile.key for tile in new]))
         report.tiles_added += len(new)
         behind = [tile for tile in page if _PROGRESS[tile.status] > _PROGRESS[states[tile.key][1]]]
-        report.unchanged += len(page) - len(behind)
+        touched = {tile.key for tile in new} | {tile.key for tile in behind}
+        report.unchanged += sum(1 for tile in page if tile.key not in touched)
         done = [tile for tile in behind if tile.status == "done"]
         entries = _captions_of(src, run, reader, done, states)
         for tile in behind:
@@ -222,11 +223,11 @@ def _copy_page(src, dst, run: RunInfo, reader, target: int, page: list, report: 
             if tile.status == "failed" and tile.attempts > 1:
                 copy_sql.set_attempts(dst, states[tile.key][0], tile.attempts)
             report.tiles_marked += 1
-        lost = dst.save_captions_many(list(entries.values())) if entries else None
-        lost = list(lost or [])  # PostgreSQL: tiles a live indexer claimed meanwhile stay its own
-        report.held_elsewhere.extend(lost)
+        # PostgreSQL returns the tiles a live indexer claimed meanwhile: they stay its own (a file: None)
+        lost = set(dst.save_captions_many(list(entries.values())) or ()) if entries else set()
+        report.held_elsewhere.extend(sorted(lost))
         report.tiles_captioned += len(entries) - len(lost)
-        report.captions += sum(len(e.variants) for tile_id, e in entries.items() if tile_id not in set(lost))
+        report.captions += sum(len(e.variants) for tile_id, e in entries.items() if tile_id not in lost)
 
 
 def _captions_of(src, run: RunInfo, reader, tiles: list, states: dict) -> dict[int, TileCaptions]:
