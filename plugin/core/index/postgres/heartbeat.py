@@ -19,6 +19,7 @@ from .connection import connect
 # Renewed this often within a lease: two beats may be missed (a slow server, a busy CPU) before
 # the lease lapses.
 BEATS_PER_LEASE = 3
+STOP_WAIT_S = 5.0
 
 
 class LeaseHeartbeat:
@@ -39,7 +40,9 @@ class LeaseHeartbeat:
     def stop(self) -> None:
         self._stop.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout=max(5.0, self.interval_s))
+            # Waits for a renewal under way, never for the next one; a daemon thread stuck on a
+            # server gone away is left behind rather than holding up the indexer's exit.
+            self._thread.join(timeout=STOP_WAIT_S)
 
     def _run(self) -> None:
         try:
