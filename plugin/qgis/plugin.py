@@ -228,7 +228,7 @@ class TileScribePlugin:
             return
         found = result.value
         if found.record is None:
-            self.messages.push(f"No indexed tile of {Path(found.db).name} ({found.run.short()}) here: click "
+            self.messages.push(f"No indexed tile of {display_name(found.db)} ({found.run.short()}) here: click "
                                "inside the indexed raster.", key="inspect")
             return
         self.messages.dismiss("inspect")
