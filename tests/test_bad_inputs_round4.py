@@ -63,8 +63,9 @@ def test_a_device_or_named_pipe_among_the_indexes_is_named_as_such_without_hangi
 
 
 @pytest.mark.parametrize("dbs, message", [
-    ([""], "field 'dbs' must be a non-empty list of absolute index file paths"),
-    (["relative.tilescribe.sqlite"], "field 'dbs' must be a non-empty list of absolute index file paths"),
+    ([""], "field 'dbs' must be a non-empty list of absolute index file paths or PostgreSQL indexes"),
+    (["relative.tilescribe.sqlite"],
+     "field 'dbs' must be a non-empty list of absolute index file paths or PostgreSQL indexes"),
     (["/x.tilescribe.sqlite"] * 10_001, "at most 10000"),
 ])
 def test_worker_dbs_that_are_empty_relative_or_too_many_are_refused(dbs, message):

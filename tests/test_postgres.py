@@ -271,9 +271,13 @@ def test_a_server_gone_mid_run_is_an_index_error_and_the_run_resumes(pg_cluster,
         assert store.variant_count(report.run_id) == 4
 
 
-def test_several_indexes_with_postgres_are_refused_clearly(cli, pg_db, tmp_path):
+def test_several_indexes_with_postgres_name_what_is_wrong(cli, pg_db, tmp_path):
+    """A PostgreSQL index is one of a project search's indexes (tests/test_project_search_postgres.py);
+    a missing file beside it, or a schema with no index yet, is refused by name."""
     code, _, err = cli("search", "--db", pg_db, str(tmp_path / "a.tilescribe.sqlite"), "a road")
-    assert code != 0 and "searched alone" in err
+    assert code != 0 and "a.tilescribe.sqlite does not exist" in err
+    code, _, err = cli("search", "--db", pg_db + "&schema=nothing_here", "--all-rasters", "a road")
+    assert code != 0 and "no TileScribe schema 'nothing_here'" in err
 
 
 def test_every_indexer_reads_the_raster_by_one_path_or_gdal_url(pg_db, small_raster, hashing_embedder, tmp_path):

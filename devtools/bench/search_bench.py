@@ -46,8 +46,12 @@ def recall(exact: Sequence[float], fast: Sequence[float], k: int) -> float:
     return min(len(exact), sum(score >= bar for score in fast[:k])) / min(k, len(exact))
 
 
-def measure_search(store: Store, run_id: int, queries: np.ndarray, k: int = 10) -> dict:
-    """Exact and fast search of each query in turn (same load for both); latency, recall, index size."""
+def measure_search(store: Store, run_id: int, queries: np.ndarray, k: int = 10,
+                   exact_scores: Optional[list] = None) -> dict:
+    """Exact and fast search of each query in turn (same load for both); latency, recall, index size.
+
+    `exact_scores`, when given, gets each query's exact top-k scores (the yardstick of other backends).
+    """
     started = time.perf_counter()
     run = store.run_info(run_id)
     cache = FastIndexCache()
@@ -63,6 +67,8 @@ def measure_search(store: Store, run_id: int, queries: np.ndarray, k: int = 10) 
         exact_s.append(t1 - t0)
         fast_s.append(t2 - t1)
         recalls.append(recall([h.score for h in exact], [h.score for h in fast], k))
+        if exact_scores is not None:
+            exact_scores.append([h.score for h in exact])
         overlaps.append(len({h.tile_db_id for h in exact} & {h.tile_db_id for h in fast}) / max(1, len(exact)))
     (exact_p50, exact_p95), (fast_p50, fast_p95) = percentiles(exact_s), percentiles(fast_s)
     return {"exact_p50_ms": exact_p50, "exact_p95_ms": exact_p95, "fast_p50_ms": fast_p50,

@@ -16,6 +16,7 @@ from ..core.terminal_text import for_terminal
 # Each module has `register(subparsers)`, which adds its parser with `func=run`.
 COMMAND_MODULES = [
     "import_captions",
+    "copy_command",
     "search_command",
     "info_command",
     "check_command",

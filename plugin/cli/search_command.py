@@ -23,9 +23,9 @@ def register(subparsers) -> None:
     # Optional to argparse only: `--db A B "query"` hands the query to --db, which gives it back (run()).
     parser.add_argument("query", nargs="?", help='what to find, e.g. "a freeway interchange"')
     parser.add_argument("--db", required=True, nargs="+", action="extend", metavar="INDEX",
-                        help="index file (*.tilescribe.sqlite); several files or folders (every "
-                             "*.tilescribe.sqlite inside) are searched together, in one ranking; or one "
-                             "PostgreSQL index: postgresql://... or service=NAME (docs/postgres.md)")
+                        help="index file (*.tilescribe.sqlite) or PostgreSQL index (postgresql://... or "
+                             "service=NAME, docs/postgres.md); several indexes or folders (every "
+                             "*.tilescribe.sqlite inside) are searched together, in one ranking")
     add_embedder_argument(parser)
     parser.add_argument("-k", type=int, default=SearchRequest.k,
                         help=f"number of tiles to return (default {SearchRequest.k})")
@@ -63,17 +63,14 @@ def run(args) -> int:
         args.db = args.db[0]  # a PostgreSQL index: one, as a file
         return _run_one(args, extent)
     for given in args.db:  # never write the results over one of the indexes (or a folder's)
+        if is_server_index(given):
+            continue
         inside = sorted(Path(given).glob(f"*{INDEX_SUFFIX}")) if Path(given).is_dir() else [given]
         for index in inside:
             refuse_output_over_index(args.output, index)
     if len(args.db) == 1 and not Path(args.db[0]).is_dir() and not args.all_rasters:
         args.db = args.db[0]  # one file: searched as before (main's error messages name it)
         return _run_one(args, extent)
-    if any(is_server_index(given) for given in args.db):
-        from ..core.errors import QueryError
-
-        raise QueryError("A PostgreSQL index is searched alone (one --db, no --all-rasters): search each index "
-                         "on its own (docs/postgres.md, \"Not supported\").")
     return _run_many(args, index_files(args.db), extent)
 
 
@@ -91,7 +88,8 @@ def _run_many(args, files, extent) -> int:
                             extent_crs=args.extent_crs)
     for line in result.skipped:
         say(f"note: {line}")
-    say(f"searched {len(result.searched)} run(s) in {len(files)} index file(s)")
+    kind = "indexes" if any(is_server_index(f) for f in files) else "index file(s)"
+    say(f"searched {len(result.searched)} run(s) in {len(files)} {kind}")
     _write(args, _many_text(args.format, result.hits), len(result.hits))
     return 0
 

@@ -21,6 +21,7 @@ from .messages import push_wrapped
 from .model_fields import enable_slots, fill_engine_choices, model_field_values, show_model_fields
 from .model_picker import add_model_picker_button
 from .render_fields import RenderFields
+from .postgres_connections import add_index_target
 from .settings import CAPTIONER_LOCAL, CAPTIONER_SERVER, CAPTIONER_TEST, PluginSettings
 from .web_render import needs_render, plan_request
 
@@ -54,6 +55,7 @@ class IndexDialog(QDialog, FORM_CLASS):
             radio.toggled.connect(self._enable_model_fields)
         self.pickerButton = add_model_picker_button(self, lambda: self.settings, self._store_models_dir)
         fill_engine_choices(self, settings)
+        self.postgresTarget = add_index_target(self)  # "Index into": the file, or a saved PostgreSQL connection
         self._clear_problem_on_change()
         self._load(settings)
         self.renderFields.changed.connect(self._show_estimate)
@@ -231,12 +233,13 @@ class IndexDialog(QDialog, FORM_CLASS):
                                   f"({settings.tile_size} px).")
         captioner = captioner_settings(settings)
         chosen_db = self.indexFile.filePath().strip()
+        postgres = self.postgresTarget.chosen_db()  # None: a file
         requests = []
         for layer in layers:
             render = self._render_request(layer) if needs_render(layer) else None
             raster = render.path if render is not None else raster_file(layer)
-            db = chosen_db or default_index_path(raster)
-            if not db.endswith(INDEX_SUFFIX):
+            db = postgres or chosen_db or default_index_path(raster)
+            if not postgres and not db.endswith(INDEX_SUFFIX):
                 db += INDEX_SUFFIX
             requests.append(IndexRequest(layer.name(), raster, db, captioner, settings.tile_size, settings.overlap,
                                          settings.variants, render))

@@ -74,7 +74,9 @@ class IndexOutcome:
         if self.failed:
             reason = f" ({self.failures[0][1]})" if self.failures else ""
             parts.append(f"{self.failed} failed{reason}")
-        text = f"{', '.join(parts)}, in {Path(self.db).name}."
+        from .postgres_connections import display_name  # a PostgreSQL index by its connection and schema
+
+        text = f"{', '.join(parts)}, in {display_name(self.db)}."
         if self.engine:
             text += f" Captioned with {self.engine}."
         if self.cancelled:

@@ -19,6 +19,7 @@ from .index_queue import IndexQueue
 from .indexing import IndexRequest, index_path_beside
 from .inspect_tool import CaptionsDialog, InspectTool
 from .messages import Messages
+from .postgres_connections import display_name
 from .search_controller import SearchController
 from .wording import count
 from .settings import CAPTIONER_TEST, PLUGIN_DIR, read_settings, write_settings
@@ -190,7 +191,7 @@ class TileScribePlugin:
         key = index_key(request.db)
         if result.error is not None:
             self.messages.error(f"Indexing {request.layer_name} stopped", result.error,
-                                f"Tiles captioned so far are kept in {Path(request.db).name}: "
+                                f"Tiles captioned so far are kept in {display_name(request.db)}: "
                                 "run Index layer again with the same settings to resume.", key=key)
             return
         outcome = result.value
@@ -199,7 +200,7 @@ class TileScribePlugin:
         else:
             self.messages.success(outcome.summary(), key=key)
         if outcome.done:
-            where = Path(request.db).name
+            where = display_name(request.db)
             why = (f"The {count(outcome.done, 'tile')} of {request.layer_name} captioned before the stop are kept "
                    f"in {where} and can be searched." if outcome.cancelled
                    else f"{request.layer_name} is indexed in {where}.")
@@ -238,7 +239,7 @@ class TileScribePlugin:
             return
         found = result.value
         if found.record is None:
-            where = (f"{Path(found.db).name} ({found.run.short()})" if len(found.searched) <= 1
+            where = (f"{display_name(found.db)} ({found.run.short()})" if len(found.searched) <= 1
                      else f"the {count(len(found.searched), 'searched index', 'searched indexes')}")
             self.messages.push(f"No indexed tile of {where} here: click inside an indexed raster.", key="inspect")
             return

@@ -10,6 +10,7 @@ from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import QFileDialog
 
 from ..core.errors import TileScribeError
+from . import postgres_connections
 from .dock import IndexSource, SearchDock
 from .highlight import ResultsLayer, export_geopackage, flash, keep_results, results_layer, zoom_to
 from .indexing import index_path_beside, project_index_path, raster_file
@@ -79,6 +80,7 @@ class SearchController:
         self.project.layersAdded.connect(self._layers_changed)
         self.project.layersRemoved.connect(self._layers_changed)
         self.project.cleared.connect(self._project_cleared)
+        postgres_connections.install_in_dock(self)  # "PostgreSQL…" beside Open…
         self.refresh_indexes()
 
     def unload(self) -> None:
@@ -108,12 +110,13 @@ class SearchController:
             self.refresh_indexes()
 
     def refresh_indexes(self) -> None:
-        self.dock.set_indexes(indexes_in_project(self.project))
+        self.dock.set_indexes(indexes_in_project(self.project) + postgres_connections.indexes_in_project(self.project))
 
     def offer_index(self, db: str, why: str) -> None:
         """A new or updated index: searched along when the dock searches every index (or none), else
         offered; the ticks the user set are never changed silently."""
-        db, ticked = str(Path(db).resolve()), self.dock.selected_dbs()
+        ticked = self.dock.selected_dbs()
+        db = db if postgres_connections.is_postgres(db) else str(Path(db).resolve())
         self._runs.pop(db, None)  # indexed again: its runs changed
         self.refresh_indexes()  # lists it (ticked unless the user narrowed the list) beside a raster
         if db in self.dock.selected_dbs():

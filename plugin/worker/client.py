@@ -107,6 +107,12 @@ def import_root(plugin_dir: Path) -> Optional[Path]:
     return folder
 
 
+# Each rewrites a request's fields just before its line is written to the worker's stdin pipe: the
+# QGIS side adds a saved PostgreSQL connection's password to "db"/"dbs" here (qgis/postgres_connections.py),
+# so that nothing else on the QGIS side holds it.
+REQUEST_HOOKS: list[Callable[[dict], dict]] = []
+
+
 class _Process:
     """One worker process: its pipes, reader threads and the requests waiting on it."""
 
@@ -141,6 +147,8 @@ class _Process:
 
     def send(self, cmd: str, args: dict, expect_reply: bool = True) -> tuple[int, queue.Queue]:
         rid, inbox = next(self._ids), queue.Queue()
+        for hook in REQUEST_HOOKS:
+            args = hook(args)
         if expect_reply:
             with self._inbox_lock:
                 self._inboxes[rid] = inbox

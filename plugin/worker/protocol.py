@@ -11,6 +11,7 @@ import os
 from typing import Optional
 
 from ..core.captioning.factory import CaptionerSettings
+from ..core.index.target import is_server_index
 from ..core.errors import ProtocolError  # in errors.py, so the QGIS side can raise it as its class too
 from ..core.indexing.index_settings import IndexSettings
 from ..core.search.search import SearchRequest
@@ -32,15 +33,17 @@ def _request_id(value) -> Optional[str]:
     return f"text (at most {MAX_ID_TEXT} characters), a whole number (at most 2**53) or null"
 
 
-# `dbs` of a project search: absolute paths only. The worker's working folder is QGIS's, not the
-# client's: "" or "x.sqlite" searched whatever sat there (issue 22). Bounded like any field.
+# `dbs` of a project search: absolute paths only, or PostgreSQL indexes (a URL or a libpq service,
+# which name no folder). The worker's working folder is QGIS's, not the client's: "" or "x.sqlite"
+# searched whatever sat there (issue 22). Bounded like any field.
 MAX_DBS = 10_000
 
 
 def _texts(value) -> Optional[str]:
     ok = (isinstance(value, list) and 0 < len(value) <= MAX_DBS
-          and all(isinstance(v, str) and os.path.isabs(v) for v in value))
-    return None if ok else f"a non-empty list of absolute index file paths (at most {MAX_DBS})"
+          and all(isinstance(v, str) and (os.path.isabs(v) or is_server_index(v)) for v in value))
+    return None if ok else (f"a non-empty list of absolute index file paths or PostgreSQL indexes "
+                            f"(at most {MAX_DBS})")
 
 
 def _captioner(value) -> Optional[str]:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from unittest.mock import MagicMock
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before the first qgis import
+# QGIS's authentication database in a temp folder, never the user's (test_qgis_postgres sets a master
+# password and stores an auth configuration in it).
+os.environ.setdefault("QGIS_AUTH_DB_DIR_PATH", tempfile.mkdtemp(prefix="tilescribe-qgis-auth-"))
 
 import pytest
 

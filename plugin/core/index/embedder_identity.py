@@ -90,6 +90,14 @@ def mark_unchecked(store: Store, embedder_id: int) -> None:
     store.set_embedder_probe(embedder_id, UNCHECKED)
 
 
+def same_model(probe: bytes, other: bytes) -> bool:
+    """Whether two stored probes (two indexes' records of an embedder) come from one model."""
+    vectors = np.frombuffer(other, dtype=np.float32)
+    if vectors.size % len(PROBE_SENTENCES):
+        return False
+    return _similarity(probe, vectors.reshape(len(PROBE_SENTENCES), -1)) >= SAME_MODEL_SIMILARITY
+
+
 def _record(store: Store, embedder_id: int, probe: np.ndarray) -> None:
     store.set_embedder_probe(embedder_id, np.ascontiguousarray(probe, dtype=np.float32).tobytes())
 

@@ -18,8 +18,8 @@ from typing import Optional
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 DEFAULT_SCHEMA = "tilescribe"
-# How long an indexer's claim on a tile lasts without news from it (renewed at each of its
-# claims and saves): a machine that dies gives its tiles back after this long.
+# How long an indexer's claim on a tile lasts without news from it (its heartbeat renews it
+# every lease/3 while it lives): a machine that dies gives its tiles back after this long.
 DEFAULT_LEASE_S = 600.0
 _OURS = ("schema", "lease")
 _URL_SCHEMES = ("postgresql://", "postgres://")

@@ -1,10 +1,11 @@
 """One query over many indexes: every raster of a project ranked together.
 
-Each index file (one per raster, or one holding several rasters) is searched at the latest
-captioned run of each of its rasters; the hits of all of them are merged into one ranking
-by cosine (the same embedder made every vector, so their scores are comparable). An index
-made with another embedder is never mixed in silently: it is refused with its name, or left
-out when the caller asks (`other_embedders="skip"`), to be searched on its own.
+Each index (a file, one per raster or holding several rasters, or a PostgreSQL index: its URL or
+libpq service, target.py) is searched at the latest captioned run of each of its rasters; the
+hits of all of them are merged into one ranking by cosine (the same embedder made every vector,
+so their scores are comparable). An index made with another embedder is never mixed in
+silently: it is refused with its name, or left out when the caller asks
+(`other_embedders="skip"`), to be searched on its own.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ import numpy as np
 
 from ..embedding import Embedder
 from ..errors import ModelError, QueryError, TileScribeError
+from ..index.opening import AnyStore, open_server_index
 from ..index.sqlite_errors import read_failure
 from ..index.store import RunInfo, Store
+from ..index.target import index_label, is_server_index
 from ..raster.sources import unique_paths
 from .fast_cache import FAST_MIN_VECTORS, FastIndexCache
 from .fastsearch import FastIndex, pool_sizes
@@ -43,7 +46,8 @@ MEMORY_RUNS_BYTES = 768 << 20
 
 @dataclass(frozen=True)
 class ProjectHit(SearchHit):
-    """A hit with the index file it came from (`raster_path` names its raster)."""
+    """A hit with the index it came from (a file's path, or a PostgreSQL index's label: no password);
+    `raster_path` names its raster."""
 
     index: str = ""
 
@@ -54,16 +58,20 @@ class ProjectHit(SearchHit):
 @dataclass
 class ProjectResult:
     hits: list[ProjectHit]
-    searched: list[tuple[str, int]] = field(default_factory=list)  # (index file, run id)
+    searched: list[tuple[str, int]] = field(default_factory=list)  # (index file or label, run id)
     skipped: list[str] = field(default_factory=list)  # why an index or run was left out, one line each
     other_embedders: dict[str, str] = field(default_factory=dict)  # index file -> the embedder it was made with
 
 
-def index_files(paths: Iterable[os.PathLike | str]) -> list[Path]:
-    """The index files named, a folder standing for every *.tilescribe.sqlite inside it (sorted);
-    each file once, in the order given. A QueryError for a path that is neither."""
-    found: list[Path] = []
+def index_files(paths: Iterable[os.PathLike | str]) -> list[Path | str]:
+    """The indexes named, a folder standing for every *.tilescribe.sqlite inside it (sorted); a
+    PostgreSQL index (URL or service) as given; each once, in the order given. A QueryError for a
+    path that is none of these."""
+    found: list[Path | str] = []
     for given in paths:
+        if is_server_index(given):
+            found.append(str(given).strip())
+            continue
         path = Path(given)
         if path.is_dir():
             inside = sorted(p for p in path.glob(INDEX_GLOB) if p.is_file())
@@ -82,7 +90,12 @@ def index_files(paths: Iterable[os.PathLike | str]) -> list[Path]:
     return unique_paths(found)
 
 
-def latest_runs_per_raster(store: Store) -> list[RunInfo]:
+def index_name(index: Path | str) -> str:
+    """How a hit, a note or an error names an index: its path, or a PostgreSQL label (no password)."""
+    return index_label(index) if isinstance(index, str) else str(index)
+
+
+def latest_runs_per_raster(store: AnyStore) -> list[RunInfo]:
     """The latest run with captioned tiles of each raster of the index, oldest raster first.
 
     Told by each run's stored vector count (a primary-key read per run): `searchable_runs()`
@@ -185,25 +198,30 @@ class MemoryRuns:
 class StorePool:
     """Read-only stores kept open between queries, the least recently used closed beyond `max_open`.
 
-    A file replaced or deleted since it was opened is opened again (its inode changed).
+    A file replaced or deleted since it was opened is opened again (its inode changed); a PostgreSQL
+    index whose connection broke (a server restart) is connected again.
     """
 
     def __init__(self, max_open: int = MAX_OPEN_STORES):
         self.max_open = max_open
-        self._open: OrderedDict[str, tuple[tuple[int, int], Store]] = OrderedDict()
+        self._open: OrderedDict[str, tuple[tuple[int, int], AnyStore]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, path: os.PathLike | str) -> Store:
-        key = os.path.realpath(path)
-        stat = os.stat(key)
-        identity = (stat.st_dev, stat.st_ino)
+    def get(self, path: os.PathLike | str) -> AnyStore:
+        if is_server_index(path):
+            key, identity = str(path).strip(), (0, 0)
+        else:
+            key = os.path.realpath(path)
+            stat = os.stat(key)
+            identity = (stat.st_dev, stat.st_ino)
         with self._lock:
             entry = self._open.pop(key, None)
-            if entry is not None and entry[0] != identity:
+            if entry is not None and (entry[0] != identity or not getattr(entry[1], "usable", True)):
                 entry[1].close()
                 entry = None
             if entry is None:
-                entry = (identity, Store(path, readonly=True))
+                store = open_server_index(key, readonly=True) if is_server_index(key) else Store(path, readonly=True)
+                entry = (identity, store)
             self._open[key] = entry
             while len(self._open) > self.max_open:
                 _, (_, oldest) = self._open.popitem(last=False)
@@ -229,6 +247,7 @@ def search_project(paths: Sequence[os.PathLike | str], embedder: Embedder, reque
                    memory: Optional[MemoryRuns] = None) -> ProjectResult:
     """Rank the tiles of every raster of every index for a text query, in one ranking.
 
+    `paths` are index files, folders of them, or PostgreSQL indexes (URL or libpq service).
     `request.extent` is in `extent_crs` (any CRS rasterio reads: "EPSG:4326", WKT) and is
     transformed to each raster's CRS; without `extent_crs` it is taken in each raster's own CRS.
     `request.run_id` is not used: each raster is searched at its latest captioned run.
@@ -247,24 +266,25 @@ def search_project(paths: Sequence[os.PathLike | str], embedder: Embedder, reque
     try:
         result = ProjectResult([])
         targets, mismatched = [], []
-        given = {os.path.realpath(p) for p in paths if not Path(p).is_dir()}
+        given = {_identity(p) for p in paths if is_server_index(p) or not Path(p).is_dir()}
         for path in files:
+            name = index_name(path)
             try:
                 store = _open(pool, path)
                 runs = _guarded(path, latest_runs_per_raster, store)
             except TileScribeError as exc:
-                if os.path.realpath(path) in given:  # named by the user: refused, as one index is
+                if _identity(path) in given:  # named by the user: refused, as one index is
                     raise
                 # Found in a folder: one damaged or foreign file must not stop the project's search.
-                result.skipped.append(f"{path}: left out: {exc}")
+                result.skipped.append(f"{name}: left out: {exc}")
                 continue
             if not runs:
-                result.skipped.append(f"{path}: no captioned tiles yet")
+                result.skipped.append(f"{name}: no captioned tiles yet")
             for run in runs:
                 problem = _embedder_problem(store, run, embedder)
                 if problem:
-                    mismatched.append(f"{path} (run {run.id}: {problem})")
-                    result.other_embedders[str(path)] = f"{run.embedder}, {run.dim}-d"
+                    mismatched.append(f"{name} (run {run.id}: {problem})")
+                    result.other_embedders[name] = f"{run.embedder}, {run.dim}-d"
                 else:
                     targets.append((path, run))
         if mismatched and other_embedders == "refuse":
@@ -285,16 +305,16 @@ def search_project(paths: Sequence[os.PathLike | str], embedder: Embedder, reque
             if extent is not None and extent_crs:
                 extent = _extent_in(store, run, request.extent, extent_crs)
                 if isinstance(extent, str):
-                    result.skipped.append(f"{path} (run {run.id}): {extent}")
+                    result.skipped.append(f"{index_name(path)} (run {run.id}): {extent}")
                     continue
             one = replace(request, extent=extent)
             hits = _guarded(path, _search_run, store, query, vector, one, run, fast_cache, memory)
-            result.searched.append((str(path), run.id))
+            result.searched.append((index_name(path), run.id))
             for position, hit in enumerate(hits):
                 # Dense: cosines of one embedder compare across indexes. Fused: each list is a
                 # reciprocal-rank order, so the lists are interleaved by position, then cosine.
                 key = (position, -hit.score) if request.lexical else (-hit.score, position)
-                ranked.append((key, hit, str(path)))
+                ranked.append((key, hit, index_name(path)))
         ranked.sort(key=lambda item: item[0])
         result.hits = [ProjectHit(**{**hit.__dict__, "rank": rank}, index=index)
                        for rank, (_, hit, index) in enumerate(ranked[:request.k], start=1)]
@@ -304,15 +324,17 @@ def search_project(paths: Sequence[os.PathLike | str], embedder: Embedder, reque
             pool.close()
 
 
-def _search_run(store: Store, query: str, vector: np.ndarray, request: SearchRequest, run: RunInfo,
+def _search_run(store: AnyStore, query: str, vector: np.ndarray, request: SearchRequest, run: RunInfo,
                 cache: Optional[FastIndexCache], memory: Optional[MemoryRuns]) -> list[SearchHit]:
     return _hits(store, run, _ranked(store, query, vector, request, run, cache, memory))
 
 
-def _ranked(store: Store, query: str, vector: np.ndarray, request: SearchRequest, run: RunInfo,
+def _ranked(store: AnyStore, query: str, vector: np.ndarray, request: SearchRequest, run: RunInfo,
             cache: Optional[FastIndexCache], memory: Optional[MemoryRuns] = None):
     if request.lexical:
         return _fused(store, query, vector, request, run, cache)
+    if not isinstance(store, Store):  # PostgreSQL: the server's HNSW index is the fast path, as for one index
+        return _best_variant_per_tile(store, run, vector, request)
     if (memory is not None and request.mode != "exact"
             and store.vector_state(run.id)[0] < FAST_MIN_VECTORS):
         return memory.get(store, run).search(vector, request.k, request.extent, request.exclude_tiles)
@@ -334,7 +356,7 @@ def _project_fast_index(store: Store, run: RunInfo, mode: str, cache: Optional[F
     return cache.get(store, run)
 
 
-def _embedder_problem(store: Store, run: RunInfo, embedder: Embedder) -> str:
+def _embedder_problem(store: AnyStore, run: RunInfo, embedder: Embedder) -> str:
     try:
         _check_embedder(store, run, embedder)
     except (QueryError, ModelError):
@@ -342,7 +364,7 @@ def _embedder_problem(store: Store, run: RunInfo, embedder: Embedder) -> str:
     return ""
 
 
-def _extent_in(store: Store, run: RunInfo, extent, extent_crs: str):
+def _extent_in(store: AnyStore, run: RunInfo, extent, extent_crs: str):
     """The extent transformed to the run's raster CRS, or why it cannot apply there (a raster
     without a CRS, or one with no transform from `extent_crs`: an engineering CRS)."""
     from rasterio.crs import CRS
@@ -374,14 +396,19 @@ def _quiet_gdal():
     return Env(CPL_LOG="/dev/null")
 
 
-def _open(pool: StorePool, path: Path) -> Store:
+def _identity(index: os.PathLike | str) -> str:
+    """What tells a named index from one found in a folder: a file's real path, a server index as given."""
+    return str(index).strip() if is_server_index(index) else os.path.realpath(index)
+
+
+def _open(pool: StorePool, path: Path | str) -> AnyStore:
     try:
         return pool.get(path)
     except sqlite3.DatabaseError as exc:
         raise read_failure(path, exc) or TileScribeError(f"Index {path} cannot be opened: {exc}.") from None
 
 
-def _guarded(path: Path, call, *args):
+def _guarded(path: Path | str, call, *args):
     """`call(*args)`, with a damaged index's SQLite error told as the CLI tells it, naming the file."""
     try:
         return call(*args)

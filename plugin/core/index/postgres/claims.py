@@ -2,8 +2,9 @@
 
 An indexer claims CLAIM_PAGE tiles at a time (`FOR UPDATE SKIP LOCKED`: two claims never wait on
 or take the same row) and holds them until `lease_until`; every claim and save renews the leases it
-holds. A tile whose lease lapsed (its indexer died, or lost the server) goes back to the queue and
-another indexer claims it. A save stores a tile's captions, vectors and status in one transaction,
+holds, and so does the indexer's heartbeat every lease/3 while it works (heartbeat.py). A tile
+whose lease lapsed (its indexer died, or lost the server) goes back to the queue and another
+indexer claims it. A save stores a tile's captions, vectors and status in one transaction,
 and only while the tile is unclaimed or claimed by this indexer: once another indexer holds it, our
 late answer is dropped, so a tile's captions are written once.
 """

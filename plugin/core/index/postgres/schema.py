@@ -119,15 +119,21 @@ def create_vector_table(conn, embedder_id: int, dim: int) -> None:
         name=sql.Identifier(f"{table}_run"), table=sql.Identifier(table)))
 
 
+def vector_index(embedder_id: int) -> str:
+    """The HNSW (cosine) index of one embedder's vector table."""
+    return f"{vector_table(embedder_id)}_hnsw"
+
+
 def create_vector_index(conn, embedder_id: int) -> None:
-    """The HNSW index (cosine) of one embedder's vectors; nothing when it exists."""
-    table = vector_table(embedder_id)
-    conn.execute(sql.SQL("create index if not exists {name} on {table} using hnsw (embedding vector_cosine_ops)")
-                 .format(name=sql.Identifier(f"{table}_hnsw"), table=sql.Identifier(table)))
+    """The HNSW index (cosine) of one embedder's vectors; nothing when it exists (bulk loads drop it
+    and build it once at the end: bulk.py, PgStore.bulk_vectors)."""
+    statement = sql.SQL("create index if not exists {name} on {table} using hnsw (embedding vector_cosine_ops)")
+    conn.execute(statement.format(name=sql.Identifier(vector_index(embedder_id)),
+                                  table=sql.Identifier(vector_table(embedder_id))))
 
 
 def drop_vector_index(conn, embedder_id: int) -> None:
-    conn.execute(sql.SQL("drop index if exists {}").format(sql.Identifier(f"{vector_table(embedder_id)}_hnsw")))
+    conn.execute(sql.SQL("drop index if exists {}").format(sql.Identifier(vector_index(embedder_id))))
 
 
 def schema_version(conn, schema: str) -> int:

@@ -2,7 +2,8 @@
 
 Search, indexing, the CLI and the worker call the same methods on either. What differs:
 - many indexers at once: tiles are claimed (`tiles_to_do`) with FOR UPDATE SKIP LOCKED under a
-  lease (claims.py); a save stores only tiles whose claim is still this process's;
+  lease (claims.py) that a heartbeat renews while indexing (heartbeat.py); a save stores only
+  tiles whose claim is still this process's;
 - the dense search is pgvector's HNSW (approximate), the extent filter a PostGIS GiST query
   (vector_search.py); words use PostgreSQL full-text search;
 - no in-RAM fast search (`fast_search = False`): the server's index already answers in milliseconds.
@@ -28,6 +29,7 @@ from ..target import ServerTarget
 from . import claims, vector_search
 from .connection import claimant, connect, register_vectors
 from .errors import server_failure
+from .heartbeat import heartbeat
 from .schema import (SCHEMA_VERSION, TEXT_SEARCH_CONFIG, create_vector_index, create_vector_table, drop_vector_index,
                      migrate, refuse_newer, schema_version)
 
@@ -106,6 +108,11 @@ class PgStore:
         with self._errors():
             return self._conn.execute(query, params).fetchone()
 
+    @property
+    def usable(self) -> bool:
+        """Whether the connection still works as far as psycopg knows (a pool reconnects otherwise)."""
+        return not self._conn.closed and not self._conn.broken
+
     def close(self) -> None:
         if self._conn.closed:
             return
@@ -133,9 +140,14 @@ class PgStore:
         """Held while an indexer picks or creates its run: indexers starting together share one run."""
         return _advisory(self, f"tilescribe runs {self.target.schema}")
 
-    def indexer_lock(self):
-        """Many indexers may write at once here: their claims on tiles keep them apart (claims.py)."""
-        return contextlib.nullcontext(_NoLock())
+    @contextlib.contextmanager
+    def indexer_lock(self) -> Iterator["_NoLock"]:
+        """Many indexers may write at once here: their claims on tiles keep them apart (claims.py).
+
+        Held while indexing: a heartbeat renews this process's leases every lease/3 meanwhile, so a
+        tile slower than the lease stays this indexer's (heartbeat.py)."""
+        with heartbeat(self.target, self.me):
+            yield _NoLock()
 
     # -- rasters, embedders, runs -------------------------------------------------------
 
