@@ -58,6 +58,7 @@ class SearchDock(QgsDockWidget, FORM_CLASS):
         self.setObjectName("TileScribeDock")
         self.hits: list[Hit] = []
         self.runs: list[RunChoice] = []
+        self.run_picked = False  # the user chose the Run box's run (see set_runs, _run_chosen)
         self._opened: list[IndexSource] = []  # files the user opened by hand stay listed
         self._marks: dict[str, str] = {}  # index file -> why searches leave it out (another embedder)
         self._db = ""  # the ticked indexes last seen: indexChanged fires only on a real change
@@ -217,6 +218,8 @@ class SearchDock(QgsDockWidget, FORM_CLASS):
     def set_runs(self, runs: Sequence[RunChoice], select: Optional[int] = None) -> None:
         """List the chosen index's runs; keep the chosen run when it is still there."""
         keep = select if select is not None else (self.current_run().id if self.current_run() else None)
+        if not runs:  # another index: its runs are listed afresh, none picked yet
+            self.run_picked = False
         self.runs = list(runs)
         self.runCombo.blockSignals(True)
         self.runCombo.clear()
@@ -237,6 +240,7 @@ class SearchDock(QgsDockWidget, FORM_CLASS):
             self.runCombo.setToolTip(SEVERAL_RUNS_TIP)
 
     def _run_chosen(self, *_args) -> None:
+        self.run_picked = True  # by the user (set_runs blocks the box's signals)
         self._show_run_tip()
         self.runChanged.emit()
 

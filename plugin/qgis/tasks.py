@@ -90,7 +90,8 @@ class SearchTask(WorkerTask):
         if params.dbs:
             return self._project(params.dbs)
         runs = None if params.run is not None else self.runs_of(params.db)
-        if len({run.raster for run in (runs if runs is not None else self.runs_of(params.db))}) > 1:
+        several = len({run.raster for run in (runs if runs is not None else self.runs_of(params.db))}) > 1
+        if several and not params.run_picked:
             # One index of several rasters (the Index dialog's project index): every raster at its
             # latest run, ranked together, as when several indexes are ticked; the Run box is for one raster.
             return self._project((params.db,))
