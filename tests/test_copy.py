@@ -222,3 +222,25 @@ def test_postgres_to_postgres_another_schema(file_index, pg_db):
         with open_index(src, readonly=True) as source, open_index(dst, create=True) as target:
             copy_index(source, target)
     assert counts(other) == counts(pg_db) == counts(file_index)
+
+
+def test_a_rendered_raster_s_source_travels_with_the_copy(tmp_path, pg_db, hashing_embedder):
+    """Where a web layer's GeoTIFF came from (rasters.source) is copied to PostgreSQL and back."""
+    import dataclasses
+    import json
+
+    raster = write_raster(tmp_path / "rendered.tif", width=64, height=64)
+    source = {"provider": "wms", "url": "http://127.0.0.1:1/{z}/{x}/{y}.png", "layer": "basemap"}
+    db = tmp_path / "rendered.tilescribe.sqlite"
+    build(db, raster, hashing_embedder, tile_size=32, captioned=2)
+    with open_raster(raster) as ds:
+        tagged = dataclasses.replace(read_info(ds), source=json.dumps(source))
+    with Store(db) as store:
+        store.upsert_raster(tagged)  # as a second indexing of the tagged GeoTIFF records it
+    back = tmp_path / "back.tilescribe.sqlite"
+    with Store(db, readonly=True) as src, open_index(pg_db, create=True) as dst:
+        copy_index(src, dst)
+        assert dst.rasters()[0]["source"] == source
+    with open_index(pg_db, readonly=True) as src, Store(back, create=True) as dst:
+        copy_index(src, dst)
+        assert dst.rasters()[0]["source"] == source

@@ -339,21 +339,6 @@ def test_a_libpq_service_names_the_index_and_sslmode_reaches_libpq(cli, pg_clust
         open_index(pg_db + "&sslmode=sometimes", readonly=True)
 
 
-def test_a_bulk_load_builds_the_vector_index_once_at_the_end(pg_cluster, pg_db, small_raster, hashing_embedder,
-                                                              tmp_path):
-    from tilescribe.plugin.core.index.opening import open_index
-
-    _index_captions(pg_db, small_raster, hashing_embedder, CAPTIONS[:1], tmp_path)
-    indexes = "select indexname from pg_indexes where tablename = 'caption_vec_1' and indexname like '%%hnsw'"
-    with open_index(pg_db, create=True) as store:
-        run = store.runs()[0]
-        with store.bulk_vectors(run.embedder_id):
-            assert _sql(pg_cluster, pg_db, indexes) == []
-            query = np.asarray(hashing_embedder.embed(["boats"])[0], dtype=np.float32)
-            assert store.nearest_variants(run, query, 1, None)  # searched exactly meanwhile
-        assert _sql(pg_cluster, pg_db, indexes) == [("caption_vec_1_hnsw",)]
-
-
 def test_check_reports_vectors_missing_under_their_captions(cli, pg_cluster, pg_db, small_raster, hashing_embedder,
                                                             tmp_path):
     _index_captions(pg_db, small_raster, hashing_embedder, CAPTIONS, tmp_path)

@@ -18,6 +18,7 @@ copy that was killed is run again and completes, adding nothing twice.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -154,7 +155,8 @@ def _run_in(src, dst, run: RunInfo, embedder_id: int, taken: Counter, report: Co
     with dst.run_choice_lock():
         raster_id = dst.upsert_raster(RasterInfo(
             raster["path"], raster["fingerprint"], raster["width"], raster["height"], raster["band_count"],
-            raster["dtype"], raster["crs_wkt"], raster["crs_label"], tuple(raster["transform"])))
+            raster["dtype"], raster["crs_wkt"], raster["crs_label"], tuple(raster["transform"]),
+            source=json.dumps(raster["source"]) if raster.get("source") else ""))
         signature = _signature(raster, run, embedder_id)
         same = [other.id for other in dst.runs() if other.raster_id == raster_id
                 and _signature(raster, other, other.embedder_id) == signature]

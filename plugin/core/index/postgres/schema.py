@@ -126,7 +126,7 @@ def vector_index(embedder_id: int) -> str:
 
 def create_vector_index(conn, embedder_id: int) -> None:
     """The HNSW index (cosine) of one embedder's vectors; nothing when it exists (bulk loads drop it
-    and build it once at the end: bulk.py, PgStore.bulk_vectors)."""
+    and build it once at the end: bulk.py)."""
     statement = sql.SQL("create index if not exists {name} on {table} using hnsw (embedding vector_cosine_ops)")
     conn.execute(statement.format(name=sql.Identifier(vector_index(embedder_id)),
                                   table=sql.Identifier(vector_table(embedder_id))))

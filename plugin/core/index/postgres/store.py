@@ -30,8 +30,7 @@ from . import claims, vector_search
 from .connection import claimant, connect, register_vectors
 from .errors import server_failure
 from .heartbeat import heartbeat
-from .schema import (SCHEMA_VERSION, TEXT_SEARCH_CONFIG, create_vector_index, create_vector_table, drop_vector_index,
-                     migrate, refuse_newer, schema_version)
+from .schema import (SCHEMA_VERSION, TEXT_SEARCH_CONFIG, create_vector_table, migrate, refuse_newer, schema_version)
 
 TILE_COLUMNS = "id, run_id, col_off, row_off, width, height, minx, miny, maxx, maxy, status, reason"
 _RUN_SELECT = (
@@ -368,21 +367,6 @@ class PgStore:
         if len(found) != len(ids):
             raise IndexFileError(f"Index {self.path} lacks vectors of tile {tile_id}: run `tilescribe check`.")
         return vectors[np.searchsorted(found, ids)]
-
-    @contextlib.contextmanager
-    def bulk_vectors(self, embedder_id: int) -> Iterator[None]:
-        """For a bulk load (a copy, a benchmark): the embedder's HNSW index is dropped, then built once
-        over everything written inside. 20,000 random 64-d vectors (2 cores, load ~12): 10 s of writes
-        + 30 s of build, against 56 s growing the index vector by vector (load ~9); measure at your size.
-        Searches meanwhile scan exactly; indexers keep working."""
-        with self.atomic():
-            drop_vector_index(self._conn, embedder_id)
-        try:
-            yield
-        finally:
-            with self.atomic():
-                self._conn.execute("set local maintenance_work_mem = '512MB'")
-                create_vector_index(self._conn, embedder_id)
 
     def write_failure(self, exc: BaseException) -> Optional[TileScribeError]:
         """SQLite's errors do not come from here: psycopg's are turned into TileScribe's where they happen."""
