@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 needs_qgis_app = pytest.mark.skipif(shutil.which("xvfb-run") is None or shutil.which("qgis") is None,
                                     reason="needs the qgis application and xvfb-run")
 STEPS = ["raster_loaded", "dock_open", "search", "result_clicked", "inspect", "similar", "cleared",
-         "indexed_another"]
+         "indexed_another", "indexed_all", "project_search"]
 # "setting_up_halfway" is shot when the task passes 50 %: a run that jumps past it between two looks lacks it.
 FIRST_RUN_STEPS = ["dock_offers_setup", "setup_dialog", "setting_up", "ready", "index_dialog", "indexed",
                    "first_search"]
@@ -37,6 +37,9 @@ def test_a_user_session_in_the_real_qgis(shared_data, tmp_path):
     assert search["features"] == len(search["rows"]) == 8 and "airplane" in search["rows"][0]
     cleared = report["steps"][6]
     assert cleared["outline_pixels_before"] > 0 and cleared["outline_pixels_after"] == 0
+    indexed_all, project = report["steps"][8], report["steps"][9]  # three rasters and an XYZ basemap, one index
+    assert len(indexed_all["layers"]) == 4 and indexed_all["rendered"], indexed_all
+    assert len(project["rasters"]) >= 3 and sum(1 for n in project["orange_pixels_per_layer"].values() if n > 0) >= 3
     for name in report["screenshots"]:
         image = QImage(str(tmp_path / name))
         assert image.width() == 1600 and image.height() == 1000, name
