@@ -57,6 +57,31 @@ def test_saved_project_keeps_no_empty_results_layer(plugin_on_shared_worker, cap
     assert len(_results_layers(project)) == 1
 
 
+def test_a_reopened_project_saved_with_results_can_be_saved_again(plugin_on_shared_worker, captioned_index,
+                                                                  add_raster, qtbot, tmp_path):
+    """Bug (a crash, seen in the real QGIS): a project saved while results were shown, opened again (its
+    stale results layer dropped) and saved crashed QGIS in QgsSnappingConfig::writeProject: the layer was
+    removed from inside readProject, and the snapping settings kept a freed pointer to it."""
+    from qgis.core import QgsProject, QgsVectorLayer
+    from qgis.PyQt.QtCore import Qt
+
+    plugin = plugin_on_shared_worker
+    project = QgsProject.instance()
+    add_raster(captioned_index)
+    assert search_by_typing(plugin, qtbot, "a dirt road")
+    qtbot.mouseClick(plugin.dock.keepButton, Qt.LeftButton)  # a vector layer that stays, snapping settings and all
+    path = str(tmp_path / "saved.qgz")
+    assert project.write(path)
+    project.clear()
+    assert project.read(path)
+    qtbot.waitUntil(lambda: not _results_layers(project), timeout=2000)
+    vectors = [layer for layer in project.mapLayers().values() if isinstance(layer, QgsVectorLayer)]
+    assert [layer.name() for layer in vectors] == ["TileScribe: a dirt road"]
+    assert len(project.snappingConfig().individualLayerSettings()) == len(vectors)
+    assert project.write(path)  # Ctrl+S: crashed here
+    assert project.read(path) and len(project.mapLayers()) == 2
+
+
 def test_one_result_is_singular_and_the_extent_filter_is_named(plugin_on_shared_worker, fake_iface, captioned_index,
                                                                 add_raster, qtbot):
     """Bugs: "1 results" in the status line; the extent filter was not mentioned there."""
