@@ -82,6 +82,33 @@ def test_a_reopened_project_saved_with_results_can_be_saved_again(plugin_on_shar
     assert project.read(path) and len(project.mapLayers()) == 2
 
 
+def test_indexing_that_ends_after_project_close_leaves_the_new_project_alone(plugin_on_shared_worker, fake_iface,
+                                                                           neon_raster, add_raster, qtbot):
+    """Bug (seen in the real QGIS): Project > Close while the Index dialog's job ran; when it ended, the
+    closed project's index was opened in the dock of the new, empty project."""
+    from qgis.core import QgsProject
+    from qgis.PyQt.QtCore import Qt
+
+    plugin = plugin_on_shared_worker
+    add_raster(neon_raster)
+    wait_idle(plugin, qtbot)
+    plugin.index_action.trigger()
+    dialog = plugin.index_dialog
+    qtbot.waitUntil(dialog.isVisible)
+    qtbot.mouseClick(dialog.testRadio, Qt.LeftButton)
+    dialog.tileSizeSpin.setValue(200)
+    dialog.variantsSpin.setValue(1)
+    qtbot.mouseClick(dialog.buttonBox.button(dialog.buttonBox.Ok), Qt.LeftButton)
+    assert plugin.runner.tasks
+    QgsProject.instance().clear()  # what Project > Close (and New) does, while the task runs
+    wait_idle(plugin, qtbot, 240)
+    assert any(text.startswith("Indexed neon") for text in bar_texts(fake_iface.bar)), bar_texts(fake_iface.bar)
+    assert plugin.dock.selected_dbs() == [] and plugin.dock.current_db() is None
+    assert [plugin.dock.indexList.item(i).text() for i in range(plugin.dock.indexList.count())] == [
+        "No index: click Index layer"]
+    assert not [text for text in bar_texts(fake_iface.bar) if "still searches" in text]
+
+
 def test_one_result_is_singular_and_the_extent_filter_is_named(plugin_on_shared_worker, fake_iface, captioned_index,
                                                                 add_raster, qtbot):
     """Bugs: "1 results" in the status line; the extent filter was not mentioned there."""
