@@ -71,7 +71,9 @@ class ResultsLayer:
         self._layer_id = None
 
     def _leave_out_of(self, document) -> None:
-        """Takes our layer out of the project file being written (layers, layer tree, legend, order)."""
+        """Takes our layer out of the project file being written (layers, layer tree, legend, order).
+        QGIS 3.22 emits writeProject before it writes the layers: there this finds nothing, the file
+        keeps an empty results layer, and _drop_saved_results removes it once the project is read."""
         layer = self.layer()
         if layer is not None:
             leave_out_layer(document, layer.id())
