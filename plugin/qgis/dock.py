@@ -15,7 +15,7 @@ from qgis.PyQt.QtWidgets import QFileDialog, QListWidgetItem
 
 from ..core.indexing.index_settings import INDEX_SUFFIX
 from .results import Hit
-from .runs import RunChoice
+from .runs import RunChoice, raster_count
 
 UI_DIR = Path(__file__).resolve().parents[2] / "ui"
 FORM_CLASS, _ = uic.loadUiType(str(UI_DIR / "dock.ui"))
@@ -31,6 +31,9 @@ RUN_TIP = ("One index file can hold several runs (the raster indexed with anothe
            "the search uses the run chosen here")
 SEVERAL_RUNS_TIP = ("Several indexes are ticked: each raster is searched at its latest captioned run. "
                     "Tick one index only to pick one of its runs.")
+# The Index dialog's project index holds one run per raster: none of them is "the" run to pick.
+SEVERAL_RASTERS_TIP = ("This index holds several rasters (the Index dialog's project index): each is searched, "
+                       "and inspected, at its latest captioned run.")
 THUMBNAILS_PER_TICK = 4  # rendered between event-loop turns, so the list stays responsive
 
 
@@ -58,7 +61,6 @@ class SearchDock(QgsDockWidget, FORM_CLASS):
         self.setObjectName("TileScribeDock")
         self.hits: list[Hit] = []
         self.runs: list[RunChoice] = []
-        self.run_picked = False  # the user chose the Run box's run (see set_runs, _run_chosen)
         self._opened: list[IndexSource] = []  # files the user opened by hand stay listed
         self._marks: dict[str, str] = {}  # index file -> why searches leave it out (another embedder)
         self._db = ""  # the ticked indexes last seen: indexChanged fires only on a real change
@@ -218,11 +220,17 @@ class SearchDock(QgsDockWidget, FORM_CLASS):
     def set_runs(self, runs: Sequence[RunChoice], select: Optional[int] = None) -> None:
         """List the chosen index's runs; keep the chosen run when it is still there."""
         keep = select if select is not None else (self.current_run().id if self.current_run() else None)
-        if not runs:  # another index: its runs are listed afresh, none picked yet
-            self.run_picked = False
         self.runs = list(runs)
         self.runCombo.blockSignals(True)
         self.runCombo.clear()
+        rasters = raster_count(self.runs)
+        if rasters > 1:  # no run to pick: one entry says what is searched
+            self.runCombo.addItem(f"{rasters} rasters, each at its latest run", None)
+            self.runCombo.setCurrentIndex(0)
+            self.runCombo.blockSignals(False)
+            self.runCombo.setEnabled(False)
+            self.runCombo.setToolTip(SEVERAL_RASTERS_TIP)
+            return
         for run in self.runs:
             self.runCombo.addItem(run.label(), run.id)
             self.runCombo.setItemData(self.runCombo.count() - 1, f"run {run.id}: {run.label()}\n{run.raster}",
@@ -240,7 +248,6 @@ class SearchDock(QgsDockWidget, FORM_CLASS):
             self.runCombo.setToolTip(SEVERAL_RUNS_TIP)
 
     def _run_chosen(self, *_args) -> None:
-        self.run_picked = True  # by the user (set_runs blocks the box's signals)
         self._show_run_tip()
         self.runChanged.emit()
 
@@ -256,7 +263,10 @@ class SearchDock(QgsDockWidget, FORM_CLASS):
         self.runCombo.setToolTip(f"run {run.id}: {run.label()}" if run else RUN_TIP)
 
     def current_run(self) -> Optional[RunChoice]:
+        """The run the Run box shows; None with several indexes ticked, or one of several rasters."""
         position = self.runCombo.currentIndex()
+        if self.runCombo.itemData(position) is None:
+            return None
         return self.runs[position] if 0 <= position < len(self.runs) else None
 
     def run_by_id(self, run_id: int) -> Optional[RunChoice]:

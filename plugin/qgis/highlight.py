@@ -54,18 +54,26 @@ class ResultsLayer:
         # Not saved with the project: a memory layer reopens empty, and the next search would add
         # a second one. Results are a view of the dock; Export keeps them.
         self.project.writeProject.connect(self._leave_out_of)
-        self.project.readProject.connect(self._drop_saved_results)
+        self.project.readProject.connect(self._after_reading)
 
     def unload(self) -> None:
         self.project.writeProject.disconnect(self._leave_out_of)
-        self.project.readProject.disconnect(self._drop_saved_results)
+        self.project.readProject.disconnect(self._after_reading)
+
+    def _after_reading(self, _document=None) -> None:
+        # Not while QGIS is still reading: a layer removed from inside readProject stays in the
+        # project's snapping settings as a freed pointer, and the next save crashed QGIS (seen in
+        # the real QGIS: Project > Open, then Save: QgsSnappingConfig::writeProject, SIGSEGV).
+        QTimer.singleShot(0, self._drop_saved_results)
 
     def forget(self) -> None:
         """The project was cleared: its layers, ours included, are gone already."""
         self._layer_id = None
 
     def _leave_out_of(self, document) -> None:
-        """Takes our layer out of the project file being written (layers, layer tree, legend, order)."""
+        """Takes our layer out of the project file being written (layers, layer tree, legend, order).
+        QGIS 3.22 emits writeProject before it writes the layers: there this finds nothing, the file
+        keeps an empty results layer, and _drop_saved_results removes it once the project is read."""
         layer = self.layer()
         if layer is not None:
             leave_out_layer(document, layer.id())

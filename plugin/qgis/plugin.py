@@ -71,6 +71,8 @@ class TileScribePlugin:
                                        read_settings().k)
         self.environment_setup = EnvironmentSetup(self.iface, self.runner, self.messages, self._stop_worker)
         self.queue = IndexQueue(self.runner, self.client, self.messages, self._index_done)
+        self._closed_projects_jobs: list[IndexRequest] = []
+        QgsProject.instance().cleared.connect(self._project_cleared)
         self.environment_setup.attach_dock(self.dock)
         self.index_action = self._add_action(QIcon(ICON), "Index layer…", self.index_layer)
         self.dock_action = self.dock.toggleViewAction()
@@ -103,6 +105,7 @@ class TileScribePlugin:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None
         self.runner.close()
+        QgsProject.instance().cleared.disconnect(self._project_cleared)
         canvas = self.iface.mapCanvas()
         if canvas.mapTool() is self.inspect_tool:
             canvas.unsetMapTool(self.inspect_tool)
@@ -187,6 +190,11 @@ class TileScribePlugin:
                            "the task manager (bottom right).", key=index_key(request.db))
         return self.runner.start(task)
 
+    def _project_cleared(self) -> None:
+        """Project > Close or New: the index jobs still running or queued belong to the closed project."""
+        running = [task.request for task in self.runner.tasks if isinstance(task, IndexTask)]
+        self._closed_projects_jobs = running + list(self.queue.pending)
+
     def _index_done(self, request: IndexRequest, result: TaskResult) -> None:
         key = index_key(request.db)
         if result.error is not None:
@@ -199,7 +207,9 @@ class TileScribePlugin:
             self.messages.warning(outcome.summary(), key=key)
         else:
             self.messages.success(outcome.summary(), key=key)
-        if outcome.done:
+        # A job of a closed project does not bring its index into the new project's dock (seen: the
+        # closed project's index listed in the new, empty project once the Index dialog's queue ended).
+        if outcome.done and not any(request is job for job in self._closed_projects_jobs):
             where = display_name(request.db)
             why = (f"The {count(outcome.done, 'tile')} of {request.layer_name} captioned before the stop are kept "
                    f"in {where} and can be searched." if outcome.cancelled

@@ -74,9 +74,6 @@ class SearchParams:
     k: int  # the dock's Results box (its default: Settings.k)
     extent: Optional[ExtentFilter] = None
     run: Optional[RunChoice] = None  # None: the task reads the runs and takes the newest captioned one
-    # The user picked `run` in the Run box (or its "Search run N" offer): searched as it is, even in an
-    # index of several rasters, whose default is all of them at their latest runs.
-    run_picked: bool = False
     dbs: tuple = ()  # several indexes: one merged ranking, each raster at its latest captioned run
     # The runs the dock has read already, by index file: a hit of a known run costs no `runs` request
     # (at 1M tiles one costs ~50 ms: it counts the captioned tiles).

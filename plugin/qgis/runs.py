@@ -83,6 +83,13 @@ def runs_from_reply(db: str, reply: Sequence[dict]) -> list[RunChoice]:
     return [RunChoice.from_json(db, data) for data in reply]
 
 
+def raster_count(runs: Sequence[RunChoice]) -> int:
+    """How many rasters the runs cover: several in the Index dialog's project index (one run each), whose
+    runs are then no choice for the Run box. By file name: a raster moved with its index and indexed again
+    is recorded under its new path, and is still one raster with an older and a newer run."""
+    return len({Path(run.raster).name for run in runs})
+
+
 def default_run(runs: Sequence[RunChoice]) -> Optional[RunChoice]:
     """The newest run with captioned tiles (runs come newest first)."""
     return next((run for run in runs if run.tiles_done), None)

@@ -212,8 +212,7 @@ class SearchController:
                                   self.project.transformContext())
         self.dock.set_busy(True, f"Searching “{query}”…")
         if db:
-            params = SearchParams(db, query, self.dock.k(), extent, self.dock.current_run(),
-                                  run_picked=self.dock.run_picked)
+            params = SearchParams(db, query, self.dock.k(), extent, self.dock.current_run())
         else:  # every ticked index in one ranking, each raster at its latest captioned run
             params = SearchParams("", query, self.dock.k(), extent, dbs=tuple(dbs), known_runs=dict(self._runs))
         return self.runner.start(SearchTask(self.client(), params, self._latest_only()))

@@ -14,7 +14,7 @@ from .deps import SEARCH_MODULES, check_environment
 from .indexing import IndexOutcome, IndexRequest
 from .task_result import TaskResult
 from .results import Hit, SearchOutcome, SearchParams, point_in_crs
-from .runs import RunChoice, runs_from_reply, searchable
+from .runs import RunChoice, raster_count, runs_from_reply, searchable
 from ..worker.client import WorkerClient
 
 
@@ -90,8 +90,7 @@ class SearchTask(WorkerTask):
         if params.dbs:
             return self._project(params.dbs)
         runs = None if params.run is not None else self.runs_of(params.db)
-        several = len({run.raster for run in (runs if runs is not None else self.runs_of(params.db))}) > 1
-        if several and not params.run_picked:
+        if runs is not None and raster_count(runs) > 1:
             # One index of several rasters (the Index dialog's project index): every raster at its
             # latest run, ranked together, as when several indexes are ticked; the Run box is for one raster.
             return self._project((params.db,))

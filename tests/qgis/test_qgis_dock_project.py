@@ -354,3 +354,52 @@ def test_results_kept_in_a_project_without_a_file_are_a_named_memory_layer(plugi
     assert any("Make Permanent" in text for text in bar_texts(fake_iface.bar))
     qtbot.mouseClick(plugin.dock.clearButton, Qt.LeftButton)
     assert QgsProject.instance().mapLayer(kept.id()) is kept
+
+
+def test_the_project_index_of_several_rasters_has_no_run_to_pick(plugin_on_shared_worker, fake_iface, shared_data,
+                                                                 minilm, add_raster, qtbot, tmp_path):
+    """Bugs seen in the real QGIS while the Index dialog queued several layers into the project index: the Run
+    box offered one run per raster (identical labels) and picking one did nothing; each layer indexed said
+    'survey.tilescribe.sqlite has a newer run … The dock still searches run 1' (another raster's run) over
+    the queue's progress and Cancel; Inspect read the Run box's run only, so a click on the other raster
+    found 'No indexed tile … here'."""
+    from conftest import NEON, TILE_CAPTIONS
+    from helpers import build_index
+    from qgis.core import QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsPointXY, QgsProject
+
+    plugin = plugin_on_shared_worker
+    neon_raster = tmp_path / "neon.tif"
+    shutil.copy(shared_data / NEON, neon_raster)
+    town = _town(tmp_path, minilm)
+    db = tmp_path / "survey.tilescribe.sqlite"  # what the Index dialog writes for several layers
+    build_index(db, neon_raster, minilm, TILE_CAPTIONS, tile_size=200)[0].close()
+    neon = add_raster(neon_raster, "neon")
+    plugin.dock.open_index_file(str(db))
+    wait_idle(plugin, qtbot)
+    combo = plugin.dock.runCombo
+    assert combo.count() == 1 and combo.isEnabled() is False  # one raster, one run
+    build_index(db, town, minilm, TOWN_CAPTIONS, tile_size=64)[0].close()  # the queue's next layer
+    plugin.search.offer_index(str(db), "town is indexed in survey.tilescribe.sqlite.")  # as its task ends
+    wait_idle(plugin, qtbot)
+    assert not [text for text in bar_texts(fake_iface.bar) if "newer run" in text], bar_texts(fake_iface.bar)
+    assert combo.count() == 1 and not combo.isEnabled() and "2 rasters" in combo.currentText()
+    assert "several rasters" in combo.toolTip() and plugin.dock.current_run() is None
+    hits = search_by_typing(plugin, qtbot, "a pond with water")
+    assert {Path(hit.raster).name for hit in hits} == {"neon.tif", "town.tif"}
+    # Inspect on each raster of the project index finds its tile.
+    canvas = fake_iface.canvas
+    to_map = QgsCoordinateTransform(QgsCoordinateReferenceSystem("EPSG:3857"), neon.crs(), QgsProject.instance())
+    pond = to_map.transform(QgsPointXY(TOWN_ORIGIN[0] + 96 * 10, TOWN_ORIGIN[1] - 96 * 10))
+    plugin.inspect_action.trigger()
+    inside_neon = QgsPointXY(neon.extent().xMinimum() + neon.extent().width() * 0.75,
+                             neon.extent().yMinimum() + neon.extent().height() * 0.75)
+    for at, tile in ((inside_neon, "200x200"), (pond, "64_64_64x64")):
+        canvas.setCenter(at)
+        canvas.refresh()
+        qtbot.wait(50)
+        click_canvas(qtbot, canvas, at)
+        wait_idle(plugin, qtbot)
+        dialog = plugin.captions_dialog
+        assert dialog is not None and dialog.isVisible(), bar_texts(fake_iface.bar)
+        assert tile in dialog.titleLabel.text(), (dialog.titleLabel.text(), bar_texts(fake_iface.bar))
+    plugin.inspect_action.trigger()

@@ -57,6 +57,58 @@ def test_saved_project_keeps_no_empty_results_layer(plugin_on_shared_worker, cap
     assert len(_results_layers(project)) == 1
 
 
+def test_a_reopened_project_saved_with_results_can_be_saved_again(plugin_on_shared_worker, captioned_index,
+                                                                  add_raster, qtbot, tmp_path):
+    """Bug (a crash, seen in the real QGIS): a project saved while results were shown, opened again (its
+    stale results layer dropped) and saved crashed QGIS in QgsSnappingConfig::writeProject: the layer was
+    removed from inside readProject, and the snapping settings kept a freed pointer to it."""
+    from qgis.core import QgsProject, QgsVectorLayer
+    from qgis.PyQt.QtCore import Qt
+
+    plugin = plugin_on_shared_worker
+    project = QgsProject.instance()
+    add_raster(captioned_index)
+    assert search_by_typing(plugin, qtbot, "a dirt road")
+    qtbot.mouseClick(plugin.dock.keepButton, Qt.LeftButton)  # a vector layer that stays, snapping settings and all
+    path = str(tmp_path / "saved.qgz")
+    assert project.write(path)
+    project.clear()
+    assert project.read(path)
+    qtbot.waitUntil(lambda: not _results_layers(project), timeout=2000)
+    vectors = [layer for layer in project.mapLayers().values() if isinstance(layer, QgsVectorLayer)]
+    assert [layer.name() for layer in vectors] == ["TileScribe: a dirt road"]
+    assert len(project.snappingConfig().individualLayerSettings()) == len(vectors)
+    assert project.write(path)  # Ctrl+S: crashed here
+    assert project.read(path) and len(project.mapLayers()) == 2
+
+
+def test_indexing_that_ends_after_project_close_leaves_the_new_project_alone(plugin_on_shared_worker, fake_iface,
+                                                                           neon_raster, add_raster, qtbot):
+    """Bug (seen in the real QGIS): Project > Close while the Index dialog's job ran; when it ended, the
+    closed project's index was opened in the dock of the new, empty project."""
+    from qgis.core import QgsProject
+    from qgis.PyQt.QtCore import Qt
+
+    plugin = plugin_on_shared_worker
+    add_raster(neon_raster)
+    wait_idle(plugin, qtbot)
+    plugin.index_action.trigger()
+    dialog = plugin.index_dialog
+    qtbot.waitUntil(dialog.isVisible)
+    qtbot.mouseClick(dialog.testRadio, Qt.LeftButton)
+    dialog.tileSizeSpin.setValue(200)
+    dialog.variantsSpin.setValue(1)
+    qtbot.mouseClick(dialog.buttonBox.button(dialog.buttonBox.Ok), Qt.LeftButton)
+    assert plugin.runner.tasks
+    QgsProject.instance().clear()  # what Project > Close (and New) does, while the task runs
+    wait_idle(plugin, qtbot, 240)
+    assert any(text.startswith("Indexed neon") for text in bar_texts(fake_iface.bar)), bar_texts(fake_iface.bar)
+    assert plugin.dock.selected_dbs() == [] and plugin.dock.current_db() is None
+    assert [plugin.dock.indexList.item(i).text() for i in range(plugin.dock.indexList.count())] == [
+        "No index: click Index layer"]
+    assert not [text for text in bar_texts(fake_iface.bar) if "still searches" in text]
+
+
 def test_one_result_is_singular_and_the_extent_filter_is_named(plugin_on_shared_worker, fake_iface, captioned_index,
                                                                 add_raster, qtbot):
     """Bugs: "1 results" in the status line; the extent filter was not mentioned there."""
