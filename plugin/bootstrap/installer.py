@@ -375,7 +375,7 @@ class Installer:
             raise self.log.error(f"no C++ compiler to build llama-server. {compiler_advice(prep.facts.system)}")
         builder.cmake = self._cmake(prep, progress)
         build = BuildProgress(what="llama-server")
-        progress.update(0.02, f"compiling llama-server ({variant.name}: {variant.why}): about 8 minutes on 2 cores")
+        progress.update(0.02, f"compiling llama-server ({variant.name}: {variant.why}): about 10 minutes on 2 cores")
 
         def on_line(line: str) -> None:
             if build.feed(line):

@@ -33,7 +33,6 @@ Log = Callable[[str], None]
 # (its log file, its progress bar, its Cancel button).
 Runner = Callable[[list, dict, str, Optional[Callable[[str], None]]], None]
 STAMP = ".llama-build"
-SERVER_BUILD_SECONDS = 480  # configure + compile llama-server on 2 cores (RECIPES.md: about 8 minutes)
 
 
 def server_name(system: Optional[str] = None) -> str:
@@ -200,7 +199,7 @@ class RuntimeBuilder:
         once into its cache folder; `on_line` sees the build tool's progress lines."""
         out = server_folder(self.cache, self.version, variant)
         binary = out / server_name()
-        self.log(f"compiling llama.cpp's llama-server ({variant.name}) once into {out} (about 8 minutes on 2 cores)")
+        self.log(f"compiling llama.cpp's llama-server ({variant.name}) once into {out} (about 10 minutes on 2 cores)")
         with tempfile.TemporaryDirectory(prefix="tilescribe-llama-server-") as src:
             self.run(["tar", "-xzf", str(self.sdist), "-C", src], self.env, "unpacking the sources", None)
             tree = Path(src) / f"llama_cpp_python-{self.version}" / "vendor" / "llama.cpp"

@@ -64,9 +64,10 @@ class EnvState:
 # Compiling llama-cpp-python and llama-server dominates: weighted by their seconds, the bar no
 # longer sits at 80 % through them, and their own build lines (BuildProgress) move it meanwhile.
 # "server": linking a build made before and its proof (2.5 s measured); "server-compile": the
-# sources (75 MB), cmake and the compile, about 8 minutes on 2 cores (RECIPES.md), then the proof.
+# sources (75 MB), cmake, the compile and the proof: 10.5 minutes with setup.sh on a fresh machine
+# (2 cores, other jobs running; docs/install.md).
 SECONDS = {"venv": 10, "torch": 60, "torch-cuda": 240, "requirements": 60, "rasterio": 15,
-           "llama": 20, "llama-compile": 330, "server": 5, "server-compile": 480, "verify": 60}
+           "llama": 20, "llama-compile": 330, "server": 5, "server-compile": 630, "verify": 60}
 DOING = {"venv": "creating the environment", "torch": "downloading torch", "requirements":
          "installing the Python requirements", "rasterio": "installing rasterio", "llama":
          "installing llama-cpp-python", "llama-compile": "compiling llama.cpp for this CPU",
@@ -142,7 +143,7 @@ def plan(state: EnvState, spec: EnvironmentSpec, choice: BuildChoice, llama_sour
     elif server_source == SERVER_COMPILE and not state.llama_server:
         steps.append(_step("server", "Building llama.cpp's llama-server (several tiles at once)",
                            f"the llama-cpp-python {spec.llama_version} sources (about 75 MB, which hold "
-                           "llama.cpp), compiled here for this CPU: about 8 minutes on 2 cores, once", 2,
+                           "llama.cpp), compiled here for this CPU: about 10 minutes on 2 cores, once", 2,
                            "server-compile"))
     if verify:
         steps.append(_step("verify", "Checking: a tiny caption and a search through the worker",

@@ -34,7 +34,7 @@ QGIS_WORDING = (
     (r"run `make setup` \(it builds one\), install llama\.cpp from your package manager, or give its path "
      r"with --llama-server; or use --engine llama-cpp-python\.",
      f"choose the engine '{IN_WORKER}' in the Index dialog or TileScribe's Settings, or let TileScribe "
-     f"build llama-server for this computer: {SET_UP} (it needs a C++ compiler; about 8 minutes on 2 cores)."),
+     f"build llama-server for this computer: {SET_UP} (it needs a C++ compiler; about 10 minutes on 2 cores)."),
     (r" \(--llama-server, or the setting\)", ""),
     (r", or with --python\.", "."),
     (r"give --model M\.gguf and --mmproj P\.gguf (\([^)]*\)), or --server URL --server-model NAME, "
