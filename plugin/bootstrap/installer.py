@@ -403,7 +403,7 @@ class Installer:
         """The system's cmake, else PyPI's, installed into the environment (pip's own llama-cpp-python
         build fetches one for itself alone)."""
         local = prep.python.parent / ("cmake.exe" if system() == platforms.WINDOWS else "cmake")
-        found = shutil.which("cmake", path=os.environ.get("PATH", "")) if not local.is_file() else str(local)
+        found = shutil.which("cmake", path=self.env.get("PATH", "")) if not local.is_file() else str(local)
         if found:
             return found
         progress.update(0.02, "installing cmake (about 30 MB) to build llama-server")
