@@ -28,6 +28,7 @@ from ...plugin.core.raster.tiling import TileGrid, content_skip_reason, open_ras
 from . import TOKENS_PER_VARIANT  # noqa: F401 (the answer length per variant; re-exported)
 
 WARM_UP_TOKENS = 8  # one short answer per setting before timing: buffers allocated, cache filled
+WARM_UP_SIDE = 64  # px: the warm-up tile's size (warm_up_png)
 # Random weights pick long tokens (9-11 characters each for the 3B shape, from an earlier run:
 # the default 7,000-character bounds of 5 variants closed the JSON after 654 tokens in process and
 # 767 in llama-server, whose samplers pick other tokens). Bounds for this many characters per token
@@ -91,12 +92,17 @@ def bench_tiles(raster: Path, count: int, tile_size: int = 512) -> list[bytes]:
 
 
 def warm_up_png(pngs: Sequence[bytes]) -> bytes:
-    """A tile that is none of the timed ones: the first tile upside down."""
+    """A tile that is none of the timed ones: the first tile upside down, WARM_UP_SIDE px wide.
+    Small, so the warm-up touches every weight (the model is mmapped: its first pass reads it
+    from disk or the page cache) and fills the instructions into llama-server's prompt cache
+    for a fraction of a real tile's encoding (Qwen2.5-VL encodes 4 patches, not 324 tokens'
+    worth); fixed-size encoders (CLIP, SigLIP) resize it to their size anyway."""
     import io
 
     from PIL import Image
 
     image = Image.open(io.BytesIO(pngs[0])).transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+    image = image.resize((WARM_UP_SIDE, WARM_UP_SIDE))
     out = io.BytesIO()
     image.save(out, format="PNG")
     return out.getvalue()
