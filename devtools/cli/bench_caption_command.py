@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from ...plugin.core.errors import TileScribeError
@@ -51,6 +52,9 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    # As `index` sets it, before llama_cpp (bench_in_process imports it first) loads OpenMP:
+    # spinning OpenMP workers made the first real-size runs of this benchmark slower than index.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from ..bench.caption_bench import bench_in_process, bench_server, bench_tiles, summarize
     from ..bench.shaped_gguf import shape_family, shape_names, shaped_pair
 
