@@ -90,27 +90,125 @@ def test_repair_runs_only_what_is_missing_or_wrong():
     assert step_names(state) == ["torch", "requirements", "llama", "verify"]
 
 
-def test_llama_server_is_linked_when_setup_sh_built_one():
+def test_llama_server_is_linked_when_built_before_and_compiled_otherwise():
     complete = EnvState(True, True, [], SPEC.torch_version, SPEC.llama_version, True, True)
-    assert step_names(complete, server_cached=True) == ["server", "verify"]
+    cached = plan(complete, SPEC, CPU, plans.CACHED, server_source=plans.SERVER_CACHED)
+    assert [(s.name, s.weight) for s in cached] == [("server", plans.SECONDS["server"]), ("verify", 60)]
+    compiled = plan(complete, SPEC, CPU, plans.CACHED, server_source=plans.SERVER_COMPILE)
+    assert [(s.name, s.weight) for s in compiled] == [("server", plans.SECONDS["server-compile"]), ("verify", 60)]
+    assert compiled[0].title.startswith("Building llama.cpp's llama-server") and "75 MB" in compiled[0].download
     linked = EnvState(True, True, [], SPEC.torch_version, SPEC.llama_version, True, True, llama_server=True)
-    assert step_names(linked, server_cached=True) == ["verify"]
+    assert step_names(linked, server_source=plans.SERVER_COMPILE) == ["verify"]
+    assert step_names(complete, server_source=None) == ["verify"]  # no compiler: nothing offered
 
 
-def test_server_step_links_the_cached_build_beside_the_environments_python(tmp_path):
+# -- llama-server from the plugin's own setup: as scripts/setup.sh builds and proves it ----------
+
+AVX512 = "flags: avx avx2 fma f16c bmi2 avx512f avx512cd avx512vl avx512dq avx512bw"
+
+
+def server_run(tmp_path, monkeypatch, proofs, *, cached=(), compiler="g++", verify=True):
+    """The server step with commands replaced by a recorder that leaves what each would (the real
+    compile and proof run in test_bootstrap_e2e and test_llama_variants); `proofs`: the child
+    process's verdicts in order; `cached`: variants whose llama-server was built before."""
+    from tilescribe.plugin.bootstrap import llama_build
     from tilescribe.plugin.bootstrap.installer import Installer, Preparation, SetupOptions
 
-    build = tmp_path / "cache" / "llama-server"
-    build.parent.mkdir()
-    build.write_text("#!/bin/sh\necho version: 1\n")
-    (tmp_path / "venv" / "bin").mkdir(parents=True)
-    facts = MachineFacts("Linux", "x86_64")
-    prep = Preparation(SPEC, facts, CPU, tmp_path / "venv" / "bin" / "python", None, EnvState(True), None, [], build)
-    inst = Installer(SetupOptions(REPO, tmp_path / "profile"))
-    inst.log = CommandLog(tmp_path / "setup.log")
-    for _ in range(2):  # a repair replaces the link
-        inst._server(prep, None, None)
-    assert (tmp_path / "venv" / "bin" / "llama-server").resolve() == build
+    facts = MachineFacts("Linux", "x86_64", cpu_flags=AVX512, compiler=compiler)
+    choice = choose_build(facts, SPEC)
+    venv = fake_venv(tmp_path / "profile")
+    (venv / "bin" / "cmake").write_text("")  # the environment's cmake: no pip install of it
+    cache = tmp_path / "cache"
+    for variant in cached:
+        binary = llama_build.server_folder(cache, SPEC.llama_version, variant) / "llama-server"
+        binary.parent.mkdir(parents=True)
+        binary.write_text("cached")
+    calls = []
+
+    def fake_run(argv, log, env, on_line, cancelled, cwd=None):
+        argv = [str(a) for a in argv]
+        calls.append(argv)
+        if "download" in argv:  # pip download -d FOLDER: the sources
+            folder = Path(argv[argv.index("-d") + 1])
+            (folder / f"llama_cpp_python-{SPEC.llama_version}.tar.gz").write_text("")
+        if "--build" in argv:  # make's lines, then the binary
+            for line in ("[  2%] Building C object ggml.c.o", "[ 50%] Building CXX object llama.cpp.o",
+                         "[100%] Linking CXX executable ../../bin/llama-server"):
+                on_line(line)
+            out = Path(argv[argv.index("--build") + 1]) / "bin"
+            out.mkdir(parents=True)
+            (out / "llama-server").write_text("compiled")
+        return 0
+
+    verdicts = iter(proofs)
+    monkeypatch.setattr(installer, "run_command", fake_run)
+    monkeypatch.setattr(llama_build, "prove", lambda python, engine, models, env, server=None: next(verdicts))
+    options = SetupOptions(REPO, tmp_path / "profile", verify=verify,
+                           env={"TILESCRIBE_CACHE": str(cache), "TILESCRIBE_WHEEL_CACHE": str(cache / "wheels")})
+    prep = Preparation(SPEC, facts, choice, venv / "bin" / "python", None, EnvState(True), None, [])
+    inst = Installer(options)
+    inst.log, inst.notes = CommandLog(tmp_path / "setup.log"), []
+    reports = []
+    inst._server(prep, None, StepProgress({"server": 1}, lambda percent, message: reports.append((percent, message))))
+    return calls, choice, venv / "bin" / "llama-server", inst.notes, reports
+
+
+def test_a_proven_cached_llama_server_is_linked_without_compiling(tmp_path, monkeypatch):
+    from tilescribe.plugin.bootstrap.llama_variants import Proof, cpu_key, write_record
+
+    choice = choose_build(MachineFacts("Linux", "x86_64", cpu_flags=AVX512), SPEC)
+    best = choice.variants[0]
+    write_record(tmp_path / "cache" / "wheels" / best.cache_name, cpu_key(AVX512, "x86_64"),
+                 Proof("server", True, "captioned with Q4_K_M+Q8_0"))
+    calls, _, link, notes, _ = server_run(tmp_path, monkeypatch, proofs=[], cached=[best])
+    assert calls == []  # no download, no compile, no proof run: the record says it passed here
+    assert link.resolve().read_text() == "cached"
+    assert notes == [f"llama-server (several tiles at once): the avx512 build ({best.why}), proven here with "
+                     "Q4_K_M and Q8_0 models"]
+
+
+def test_without_a_cached_llama_server_it_is_compiled_proven_recorded_and_linked(tmp_path, monkeypatch):
+    from tilescribe.plugin.bootstrap import llama_build
+    from tilescribe.plugin.bootstrap.llama_variants import Proof, cpu_key, read_record
+
+    calls, choice, link, notes, reports = server_run(
+        tmp_path, monkeypatch, proofs=[Proof("server", True, "captioned with Q4_K_M+Q8_0")])
+    best = choice.variants[0]
+    assert [argv[1:4] if "-m" in argv else argv[:2] for argv in calls] == [
+        ["-m", "pip", "download"], ["tar", "-xzf"], [calls[2][0], "-S"], [calls[2][0], "--build"]]
+    assert all(arg in calls[2] for arg in best.cmake_args) and "-DGGML_AMX_TILE=OFF" in calls[2]
+    built = llama_build.server_folder(tmp_path / "cache", SPEC.llama_version, best) / "llama-server"
+    assert built.read_text() == "compiled" and link.resolve() == built
+    assert (tmp_path / "cache" / "sdist" / f"llama_cpp_python-{SPEC.llama_version}.tar.gz").is_file()
+    record = read_record(tmp_path / "cache" / "wheels" / best.cache_name, cpu_key(AVX512, "x86_64"), "server")
+    assert record["ok"] is True  # the next setup (or setup.sh) links it without proving it again
+    percents = [percent for percent, _ in reports]
+    assert percents == sorted(percents) and any(m.endswith("Compiling llama-server: 50 %") for _, m in reports)
+    assert notes[0].startswith("llama-server (several tiles at once): the avx512 build")
+
+
+def test_a_llama_server_that_dies_in_its_check_is_recorded_and_the_next_variant_is_built(tmp_path, monkeypatch):
+    from tilescribe.plugin.bootstrap.llama_variants import Proof, cpu_key, read_record
+
+    died = Proof("server", False, "llama-server killed by SIGILL", "SIGILL")
+    calls, choice, link, notes, _ = server_run(tmp_path, monkeypatch,
+                                               proofs=[died, Proof("server", True, "captioned with Q4_K_M+Q8_0")])
+    first, second = choice.variants[:2]
+    configured = [argv for argv in calls if "-S" in argv]
+    assert [all(arg in argv for arg in v.cmake_args) for argv, v in zip(configured, (first, second))] == [True, True]
+    record = read_record(tmp_path / "cache" / "wheels" / first.cache_name, cpu_key(AVX512, "x86_64"), "server")
+    assert record["ok"] is False and record["signal"] == "SIGILL"
+    assert f"{second.cache_name}" in str(link.resolve()) and notes[0].startswith(
+        "llama-server (several tiles at once): the avx2 build")
+    log = (tmp_path / "setup.log").read_text()
+    assert "llama-server avx512 build check: FAILED (llama-server killed by SIGILL)" in log
+
+
+def test_without_a_compiler_or_a_build_there_is_no_llama_server_and_the_user_is_told(tmp_path, monkeypatch):
+    calls, _, link, notes, _ = server_run(tmp_path, monkeypatch, proofs=[], compiler=None)
+    assert calls == [] and not link.exists()
+    assert notes[0].startswith("llama-server (several tiles at once) is not available: avx512: no C++ compiler")
+    assert "build-essential" in notes[0] and "one tile at a time" in notes[0]
 
 
 def test_probe_of_a_missing_or_broken_python(tmp_path):
@@ -186,6 +284,9 @@ def test_the_bar_follows_the_steps_measured_seconds_through_the_compile():
     steps = plan(EnvState(False), SPEC, CPU, plans.PREBUILT_OR_COMPILE)
     seconds = {step.name: step.weight for step in steps}
     assert seconds == {"venv": 10, "torch": 60, "requirements": 60, "rasterio": 15, "llama": 330, "verify": 60}
+    with_server = plan(EnvState(False), SPEC, CPU, plans.PREBUILT_OR_COMPILE, server_source=plans.SERVER_COMPILE)
+    assert plans.estimate(with_server) == "about 19 minutes, most of it compiling llama.cpp for this CPU"
+    assert plans.first_setup_estimate() == plans.estimate(with_server)  # the dock's offer counts both compiles
     reports = []
     progress = StepProgress(seconds, lambda percent, message: reports.append((percent, message)))
     build = BuildProgress()

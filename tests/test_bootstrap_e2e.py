@@ -1,8 +1,10 @@
 """From the ZIP alone to a checked worker environment: a fresh HOME, a throw-away QGIS profile,
 QGIS's own Python (/usr/bin/python3), the real package index, no `make setup`.
 
-The llama-cpp-python wheel comes from the cache scripts/setup.sh fills (compiling it here
-takes 7-12 minutes); without one for this CPU the test is skipped, saying so.
+The llama-cpp-python wheel and llama-server come from the cache scripts/setup.sh (or an earlier
+setup) fills (compiling them here takes 15-20 minutes); without them for this CPU the test is
+skipped, saying so. The setup links that llama-server without compiling, as proven on this CPU,
+and the test proves it once more through the new environment's Python.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import pytest
 
 from tilescribe.plugin.bootstrap import builds, platforms
 from tilescribe.plugin.bootstrap.installer import READY, environment_state
+from tilescribe.plugin.bootstrap.llama_build import server_folder
+from tilescribe.plugin.bootstrap.llama_variants import cpu_key, prove, read_record
 from tilescribe.plugin.bootstrap.spec import load_spec
 
 pytestmark = pytest.mark.slow
@@ -34,13 +38,16 @@ print(json.dumps({"dists": sorted(f"{d.metadata['Name']}=={d.version}" for d in 
 """
 
 
-def cached_wheel() -> Path | None:
+def cached_builds() -> tuple[Path | None, Path | None]:
+    """(wheel, llama-server) of this CPU's best build, compiled before, or None each."""
     spec = load_spec(REPO)
     facts = builds.detect_facts(platform.system(), platform.machine(), os.environ)
     choice = builds.choose_build(facts, spec, want_gpu=False)
     folder = platforms.wheel_cache(platform.system(), os.environ, Path.home()) / choice.cache_folder
     found = sorted(folder.glob(f"llama_cpp_python-{spec.llama_version}-*.whl"))
-    return found[0] if found else None
+    cache = platforms.cache_root(platform.system(), os.environ, Path.home())
+    server = server_folder(cache, spec.llama_version, choice.variants[0]) / "llama-server"
+    return (found[0] if found else None), (server if server.is_file() else None)
 
 
 def snapshot(python: Path) -> dict:
@@ -85,10 +92,10 @@ def fresh_environment(tmp_path: Path, plugins: Path, wheel_root: Path) -> dict:
 
 @pytest.mark.skipif(not QGIS_PYTHON.is_file(), reason="needs Debian's QGIS Python, /usr/bin/python3")
 def test_zip_to_checked_environment_with_qgis_python(tmp_path):
-    wheel = cached_wheel()
-    if wheel is None:
-        pytest.skip("no llama-cpp-python wheel cached for this CPU (run `make setup` once: it compiles one "
-                    "in 7-12 minutes); compiling it here would not fit the test's time")
+    wheel, server_build = cached_builds()
+    if wheel is None or server_build is None:
+        pytest.skip("no llama-cpp-python wheel or llama-server cached for this CPU (run `make setup` once: it "
+                    "compiles them in 15-20 minutes); compiling them here would not fit the test's time")
     plugins = unzip_plugin(tmp_path)
     env = fresh_environment(tmp_path, plugins, wheel.parents[1])
     before = snapshot(QGIS_PYTHON)
@@ -108,10 +115,17 @@ def test_zip_to_checked_environment_with_qgis_python(tmp_path):
     assert stamp["check"]["python"] == str(venv / "bin" / "python")
     assert snapshot(QGIS_PYTHON) == before  # nothing went into QGIS's own Python
     assert not (tmp_path / "home" / ".local").exists()  # nor into the user's site-packages
-    if "'server'" in run.stdout:  # setup.sh had built llama-server for this CPU: the environment has it
-        server = subprocess.run([str(venv / "bin" / "llama-server"), "--version"], capture_output=True, text=True,
-                                timeout=60)
-        assert server.returncode == 0 and "version" in (server.stdout + server.stderr)
+    # llama-server, as the Index dialog offers it: the cached build linked (not compiled again), proven
+    # on this CPU (its record), and proven once more here through the new environment's Python.
+    assert "'server'" in run.stdout and "compiling llama.cpp's llama-server" not in log.read_text()
+    assert (venv / "bin" / "llama-server").resolve() == server_build.resolve()
+    assert "llama-server (several tiles at once): the " in run.stdout
+    key = cpu_key(builds.read_cpu_flags(), platform.machine())
+    assert read_record(wheel.parent, key, "server")["ok"] is True
+    proof = prove(venv / "bin" / "python", "server", Path(env["TILESCRIBE_CACHE"]) / "proof-models", env,
+                  venv / "bin" / "llama-server")
+    assert proof.ok, proof.detail
+    assert [check["quant"] for check in proof.checks] == ["Q4_K_M", "Q8_0"]
 
     assert planned(env, tmp_path) == ["Checking"]  # a complete environment is only checked again
     repair_then_remove(env, tmp_path, venv)

@@ -55,6 +55,8 @@ def main(argv=None) -> int:
     except (SpecError, UnsupportedPlatform) as exc:
         print(f"tilescribe setup: {exc}", file=sys.stderr)
         return 1
+    for note in result.notes:
+        print(note)
     print(f"ready: {result.python} (seconds per step: {result.steps}; {result.seconds:.0f} s in all; "
           f"check: {result.check})")
     return 0

@@ -20,9 +20,11 @@ from typing import Callable, Optional
 
 from . import platforms
 from .builds import BuildChoice, MachineFacts, choose_build, compiler_advice, detect_facts
+from .llama_build import RuntimeBuilder, server_folder, server_name
 from .llama_variants import Variant, cpu_key, prove, read_record, write_record
-from .commands import CommandLog, SetupError, run_command
-from .plan import CACHED, PREBUILT_OR_COMPILE, SERVER_NAMES, EnvState, Step, imports, plan, probe
+from .commands import CommandLog, SetupCancelled, SetupError, run_command
+from .plan import (CACHED, PREBUILT_OR_COMPILE, SERVER_CACHED, SERVER_COMPILE, EnvState, Step, imports, plan,
+                   probe)
 from .progress import BuildProgress, PipProgress, StepProgress
 from .spec import EnvironmentSpec, load_spec
 from .verify import verify_environment
@@ -66,11 +68,12 @@ class Preparation:
     state: EnvState
     llama_wheel: Optional[Path]
     steps: list
-    llama_server: Optional[Path] = None  # setup.sh's build for this CPU, if any
+    llama_server: Optional[Path] = None  # a build for this CPU made before (setup.sh or this setup), if any
+    notes: tuple = ()                    # what the user should know before (e.g. no llama-server: why)
 
     def summary(self) -> str:
         lines = [f"{step.title}: downloads {step.download}" for step in self.steps]
-        return "\n".join(lines + list(self.choice.notes))
+        return "\n".join(lines + list(self.choice.notes) + list(self.notes))
 
 
 @dataclass
@@ -82,6 +85,7 @@ class SetupResult:
     check: Optional[dict]
     seconds: float
     log: Path
+    notes: list = field(default_factory=list)  # one line each: which llama-server build runs and why, or why none
 
 
 def system() -> str:
@@ -131,13 +135,13 @@ def cached_llama_wheel(options: SetupOptions, spec: EnvironmentSpec, choice: Bui
 
 def cached_llama_server(options: SetupOptions, spec: EnvironmentSpec, choice: BuildChoice,
                         facts: Optional[MachineFacts] = None) -> Optional[Path]:
-    """scripts/setup.sh's llama-server of the same build, if it was made and proven on this CPU."""
+    """The llama-server compiled before on this machine (scripts/setup.sh and this setup share the
+    folder, llama_build.server_folder) of the best build not known to fail here."""
     variants = usable_variants(options, choice, facts) if facts is not None else list(choice.variants)
     for variant in variants[:1]:
-        folder = platforms.llama_server_cache(system(), options.env, Path.home()) / \
-            f"{spec.llama_version}-{variant.cache_name}"
-        found = [folder / name for name in SERVER_NAMES if (folder / name).is_file()]
-        return found[0] if found else None
+        binary = server_folder(platforms.cache_root(system(), options.env, Path.home()), spec.llama_version,
+                               variant) / server_name(system())
+        return binary if binary.is_file() else None
     return None
 
 
@@ -151,8 +155,18 @@ def prepare(options: SetupOptions, spec: Optional[EnvironmentSpec] = None) -> Pr
     wheel = cached_llama_wheel(options, spec, choice, facts)
     source = CACHED if wheel else PREBUILT_OR_COMPILE
     server = cached_llama_server(options, spec, choice, facts)
-    steps = plan(state, spec, choice, source, options.verify, server is not None)
-    return Preparation(spec, facts, choice, python, base, state, wheel, steps, server)
+    notes: tuple = ()
+    if server is not None:
+        server_source: Optional[str] = SERVER_CACHED
+    elif facts.compiler:
+        server_source = SERVER_COMPILE
+    else:
+        server_source = None
+        if not state.llama_server:
+            notes = ("llama-server (several tiles at once) is not built: no C++ compiler. Captioning runs in the "
+                     f"worker, one tile at a time. {compiler_advice(facts.system)}",)
+    steps = plan(state, spec, choice, source, options.verify, server_source)
+    return Preparation(spec, facts, choice, python, base, state, wheel, steps, server, notes)
 
 
 class Installer:
@@ -173,6 +187,7 @@ class Installer:
         self.log.section(f"Set up TileScribe in {self.options.venv} ({prep.choice.accelerator})")
         progress = StepProgress({step.name: step.weight for step in prep.steps}, self.report)
         check, timings = None, {}
+        self.notes: list = []
         try:
             for step in prep.steps:
                 progress.start(step.name, step.title)
@@ -190,7 +205,7 @@ class Installer:
         finally:
             self.log.close()
         return SetupResult(self.options.venv, prep.python, timings, prep.choice.accelerator, check,
-                           round(time.monotonic() - start, 1), self.options.log_path)
+                           round(time.monotonic() - start, 1), self.options.log_path, self.notes)
 
     # -- steps ---------------------------------------------------------------------------
 
@@ -251,16 +266,19 @@ class Installer:
         if not self.options.verify:
             return True
         models = platforms.cache_root(system(), self.options.env, Path.home()) / "proof-models"
-        env = dict(self.env)
-        if self.options.plugin_dir.name == "tilescribe":  # a ZIP install: -m tilescribe... from the plugins folder
-            env["PYTHONPATH"] = str(self.options.plugin_dir.parent)
-        proof = prove(prep.python, "in-process", models, env)
+        proof = prove(prep.python, "in-process", models, self._proof_env())
         name = variant.name if variant else "installed"
         self.log.write(f"llama.cpp {name} build check: {'passed' if proof.ok else 'FAILED'} ({proof.detail})")
         if not proof.ok and variant is not None:
             folder = platforms.wheel_cache(system(), self.options.env, Path.home()) / variant.cache_name
             write_record(folder, cpu_key(prep.facts.cpu_flags, prep.facts.machine), proof)
         return proof.ok
+
+    def _proof_env(self) -> dict:
+        env = dict(self.env)
+        if self.options.plugin_dir.name == "tilescribe":  # a ZIP install: -m tilescribe... from the plugins folder
+            env["PYTHONPATH"] = str(self.options.plugin_dir.parent)
+        return env
 
     def _compile_llama(self, prep: Preparation, progress: StepProgress, variant: Variant) -> Path:
         if not prep.facts.compiler:
@@ -305,15 +323,104 @@ class Installer:
         return True
 
     def _server(self, prep: Preparation, step: Step, progress: StepProgress) -> None:
+        """llama.cpp's llama-server, built and proven exactly as scripts/setup.sh does (llama_build's
+        RuntimeBuilder: the same variants, cache folders, child-process proof and records): a build
+        made before on this machine that passed its proof here is linked in seconds; else the best
+        variant not known to fail here is compiled once and proven, falling back to the next.
+        Not fatal: captioning in the worker runs without it, and the dialogs offer llama-server
+        only when it is linked beside the environment's Python."""
+        builder = self._builder(prep, progress)
+        failures = []
+        for variant in usable_variants(self.options, prep.choice, prep.facts):
+            binary = builder.cached_server(variant)
+            try:
+                if binary is None:
+                    binary = self._compile_server(prep, builder, variant, progress)
+            except SetupCancelled:
+                raise
+            except SetupError as exc:  # the compile itself failed: no other variant would compile either
+                failures.append(f"{variant.name}: {exc}")
+                break
+            progress.update(0.97, f"checking the {variant.name} llama-server: a caption with Q4_K_M and Q8_0 models")
+            proof = builder.proof(variant, "server", binary) if self.options.verify else None
+            if proof is not None:
+                self.log.write(f"llama-server {variant.name} build check: {'passed' if proof.ok else 'FAILED'} "
+                               f"({proof.detail})")
+                if not proof.ok:
+                    failures.append(f"{variant.name}: {proof.detail}")
+                    continue
+            self._link_server(prep, binary)
+            self.notes.append(f"llama-server (several tiles at once): the {variant.name} build ({variant.why})"
+                              + (", proven here with Q4_K_M and Q8_0 models" if proof is not None else ""))
+            return
+        note = ("llama-server (several tiles at once) is not available: " + ("; ".join(failures) or
+                "no build to try") + f". Captioning runs in the worker, one tile at a time (details: {self.log.path}).")
+        self.log.write(note)
+        self.notes.append(note)
+
+    def _builder(self, prep: Preparation, progress: StepProgress) -> RuntimeBuilder:
+        def run(argv: list, env: dict, what: str, on_line=None) -> None:
+            if run_command(argv, self.log, env, on_line or (lambda line: None), self.cancelled) != 0:
+                raise self.log.error(f"{what[0].upper()}{what[1:]} failed (see {self.log.path}).")
+
+        cache = platforms.cache_root(system(), self.options.env, Path.home())
+        return RuntimeBuilder(prep.python, lambda: self._sdist(prep, progress), cache,
+                              wheels=platforms.wheel_cache(system(), self.options.env, Path.home()),
+                              log=self.log.write, env=self._proof_env(), cpu_flags=prep.facts.cpu_flags,
+                              machine=prep.facts.machine, gpu_args=[], version=prep.spec.llama_version, run=run)
+
+    def _compile_server(self, prep: Preparation, builder: RuntimeBuilder, variant: Variant,
+                        progress: StepProgress) -> Path:
+        if not prep.facts.compiler:
+            raise self.log.error(f"no C++ compiler to build llama-server. {compiler_advice(prep.facts.system)}")
+        builder.cmake = self._cmake(prep, progress)
+        build = BuildProgress(what="llama-server")
+        progress.update(0.02, f"compiling llama-server ({variant.name}: {variant.why}): about 10 minutes on 2 cores")
+
+        def on_line(line: str) -> None:
+            if build.feed(line):
+                progress.update(0.05 + 0.9 * build.fraction, build.message)
+
+        try:
+            return builder.compile_server(variant, on_line)
+        except SystemExit as exc:  # the builder's own refusal (no binary came out)
+            raise self.log.error(str(exc)) from None
+
+    def _sdist(self, prep: Preparation, progress: StepProgress) -> Path:
+        """llama-cpp-python's sources (they vendor llama.cpp), downloaded once where setup.sh keeps them."""
+        folder = platforms.cache_root(system(), self.options.env, Path.home()) / "sdist"
+        sdist = folder / f"llama_cpp_python-{prep.spec.llama_version}.tar.gz"
+        if not sdist.is_file():
+            progress.update(0.01, f"downloading the llama-cpp-python {prep.spec.llama_version} sources (about 75 MB)")
+            folder.mkdir(parents=True, exist_ok=True)
+            if self._run([str(prep.python), "-m", "pip", "download", "--disable-pip-version-check", "--no-deps",
+                          "--no-binary", "llama-cpp-python", "-d", str(folder), prep.spec.llama_requirement],
+                         progress) != 0 or not sdist.is_file():
+                raise self.log.error(f"Downloading the llama-cpp-python {prep.spec.llama_version} sources failed.")
+        return sdist
+
+    def _cmake(self, prep: Preparation, progress: StepProgress) -> str:
+        """The system's cmake, else PyPI's, installed into the environment (pip's own llama-cpp-python
+        build fetches one for itself alone)."""
+        local = prep.python.parent / ("cmake.exe" if system() == platforms.WINDOWS else "cmake")
+        found = shutil.which("cmake", path=self.env.get("PATH", "")) if not local.is_file() else str(local)
+        if found:
+            return found
+        progress.update(0.02, "installing cmake (about 30 MB) to build llama-server")
+        if self._run([str(prep.python), *PIP, "cmake"], progress) != 0 or not local.is_file():
+            raise self.log.error("Installing cmake into the environment failed.")
+        return str(local)
+
+    def _link_server(self, prep: Preparation, binary: Path) -> None:
         """Beside the environment's Python, where the worker looks for it (sys.prefix/bin)."""
-        target = prep.python.parent / prep.llama_server.name
+        target = prep.python.parent / binary.name
         if target.is_symlink() or target.exists():
             target.unlink()
         if system() == platforms.WINDOWS:
-            shutil.copy2(prep.llama_server, target)  # symlinks need privileges there
+            shutil.copy2(binary, target)  # symlinks need privileges there
         else:
-            target.symlink_to(prep.llama_server)
-        self.log.write(f"linked {target} -> {prep.llama_server}")
+            target.symlink_to(binary)
+        self.log.write(f"linked {target} -> {binary}")
 
     def _verify(self, prep: Preparation, step: Step, progress: StepProgress) -> dict:
         def report(fraction: float, message: str) -> None:

@@ -28,7 +28,20 @@ from typing import Callable, Optional
 from .llama_variants import Proof, Variant, cpu_key, cpu_variants, prove, read_cpu_flags, read_record, write_record
 
 Log = Callable[[str], None]
+# Runs one build command: (argv, env, what it does, a callback for each output line or None);
+# raises when the command fails. setup.sh's is _run below; the plugin's setup passes its own
+# (its log file, its progress bar, its Cancel button).
+Runner = Callable[[list, dict, str, Optional[Callable[[str], None]]], None]
 STAMP = ".llama-build"
+
+
+def server_name(system: Optional[str] = None) -> str:
+    return "llama-server.exe" if (system or platform.system()) == "Windows" else "llama-server"
+
+
+def server_folder(cache: Path, version: str, variant: Variant) -> Path:
+    """Where a variant's llama-server is kept: <cache>/llama-server/<version>-<variant>-r<recipe>-<hash>."""
+    return Path(cache) / "llama-server" / f"{version}-{variant.cache_name}"
 
 
 def gpu_cmake_args() -> list:
@@ -65,11 +78,17 @@ class Runtime:
 
 
 class RuntimeBuilder:
-    def __init__(self, python: Path, sdist: Path, cache: Path, *, wheels: Optional[Path] = None,
+    """Builds and proves llama.cpp for this CPU. `sdist` is a path, or a function that gives one
+    (the plugin's setup downloads the sources only when it has to compile); `run` runs one build
+    command (Runner); `cmake` is the cmake to configure llama-server with."""
+
+    def __init__(self, python: Path, sdist, cache: Path, *, wheels: Optional[Path] = None,
                  with_server: bool = True,
                  log: Log = print, env: Optional[dict] = None, cpu_flags: Optional[str] = None,
-                 machine: Optional[str] = None, gpu_args: Optional[list] = None):
-        self.python, self.sdist, self.cache = Path(python), Path(sdist), Path(cache)
+                 machine: Optional[str] = None, gpu_args: Optional[list] = None,
+                 version: Optional[str] = None, run: Optional[Runner] = None, cmake: str = "cmake"):
+        self.python, self.cache = Path(python), Path(cache)
+        self._sdist = sdist
         self.wheels = Path(wheels) if wheels else self.cache / "wheels"
         self.with_server, self.log = with_server, log
         self.env = dict(env if env is not None else os.environ)
@@ -77,7 +96,15 @@ class RuntimeBuilder:
         self.machine = machine or platform.machine()
         self.gpu_args = gpu_cmake_args() if gpu_args is None else gpu_args
         self.key = cpu_key(self.cpu_flags, self.machine)
-        self.version = _sdist_version(self.sdist)
+        self.version = version or _sdist_version(Path(sdist))
+        self.run = run or self._run
+        self.cmake = cmake
+
+    @property
+    def sdist(self) -> Path:
+        if callable(self._sdist):
+            self._sdist = self._sdist()  # fetched once, when a build first needs it
+        return Path(self._sdist)
 
     def variants(self) -> list:
         return cpu_variants(self.cpu_flags, self.machine, self.gpu_args)
@@ -86,7 +113,7 @@ class RuntimeBuilder:
         rejected = []
         for variant in self.variants():
             folder = self.wheels / variant.cache_name
-            failed = self._recorded_failure(folder)
+            failed = self.recorded_failure(variant)
             if failed:
                 self.log(f"skipping the {variant.name} build: it failed its check on this CPU before ({failed})")
                 rejected.append((variant.name, Proof("recorded", False, failed)))
@@ -99,7 +126,9 @@ class RuntimeBuilder:
         raise SystemExit("setup: no llama.cpp build runs on this CPU: " +
                          "; ".join(f"{name}: {proof.detail}" for name, proof in rejected))
 
-    def _recorded_failure(self, folder: Path) -> Optional[str]:
+    def recorded_failure(self, variant: Variant) -> Optional[str]:
+        """How this variant failed its check on this CPU before (in either engine), or None."""
+        folder = self.wheels / variant.cache_name
         for engine in ("in-process", "server"):
             record = read_record(folder, self.key, engine)
             if record and not record.get("ok"):
@@ -115,15 +144,18 @@ class RuntimeBuilder:
         server = None
         for engine in engines:  # in process first: a build that dies there is not worth a server build
             if engine == "server":
-                server = self._server(variant)
-            proof = self._proof(variant, folder, engine, server)
+                server = self.cached_server(variant) or self.compile_server(variant)
+            proof = self.proof(variant, engine, server)
             if not proof.ok:
                 self.log(f"the {variant.name} build failed its check ({engine}): {proof.detail}")
                 return proof
             proofs.append(proof)
         return Runtime(variant, wheel, server, proofs)
 
-    def _proof(self, variant: Variant, folder: Path, engine: str, server: Optional[Path]) -> Proof:
+    def proof(self, variant: Variant, engine: str, server: Optional[Path] = None) -> Proof:
+        """The variant's proof on this CPU: its record when it passed before, else a child process
+        captions with quantized models now and the outcome is recorded beside the wheel."""
+        folder = self.wheels / variant.cache_name
         record = read_record(folder, self.key, engine)
         if record and record.get("ok"):
             return Proof(engine, True, record.get("detail", ""), None, tuple(record.get("checks", [])))
@@ -143,8 +175,8 @@ class RuntimeBuilder:
         self.log(f"compiling llama-cpp-python {self.version} ({variant.name}: {variant.why}) once into {folder} "
                  "(5-10 minutes on 2 cores)")
         env = dict(self.env, CMAKE_ARGS=variant.cmake_string)
-        self._run([str(self.python), "-m", "pip", "wheel", "-q", "--disable-pip-version-check", "--no-deps",
-                   "-w", str(folder), str(self.sdist)], env, "compiling llama-cpp-python")
+        self.run([str(self.python), "-m", "pip", "wheel", "-q", "--disable-pip-version-check", "--no-deps",
+                  "-w", str(folder), str(self.sdist)], env, "compiling llama-cpp-python", None)
         found = sorted(folder.glob(f"llama_cpp_python-{self.version}-*.whl"))
         if not found:
             raise SystemExit(f"setup: pip built no llama-cpp-python wheel in {folder}")
@@ -154,31 +186,40 @@ class RuntimeBuilder:
         stamp = read_stamp(self.python.parent.parent)
         if stamp.get("wheel") == str(wheel) and _imports_llama(self.python, self.env):
             return  # already this build: a second setup takes seconds
-        self._run([str(self.python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps",
-                   "--force-reinstall", str(wheel)], self.env, f"installing {wheel.name}")
+        self.run([str(self.python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps",
+                  "--force-reinstall", str(wheel)], self.env, f"installing {wheel.name}", None)
 
-    def _server(self, variant: Variant) -> Path:
-        out = self.cache / "llama-server" / f"{self.version}-{variant.cache_name}"
-        binary = out / "llama-server"
-        if binary.is_file():
-            return binary
-        self.log(f"compiling llama.cpp's llama-server ({variant.name}) once into {out} (about 8 minutes on 2 cores)")
+    def cached_server(self, variant: Variant) -> Optional[Path]:
+        """The variant's llama-server compiled before (by setup.sh or the plugin's setup), or None."""
+        binary = server_folder(self.cache, self.version, variant) / server_name()
+        return binary if binary.is_file() else None
+
+    def compile_server(self, variant: Variant, on_line: Optional[Callable[[str], None]] = None) -> Path:
+        """Compile llama-server from the sources llama-cpp-python vendors, with the variant's flags,
+        once into its cache folder; `on_line` sees the build tool's progress lines."""
+        out = server_folder(self.cache, self.version, variant)
+        binary = out / server_name()
+        self.log(f"compiling llama.cpp's llama-server ({variant.name}) once into {out} (about 10 minutes on 2 cores)")
         with tempfile.TemporaryDirectory(prefix="tilescribe-llama-server-") as src:
-            self._run(["tar", "-xzf", str(self.sdist), "-C", src], self.env, "unpacking the sources")
+            self.run(["tar", "-xzf", str(self.sdist), "-C", src], self.env, "unpacking the sources", None)
             tree = Path(src) / f"llama_cpp_python-{self.version}" / "vendor" / "llama.cpp"
             build = tree / "build"
-            self._run(["cmake", "-S", str(tree), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
-                       "-DBUILD_SHARED_LIBS=OFF", "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF",
-                       "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=ON", *variant.cmake_args],
-                      self.env, "configuring llama-server")
-            self._run(["cmake", "--build", str(build), "--target", "llama-server", "-j", str(os.cpu_count() or 2)],
-                      self.env, "compiling llama-server")
+            self.run([self.cmake, "-S", str(tree), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
+                      "-DBUILD_SHARED_LIBS=OFF", "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF",
+                      "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=ON", *variant.cmake_args],
+                     self.env, "configuring llama-server", on_line)
+            self.run([self.cmake, "--build", str(build), "--config", "Release", "--target", "llama-server",
+                      "-j", str(os.cpu_count() or 2)], self.env, "compiling llama-server", on_line)
+            built = sorted((build / "bin").rglob(server_name()))  # bin/ or, with Visual Studio, bin/Release/
+            if not built:
+                raise SystemExit(f"setup: the build made no {server_name()} under {build / 'bin'}")
             out.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(build / "bin" / "llama-server", out / "llama-server.tmp")
-            os.replace(out / "llama-server.tmp", binary)
+            tmp = out / (server_name() + ".tmp")
+            shutil.copy2(built[0], tmp)
+            os.replace(tmp, binary)
         return binary
 
-    def _run(self, argv: list, env: dict, what: str) -> None:
+    def _run(self, argv: list, env: dict, what: str, on_line: Optional[Callable[[str], None]] = None) -> None:
         with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as output:
             code = subprocess.run(argv, stdout=output, stderr=subprocess.STDOUT, env=env).returncode
             if code != 0:

@@ -40,6 +40,7 @@ print(json.dumps({"python": sys.executable, "version": list(sys.version_info[:3]
 """
 PROBE_TIMEOUT_S = 60
 CACHED, PREBUILT_OR_COMPILE = "cached wheel", "prebuilt wheel, else compiled here"
+SERVER_CACHED, SERVER_COMPILE = "cached", "compile"  # where llama-server comes from (plan's server_source)
 SERVER_NAMES = ("llama-server", "llama-server.exe")
 IMPORT_TIMEOUT_S = 120
 
@@ -60,14 +61,18 @@ class EnvState:
 
 # What each step costs, in seconds, measured on a first setup on 2 cores with a fast link (the
 # whole took 9 min 29 s in QGIS): the bar's weights and the one estimate the user is given.
-# Compiling llama-cpp-python dominates: weighted by its seconds, the bar no longer sits at 80 %
-# through it, and its own "[n/total]" lines (BuildProgress) move the bar while it runs.
+# Compiling llama-cpp-python and llama-server dominates: weighted by their seconds, the bar no
+# longer sits at 80 % through them, and their own build lines (BuildProgress) move it meanwhile.
+# "server": linking a build made before and its proof (2.5 s measured); "server-compile": the
+# sources (75 MB), cmake, the compile and the proof: 10.5 minutes with setup.sh on a fresh machine
+# (2 cores, other jobs running; docs/install.md).
 SECONDS = {"venv": 10, "torch": 60, "torch-cuda": 240, "requirements": 60, "rasterio": 15,
-           "llama": 20, "llama-compile": 330, "server": 1, "verify": 60}
+           "llama": 20, "llama-compile": 330, "server": 5, "server-compile": 630, "verify": 60}
 DOING = {"venv": "creating the environment", "torch": "downloading torch", "requirements":
          "installing the Python requirements", "rasterio": "installing rasterio", "llama":
          "installing llama-cpp-python", "llama-compile": "compiling llama.cpp for this CPU",
-         "server": "linking llama-server", "verify": "the check (a tiny caption and search)"}
+         "server": "linking llama-server", "server-compile": "compiling llama.cpp for this CPU",
+         "verify": "the check (a tiny caption and search)"}
 
 
 @dataclass(frozen=True)
@@ -110,10 +115,11 @@ def base_version(version: Optional[str]) -> Optional[str]:
 
 
 def plan(state: EnvState, spec: EnvironmentSpec, choice: BuildChoice, llama_source: str,
-         verify: bool = True, server_cached: bool = False) -> list:
+         verify: bool = True, server_source: Optional[str] = None) -> list:
     """The steps to run, in order. llama_source: what the llama step does ('cached wheel', ...);
-    server_cached: scripts/setup.sh built llama.cpp's llama-server for this CPU (the 'server'
-    engine runs it), so the environment links it."""
+    server_source: where llama.cpp's llama-server (the Index dialog's 'several tiles at once'
+    engine) comes from: SERVER_CACHED (built before on this machine, by scripts/setup.sh or this
+    setup: linked), SERVER_COMPILE (compiled here), None (no compiler: not offered)."""
     steps = []
     if not state.exists or not state.pip:
         steps.append(_step("venv", "Creating the environment", "nothing (Python's own venv and pip)"))
@@ -131,9 +137,14 @@ def plan(state: EnvState, spec: EnvironmentSpec, choice: BuildChoice, llama_sour
         # Not cached: the estimate counts the compile (where a prebuilt wheel exists it is faster)
         steps.append(_step("llama", f"Installing llama-cpp-python {spec.llama_version} ({llama_source})",
                            llama_download(spec, llama_source), 6, "" if llama_source == CACHED else "llama-compile"))
-    if server_cached and not state.llama_server:
-        steps.append(_step("server", "Linking llama.cpp's llama-server",
-                           "nothing (built before on this machine by make setup)"))
+    if server_source == SERVER_CACHED and not state.llama_server:
+        steps.append(_step("server", "Linking llama.cpp's llama-server (several tiles at once)",
+                           "nothing (built before on this machine)"))
+    elif server_source == SERVER_COMPILE and not state.llama_server:
+        steps.append(_step("server", "Building llama.cpp's llama-server (several tiles at once)",
+                           f"the llama-cpp-python {spec.llama_version} sources (about 75 MB, which hold "
+                           "llama.cpp), compiled here for this CPU: about 10 minutes on 2 cores, once", 2,
+                           "server-compile"))
     if verify:
         steps.append(_step("verify", "Checking: a tiny caption and a search through the worker",
                            "nothing (a 150 KB test model is written locally)"))
@@ -156,7 +167,7 @@ def llama_download(spec: EnvironmentSpec, source: str) -> str:
     if source == CACHED:
         return "nothing (a wheel built before on this machine)"
     return (f"a prebuilt llama-cpp-python {spec.llama_version} wheel where one exists for this platform "
-            "(about 25 MB), else its sources (about 50 MB), compiled here: about 5 minutes on 2 cores, "
+            "(about 25 MB), else its sources (about 75 MB), compiled here: about 5 minutes on 2 cores, "
             "with a C++ compiler")
 
 
@@ -165,11 +176,14 @@ def estimate(steps: list) -> str:
     if not steps:
         return "nothing to do"
     seconds = sum(step.weight for step in steps)
-    longest = max(steps, key=lambda step: step.weight)
+    doing: dict = {}  # the two compiles (llama-cpp-python, llama-server) are one "compiling llama.cpp"
+    for step in steps:
+        doing[step.doing] = doing.get(step.doing, 0.0) + step.weight
+    longest = max(doing, key=lambda what: doing[what])
     if seconds < 60:
-        return f"under a minute: {longest.doing}"
+        return f"under a minute: {longest}"
     minutes = round(seconds / 60)
-    why = f", most of it {longest.doing}" if longest.weight >= 0.4 * seconds else ""
+    why = f", most of it {longest}" if doing[longest] >= 0.4 * seconds else ""
     return f"about {minutes} minute{'s' if minutes != 1 else ''}{why}"
 
 
@@ -177,5 +191,5 @@ def first_setup_estimate() -> str:
     """A first setup on the CPU that compiles llama.cpp, before anything is probed (the dock's offer)."""
     steps = [_step(name, "", "", cost=cost) for name, cost in (("venv", ""), ("torch", ""), ("requirements", ""),
                                                                 ("rasterio", ""), ("llama", "llama-compile"),
-                                                                ("verify", ""))]
+                                                                ("server", "server-compile"), ("verify", ""))]
     return estimate(steps)

@@ -134,11 +134,6 @@ def wheel_cache(system: str, env: Mapping[str, str], home: Path) -> Path:
     return cache_root(system, env, home) / "wheels"
 
 
-def llama_server_cache(system: str, env: Mapping[str, str], home: Path) -> Path:
-    """scripts/setup.sh's llama-server builds: <cache>/llama-server/<version>-<cache folder>/."""
-    return cache_root(system, env, home) / "llama-server"
-
-
 def subprocess_environment(base: Mapping[str, str], extra: Optional[Mapping[str, str]] = None) -> dict:
     """For every command the setup runs: that Python's own paths, not QGIS's (OSGeo4W and the
     macOS bundle set PYTHONHOME/PYTHONPATH for QGIS's Python), and no user site-packages

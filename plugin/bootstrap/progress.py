@@ -72,25 +72,34 @@ def _short(text: str, limit: int = 60) -> str:
 
 
 _BUILD_STEP = re.compile(r"^\s*\[(\d+)/(\d+)\]\s+(.*)")
+_MAKE_STEP = re.compile(r"^\s*\[\s*(\d+)%\]\s+(.*)")  # make's "[ 45%] Building CXX object ..."
 
 
 @dataclass
 class BuildProgress:
-    """A compile's progress from the build tool's "[12/345] Building CXX object ..." lines
-    (pip shows them with -v): real progress through the ~5 minutes llama.cpp takes on 2 cores."""
+    """A compile's progress from the build tool's "[12/345] Building CXX object ..." lines (ninja,
+    which pip's build of llama-cpp-python uses and shows with -v) or "[ 45%] Building ..." lines
+    (make, which llama-server's cmake build uses): real progress through the minutes it takes."""
 
     fraction: float = 0.0
     message: str = ""
+    what: str = "llama.cpp"
 
     def feed(self, line: str) -> bool:
         match = _BUILD_STEP.match(line)
-        if not match or int(match.group(2)) == 0:
-            return False
-        done, total = int(match.group(1)), int(match.group(2))
+        if match and int(match.group(2)) > 0:
+            done, total = int(match.group(1)), int(match.group(2))
+            message = f"Compiling {self.what}: {done} of {total} build steps"
+        else:
+            match = _MAKE_STEP.match(line)
+            if not match:
+                return False
+            done, total = int(match.group(1)), 100
+            message = f"Compiling {self.what}: {done} %"
         if done / total < self.fraction:
             return False  # a line printed out of order: progress never goes back
         self.fraction = min(1.0, done / total)
-        self.message = f"Compiling llama.cpp: {done} of {total} build steps"
+        self.message = message
         return True
 
 

@@ -33,9 +33,10 @@ QGIS_WORDING = (
     (r"Run `tilescribe models list` to see the catalogue\.", f"{PICKER[0].upper()}{PICKER[1:]} lists the catalogue."),
     (r"run `make setup` \(it builds one\), install llama\.cpp from your package manager, or give its path "
      r"with --llama-server; or use --engine llama-cpp-python\.",
-     f"choose the engine '{IN_WORKER}' in the Index dialog or TileScribe's Settings (TileScribe's own "
-     "setup does not build llama-server)."),
+     f"choose the engine '{IN_WORKER}' in the Index dialog or TileScribe's Settings, or let TileScribe "
+     f"build llama-server for this computer: {SET_UP} (it needs a C++ compiler; about 10 minutes on 2 cores)."),
     (r" \(--llama-server, or the setting\)", ""),
+    (r", or with --python\.", "."),
     (r"give --model M\.gguf and --mmproj P\.gguf (\([^)]*\)), or --server URL --server-model NAME, "
      r"or --test-model for the tiny placeholder model",
      f"choose a Model file and a Projector file \\1 in the Index dialog or with {PICKER}, or a model "

@@ -12,7 +12,8 @@ ENGINE_CHOICES = (("llama-cpp-python", "In the worker, one tile at a time"),
 
 
 SERVER_MISSING = ("Not available: TileScribe's environment has no llama-server built for this computer. "
-                  "Captioning runs in the worker, one tile at a time.")
+                  "Captioning runs in the worker, one tile at a time. Set up TileScribe… > Repair builds "
+                  "llama-server where a C++ compiler is installed (about 10 minutes on 2 cores).")
 
 
 def llama_server_installed(settings: PluginSettings) -> bool:

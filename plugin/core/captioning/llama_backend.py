@@ -152,6 +152,7 @@ class LlamaCppCaptioner:
             stats.update(prompt_tokens=used, max_tokens=budget)
             if self.force_answer_tokens:  # under the grammar a random model rarely closes early
                 budget = min(self.force_answer_tokens, room)
+                kwargs["stopping_criteria"] = _exactly(budget, used, kwargs.get("stopping_criteria"))
             return complete(*args, prompt=prompt, max_tokens=budget, **kwargs)
 
         llm.create_completion = budgeted
@@ -324,3 +325,15 @@ def _llama_cpp_version() -> str:
     import llama_cpp
 
     return str(getattr(llama_cpp, "__version__", "unknown"))
+
+
+def _exactly(tokens: int, prompt_positions: int, others=None):
+    """Benchmarks: stop after exactly `tokens` answer tokens. max_tokens alone lets llama-cpp-python
+    go on past it while the text ends inside a multi-byte UTF-8 character (random weights pick byte
+    tokens): 801 tokens for 800 asked, where llama-server stops at 800."""
+    from llama_cpp import StoppingCriteriaList
+
+    def enough(input_ids, logits) -> bool:
+        return len(input_ids) - prompt_positions >= tokens  # the answer's tokens evaluated so far
+
+    return StoppingCriteriaList([enough, *(others or [])])
