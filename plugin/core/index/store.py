@@ -50,6 +50,9 @@ class Store(StoreQueries):
 
     def __init__(self, path: str | os.PathLike, *, create: bool = False, readonly: bool = False):
         self.path = Path(path)
+        # Resolved once: caches key their runs by it, and a query would otherwise pay an lstat per
+        # path component per index (the file opened stays the one read, whatever links change later).
+        self.real_path = os.path.realpath(self.path)
         self._conn = connect(self.path, create=create, readonly=readonly)
         self.readonly = readonly
         self._depth = 0

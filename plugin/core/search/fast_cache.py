@@ -36,7 +36,7 @@ class FastIndexCache:
 
     def get(self, store: Store, run: RunInfo, *, wait: bool = False) -> Optional[FastIndex]:
         """The run's index, current with the file; without `wait`, None while it loads in the background."""
-        key = (str(store.path.resolve()), run.id)
+        key = (store.real_path, run.id)
         index = self._current(key, store)
         if index is not None:
             return index

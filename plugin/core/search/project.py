@@ -119,10 +119,24 @@ class MemoryRun:
     def __init__(self, fast: FastIndex, vectors: np.ndarray):
         self.fast, self.vectors = fast, vectors  # vectors[i] belongs to fast.rows["caption_id"][i]
         self.state = fast.state
+        # Stage 2 widened once (exact: int8 to float32): a medium run's stage 1 keeps every row, and
+        # widening all of them again per query cost more than the product itself (~10 % more RAM).
+        self._stage2 = fast.rows["stage2"].astype(np.float32)
 
     @property
     def nbytes(self) -> int:
-        return self.fast.nbytes + self.vectors.nbytes
+        return self.fast.nbytes + self.vectors.nbytes + self._stage2.nbytes
+
+    def _candidates(self, projected: np.ndarray, allowed, rescored: int, survivors: int) -> np.ndarray:
+        """FastIndex._candidates' rows, the same scores in the same order; when stage 1 keeps every
+        row, without its copies (gathering all rows, widening stage 2)."""
+        fast = self.fast
+        if allowed is not None or survivors < fast.rows.n:
+            return fast._candidates(projected, allowed, rescored, survivors)
+        stage1 = fast.rows["stage1"]
+        d1, d2 = stage1.shape[1], self._stage2.shape[1]
+        second = stage1 @ projected[:d1] + self._stage2 @ projected[d1:d1 + d2]
+        return fast._top(second, rescored)
 
     @classmethod
     def load(cls, store: Store, run: RunInfo) -> "MemoryRun":
@@ -154,7 +168,7 @@ class MemoryRun:
             if rescored >= total:
                 candidates = np.arange(fast.rows.n) if allowed is None else allowed
             else:
-                candidates = fast._candidates(projected, allowed, rescored, survivors)
+                candidates = self._candidates(projected, allowed, rescored, survivors)
             scores = self.vectors[candidates] @ unit
             result, seen = [], set()
             for at in np.argsort(-scores, kind="stable"):
@@ -176,23 +190,27 @@ class MemoryRuns:
     def __init__(self, max_bytes: int = MEMORY_RUNS_BYTES):
         self.max_bytes = max_bytes
         self._runs: OrderedDict[tuple[str, int], MemoryRun] = OrderedDict()
+        self._bytes = 0  # their total, kept as they come and go (summing twenty runs per get cost ~0.5 ms)
         self._lock = threading.Lock()
 
     def get(self, store: Store, run: RunInfo) -> MemoryRun:
-        key = (os.path.realpath(store.path), run.id)
+        key = (store.real_path, run.id)
         with self._lock:
             found = self._runs.pop(key, None)
+            if found is not None:
+                self._bytes -= found.nbytes
         if found is None or found.state != tuple(store.vector_state(run.id)):
             found = MemoryRun.load(store, run)
         with self._lock:
             self._runs[key] = found
-            while len(self._runs) > 1 and sum(r.nbytes for r in self._runs.values()) > self.max_bytes:
-                self._runs.popitem(last=False)
+            self._bytes += found.nbytes
+            while len(self._runs) > 1 and self._bytes > self.max_bytes:
+                self._bytes -= self._runs.popitem(last=False)[1].nbytes
         return found
 
     @property
     def nbytes(self) -> int:
-        return sum(r.nbytes for r in self._runs.values())
+        return self._bytes
 
 
 class StorePool:
@@ -266,13 +284,13 @@ def search_project(paths: Sequence[os.PathLike | str], embedder: Embedder, reque
     try:
         result = ProjectResult([])
         targets, mismatched = [], []
-        given = {_identity(p) for p in paths if is_server_index(p) or not Path(p).is_dir()}
         for path in files:
             name = index_name(path)
             try:
                 store = _open(pool, path)
                 runs = _guarded(path, latest_runs_per_raster, store)
             except TileScribeError as exc:
+                given = {_identity(p) for p in paths if is_server_index(p) or not Path(p).is_dir()}
                 if _identity(path) in given:  # named by the user: refused, as one index is
                     raise
                 # Found in a folder: one damaged or foreign file must not stop the project's search.
@@ -286,7 +304,7 @@ def search_project(paths: Sequence[os.PathLike | str], embedder: Embedder, reque
                     mismatched.append(f"{name} (run {run.id}: {problem})")
                     result.other_embedders[name] = f"{run.embedder}, {run.dim}-d"
                 else:
-                    targets.append((path, run))
+                    targets.append((path, run, store))
         if mismatched and other_embedders == "refuse":
             raise QueryError(
                 f"{len(mismatched)} of the indexes were made with another embedding model than the query's "
@@ -299,8 +317,10 @@ def search_project(paths: Sequence[os.PathLike | str], embedder: Embedder, reque
                              + ("; ".join(result.skipped) or "no index given") + ".")
         vector = np.asarray(embedder.embed([query])[0], dtype=np.float32)
         ranked: list[tuple[tuple, SearchHit, str]] = []
-        for path, run in targets:
-            store = _open(pool, path)  # again: a pool smaller than the project closed the first ones
+        reopen = len(files) > pool.max_open  # a pool smaller than the project closed the first ones
+        for path, run, store in targets:
+            if reopen:
+                store = _open(pool, path)
             extent = request.extent
             if extent is not None and extent_crs:
                 extent = _extent_in(store, run, request.extent, extent_crs)
