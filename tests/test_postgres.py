@@ -9,6 +9,7 @@ import re
 import numpy as np
 import pytest
 
+from fixtures_postgres import superuser_sql as _sql
 from helpers import in_process_cli
 from rasters import write_raster
 
@@ -34,16 +35,6 @@ def small_raster(tmp_path):
 
 def _with_password(url: str) -> str:
     return url.replace("postgresql://postgres@", f"postgresql://postgres:{SECRET}@")
-
-
-def _sql(pg_cluster, url: str, query: str, params=()) -> list[tuple]:
-    import psycopg
-
-    database = url.split("@/", 1)[1].split("?", 1)[0]
-    with psycopg.connect(host=str(pg_cluster.folder), port=pg_cluster.port, user="postgres", dbname=database,
-                         autocommit=True) as conn:
-        cursor = conn.execute(query, params)
-        return cursor.fetchall() if cursor.description else []
 
 
 # -- what --db names (no server needed) ---------------------------------------------------------

@@ -9,21 +9,20 @@ heartbeat disabled the first test fails on the slow tile captioned twice).
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from fixtures_postgres import start_indexer
+from fixtures_postgres import superuser_sql as _sql
 from fixtures_server import Reply, completion
 from rasters import write_raster
 
-HARNESS = Path(__file__).with_name("cli_harness.py")
+ONE_AT_A_TIME = ("--parallel", 1)  # each indexer captions one tile at a time
 TILES = 12  # 256 x 192 px in 64 px tiles
 LEASE_S = 1.0
 SLOW_S = 5.0  # the slow tile: five leases
@@ -48,23 +47,6 @@ def slow_first(scripted_server):
 
     scripted_server.script = reply
     return times
-
-
-def _indexer(raster: Path, url: str, server_url: str, log: Path) -> subprocess.Popen:
-    env = dict(os.environ, TILESCRIBE_TEST_CAPTION_LOG=str(log))
-    argv = ["index", raster, "--db", url, "--server", server_url, "--server-model", "tiny-vlm", "--tile-size", 64,
-            "--variants", 1, "--parallel", 1]  # one tile at a time per indexer
-    return subprocess.Popen([sys.executable, str(HARNESS), *map(str, argv)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-
-
-def _sql(pg_cluster, url: str, query: str, params=()) -> list[tuple]:
-    import psycopg
-
-    database = url.split("@/", 1)[1].split("?", 1)[0]
-    with psycopg.connect(host=str(pg_cluster.folder), port=pg_cluster.port, user="postgres", dbname=database,
-                         autocommit=True) as conn:
-        return conn.execute(query, params).fetchall()
 
 
 def _log(path: Path) -> list[tuple[int, str]]:
@@ -120,7 +102,7 @@ def test_a_tile_slower_than_the_lease_stays_with_its_live_indexer(scripted_serve
                                                                   raster, tmp_path):
     url = pg_db + f"&lease={LEASE_S}"
     log = tmp_path / "captioned.log"
-    procs = [_indexer(raster, url, scripted_server.url, log) for _ in range(2)]
+    procs = [start_indexer(raster, url, scripted_server.url, log, *ONE_AT_A_TIME) for _ in range(2)]
     slow_pid, slow_key = _first_call(log, procs, time.monotonic() + 120)
     errs = [proc.communicate(timeout=180)[1] for proc in procs]
     assert [proc.returncode for proc in procs] == [0, 0], errs
@@ -141,7 +123,7 @@ def test_a_tile_slower_than_the_lease_stays_with_its_live_indexer(scripted_serve
 def test_a_killed_indexers_slow_tile_is_taken_over(scripted_server, slow_first, pg_cluster, pg_db, raster, tmp_path):
     url = pg_db + f"&lease={LEASE_S}"
     log = tmp_path / "captioned.log"
-    procs = [_indexer(raster, url, scripted_server.url, log) for _ in range(2)]
+    procs = [start_indexer(raster, url, scripted_server.url, log, *ONE_AT_A_TIME) for _ in range(2)]
     slow_pid, slow_key = _first_call(log, procs, time.monotonic() + 120)
     doomed = next(proc for proc in procs if proc.pid == slow_pid)
     survivor = next(proc for proc in procs if proc is not doomed)
@@ -156,7 +138,7 @@ def test_a_killed_indexers_slow_tile_is_taken_over(scripted_server, slow_first, 
     assert survivor.returncode == 0, survivor_err
     if _sql(pg_cluster, pg_db, "select count(*) from tilescribe.tiles where status = 'pending'")[0][0]:
         time.sleep(max(0.0, killed_at + LEASE_S * 1.5 - time.monotonic()))  # done before the lapse: one more
-        finisher = _indexer(raster, url, scripted_server.url, log)
+        finisher = start_indexer(raster, url, scripted_server.url, log, *ONE_AT_A_TIME)
         assert finisher.wait(timeout=180) == 0, finisher.stderr.read()
 
     assert _sql(pg_cluster, pg_db, "select status, count(*) from tilescribe.tiles group by status") == [("done", TILES)]

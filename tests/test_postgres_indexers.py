@@ -8,44 +8,25 @@ not depend on how fast this machine's CPUs are.
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from fixtures_postgres import start_indexer
+from fixtures_postgres import superuser_sql as _sql
 from fixtures_server import Reply, completion
 from rasters import write_raster
 
-HARNESS = Path(__file__).with_name("cli_harness.py")
 TILES = 40  # 640 x 256 px in 64 px tiles
 
 
 @pytest.fixture
 def raster(tmp_path) -> Path:
     return write_raster(tmp_path / "wide.tif", width=640, height=256, crs="EPSG:32618")
-
-
-def _indexer(raster: Path, url: str, server_url: str, log: Path) -> subprocess.Popen:
-    env = dict(os.environ, TILESCRIBE_TEST_CAPTION_LOG=str(log))
-    argv = ["index", raster, "--db", url, "--server", server_url, "--server-model", "tiny-vlm", "--tile-size", 64,
-            "--variants", 1]
-    return subprocess.Popen([sys.executable, str(HARNESS), *map(str, argv)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-
-
-def _sql(pg_cluster, url: str, query: str, params=()) -> list[tuple]:
-    import psycopg
-
-    database = url.split("@/", 1)[1].split("?", 1)[0]
-    with psycopg.connect(host=str(pg_cluster.folder), port=pg_cluster.port, user="postgres", dbname=database,
-                         autocommit=True) as conn:
-        return conn.execute(query, params).fetchall()
 
 
 def _captioned_now(stderr: str) -> int:
@@ -67,7 +48,7 @@ def test_two_indexers_split_the_tiles_and_none_is_captioned_twice(scripted_serve
                                                                     tmp_path):
     scripted_server.script = [Reply(200, completion(1), delay_s=0.2)]
     log = tmp_path / "captioned.log"
-    procs = [_indexer(raster, pg_db, scripted_server.url, log) for _ in range(2)]
+    procs = [start_indexer(raster, pg_db, scripted_server.url, log) for _ in range(2)]
     errs = [proc.communicate(timeout=180)[1] for proc in procs]
     assert [proc.returncode for proc in procs] == [0, 0], errs
 
@@ -92,7 +73,7 @@ def test_a_killed_indexers_tiles_are_redone_once_its_lease_lapses(scripted_serve
     scripted_server.script = [Reply(200, completion(1), delay_s=0.25)]
     url = pg_db + "&lease=3"
     log = tmp_path / "captioned.log"
-    doomed, survivor = _indexer(raster, url, scripted_server.url, log), _indexer(raster, url, scripted_server.url, log)
+    doomed, survivor = (start_indexer(raster, url, scripted_server.url, log) for _ in range(2))
     deadline = time.monotonic() + 120
     while True:  # until the doomed one has stored tiles and holds a claim
         held = _sql(pg_cluster, pg_db, "select count(*) filter (where done_by = %(me)s), count(*) filter (where"
@@ -116,7 +97,7 @@ def test_a_killed_indexers_tiles_are_redone_once_its_lease_lapses(scripted_serve
     finisher_now = 0
     if _sql(pg_cluster, pg_db, "select count(*) from tilescribe.tiles where status = 'pending'")[0][0]:
         time.sleep(3)  # the survivor finished before the lease lapsed: a third run picks them up
-        finisher = _indexer(raster, url, scripted_server.url, log)
+        finisher = start_indexer(raster, url, scripted_server.url, log)
         finisher_err = finisher.communicate(timeout=180)[1]
         assert finisher.returncode == 0, finisher_err
         finisher_now = _captioned_now(finisher_err)
