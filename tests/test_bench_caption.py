@@ -35,6 +35,8 @@ def test_bench_caption_reports_each_engine_setting(tmp_path, monkeypatch, capsys
         assert row["rounds"] == 2 and len(row["s_per_tile_rounds"]) == 2 and row["tiles"] == 4
         assert row["s_per_tile_min"] <= row["s_per_tile"] <= row["s_per_tile_max"]
         assert row["output_tokens_each"] == [12] * 4 and row["answer_held"] is True
+        # each round says how busy the machine was, before and after it
+        assert len(row["load_average"]) == 2 and all(len(pair) == 2 and min(pair) >= 0 for pair in row["load_average"])
     # interleaved: A B C A B C
     said = [line.split(": ", 1)[0] for line in out.err.splitlines() if line.startswith("round ")]
     assert said == ["round 1/2"] * 3 + ["round 2/2"] * 3

@@ -73,6 +73,7 @@ class SettingResult:
     build: str = ""
     variants: int = 5
     output_tokens_each: tuple = ()  # every tile's answer length: all equal to answer_tokens when held
+    load_average: tuple = ()  # the 1-minute load average before and after (shared machines: is it quiet?)
 
 
 def bench_tiles(raster: Path, count: int, tile_size: int = 512) -> list[bytes]:
@@ -237,5 +238,6 @@ def summarize(rounds: Sequence[SettingResult], answer_tokens: int) -> dict:
         rounds=len(rounds), tiles=sum(r.tiles for r in rounds), s_per_tile=round(median, 2),
         s_per_tile_min=min(seconds), s_per_tile_max=max(seconds), s_per_tile_rounds=seconds,
         tiles_per_hour=round(3600 / median, 1) if median else None, answer_tokens=answer_tokens,
-        output_tokens_each=outputs, answer_held=bool(outputs) and set(outputs) == {answer_tokens})
+        output_tokens_each=outputs, answer_held=bool(outputs) and set(outputs) == {answer_tokens},
+        load_average=[list(r.load_average) for r in rounds])
     return row

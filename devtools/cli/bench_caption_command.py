@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from ...plugin.core.errors import TileScribeError
@@ -87,11 +88,14 @@ def run(args) -> int:
                 f"{f' with {slots} slots' if engine == 'server' else ''} ...")
             common = dict(shape=label, variants=variants, answer_tokens=answer, threads=args.threads,
                           family=shape_family(shape))
+            load_before = os.getloadavg()[0]
             if engine == "in-process":
                 result = bench_in_process(model, mmproj, pngs, **common)
             else:
                 result = bench_server(model, mmproj, pngs, slots=slots, image_first=image_first, **common)
-            say(f"  {result.s_per_tile} s per tile, {result.tiles_per_hour} tiles per hour")
+            result = replace(result, load_average=(round(load_before, 2), round(os.getloadavg()[0], 2)))
+            say(f"  {result.s_per_tile} s per tile, {result.tiles_per_hour} tiles per hour "
+                f"(load average {result.load_average[0]} -> {result.load_average[1]})")
             samples[(shape, variants, (engine, slots, image_first))].append(result)
     rows = [summarize(samples[run], answer_tokens(args, run[1])) for run in runs]
     for row in rows:
