@@ -8,7 +8,15 @@ passes, times prompt and generation tokens/s on a real-size random-weight model 
 child process. `--with-native` adds the old `-DGGML_NATIVE=ON` recipe, to show what the
 proof does with it on a CPU with AMX.
 
+Another CPU, emulated: `--emulate-cpu MODEL` runs each proof under `qemu-x86_64 -cpu MODEL`
+(Debian's qemu-user; TCG implements AVX2 but no AVX-512, AVX-VNNI or AMX), and `--cpu-flags`
+lists the variants setup would choose on that CPU instead of this one's. So an AVX2-only
+machine's choice is shown here: this CPU's builds die in the proof, that CPU's avx2 passes.
+Emulated runs are not timed (TCG's speed says nothing about a real CPU's).
+
     .venv/bin/python scripts/bench_cpu_variants.py --shape 3b --with-native --format json
+    .venv/bin/python scripts/bench_cpu_variants.py --emulate-cpu Haswell \
+        --cpu-flags "sse4_2 avx avx2 fma f16c bmi2" --also-host-builds --format json
 """
 
 from __future__ import annotations
@@ -102,6 +110,17 @@ def time_variant(env: dict, model: Path, args) -> dict:
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
+def emulated_python(cpu_model: str, folder: Path) -> Path:
+    """An executable that runs this Python under qemu-x86_64 as `cpu_model` (prove() takes a path)."""
+    qemu = shutil.which("qemu-x86_64")
+    if qemu is None:
+        raise SystemExit("--emulate-cpu needs qemu-x86_64: apt-get install qemu-user (make setup installs it)")
+    wrapper = folder / "python-under-qemu"
+    wrapper.write_text(f'#!/bin/sh\nexec "{qemu}" -cpu "{cpu_model}" "{sys.executable}" "$@"\n', encoding="utf-8")
+    wrapper.chmod(0o755)
+    return wrapper
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", default="3b", help="bench-caption's shape to time (default 3b)")
@@ -111,30 +130,48 @@ def main() -> int:
     parser.add_argument("--gen-tokens", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2, help="times each variant is timed, interleaved")
+    parser.add_argument("--emulate-cpu", metavar="MODEL",
+                        help="run the proofs under qemu-x86_64 -cpu MODEL (e.g. Haswell); nothing is timed")
+    parser.add_argument("--cpu-flags", metavar="FLAGS",
+                        help="choose the variants for this /proc/cpuinfo flags line instead of this CPU's")
+    parser.add_argument("--also-host-builds", action="store_true",
+                        help="with --cpu-flags: also prove the builds setup makes for this CPU")
     parser.add_argument("--format", choices=("table", "json"), default="table")
     args = parser.parse_args()
     log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
     sdist = next((CACHE / "sdist").glob("llama_cpp_python-*.tar.gz"))
-    variants = cpu_variants(read_cpu_flags(), os.uname().machine)
+    host = [(v, "this CPU") for v in cpu_variants(read_cpu_flags(), os.uname().machine)]
+    if args.cpu_flags:
+        variants = [(v, "the given flags") for v in cpu_variants(args.cpu_flags, "x86_64")]
+        if args.also_host_builds:
+            chosen = {v.cache_name for v, _ in variants}
+            variants = [pair for pair in host if pair[0].cache_name not in chosen] + variants
+    else:
+        variants = host
     if args.variants:
-        variants = [v for v in variants if v.name in args.variants]
+        variants = [(v, made_for) for v, made_for in variants if v.name in args.variants]
     if args.with_native:
-        variants.insert(0, NATIVE)
+        variants.insert(0, (NATIVE, "this CPU"))
     from tilescribe.devtools.bench.shaped_gguf import shaped_pair
 
-    model, _ = shaped_pair(args.shape, log=log)
+    model = None if args.emulate_cpu else shaped_pair(args.shape, log=log)[0]
     rows, envs, folders = [], {}, []
-    for variant in variants:  # build and prove each once
+    scratch = tempfile.TemporaryDirectory(prefix="tilescribe-emulated-")
+    folders.append(scratch)
+    python = emulated_python(args.emulate_cpu, Path(scratch.name)) if args.emulate_cpu else Path(sys.executable)
+    for variant, made_for in variants:  # build and prove each once
         library = build_cpu_library(variant, sdist, log)
         folder = tempfile.TemporaryDirectory(prefix="tilescribe-variant-")
         folders.append(folder)
         env = dict(overlay(library, Path(folder.name)), OMP_WAIT_POLICY="PASSIVE")
         started = time.monotonic()
-        proof = prove(Path(sys.executable), "in-process", CACHE / "proof-models", env)
-        rows.append({"variant": variant.name, "proof": "passed" if proof.ok else proof.detail[:120],
+        proof = prove(python, "in-process", CACHE / "proof-models", env)
+        rows.append({"variant": variant.name, "build": variant.cache_name, "made_for": made_for,
+                     "runs_on": f"qemu -cpu {args.emulate_cpu}" if args.emulate_cpu else "this CPU",
+                     "proof": "passed" if proof.ok else proof.detail[:120],
                      "signal": proof.signal, "proof_s": round(time.monotonic() - started, 1), "runs": []})
         log(json.dumps(rows[-1]))
-        if proof.ok:
+        if proof.ok and model is not None:
             envs[variant.name] = env
     for round_number in range(args.rounds):  # interleaved (A B C A B C): the machine's drift hits all alike
         for row in rows:
@@ -152,14 +189,15 @@ def main() -> int:
     for folder in folders:
         folder.cleanup()
     if args.format == "json":
-        print(json.dumps({"shape": args.shape, "threads": args.threads, "prompt_tokens": args.prompt_tokens,
-                      "gen_tokens": args.gen_tokens, "rounds": args.rounds, "rows": rows}, indent=1))
+        print(json.dumps({"shape": args.shape, "emulated_cpu": args.emulate_cpu, "threads": args.threads,
+                          "prompt_tokens": args.prompt_tokens,
+                          "gen_tokens": args.gen_tokens, "rounds": args.rounds, "rows": rows}, indent=1))
     else:
-        print("variant | proof | prompt tok/s (median, range) | generation tok/s (median, range)")
+        print("variant | made for | runs on | proof | prompt tok/s (median, range) | generation tok/s (median, range)")
         for row in rows:
             prompt = f"{row.get('prompt_tok_s', '-')} {row.get('prompt_tok_s_range', '')}"
             generation = f"{row.get('gen_tok_s', '-')} {row.get('gen_tok_s_range', '')}"
-            print(f"{row['variant']} | {row['proof']} | {prompt} | {generation}")
+            print(f"{row['variant']} | {row['made_for']} | {row['runs_on']} | {row['proof']} | {prompt} | {generation}")
     return 0
 
 

@@ -141,9 +141,26 @@ postgres_backend() {
     fi
 }
 
+# qemu-user lets the tests run a llama.cpp build on an emulated older CPU (an AVX2-only Haswell):
+# the proof must reject a build made for a richer CPU (tests/test_llama_variants.py,
+# scripts/bench_cpu_variants.py --emulate-cpu). For tests only; nothing else needs it.
+test_emulator() {
+    command -v qemu-x86_64 >/dev/null 2>&1 && return
+    if [ "$(id -u)" != 0 ]; then
+        log "qemu-user is not installed (the emulated-CPU test skips): apt-get install -y --no-install-recommends qemu-user"
+        return
+    fi
+    log "installing qemu-user (12 MB: the tests run a build on an emulated AVX2-only CPU)"
+    local install="apt-get install -y -qq --no-install-recommends qemu-user"
+    DEBIAN_FRONTEND=noninteractive $install >/dev/null 2>&1 \
+        || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive $install >/dev/null; } \
+        || log "qemu-user could not be installed: the emulated-CPU test will skip"
+}
+
 system_packages
 make_venv
 python_requirements
 llama_runtime
 postgres_backend
+test_emulator
 log "ready: $VENV/bin/tilescribe"

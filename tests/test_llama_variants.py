@@ -137,3 +137,30 @@ def test_the_installed_build_passes_the_proof_in_process_and_in_llama_server(tmp
     stamp = read_stamp(Path(sys.prefix))
     if stamp:  # what make setup recorded: which build runs, and why
         assert stamp["variant"] and all(proof["ok"] for proof in stamp["proofs"])
+
+
+# qemu-x86_64 models an older CPU than the installed build was made for, and which
+# instruction class that build uses and the model lacks (TCG implements up to AVX2).
+OLDER_CPU = {"avx512": ("Haswell", "AVX-512"), "avx2": ("Nehalem", "AVX/AVX2")}
+
+
+def test_a_build_for_a_richer_cpu_dies_in_the_proof_on_an_emulated_older_one(tmp_path):
+    """The crash class of issue 18 without the machine: the installed build, run by setup's own
+    proof on an emulated CPU that lacks its instructions, is classified as killed by SIGILL
+    (so setup would record it and build the next variant down), not hung or passed."""
+    pytest.importorskip("llama_cpp")
+    qemu = shutil.which("qemu-x86_64")
+    if qemu is None:
+        pytest.skip("qemu-x86_64 is not installed (make setup installs qemu-user as root)")
+    stamp = read_stamp(Path(sys.prefix))
+    if stamp.get("variant") not in OLDER_CPU:
+        pytest.skip(f"the installed build ({stamp.get('variant') or 'not recorded by make setup'}) "
+                    "has no older CPU to emulate")
+    model, lacks = OLDER_CPU[stamp["variant"]]
+    python = tmp_path / "python-under-qemu"
+    python.write_text(f'#!/bin/sh\nexec "{qemu}" -cpu {model} "{sys.executable}" "$@"\n', encoding="utf-8")
+    python.chmod(0o755)
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tilescribe" / "proof-models"
+    proof = lv.prove(python, "in-process", cache, os.environ, timeout=600)
+    assert not proof.ok, f"the {stamp['variant']} build ran on an emulated {model} without {lacks}"
+    assert proof.signal == "SIGILL" and proof.detail.startswith("killed by SIGILL"), proof.detail
