@@ -4,6 +4,8 @@ One task at a time (one indexer per index file, and the models load once in the 
 manager shows each task's own progress; one message on the bar shows the whole queue ("layer 2 of
 4", an overall bar, Cancel). Cancel stops the task in progress and the queue; what is indexed stays
 indexed, and Resume runs the rest (the stopped layer continues where its run stopped).
+Closing the project ends the queue: the layer in progress finishes (as a single layer's run
+does), the layers still queued belong to the closed project and are not started.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class IndexQueue:
         self.total = 0
         self.task = None  # the task running now
         self.stopping = False
+        self.project_gone = False  # the project was closed: no further layer starts
         self.progress: Optional[QProgressBar] = None
 
     @property
@@ -41,7 +44,7 @@ class IndexQueue:
 
     def start(self, requests: list[IndexRequest]) -> None:
         self.pending, self.finished, self.total = list(requests), [], len(requests)
-        self.stopping = False
+        self.stopping = self.project_gone = False
         self._next()
 
     def resume(self) -> None:
@@ -54,6 +57,15 @@ class IndexQueue:
         self.stopping = True
         if self.task is not None:
             self.task.cancel()
+
+    def project_closed(self) -> None:
+        """Project > Close or New. A Resume left on the bar would index the closed project's layers
+        into the next project's session: it goes; a running queue stops after its current layer."""
+        if self.running:
+            self.project_gone = True
+        elif self.pending:
+            self.pending = []
+            self.messages.dismiss(KEY)
 
     # -- one layer after another ---------------------------------------------------------
 
@@ -90,6 +102,9 @@ class IndexQueue:
         if result.error is not None or result.cancelled or self.stopping:
             self._stopped()  # nothing rendered is kept half-way: Resume renders it again
             return
+        if self.project_gone:
+            self._closed()
+            return
         self._index(request)
 
     def _indexed(self, request: IndexRequest, result: TaskResult) -> None:
@@ -100,6 +115,9 @@ class IndexQueue:
             self._stopped()
             return
         self.finished.append(self.pending.pop(0))
+        if self.project_gone and self.pending:
+            self._closed()
+            return
         self._next()
 
     # -- what the bar shows ---------------------------------------------------------------
@@ -122,12 +140,25 @@ class IndexQueue:
         item.body.add_button("Cancel", self.cancel).setObjectName("tilescribeQueueCancel")
 
     def _stopped(self) -> None:
+        if self.project_gone:  # no Resume: its layers belong to the closed project
+            self._closed()
+            return
         self.progress = None
         done = ", ".join(r.layer_name for r in self.finished) or "none"
         item = self.messages.push(
             f"Indexing stopped: {len(self.finished)} of {count(self.total, 'layer')} indexed ({done}); "
             f"{len(self.pending)} left. What is indexed stays indexed.", Qgis.Warning, duration=0, key=KEY)
         item.body.add_button("Resume", self.resume).setObjectName("tilescribeQueueResume")
+
+    def _closed(self) -> None:
+        self.progress = None
+        done = ", ".join(r.layer_name for r in self.finished) or "none"
+        left = ", ".join(r.layer_name for r in self.pending)
+        self.messages.push(
+            f"The project was closed while its layers were indexed: {len(self.finished)} of "
+            f"{count(self.total, 'layer')} indexed ({done}); left: {left}. What is indexed stays "
+            "indexed: open that project and run Index layer to index the rest.", Qgis.Warning, duration=0, key=KEY)
+        self.pending = []
 
     def _done(self) -> None:
         self.progress = None

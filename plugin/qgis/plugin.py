@@ -194,6 +194,7 @@ class TileScribePlugin:
         """Project > Close or New: the index jobs still running or queued belong to the closed project."""
         running = [task.request for task in self.runner.tasks if isinstance(task, IndexTask)]
         self._closed_projects_jobs = running + list(self.queue.pending)
+        self.queue.project_closed()
 
     def _index_done(self, request: IndexRequest, result: TaskResult) -> None:
         key = index_key(request.db)

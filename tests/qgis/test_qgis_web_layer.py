@@ -245,13 +245,12 @@ def test_the_index_dialog_renders_a_web_layer_and_indexes_it_with_its_source(
     assert sorted(p.suffix for p in tmp_path.iterdir() if not p.name.endswith(in_use)) == [".sqlite", ".tif"]
 
 
-def test_several_layers_go_into_one_project_index_with_cancel_and_resume(
-        plugin_on_shared_worker, fake_iface, add_raster, tmp_path, qtbot):
+def _queue_three_sheets(plugin, add_raster, tmp_path, qtbot) -> Path:
+    """Three rasters of a saved project, all ticked in the Index dialog with the Test model: OK
+    starts the queue (sheet2, then sheet1 of 25 tiles, then sheet0). The rasters' folder."""
     from qgis.core import QgsProject
     from qgis.PyQt.QtCore import QPoint, Qt
-    from qgis.PyQt.QtWidgets import QPushButton
 
-    plugin = plugin_on_shared_worker
     rasters = tmp_path / "delivery"
     rasters.mkdir()
     layers = [add_raster(write_raster(rasters / f"sheet{i}.tif", width=size, height=size, seed=i), f"sheet{i}")
@@ -269,6 +268,16 @@ def test_several_layers_go_into_one_project_index_with_cancel_and_resume(
     _type_into(qtbot, dialog.tileSizeSpin.lineEdit(), "32")
     dialog.variantsSpin.setValue(1)
     qtbot.mouseClick(dialog.buttonBox.button(dialog.buttonBox.Ok), Qt.LeftButton)
+    return rasters
+
+
+def test_several_layers_go_into_one_project_index_with_cancel_and_resume(
+        plugin_on_shared_worker, fake_iface, add_raster, tmp_path, qtbot):
+    from qgis.PyQt.QtCore import Qt
+    from qgis.PyQt.QtWidgets import QPushButton
+
+    plugin = plugin_on_shared_worker
+    rasters = _queue_three_sheets(plugin, add_raster, tmp_path, qtbot)
 
     # Cancel on the bar while the second (25 tiles) is indexed: the first stays indexed.
     qtbot.waitUntil(lambda: len(plugin.queue.finished) == 1 and plugin.queue.running, timeout=180_000)
@@ -303,6 +312,29 @@ def test_several_layers_go_into_one_project_index_with_cancel_and_resume(
     # newest run's raster, as the Run box chose, before)
     assert len(hits) == 33 and sorted({Path(hit.raster).name for hit in hits}) == rasters_indexed
     assert plugin.search.results.layer().featureCount() == 33
+
+
+def test_closing_the_project_ends_the_queue_after_its_current_layer(
+        plugin_on_shared_worker, fake_iface, add_raster, tmp_path, qtbot):
+    """Seen: after Project > Close the queue went on to the closed project's next layers (a web layer's
+    render then failed: its layer was gone), and a Resume left on the bar indexed them later."""
+    from qgis.core import QgsProject
+    from qgis.PyQt.QtWidgets import QPushButton
+
+    plugin = plugin_on_shared_worker
+    _queue_three_sheets(plugin, add_raster, tmp_path, qtbot)
+    qtbot.waitUntil(lambda: len(plugin.queue.finished) == 1 and plugin.queue.running, timeout=180_000)
+    QgsProject.instance().clear()  # what Project > Close and Project > New do
+    _wait_queue(plugin, qtbot)
+    texts = " | ".join(bar_texts(fake_iface.bar))
+    assert ("The project was closed while its layers were indexed: 2 of 3 layers indexed (sheet2, sheet1); "
+            "left: sheet0.") in texts, texts
+    assert fake_iface.bar.findChild(QPushButton, "tilescribeQueueResume") is None
+    with sqlite3.connect(tmp_path / "survey.tilescribe.sqlite") as conn:  # the layer in progress finished
+        assert conn.execute("select count(*), sum(status = 'done') from tiles").fetchone() == (29, 29)
+        names = [Path(p).name for (p,) in conn.execute("select path from rasters order by id")]
+    assert names == ["sheet2.tif", "sheet1.tif"]
+    assert plugin.dock.selected_dbs() == []  # the closed project's index is not brought into the new one
 
 
 def test_the_processing_algorithm_renders_a_web_layer_given_extent_and_resolution(
