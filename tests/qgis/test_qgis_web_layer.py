@@ -314,29 +314,6 @@ def test_several_layers_go_into_one_project_index_with_cancel_and_resume(
     assert plugin.search.results.layer().featureCount() == 33
 
 
-def test_closing_the_project_ends_the_queue_after_its_current_layer(
-        plugin_on_shared_worker, fake_iface, add_raster, tmp_path, qtbot):
-    """Seen: after Project > Close the queue went on to the closed project's next layers (a web layer's
-    render then failed: its layer was gone), and a Resume left on the bar indexed them later."""
-    from qgis.core import QgsProject
-    from qgis.PyQt.QtWidgets import QPushButton
-
-    plugin = plugin_on_shared_worker
-    _queue_three_sheets(plugin, add_raster, tmp_path, qtbot)
-    qtbot.waitUntil(lambda: len(plugin.queue.finished) == 1 and plugin.queue.running, timeout=180_000)
-    QgsProject.instance().clear()  # what Project > Close and Project > New do
-    _wait_queue(plugin, qtbot)
-    texts = " | ".join(bar_texts(fake_iface.bar))
-    assert ("The project was closed while its layers were indexed: 2 of 3 layers indexed (sheet2, sheet1); "
-            "left: sheet0.") in texts, texts
-    assert fake_iface.bar.findChild(QPushButton, "tilescribeQueueResume") is None
-    with sqlite3.connect(tmp_path / "survey.tilescribe.sqlite") as conn:  # the layer in progress finished
-        assert conn.execute("select count(*), sum(status = 'done') from tiles").fetchone() == (29, 29)
-        names = [Path(p).name for (p,) in conn.execute("select path from rasters order by id")]
-    assert names == ["sheet2.tif", "sheet1.tif"]
-    assert plugin.dock.selected_dbs() == []  # the closed project's index is not brought into the new one
-
-
 def test_the_processing_algorithm_renders_a_web_layer_given_extent_and_resolution(
         native_algorithms, xyz_server, xyz_layer, plugin_on_shared_worker, tmp_path, shared_data, qtbot):
     """tilescribe:indexlayer takes the same layer with EXTENT and RESOLUTION; without them it says so."""
@@ -376,3 +353,45 @@ def test_the_processing_algorithm_renders_a_web_layer_given_extent_and_resolutio
     with sqlite3.connect(results["OUTPUT"]) as conn:
         source = json.loads(conn.execute("select source from rasters").fetchone()[0])
     assert source["layer"] == "neon tiles" and source["resolution"] == RESOLUTION
+
+
+def test_closing_the_project_ends_the_queue_after_its_current_layer():
+    """Seen: after Project > Close the queue went on to the closed project's next layers (a web layer's
+    render then failed: its layer was gone), and a Resume left on the bar indexed them later.
+
+    Run in a child pytest with its own QGIS, last in this file: run in this session's QGIS, or even
+    in a child before it, it was followed by a segfault in the Processing test above (a render in a
+    task's thread); the cause is not found yet (the same test file passes without it)."""
+    import os
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                          f"{__file__}::test_closing_the_project_mid_queue_in_this_process"],
+                         env=dict(os.environ, TILESCRIBE_CHILD_TEST="closing"), capture_output=True, text=True,
+                         timeout=600, cwd=Path(__file__).resolve().parents[2])
+    assert run.returncode == 0 and "1 passed" in run.stdout, run.stdout[-3000:] + run.stderr[-3000:]
+
+
+@pytest.mark.skipif(__import__("os").environ.get("TILESCRIBE_CHILD_TEST") != "closing",
+                    reason="run in a child process by test_closing_the_project_ends_the_queue_after_its_current_layer")
+def test_closing_the_project_mid_queue_in_this_process(plugin_on_shared_worker, fake_iface, add_raster, tmp_path,
+                                                       qtbot):
+    from qgis.core import QgsProject
+    from qgis.PyQt.QtWidgets import QPushButton
+
+    plugin = plugin_on_shared_worker
+    _queue_three_sheets(plugin, add_raster, tmp_path, qtbot)
+    qtbot.waitUntil(lambda: len(plugin.queue.finished) == 1 and plugin.queue.running, timeout=180_000)
+    fake_iface.canvas.setLayers([])  # as QGIS's layer tree bridge does when the project closes
+    QgsProject.instance().clear()  # what Project > Close and Project > New do
+    _wait_queue(plugin, qtbot)
+    texts = " | ".join(bar_texts(fake_iface.bar))
+    assert ("The project was closed while its layers were indexed: 2 of 3 layers indexed (sheet2, sheet1); "
+            "left: sheet0.") in texts, texts
+    assert fake_iface.bar.findChild(QPushButton, "tilescribeQueueResume") is None
+    with sqlite3.connect(tmp_path / "survey.tilescribe.sqlite") as conn:  # the layer in progress finished
+        assert conn.execute("select count(*), sum(status = 'done') from tiles").fetchone() == (29, 29)
+        names = [Path(p).name for (p,) in conn.execute("select path from rasters order by id")]
+    assert names == ["sheet2.tif", "sheet1.tif"]
+    assert plugin.dock.selected_dbs() == []  # the closed project's index is not brought into the new one
