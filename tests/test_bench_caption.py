@@ -12,7 +12,9 @@ FIELDS = {"engine", "slots", "shape", "s_per_tile", "tiles_per_hour", "prompt_to
           "output_tokens", "encode_s", "prompt_s", "generate_s"}
 
 
-def test_bench_caption_reports_each_engine_setting(tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def bench_caption(tmp_path, monkeypatch):
+    """`tilescribe bench-caption ARGS` with the tiny pair written into tmp_path; skips without llama-server."""
     try:
         find_llama_server()
     except ModelError as exc:
@@ -21,8 +23,12 @@ def test_bench_caption_reports_each_engine_setting(tmp_path, monkeypatch, capsys
     from tilescribe.devtools.bench import shaped_gguf
 
     monkeypatch.setattr(shaped_gguf, "CACHE", tmp_path / "models")
-    code = main(["bench-caption", "--shape", "tiny", "--tiles", "2", "--answer-tokens", "12",
-                 "--settings", "in-process", "server:2", "server:1:image-first", "--format", "json"])
+    return lambda *args: main(["bench-caption", *args])
+
+
+def test_bench_caption_reports_each_engine_setting(bench_caption, capsys):
+    code = bench_caption("--shape", "tiny", "--tiles", "2", "--answer-tokens", "12",
+                         "--settings", "in-process", "server:2", "server:1:image-first", "--format", "json")
     assert code == 0
     out = capsys.readouterr()
     rows = json.loads(out.out)
@@ -53,20 +59,12 @@ def test_unknown_setting_is_refused(capsys):
     assert "Unknown --settings entry 'gpu:9'" in capsys.readouterr().err
 
 
-def test_every_engine_stops_at_the_same_answer_length_and_slots_get_enough_tiles(tmp_path, monkeypatch, capsys):
+def test_every_engine_stops_at_the_same_answer_length_and_slots_get_enough_tiles(bench_caption, capsys):
     """The tiny shape's answers at a realistic length: in process and llama-server both stop at
     exactly the tokens asked for (the real schema's bounds let the JSON close at different lengths
     in each: 654 vs 767 tokens for the 3B shape), and 3 slots never share 1 tile."""
-    try:
-        find_llama_server()
-    except ModelError as exc:
-        pytest.skip(f"no llama-server: {exc}")
-    from tilescribe.plugin.cli.main import main
-    from tilescribe.devtools.bench import shaped_gguf
-
-    monkeypatch.setattr(shaped_gguf, "CACHE", tmp_path / "models")
-    code = main(["bench-caption", "--shape", "tiny", "--tiles", "1", "--variants", "1", "2", "--rounds", "1",
-                 "--settings", "in-process", "server:3", "--threads", "2", "--format", "json"])
+    code = bench_caption("--shape", "tiny", "--tiles", "1", "--variants", "1", "2", "--rounds", "1",
+                         "--settings", "in-process", "server:3", "--threads", "2", "--format", "json")
     assert code == 0
     out = capsys.readouterr()
     rows = json.loads(out.out)
@@ -78,17 +76,9 @@ def test_every_engine_stops_at_the_same_answer_length_and_slots_get_enough_tiles
         assert row["output_tokens_each"] == [row["answer_tokens"]] * 3 and row["answer_held"] is True
 
 
-def test_text_report_gives_each_settings_spread(tmp_path, monkeypatch, capsys):
-    try:
-        find_llama_server()
-    except ModelError as exc:
-        pytest.skip(f"no llama-server: {exc}")
-    from tilescribe.plugin.cli.main import main
-    from tilescribe.devtools.bench import shaped_gguf
-
-    monkeypatch.setattr(shaped_gguf, "CACHE", tmp_path / "models")
-    assert main(["bench-caption", "--shape", "tiny", "--tiles", "1", "--answer-tokens", "8",
-                 "--settings", "in-process", "server:1", "--rounds", "3"]) == 0
+def test_text_report_gives_each_settings_spread(bench_caption, capsys):
+    assert bench_caption("--shape", "tiny", "--tiles", "1", "--answer-tokens", "8",
+                         "--settings", "in-process", "server:1", "--rounds", "3") == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("shape | variants | engine | slots | order | s/tile median | min-max (rounds)")
     for line in lines[1:3]:
